@@ -1,0 +1,56 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+/// mla-convert: turns MHA/GQA attention with RoPE into Multi-head Latent Attention.
+///
+/// Modules by concern (see docs/architecture.md):
+/// - `MLATensor`: dtypes, shapes, mapped/owned storage, F16/BF16 conversion.
+/// - `MLALinalg`: BLAS GEMM and LAPACK factorizations (the only module importing `CLAPACK`).
+/// - `MLACheckpoint`: safetensors, GGUF, HDF5, HF config, model adapters (the only module importing `CHDF5`).
+/// - `MLARuntime`: tokenizer, decoder forward pass, perplexity, calibration statistics.
+/// - `mla-convert`, `mla-verify`: thin command-line front ends.
+let package = Package(
+    name: "mla-convert",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "mla-convert", targets: ["mla-convert"]),
+        .executable(name: "mla-verify", targets: ["mla-verify"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLAPACK", path: "Sources/CLAPACK", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+        .systemLibrary(
+            name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev", "zlib1g-dev"])]),
+        .target(name: "CF16", path: "Sources/CF16"),
+        .target(
+            name: "MLATensor", dependencies: ["CF16"],
+            linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "MLALinalg", dependencies: ["MLATensor", "CLAPACK"]),
+        .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5"]),
+        .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint"]),
+        .executableTarget(
+            name: "mla-convert",
+            dependencies: [
+                "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "mla-verify",
+            dependencies: [
+                "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
+        .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor"]),
+        .testTarget(
+            name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor"],
+            resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor"]),
+    ]
+)

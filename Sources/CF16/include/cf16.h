@@ -1,0 +1,15 @@
+#ifndef CF16_H
+#define CF16_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Widens `count` IEEE half-precision values (bit patterns) to float32. Exact.
+/// Uses the CPU's F16C instructions when present, a portable bit-exact path otherwise.
+void cf16_half_to_float(const uint16_t *src, float *dst, size_t count);
+
+/// Narrows `count` float32 values to IEEE half precision, round-to-nearest-even, NaNs stay NaN.
+void cf16_float_to_half(const float *src, uint16_t *dst, size_t count);
+
+/// 1 when the F16C fast path is in use on this CPU.
+int cf16_has_f16c(void);
+#endif

@@ -1,0 +1,107 @@
+/// Where a tensor's bytes live: a slice of a memory-mapped file (lazy, nothing read until used) or
+/// an owned buffer.
+public enum TensorStorage: Sendable {
+    case mapped(MappedFile, offset: Int, count: Int)
+    case owned([UInt8])
+}
+
+/// A dense row-major tensor of any stored dtype, little-endian bytes.
+///
+/// `shape` is in PyTorch order (slowest dimension first); a weight `[out, in]` computes y = W·x.
+public struct Tensor: Sendable {
+    public let dtype: DType
+    public let shape: [Int]
+    public let storage: TensorStorage
+
+    /// Creates a tensor over existing bytes. `precondition`: byte count = elements × dtype size
+    /// (readers validate file-derived sizes before constructing).
+    public init(dtype: DType, shape: [Int], storage: TensorStorage) {
+        self.dtype = dtype
+        self.shape = shape
+        self.storage = storage
+        precondition(Tensor.byteCount(dtype: dtype, shape: shape) == storage.byteCount,
+                     "Tensor: storage holds \(storage.byteCount) bytes, shape \(shape) of \(dtype) needs \(Tensor.byteCount(dtype: dtype, shape: shape) ?? -1)")
+    }
+
+    /// An owned F32 tensor. `values.count` must equal the product of `shape`.
+    public init(floats values: [Float], shape: [Int]) {
+        precondition(values.count == shape.reduce(1, *), "Tensor(floats:): \(values.count) values for shape \(shape)")
+        self.init(dtype: .f32, shape: shape, storage: .owned(values.withUnsafeBytes { Array($0) }))
+    }
+
+    /// An owned F64 tensor. `values.count` must equal the product of `shape`.
+    public init(doubles values: [Double], shape: [Int]) {
+        precondition(values.count == shape.reduce(1, *), "Tensor(doubles:): \(values.count) values for shape \(shape)")
+        self.init(dtype: .f64, shape: shape, storage: .owned(values.withUnsafeBytes { Array($0) }))
+    }
+
+    /// Number of elements (1 for a scalar, 0 when any dimension is 0).
+    public var elementCount: Int { shape.reduce(1, *) }
+
+    /// Bytes of data.
+    public var byteCount: Int { storage.byteCount }
+
+    /// Element count × dtype size with overflow checks; nil on overflow or a negative dimension.
+    public static func byteCount(dtype: DType, shape: [Int]) -> Int? {
+        var n = dtype.byteSize
+        for d in shape {
+            guard d >= 0 else { return nil }
+            let (p, o) = n.multipliedReportingOverflow(by: d)
+            if o { return nil }
+            n = p
+        }
+        return n
+    }
+
+    /// Calls `body` with the tensor's raw little-endian bytes (no copy for either storage).
+    public func withRawBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        switch storage {
+        case let .mapped(file, offset, count):
+            return try file.withBytes(offset: offset, count: count, body)
+        case let .owned(bytes):
+            return try bytes.withUnsafeBytes(body)
+        }
+    }
+
+    /// The values widened to F32 (F64 rounded to nearest). `precondition`: a floating dtype.
+    public func floats() -> [Float] {
+        precondition(dtype.isComputeFloat, "Tensor.floats(): dtype \(dtype) is not a float type")
+        let n = elementCount
+        return [Float](unsafeUninitializedCapacity: n) { out, initialized in
+            withRawBytes { raw in FloatConversion.widen(raw, dtype: dtype, into: out) }
+            initialized = n
+        }
+    }
+
+    /// The values widened to F64 (exact for every floating dtype).
+    public func doubles() -> [Double] {
+        if dtype == .f64 {
+            return withRawBytes { raw in (0..<elementCount).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) } }
+        }
+        return floats().map(Double.init)
+    }
+
+    /// The same values stored as `target` (a floating dtype); F32→BF16/F16 round to nearest even.
+    public func converted(to target: DType) -> Tensor {
+        if target == dtype { return self }
+        precondition(target.isComputeFloat && dtype.isComputeFloat, "Tensor.converted: \(dtype) -> \(target) is not a float conversion")
+        if target == .f64 { return Tensor(doubles: doubles(), shape: shape) }
+        let values = floats()
+        return Tensor(dtype: target, shape: shape, storage: .owned(FloatConversion.narrow(values, to: target)))
+    }
+
+    /// A copy with a new shape of the same element count.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        Tensor(dtype: dtype, shape: newShape, storage: storage)
+    }
+}
+
+extension TensorStorage {
+    /// Bytes held.
+    public var byteCount: Int {
+        switch self {
+        case let .mapped(_, _, count): return count
+        case let .owned(bytes): return bytes.count
+        }
+    }
+}
