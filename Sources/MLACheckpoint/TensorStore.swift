@@ -80,3 +80,20 @@ public struct InMemoryTensorStore: TensorStore {
         return t
     }
 }
+
+/// One tensor a writer will emit: known before any data is read, so shard plans and headers can be
+/// written first and the data streamed tensor by tensor afterwards.
+public struct TensorWriteEntry: Sendable, Equatable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+
+    public init(name: String, dtype: DType, shape: [Int]) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+    }
+
+    /// Bytes of data (elements × dtype size).
+    public var byteCount: Int { shape.reduce(dtype.byteSize, *) }
+}

@@ -1,0 +1,127 @@
+/// Source model families this toolkit reads and converts (one adapter file each under `Adapters/`).
+public enum ModelFamily: String, Sendable, CaseIterable {
+    case llama, mistral, qwen2
+}
+
+/// RoPE frequency scaling of the source model (see `formats.md` §3 for the formulas).
+public enum RopeScaling: Sendable, Equatable {
+    case none
+    /// θ_i / factor.
+    case linear(factor: Double)
+    /// Llama 3.1 piecewise scaling.
+    case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+    /// YaRN: ramped interpolation plus a cos/sin multiplier (`attentionFactor`, nil = derived default).
+    case yarn(factor: Double, originalMaxPositions: Int, betaFast: Double, betaSlow: Double,
+              attentionFactor: Double?, mscale: Double?, mscaleAllDim: Double?, truncate: Bool)
+
+    /// Short name as in `rope_type` ("default" for none).
+    public var typeName: String {
+        switch self {
+        case .none: return "default"
+        case .linear: return "linear"
+        case .llama3: return "llama3"
+        case .yarn: return "yarn"
+        }
+    }
+}
+
+/// The normalized description of a decoder-only source model, built from `config.json` or GGUF
+/// metadata by a family adapter. Everything downstream (runtime, converters, inspect) reads this,
+/// never the raw config.
+public struct ModelConfig: Sendable, Equatable {
+    public var family: ModelFamily
+    public var numLayers: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numHeads: Int
+    public var numKVHeads: Int
+    /// Per-head dimension of q, k and v.
+    public var headDim: Int
+    public var vocabSize: Int
+    public var maxPositions: Int
+    /// RoPE base b: θ_l = b^(-2l/headDim) radians per position, pair l < headDim/2, rotate-half layout.
+    public var ropeTheta: Double
+    public var ropeScaling: RopeScaling
+    public var rmsNormEps: Double
+    /// q_proj, k_proj, v_proj carry biases (Qwen2 always; Llama with `attention_bias`).
+    public var qkvBias: Bool
+    /// o_proj carries a bias (Llama with `attention_bias`).
+    public var outputBias: Bool
+    /// MLP projections carry biases (Llama `mlp_bias`).
+    public var mlpBias: Bool
+    /// The LM head is the token embedding (no `lm_head.weight`).
+    public var tiedEmbeddings: Bool
+    public var bosTokenId: Int?
+    public var eosTokenId: Int?
+    /// The Hugging Face `config.json` object this description came from (built for GGUF sources);
+    /// writers copy it so round trips keep every key.
+    public var raw: JSONValue
+
+    public init(family: ModelFamily, numLayers: Int, hiddenSize: Int, intermediateSize: Int, numHeads: Int,
+                numKVHeads: Int, headDim: Int, vocabSize: Int, maxPositions: Int, ropeTheta: Double,
+                ropeScaling: RopeScaling, rmsNormEps: Double, qkvBias: Bool, outputBias: Bool, mlpBias: Bool,
+                tiedEmbeddings: Bool, bosTokenId: Int?, eosTokenId: Int?, raw: JSONValue) {
+        self.family = family
+        self.numLayers = numLayers
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.numHeads = numHeads
+        self.numKVHeads = numKVHeads
+        self.headDim = headDim
+        self.vocabSize = vocabSize
+        self.maxPositions = maxPositions
+        self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
+        self.rmsNormEps = rmsNormEps
+        self.qkvBias = qkvBias
+        self.outputBias = outputBias
+        self.mlpBias = mlpBias
+        self.tiedEmbeddings = tiedEmbeddings
+        self.bosTokenId = bosTokenId
+        self.eosTokenId = eosTokenId
+        self.raw = raw
+    }
+
+    /// Query heads per KV head.
+    public var groupSize: Int { numHeads / numKVHeads }
+
+    /// "MHA" (KV heads = heads), "MQA" (one KV head) or "GQA".
+    public var attentionKind: String {
+        if numKVHeads == numHeads { return "MHA" }
+        if numKVHeads == 1 { return "MQA" }
+        return "GQA"
+    }
+
+    /// KV-cache values per token per layer: K and V of every KV head (2·n_kv·d_h).
+    public var kvCacheValuesPerTokenPerLayer: Int { 2 * numKVHeads * headDim }
+
+    /// KV-cache values per token over all layers.
+    public var kvCacheValuesPerToken: Int { kvCacheValuesPerTokenPerLayer * numLayers }
+}
+
+/// Hugging Face tensor names of one decoder layer (`model.layers.N.`).
+public struct LayerTensorNames: Sendable {
+    public let prefix: String
+    public init(layer: Int) { prefix = "model.layers.\(layer)." }
+
+    public var inputNorm: String { prefix + "input_layernorm.weight" }
+    public var postAttentionNorm: String { prefix + "post_attention_layernorm.weight" }
+    public var qProj: String { prefix + "self_attn.q_proj.weight" }
+    public var kProj: String { prefix + "self_attn.k_proj.weight" }
+    public var vProj: String { prefix + "self_attn.v_proj.weight" }
+    public var oProj: String { prefix + "self_attn.o_proj.weight" }
+    public var qBias: String { prefix + "self_attn.q_proj.bias" }
+    public var kBias: String { prefix + "self_attn.k_proj.bias" }
+    public var vBias: String { prefix + "self_attn.v_proj.bias" }
+    public var oBias: String { prefix + "self_attn.o_proj.bias" }
+    public var gateProj: String { prefix + "mlp.gate_proj.weight" }
+    public var upProj: String { prefix + "mlp.up_proj.weight" }
+    public var downProj: String { prefix + "mlp.down_proj.weight" }
+}
+
+/// Hugging Face names of the tensors outside the layers.
+public enum ModelTensorNames {
+    public static let embedding = "model.embed_tokens.weight"
+    public static let finalNorm = "model.norm.weight"
+    public static let lmHead = "lm_head.weight"
+}
