@@ -1,0 +1,80 @@
+import Foundation
+
+/// Writes an output file or directory so that a failure leaves nothing behind: the body writes to a
+/// temporary sibling (`.NAME.partial-PID`), which is flushed and renamed into place only when the body
+/// returns. An existing non-empty output is replaced only with `force`.
+public enum AtomicOutput {
+    /// Runs `body(temporaryPath)` and moves the result to `finalPath`.
+    /// - `directory`: the temporary path is created as an empty directory before `body` runs;
+    ///   otherwise `body` creates the file itself.
+    /// - `inputs`: paths that must never be overwritten (the output may not resolve to one of them).
+    public static func write(to finalPath: String, directory: Bool, force: Bool, inputs: [String] = [],
+                             _ body: (String) throws -> Void) throws {
+        let fm = FileManager.default
+        let finalURL = URL(fileURLWithPath: finalPath).standardizedFileURL
+        for input in inputs {
+            let inputURL = URL(fileURLWithPath: input).standardizedFileURL.resolvingSymlinksInPath()
+            if finalURL.resolvingSymlinksInPath().path == inputURL.path {
+                throw CheckpointError.writeFailed(path: finalPath, reason: "the output would overwrite the input")
+            }
+        }
+        if exists(finalURL.path) && !isEmptyDirectory(finalURL.path) && !force {
+            throw CheckpointError.outputExists(path: finalPath)
+        }
+        let parent = finalURL.deletingLastPathComponent().path
+        guard isDirectory(parent) else {
+            throw CheckpointError.writeFailed(path: finalPath, reason: "parent directory \(parent) does not exist")
+        }
+        let temp = parent + "/." + finalURL.lastPathComponent + ".partial-\(ProcessInfo.processInfo.processIdentifier)"
+        try? fm.removeItem(atPath: temp)
+        do {
+            if directory { try fm.createDirectory(atPath: temp, withIntermediateDirectories: false) }
+            try body(temp)
+            try syncTree(temp)
+        } catch {
+            try? fm.removeItem(atPath: temp)
+            throw error
+        }
+        if exists(finalURL.path) {
+            let trash = parent + "/." + finalURL.lastPathComponent + ".replaced-\(ProcessInfo.processInfo.processIdentifier)"
+            do {
+                try fm.moveItem(atPath: finalURL.path, toPath: trash)
+                try fm.moveItem(atPath: temp, toPath: finalURL.path)
+            } catch {
+                try? fm.removeItem(atPath: temp)
+                throw CheckpointError.writeFailed(path: finalPath, reason: "cannot move the finished output into place (\(error))")
+            }
+            try? fm.removeItem(atPath: trash)
+        } else {
+            do {
+                try fm.moveItem(atPath: temp, toPath: finalURL.path)
+            } catch {
+                try? fm.removeItem(atPath: temp)
+                throw CheckpointError.writeFailed(path: finalPath, reason: "cannot move the finished output into place (\(error))")
+            }
+        }
+    }
+
+    static func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+    }
+
+    static func isEmptyDirectory(_ path: String) -> Bool {
+        isDirectory(path) && ((try? FileManager.default.contentsOfDirectory(atPath: path))?.isEmpty ?? false)
+    }
+
+    /// fsync every regular file under `path` (and `path` itself when it is a file).
+    private static func syncTree(_ path: String) throws {
+        var files = [path]
+        if isDirectory(path) {
+            files = (try FileManager.default.contentsOfDirectory(atPath: path)).map { path + "/" + $0 }
+        }
+        for file in files where !isDirectory(file) {
+            let fd = open(file, O_RDONLY)
+            if fd >= 0 { fsync(fd); close(fd) }
+        }
+    }
+}
