@@ -33,16 +33,17 @@ let package = Package(
         .target(name: "MLALinalg", dependencies: ["MLATensor", "CLAPACK"]),
         .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5"]),
         .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint"]),
+        .target(name: "MLACLI"),
         .executableTarget(
             name: "mla-convert",
             dependencies: [
-                "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                "MLACLI", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
             name: "mla-verify",
             dependencies: [
-                "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                "MLACLI", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),

@@ -26,6 +26,27 @@ public enum DType: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// The PyTorch dtype name used in config.json `torch_dtype` ("float32", "bfloat16", ...).
+    public var torchName: String {
+        switch self {
+        case .f64: return "float64"
+        case .f32: return "float32"
+        case .f16: return "float16"
+        case .bf16: return "bfloat16"
+        case .bool: return "bool"
+        case .u8: return "uint8"
+        case .i8: return "int8"
+        case .u16: return "uint16"
+        case .i16: return "int16"
+        case .u32: return "uint32"
+        case .i32: return "int32"
+        case .u64: return "uint64"
+        case .i64: return "int64"
+        case .f8e4m3: return "float8_e4m3fn"
+        case .f8e5m2: return "float8_e5m2"
+        }
+    }
+
     /// Parses a user-facing name such as `f32`, `bf16`, `F16` (case-insensitive).
     public init?(userName: String) {
         guard let match = DType.allCases.first(where: { $0.rawValue.lowercased() == userName.lowercased() }) else {

@@ -1,0 +1,69 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Progress on standard error for long work: a single updating line on a terminal, a line every
+/// `logEvery` steps otherwise (CI logs), and the elapsed time at the end.
+public final class Progress {
+    private let total: Int
+    private let label: String
+    private let interactive: Bool
+    private let logEvery: Int
+    private var done = 0
+    private let start = MonotonicClock.now()
+
+    public init(total: Int, label: String) {
+        self.total = total
+        self.label = label
+        self.interactive = isatty(2) != 0
+        self.logEvery = max(1, total / 10)
+    }
+
+    public func step(_ detail: String = "") {
+        done += 1
+        if interactive {
+            write("\r\(label): \(done)/\(total) \(detail)\u{1B}[K")
+        } else if done % logEvery == 0 || done == total {
+            write("\(label): \(done)/\(total) \(detail)\n")
+        }
+    }
+
+    /// Ends the progress line; returns the elapsed seconds.
+    @discardableResult
+    public func finish() -> Double {
+        let seconds = MonotonicClock.now() - start
+        if interactive { write("\r\u{1B}[K") }
+        write("\(label): \(total) done in \(String(format1: seconds)) s\n")
+        return seconds
+    }
+
+    private func write(_ s: String) { writeStandardError(s) }
+}
+
+/// Writes to file descriptor 2 directly (the C `stderr` global is not concurrency-safe in Swift 6).
+public func writeStandardError(_ s: String) {
+    var bytes = Array(s.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress! + offset, $0.count - offset) }
+        if n <= 0 { return }
+        offset += n
+    }
+}
+
+/// Seconds from a monotonic clock.
+public enum MonotonicClock {
+    public static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+}
+
+extension String {
+    /// A number with one decimal ("12.3").
+    public init(format1 value: Double) {
+        let tenths = (value * 10).rounded()
+        self = "\(Int(tenths) / 10).\(abs(Int(tenths)) % 10)"
+    }
+}
