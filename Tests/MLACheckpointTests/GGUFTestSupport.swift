@@ -65,6 +65,8 @@ struct GGUFBuilder {
     var alignment = 32
     /// Bytes of (zero) tensor data after the aligned data start.
     var dataBytes = 0
+    /// When set, `build()` returns exactly these bytes (for files too short to have a structure).
+    var rawOverride: [UInt8]? = nil
 
     static func u32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
     static func u64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
@@ -76,6 +78,7 @@ struct GGUFBuilder {
     static func kvString(_ key: String, _ v: String) -> [UInt8] { kv(key, type: 8, str(v)) }
 
     func build() -> [UInt8] {
+        if let rawOverride { return rawOverride }
         var b = magic + Self.u32(version)
         b += Self.u64(tensorCountOverride ?? UInt64(tensors.count))
         b += Self.u64(kvCountOverride ?? UInt64(kvs.count))
