@@ -1,7 +1,7 @@
 import MLATensor
 
 /// A GGUF metadata value (formats.md §2 "Value types"). Arrays may nest.
-public indirect enum GGUFValue: Sendable, Equatable {
+public enum GGUFValue: Sendable, Equatable {
     case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16), uint32(UInt32), int32(Int32)
     case uint64(UInt64), int64(Int64), float32(Float), float64(Double)
     case bool(Bool), string(String), array([GGUFValue])

@@ -17,6 +17,7 @@ Tiny model:
   tiny_expected.json    [{"name", "shape", "offset" (in floats, -1 when values are left out)}]
 
 Run from this directory: python3 make_fixtures.py
+Golden numbers for the real sample model: python3 make_fixtures.py --sample-golden .cache/sample.gguf
 """
 import json
 
@@ -166,6 +167,28 @@ def write_tiny_model():
         json.dump(index, f, indent=1)
 
 
+def sample_golden(path):
+    """Prints the golden numbers GGUFRealModelTests hard-codes for the SmolLM2 sample (data.md §1):
+    row-order-sensitive checksums sum_r (r+1)·sum(row r) in float64 of HF-layout tensors."""
+    r = gguf.GGUFReader(path)
+    heads = {"attn_q": 9, "attn_k": 3}
+    for name in ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.29.attn_k.weight", "blk.0.attn_v.weight",
+                 "token_embd.weight", "blk.0.attn_norm.weight"]:
+        t = next(t for t in r.tensors if t.name == name)
+        shape = [int(x) for x in reversed(t.shape)]
+        w = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shape).astype(np.float64)
+        kind = name.split(".")[-2]
+        if kind in heads:
+            w = llama_unpermute(w, heads[kind])
+        w2 = w.reshape(shape[0], -1)
+        weights = np.arange(1, shape[0] + 1, dtype=np.float64)
+        print(name, t.tensor_type.name, shape, repr(float((w2.sum(axis=1) * weights).sum())), repr(float(w2[0, 0])))
+
+
 if __name__ == "__main__":
-    write_dequant_fixtures()
-    write_tiny_model()
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--sample-golden":
+        sample_golden(sys.argv[2])
+    else:
+        write_dequant_fixtures()
+        write_tiny_model()
