@@ -95,6 +95,8 @@ struct GGUFRealModelTests {
         return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
     }
 
+    /// Numbers are clean only when run alone (`--filter GGUFRealModelTests/performance`): other suites run
+    /// in parallel in the same process and move VmRSS.
     @Test("open + one tensor is cheap; Q4_1 dequantization throughput")
     func performance() throws {
         _ = try open()  // warm the page cache and the code paths

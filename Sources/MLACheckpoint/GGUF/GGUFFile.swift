@@ -156,33 +156,35 @@ struct GGUFParser {
 
     var remaining: Int { raw.count - pos }
 
-    func truncated(_ what: String) -> CheckpointError {
-        .truncated(file: path, reason: "\(what) at byte \(pos) runs past the end of the \(raw.count)-byte file")
+    /// `what` names the field for the message; it is an autoclosure so that the hot path (98k token
+    /// strings in a real file) builds no message strings.
+    func truncated(_ what: @autoclosure () -> String) -> CheckpointError {
+        .truncated(file: path, reason: "\(what()) at byte \(pos) runs past the end of the \(raw.count)-byte file")
     }
 
-    mutating func load<T: FixedWidthInteger>(_: T.Type, _ what: String) throws -> T {
+    mutating func load<T: FixedWidthInteger>(_: T.Type, _ what: @autoclosure () -> String) throws -> T {
         let n = MemoryLayout<T>.size
-        guard remaining >= n else { throw truncated(what) }
+        guard remaining >= n else { throw truncated(what()) }
         let v = raw.loadUnaligned(fromByteOffset: pos, as: T.self)
         pos += n
         return T(littleEndian: v)
     }
 
     /// A u64 that must fit in `Int`.
-    mutating func count(_ what: String) throws -> Int {
-        let v = try load(UInt64.self, what)
+    mutating func count(_ what: @autoclosure () -> String) throws -> Int {
+        let v = try load(UInt64.self, what())
         guard let n = Int(exactly: v) else {
-            throw CheckpointError.malformed(file: path, reason: "\(what) \(v) is too large; the file is corrupt")
+            throw CheckpointError.malformed(file: path, reason: "\(what()) \(v) is too large; the file is corrupt")
         }
         return n
     }
 
-    mutating func string(_ what: String) throws -> String {
-        let n = try count("length of \(what)")
-        guard n <= remaining else { throw truncated("\(what) of \(n) bytes") }
+    mutating func string(_ what: @autoclosure () -> String) throws -> String {
+        let n = try count("length of \(what())")
+        guard n <= remaining else { throw truncated("\(what()) of \(n) bytes") }
         let bytes = UnsafeRawBufferPointer(rebasing: raw[pos..<(pos + n)])
         guard let s = String(validating: bytes, as: UTF8.self) else {
-            throw CheckpointError.malformed(file: path, reason: "\(what) at byte \(pos) is not valid UTF-8")
+            throw CheckpointError.malformed(file: path, reason: "\(what()) at byte \(pos) is not valid UTF-8")
         }
         pos += n
         return s
