@@ -65,6 +65,8 @@ struct GGUFBuilder {
     var alignment = 32
     /// Bytes of (zero) tensor data after the aligned data start.
     var dataBytes = 0
+    /// When set, the data section is these bytes instead of `dataBytes` zeros.
+    var data: [UInt8]? = nil
     /// When set, `build()` returns exactly these bytes (for files too short to have a structure).
     var rawOverride: [UInt8]? = nil
 
@@ -76,6 +78,10 @@ struct GGUFBuilder {
     static func kv(_ key: String, type: UInt32, _ value: [UInt8]) -> [UInt8] { str(key) + u32(type) + value }
     static func kvU32(_ key: String, _ v: UInt32) -> [UInt8] { kv(key, type: 4, u32(v)) }
     static func kvString(_ key: String, _ v: String) -> [UInt8] { kv(key, type: 8, str(v)) }
+    static func kvF32(_ key: String, _ v: Float) -> [UInt8] { kv(key, type: 6, u32(v.bitPattern)) }
+    static func kvU32Array(_ key: String, _ v: [UInt32]) -> [UInt8] {
+        kv(key, type: 9, u32(4) + u64(UInt64(v.count)) + v.flatMap(u32))
+    }
 
     func build() -> [UInt8] {
         if let rawOverride { return rawOverride }
@@ -89,7 +95,7 @@ struct GGUFBuilder {
             b += Self.u32(t.type) + Self.u64(t.offset)
         }
         while b.count % alignment != 0 { b.append(0) }
-        return b + [UInt8](repeating: 0, count: dataBytes)
+        return b + (data ?? [UInt8](repeating: 0, count: dataBytes))
     }
 
     /// A valid llama-ish file with two F32 tensors of 32 and 64 elements.
