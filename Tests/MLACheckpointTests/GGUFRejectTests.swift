@@ -162,6 +162,21 @@ struct GGUFRejectTests {
         try expectRejected(h, .malformedTensor, tensor: "blk.0.attn_norm.weight", mentions: "alignment 256")
     }
 
+    @Test("a tensor-less (vocabulary-only) file may end unpadded after its metadata")
+    func vocabOnly() throws {
+        var g = B.valid()
+        g.tensors = []
+        g.dataBytes = 0
+        g.alignment = 1  // the builder adds no padding
+        let bytes = g.build()
+        #expect(bytes.count % 32 != 0)
+        let dir = try GGUFTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try GGUFTestSupport.write(bytes, to: dir + "/vocab.gguf")
+        let f = try GGUFFile(path: dir + "/vocab.gguf")
+        #expect(f.tensors.isEmpty && f.metadata.count == 2)
+    }
+
     @Test("empty and non-GGUF files") func tiny() throws {
         try expectRejected(GGUFBuilder(rawOverride: Array("GGUF".utf8) + [3, 0]), .truncated, mentions: "version")
         try expectRejected(GGUFBuilder(rawOverride: []), .malformed, mentions: "magic")

@@ -75,32 +75,35 @@ public enum GGMLDequantize {
         }
     }
 
-    /// [d f16, qh u32, qs 16 B]: 5-bit q with bit e of qh as the high bit of element e; y = d·(q − 16).
+    /// The 5-bit values of elements j and j+16 of a Q5 block: low nibbles from qs[j], bit e of qh on top.
+    @inline(__always)
+    static func q5Pair(_ qs: UInt8, _ qh: UInt32, _ j: Int) -> (UInt32, UInt32) {
+        let q = UInt32(qs)
+        return ((q & 15) | ((qh >> UInt32(j)) & 1) << 4, (q >> 4) | ((qh >> UInt32(j + 16)) & 1) << 4)
+    }
+
+    /// [d f16, qh u32, qs 16 B]: y = d·(q − 16) with the 5-bit q of `q5Pair`.
     static func q5_0(_ src: UnsafeRawPointer, _ blocks: Int, _ dst: UnsafeMutablePointer<Float>) {
         for b in 0..<blocks {
             let p = src + 22 * b, o = dst + 32 * b
             let d = half(p, 0)
             let qh = p.loadUnaligned(fromByteOffset: 2, as: UInt32.self)
             for j in 0..<16 {
-                let q = UInt32(byte(p, 6 + j))
-                let lo = (q & 15) | ((qh >> UInt32(j)) & 1) << 4
-                let hi = (q >> 4) | ((qh >> UInt32(j + 16)) & 1) << 4
+                let (lo, hi) = q5Pair(byte(p, 6 + j), qh, j)
                 o[j] = d * Float(Int32(lo) - 16)
                 o[j + 16] = d * Float(Int32(hi) - 16)
             }
         }
     }
 
-    /// [d f16, m f16, qh u32, qs 16 B]: the Q5_0 5-bit q, y = d·q + m.
+    /// [d f16, m f16, qh u32, qs 16 B]: y = d·q + m with the 5-bit q of `q5Pair`.
     static func q5_1(_ src: UnsafeRawPointer, _ blocks: Int, _ dst: UnsafeMutablePointer<Float>) {
         for b in 0..<blocks {
             let p = src + 24 * b, o = dst + 32 * b
             let d = half(p, 0), m = half(p, 2)
             let qh = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
             for j in 0..<16 {
-                let q = UInt32(byte(p, 8 + j))
-                let lo = (q & 15) | ((qh >> UInt32(j)) & 1) << 4
-                let hi = (q >> 4) | ((qh >> UInt32(j + 16)) & 1) << 4
+                let (lo, hi) = q5Pair(byte(p, 8 + j), qh, j)
                 o[j] = d * Float(lo) + m
                 o[j + 16] = d * Float(hi) + m
             }

@@ -335,7 +335,8 @@ struct GGUFParser {
         let (padded, o1) = pos.addingReportingOverflow(alignment - 1)
         guard !o1 else { throw truncated("tensor data") }
         let dataOffset = padded / alignment * alignment
-        guard dataOffset <= raw.count else { throw truncated("tensor data section (starting at \(dataOffset))") }
+        // A file without tensors (a vocabulary-only GGUF) may end right after its metadata, unpadded.
+        guard infos.isEmpty || dataOffset <= raw.count else { throw truncated("tensor data section (starting at \(dataOffset))") }
 
         var tensors: [GGUFTensorInfo] = []
         tensors.reserveCapacity(infos.count)

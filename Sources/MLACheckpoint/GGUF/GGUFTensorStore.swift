@@ -51,6 +51,7 @@ public struct GGUFTensorStore: TensorStore {
                 }
                 heads = n
             }
+            // Undecodable types report F32 here; `tensor(_:)` throws for them, naming the type.
             let dtype = t.type.decodedDType?.dtype ?? .f32
             let info = TensorInfo(name: hf, shape: t.shape, dtype: dtype, storedType: t.type.name,
                                   storedBytes: t.byteCount, file: file.path)
