@@ -61,6 +61,13 @@ public enum MLAAttention {
         /// Bytes held: count × valuesPerToken × 4 (F32).
         public var bytes: Int { count * valuesPerToken * MemoryLayout<Float>.size }
 
+        /// Reserves storage for `tokens` cached tokens in total, so appends up to that length do not
+        /// reallocate (and a copied cache gets its own storage now rather than at the next append).
+        public mutating func reserveCapacity(tokens: Int) {
+            latent.reserveCapacity(tokens * kvRank)
+            ropeKeys.reserveCapacity(tokens * ropeWidth)
+        }
+
         /// Appends `tokens` rows: `latent` `[tokens, kvRank]` (ĉ, after any latent norm) and `ropeKeys`
         /// `[tokens, ropeWidth]` (already rotated). Throws when the sizes disagree.
         public mutating func append(latent newLatent: [Float], ropeKeys newKeys: [Float], tokens: Int) throws {
