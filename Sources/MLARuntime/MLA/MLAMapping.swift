@@ -216,7 +216,12 @@ extension MLALayerWeights {
         guard let map = entry["rope_head_of_query_head"]?.array?.compactMap(\.int), map.count == nh else {
             throw CheckpointError.invalidConfig(file: file, key: entryPath + "rope_head_of_query_head", reason: "needs \(nh) integers, one per query head")
         }
-        let biases = Set(entry["biases"]?.array?.compactMap(\.string) ?? [])
+        let biasSlots: Set<String> = ["q_proj", "q_a_proj", "kv_a_proj", "k_rope_proj", "o_proj"]
+        let biasList = entry["biases"]?.array ?? []
+        let biases = Set(biasList.compactMap(\.string))
+        guard biases.count == biasList.count, biases.isSubset(of: biasSlots) else {
+            throw CheckpointError.invalidConfig(file: file, key: entryPath + "biases", reason: "must list distinct names from \(biasSlots.sorted()), found \(biasList.map { $0.serialized() })")
+        }
         guard let oInfo = store.info(prefix + NativeName.oProj), oInfo.shape.count == 2 else {
             throw CheckpointError.missingTensor(file: store.info(prefix + NativeName.kvA)?.file ?? "<store>", tensor: prefix + NativeName.oProj)
         }
