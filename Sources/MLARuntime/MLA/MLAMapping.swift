@@ -1,0 +1,298 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import MLACheckpoint
+import MLATensor
+
+/// Reading `MLALayerWeights` from a stock DeepSeek-V3 checkpoint (`formats.md` §4) and reading and
+/// writing the native MLA format (`docs/formats-native-mla.md`).
+extension MLALayerWeights {
+    // MARK: - DeepSeek-V3
+
+    /// DeepSeek's unscaled RoPE table θ'_i = theta^(−2i/dRope), i < dRope/2, radians per position
+    /// (`mla-math.md` §8a). Scaled (YaRN) tables come from the runtime's RoPE helper instead.
+    public static func deepSeekInvFreq(theta: Double, dRope: Int) -> [Double] {
+        (0..<max(0, dRope / 2)).map { pow(theta, -2 * Double($0) / Double(dRope)) }
+    }
+
+    /// DeepSeek-V3's softmax scale from its config.json: (qk_nope_head_dim + qk_rope_head_dim)^−½, times μ²
+    /// when `rope_scaling` (or transformers 5's `rope_parameters`) has a nonzero `mscale_all_dim`, with
+    /// μ = 0.1·mscale_all_dim·ln(factor) + 1 for factor > 1, else 1 (HF `yarn_get_mscale`; the same in
+    /// vLLM and SGLang, `formats.md` §4 "Scale").
+    public static func deepSeekSoftmaxScale(config: JSONValue, file: String = "config.json") throws -> Float {
+        let dNope = try configInt(config, "qk_nope_head_dim", file: file)
+        let dRope = try configInt(config, "qk_rope_head_dim", file: file)
+        guard dNope + dRope > 0 else {
+            throw CheckpointError.invalidConfig(file: file, key: "qk_nope_head_dim", reason: "qk_nope_head_dim + qk_rope_head_dim must be positive")
+        }
+        var scale = 1 / Double(dNope + dRope).squareRoot()
+        let scaling = config["rope_scaling"].flatMap { $0.isNull ? nil : $0 } ?? config["rope_parameters"]
+        if let scaling, let mscaleAllDim = scaling["mscale_all_dim"]?.double, mscaleAllDim != 0 {
+            guard let factor = scaling["factor"]?.double, factor > 0 else {
+                throw CheckpointError.invalidConfig(file: file, key: "rope_scaling.factor", reason: "mscale_all_dim is set, so a positive factor is required")
+            }
+            let mu = factor <= 1 ? 1 : 0.1 * mscaleAllDim * log(factor) + 1
+            scale *= mu * mu
+        }
+        return Float(scale)
+    }
+
+    /// Layer `layer` of a DeepSeek-V3 checkpoint (`model.layers.{layer}.self_attn.*`) as MLA weights.
+    ///
+    /// - `config`: the checkpoint's config.json (keys hidden_size, num_attention_heads, q_lora_rank (null
+    ///   selects `q_proj`), kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim).
+    /// - `ropeInvFreq` `[qk_rope_head_dim/2]`: the engine's table (plain: `deepSeekInvFreq`; YaRN: the
+    ///   runtime's table); `attentionFactor`: the cos/sin multiplier that goes with it.
+    /// - `normEps`: eps of `q_a_layernorm` and `kv_a_layernorm`. HF builds both with a constant 1e-6
+    ///   whatever `rms_norm_eps` says; vLLM and SGLang use `rms_norm_eps` (`formats.md` §4).
+    /// - `softmaxScale`: nil computes `deepSeekSoftmaxScale(config:)`.
+    ///
+    /// `kv_a_proj_with_mqa` `[r + dRope, d]` splits into `kvA` (rows [0, r)) and the single shared rope
+    /// key `kRope` (rows [r, r + dRope)); its bias likewise. Biases are read where HF has slots
+    /// (`q_a_proj`, `kv_a_proj_with_mqa`, `o_proj`) when present. Rope rows stay interleaved as stored.
+    public static func deepSeekV3Layer(config: JSONValue, store: any TensorStore, layer: Int, ropeInvFreq: [Double],
+                                       attentionFactor: Double, normEps: Double = 1e-6,
+                                       softmaxScale: Float? = nil) throws -> MLALayerWeights {
+        let file = "config.json"
+        let d = try configInt(config, "hidden_size", file: file)
+        let nh = try configInt(config, "num_attention_heads", file: file)
+        let r = try configInt(config, "kv_lora_rank", file: file)
+        let dNope = try configInt(config, "qk_nope_head_dim", file: file)
+        let dRope = try configInt(config, "qk_rope_head_dim", file: file)
+        let dV = try configInt(config, "v_head_dim", file: file)
+        for (key, value) in [("hidden_size", d), ("num_attention_heads", nh), ("kv_lora_rank", r),
+                             ("qk_nope_head_dim", dNope), ("qk_rope_head_dim", dRope), ("v_head_dim", dV)]
+        where value < 0 || value > maxDimension {
+            throw CheckpointError.invalidConfig(file: file, key: key, reason: "\(value) is outside 0...\(maxDimension)")
+        }
+        let prefix = "model.layers.\(layer).self_attn."
+        let qRows = nh * (dNope + dRope)
+        let query: Query
+        if let qRank = config["q_lora_rank"], !qRank.isNull {
+            guard let rank = qRank.int, rank > 0, rank <= maxDimension else {
+                throw CheckpointError.invalidConfig(file: file, key: "q_lora_rank", reason: "must be null or a positive integer")
+            }
+            query = .lowRank(rank: rank, a: try store.floats(prefix + "q_a_proj.weight", shape: [rank, d]),
+                             aBias: try optional(store, prefix + "q_a_proj.bias", [rank]),
+                             norm: try store.floats(prefix + "q_a_layernorm.weight", shape: [rank]),
+                             eps: Float(normEps), b: try store.floats(prefix + "q_b_proj.weight", shape: [qRows, rank]))
+        } else {
+            query = .full(proj: try store.floats(prefix + "q_proj.weight", shape: [qRows, d]), bias: nil)
+        }
+        let kva = try store.floats(prefix + "kv_a_proj_with_mqa.weight", shape: [r + dRope, d])
+        let kvaBias = try optional(store, prefix + "kv_a_proj_with_mqa.bias", [r + dRope])
+        guard ropeInvFreq.count == dRope / 2 else {
+            throw CheckpointError.invalidConfig(file: file, key: "qk_rope_head_dim", reason: "the RoPE table has \(ropeInvFreq.count) frequencies, qk_rope_head_dim \(dRope) needs \(dRope / 2); build it with the same qk_rope_head_dim")
+        }
+        let weights = MLALayerWeights(
+            label: prefix, hiddenSize: d, numHeads: nh, dNope: dNope, dRope: dRope, dV: dV, kvRank: r,
+            nRopeHeads: 1, ropeHeadOfQueryHead: Array(repeating: 0, count: nh), query: query,
+            kvA: Array(kva[..<(r * d)]), kvABias: kvaBias.map { Array($0[..<r]) },
+            latentNorm: LatentNorm(weight: try store.floats(prefix + "kv_a_layernorm.weight", shape: [r]), eps: Float(normEps)),
+            kRope: Array(kva[(r * d)...]), kRopeBias: kvaBias.map { Array($0[r...]) },
+            kvB: try store.floats(prefix + "kv_b_proj.weight", shape: [nh * (dNope + dV), r]),
+            oProj: try store.floats(prefix + "o_proj.weight", shape: [d, nh * dV]),
+            oBias: try optional(store, prefix + "o_proj.bias", [d]),
+            ropeInvFreq: [ropeInvFreq], ropeAttentionFactor: attentionFactor,
+            softmaxScale: try softmaxScale ?? deepSeekSoftmaxScale(config: config, file: file))
+        try weights.validate()
+        return weights
+    }
+
+    // MARK: - Native format
+
+    /// Tensor names of the native format relative to a layer prefix (`docs/formats-native-mla.md`).
+    public enum NativeName {
+        public static let qProj = "q_proj.weight", qBias = "q_proj.bias"
+        public static let qA = "q_a_proj.weight", qABias = "q_a_proj.bias", qANorm = "q_a_layernorm.weight"
+        public static let qB = "q_b_proj.weight"
+        public static let kvA = "kv_a_proj.weight", kvABias = "kv_a_proj.bias", kvANorm = "kv_a_layernorm.weight"
+        public static let kRope = "k_rope_proj.weight", kRopeBias = "k_rope_proj.bias"
+        public static let kvB = "kv_b_proj.weight", oProj = "o_proj.weight", oBias = "o_proj.bias"
+        public static let ropeInvFreq = "rope_inv_freq", ropeAttentionFactor = "rope_attention_factor"
+    }
+
+    /// The layer's native tensors, names = `prefix` + `NativeName`: all matrices F32 with their shapes from
+    /// the property docs, `rope_inv_freq` F64 `[nRopeHeads, dRope/2]`, `rope_attention_factor` F64 `[]`.
+    /// Optional tensors (biases, norms, the q path not in use) are omitted.
+    public func nativeTensors(prefix: String) -> [(String, Tensor)] {
+        let d = hiddenSize, qRows = numHeads * qHeadWidth, ropeRows = nRopeHeads * dRope
+        var out: [(String, Tensor)] = []
+        func add(_ name: String, _ values: [Float]?, _ shape: [Int]) {
+            if let values { out.append((prefix + name, Tensor(floats: values, shape: shape))) }
+        }
+        switch query {
+        case let .full(proj, bias):
+            add(NativeName.qProj, proj, [qRows, d])
+            add(NativeName.qBias, bias, [qRows])
+        case let .lowRank(rank, a, aBias, norm, _, b):
+            add(NativeName.qA, a, [rank, d])
+            add(NativeName.qABias, aBias, [rank])
+            add(NativeName.qANorm, norm, [rank])
+            add(NativeName.qB, b, [qRows, rank])
+        }
+        add(NativeName.kvA, kvA, [kvRank, d])
+        add(NativeName.kvABias, kvABias, [kvRank])
+        add(NativeName.kvANorm, latentNorm?.weight, [kvRank])
+        add(NativeName.kRope, kRope, [ropeRows, d])
+        add(NativeName.kRopeBias, kRopeBias, [ropeRows])
+        add(NativeName.kvB, kvB, [numHeads * (dNope + dV), kvRank])
+        add(NativeName.oProj, oProj, [d, numHeads * dV])
+        add(NativeName.oBias, oBias, [d])
+        out.append((prefix + NativeName.ropeInvFreq, Tensor(doubles: ropeInvFreq.flatMap { $0 }, shape: [nRopeHeads, dRope / 2])))
+        out.append((prefix + NativeName.ropeAttentionFactor, Tensor(doubles: [ropeAttentionFactor], shape: [])))
+        return out
+    }
+
+    /// Names of the bias tensors present, as listed in the native config's per-layer `biases`.
+    public var nativeBiasNames: [String] {
+        var names: [String] = []
+        switch query {
+        case let .full(_, bias): if bias != nil { names.append("q_proj") }
+        case let .lowRank(_, _, aBias, _, _, _): if aBias != nil { names.append("q_a_proj") }
+        }
+        if kvABias != nil { names.append("kv_a_proj") }
+        if kRopeBias != nil { names.append("k_rope_proj") }
+        if oBias != nil { names.append("o_proj") }
+        return names
+    }
+
+    /// The `mla_convert.attention` object for a model whose layers share this layer's head shape, query
+    /// path and softmax scale.
+    public var nativeAttentionEntry: JSONValue {
+        var qRank = JSONValue.null, qEps = JSONValue.null
+        if case let .lowRank(rank, _, _, _, eps, _) = query {
+            qRank = JSONValue(rank)
+            qEps = JSONValue(Double(eps))
+        }
+        return .object([
+            ("num_heads", JSONValue(numHeads)), ("qk_nope_head_dim", JSONValue(dNope)), ("v_head_dim", JSONValue(dV)),
+            ("q_lora_rank", qRank), ("q_norm_eps", qEps), ("softmax_scale", JSONValue(Double(softmaxScale))),
+            ("rope_layout", .string("interleaved")),
+        ])
+    }
+
+    /// The structural part of this layer's `mla_convert.layers[i]` entry (converters add `kept_pairs`
+    /// and `errors`).
+    public var nativeLayerEntry: JSONValue {
+        .object([
+            ("kv_rank", JSONValue(kvRank)), ("n_rope_heads", JSONValue(nRopeHeads)),
+            ("rope_head_of_query_head", .array(ropeHeadOfQueryHead.map { JSONValue($0) })),
+            ("rope_dims", JSONValue(dRope)),
+            ("latent_norm", latentNorm.map { .object([("eps", JSONValue(Double($0.eps)))]) } ?? .null),
+            ("biases", .array(nativeBiasNames.map { .string($0) })),
+        ])
+    }
+
+    /// Layer `layer` of a native MLA checkpoint: `config` is the `mla_convert` object of config.json, tensors
+    /// are read from `store` under `model.layers.{layer}.self_attn.`. d is taken from `o_proj`'s shape.
+    public static func nativeLayer(config: JSONValue, store: any TensorStore, layer: Int) throws -> MLALayerWeights {
+        let file = "config.json"
+        let prefix = "model.layers.\(layer).self_attn."
+        guard let attention = config["attention"] else {
+            throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.attention")
+        }
+        guard let entries = config["layers"]?.array else {
+            throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.layers")
+        }
+        guard layer >= 0, layer < entries.count else {
+            throw CheckpointError.invalidConfig(file: file, key: "mla_convert.layers", reason: "has \(entries.count) entries, layer \(layer) requested")
+        }
+        let entry = entries[layer], entryPath = "mla_convert.layers[\(layer)]."
+        let nh = try configInt(attention, "num_heads", file: file, path: "mla_convert.attention.")
+        let dNope = try configInt(attention, "qk_nope_head_dim", file: file, path: "mla_convert.attention.")
+        let dV = try configInt(attention, "v_head_dim", file: file, path: "mla_convert.attention.")
+        guard let scale = attention["softmax_scale"]?.double else {
+            throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.attention.softmax_scale")
+        }
+        guard attention["rope_layout"]?.string == "interleaved" else {
+            throw CheckpointError.invalidConfig(file: file, key: "mla_convert.attention.rope_layout", reason: "only \"interleaved\" is defined by format_version 1")
+        }
+        let r = try configInt(entry, "kv_rank", file: file, path: entryPath)
+        let nRope = try configInt(entry, "n_rope_heads", file: file, path: entryPath)
+        let dRope = try configInt(entry, "rope_dims", file: file, path: entryPath)
+        guard let map = entry["rope_head_of_query_head"]?.array?.compactMap(\.int), map.count == nh else {
+            throw CheckpointError.invalidConfig(file: file, key: entryPath + "rope_head_of_query_head", reason: "needs \(nh) integers, one per query head")
+        }
+        let biasSlots: Set<String> = ["q_proj", "q_a_proj", "kv_a_proj", "k_rope_proj", "o_proj"]
+        let biasList = entry["biases"]?.array ?? []
+        let biases = Set(biasList.compactMap(\.string))
+        guard biases.count == biasList.count, biases.isSubset(of: biasSlots) else {
+            throw CheckpointError.invalidConfig(file: file, key: entryPath + "biases", reason: "must list distinct names from \(biasSlots.sorted()), found \(biasList.map { $0.serialized() })")
+        }
+        guard let oInfo = store.info(prefix + NativeName.oProj), oInfo.shape.count == 2 else {
+            throw CheckpointError.missingTensor(file: store.info(prefix + NativeName.kvA)?.file ?? "<store>", tensor: prefix + NativeName.oProj)
+        }
+        let d = oInfo.shape[0]
+        for (key, value) in [("num_heads", nh), ("qk_nope_head_dim", dNope), ("v_head_dim", dV), ("kv_rank", r),
+                             ("n_rope_heads", nRope), ("rope_dims", dRope), ("hidden size (o_proj rows)", d)]
+        where value < 0 || value > maxDimension {
+            throw CheckpointError.invalidConfig(file: file, key: key, reason: "\(value) is outside 0...\(maxDimension)")
+        }
+        let qRows = nh * (dNope + dRope), ropeRows = nRope * dRope
+        func bias(_ slot: String, _ name: String, _ count: Int) throws -> [Float]? {
+            biases.contains(slot) ? try store.floats(prefix + name, shape: [count]) : nil
+        }
+        let query: Query
+        if let qRank = attention["q_lora_rank"], !qRank.isNull {
+            guard let rank = qRank.int, rank > 0, rank <= maxDimension, let eps = attention["q_norm_eps"]?.double else {
+                throw CheckpointError.invalidConfig(file: file, key: "mla_convert.attention.q_lora_rank", reason: "must be null or a positive integer with a numeric q_norm_eps")
+            }
+            query = .lowRank(rank: rank, a: try store.floats(prefix + NativeName.qA, shape: [rank, d]),
+                             aBias: try bias("q_a_proj", NativeName.qABias, rank),
+                             norm: try store.floats(prefix + NativeName.qANorm, shape: [rank]), eps: Float(eps),
+                             b: try store.floats(prefix + NativeName.qB, shape: [qRows, rank]))
+        } else {
+            query = .full(proj: try store.floats(prefix + NativeName.qProj, shape: [qRows, d]),
+                          bias: try bias("q_proj", NativeName.qBias, qRows))
+        }
+        var latentNorm: LatentNorm?
+        if let norm = entry["latent_norm"], !norm.isNull {
+            guard let eps = norm["eps"]?.double else {
+                throw CheckpointError.invalidConfig(file: file, key: entryPath + "latent_norm", reason: "must be null or {\"eps\": number}")
+            }
+            latentNorm = LatentNorm(weight: try store.floats(prefix + NativeName.kvANorm, shape: [r]), eps: Float(eps))
+        }
+        let freqName = prefix + NativeName.ropeInvFreq
+        let freqTensor = try store.tensor(freqName)
+        guard freqTensor.shape == [nRope, dRope / 2], freqTensor.dtype == .f64 else {
+            throw CheckpointError.malformedTensor(file: store.info(freqName)?.file ?? "<store>", tensor: freqName, reason: "must be F64 [\(nRope), \(dRope / 2)], found \(freqTensor.dtype.rawValue) \(freqTensor.shape); write the exact frequencies in F64")
+        }
+        let freqs = freqTensor.doubles()
+        let factorName = prefix + NativeName.ropeAttentionFactor
+        let factorTensor = try store.tensor(factorName)
+        guard factorTensor.elementCount == 1, factorTensor.shape.count <= 1, factorTensor.dtype.isComputeFloat else {
+            throw CheckpointError.malformedTensor(file: store.info(factorName)?.file ?? "<store>", tensor: factorName, reason: "must be a float scalar, found \(factorTensor.dtype.rawValue) \(factorTensor.shape)")
+        }
+        let weights = MLALayerWeights(
+            label: prefix, hiddenSize: d, numHeads: nh, dNope: dNope, dRope: dRope, dV: dV, kvRank: r,
+            nRopeHeads: nRope, ropeHeadOfQueryHead: map, query: query,
+            kvA: try store.floats(prefix + NativeName.kvA, shape: [r, d]),
+            kvABias: try bias("kv_a_proj", NativeName.kvABias, r), latentNorm: latentNorm,
+            kRope: try store.floats(prefix + NativeName.kRope, shape: [ropeRows, d]),
+            kRopeBias: try bias("k_rope_proj", NativeName.kRopeBias, ropeRows),
+            kvB: try store.floats(prefix + NativeName.kvB, shape: [nh * (dNope + dV), r]),
+            oProj: try store.floats(prefix + NativeName.oProj, shape: [d, nh * dV]),
+            oBias: try bias("o_proj", NativeName.oBias, d),
+            ropeInvFreq: (0..<nRope).map { Array(freqs[($0 * (dRope / 2))..<(($0 + 1) * (dRope / 2))]) },
+            ropeAttentionFactor: factorTensor.doubles()[0], softmaxScale: Float(scale))
+        try weights.validate()
+        return weights
+    }
+
+    // MARK: - Helpers
+
+    private static func configInt(_ object: JSONValue, _ key: String, file: String, path: String = "") throws -> Int {
+        guard let value = object[key] else { throw CheckpointError.missingConfigKey(file: file, key: path + key) }
+        guard let int = value.int else {
+            throw CheckpointError.invalidConfig(file: file, key: path + key, reason: "must be an integer")
+        }
+        return int
+    }
+
+    private static func optional(_ store: any TensorStore, _ name: String, _ shape: [Int]) throws -> [Float]? {
+        store.contains(name) ? try store.floats(name, shape: shape) : nil
+    }
+}
