@@ -1,0 +1,137 @@
+import Foundation
+import MLATensor
+
+/// How a checkpoint is stored on disk.
+public enum CheckpointFormat: String, Sendable {
+    /// A Hugging Face directory: config.json + safetensors (single or sharded).
+    case huggingFace = "hf"
+    case gguf
+    case hdf5
+}
+
+/// An opened source checkpoint: its normalized description and lazy access to its tensors.
+/// Opening reads headers and metadata only; tensor data is mapped or decoded on demand.
+public struct Checkpoint: Sendable {
+    /// The path the user gave.
+    public let path: String
+    public let format: CheckpointFormat
+    public let config: ModelConfig
+    public let store: any TensorStore
+    /// The tokenizer embedded in a GGUF file, if any.
+    public let ggufTokenizer: GGUFTokenizerData?
+    /// Small side files to carry into converted outputs (tokenizer.json, tokenizer_config.json,
+    /// generation_config.json, special_tokens_map.json, ...): file name -> bytes.
+    public let auxiliaryFiles: [String: [UInt8]]
+    /// Non-fatal observations made while opening (e.g. a wrong total_size in a shard index).
+    public let warnings: [String]
+
+    /// Side files copied through by writers when present in a Hugging Face directory.
+    public static let auxiliaryFileNames = [
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+        "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja",
+    ]
+
+    /// Opens `path`: a directory with config.json and safetensors, a `.safetensors` file with
+    /// config.json beside it, a `.gguf` file, or an `.h5`/`.hdf5` file. The format is detected from
+    /// the directory contents or the file's magic bytes, not only its extension.
+    public static func open(_ path: String) throws -> Checkpoint {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw CheckpointError.missingFile(path: path, reason: "no such file or directory")
+        }
+        if isDir.boolValue { return try openHuggingFaceDirectory(path) }
+        let magic = try readMagic(path)
+        if magic.starts(with: Array("GGUF".utf8)) { return try openGGUF(path) }
+        if magic.starts(with: [0x89, 0x48, 0x44, 0x46]) { return try openHDF5(path) }
+        if path.hasSuffix(".safetensors") {
+            let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            let store: any TensorStore = try unavailable(path)
+            return try huggingFace(path: path, directory: dir, store: store, warnings: [])
+        }
+        throw CheckpointError.malformed(
+            file: path, reason: "not a checkpoint this toolkit reads (expected a Hugging Face directory, .safetensors, GGUF or HDF5)")
+    }
+
+    private static func readMagic(_ path: String) throws -> [UInt8] {
+        let file = try MappedFile(path: path)
+        return file.bytes(offset: 0, count: min(8, file.size))
+    }
+
+    private static func openHuggingFaceDirectory(_ dir: String) throws -> Checkpoint {
+        let store: any TensorStore = try unavailable(dir)
+        return try huggingFace(path: dir, directory: dir, store: store, warnings: [])
+    }
+
+    private static func huggingFace(path: String, directory: String, store: any TensorStore,
+                                    warnings: [String]) throws -> Checkpoint {
+        let configPath = directory + "/config.json"
+        guard let data = FileManager.default.contents(atPath: configPath) else {
+            throw CheckpointError.missingFile(path: configPath, reason: "config.json not found beside the weights")
+        }
+        let json: JSONValue
+        do { json = try JSONValue.parse(data) } catch {
+            throw CheckpointError.malformed(file: configPath, reason: "invalid JSON: \(error)")
+        }
+        let config = try ModelAdapters.config(from: json, file: configPath)
+        var aux: [String: [UInt8]] = [:]
+        for name in auxiliaryFileNames {
+            if let bytes = FileManager.default.contents(atPath: directory + "/" + name) { aux[name] = Array(bytes) }
+        }
+        return Checkpoint(path: path, format: .huggingFace, config: config, store: store, ggufTokenizer: nil,
+                          auxiliaryFiles: aux, warnings: warnings)
+    }
+
+    private static func openGGUF(_ path: String) throws -> Checkpoint {
+        let file = try GGUFFile(path: path)
+        let json = try file.hfConfig()
+        let config = try ModelAdapters.config(from: json, file: path)
+        return Checkpoint(path: path, format: .gguf, config: config, store: try GGUFTensorStore(file: file),
+                          ggufTokenizer: try file.tokenizerData(), auxiliaryFiles: [:], warnings: [])
+    }
+
+    private static func openHDF5(_ path: String) throws -> Checkpoint {
+        _ = try unavailable(path)
+        fatalError()
+    }
+
+    /// Checks that every tensor the family needs is present with the right shape, so a conversion
+    /// fails before any work rather than halfway. Names the first missing or misshapen tensor.
+    public func validateTensors() throws {
+        let c = config
+        func check(_ name: String, _ shape: [Int]) throws {
+            guard let info = store.info(name) else { throw CheckpointError.missingTensor(file: path, tensor: name) }
+            guard info.shape == shape else {
+                throw CheckpointError.shapeMismatch(file: info.file, tensor: name, expected: shape, found: info.shape)
+            }
+        }
+        try check(ModelTensorNames.embedding, [c.vocabSize, c.hiddenSize])
+        try check(ModelTensorNames.finalNorm, [c.hiddenSize])
+        if !c.tiedEmbeddings { try check(ModelTensorNames.lmHead, [c.vocabSize, c.hiddenSize]) }
+        let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
+        for layer in 0..<c.numLayers {
+            let n = LayerTensorNames(layer: layer)
+            try check(n.inputNorm, [c.hiddenSize])
+            try check(n.postAttentionNorm, [c.hiddenSize])
+            try check(n.qProj, [q, c.hiddenSize])
+            try check(n.kProj, [kv, c.hiddenSize])
+            try check(n.vProj, [kv, c.hiddenSize])
+            try check(n.oProj, [c.hiddenSize, q])
+            try check(n.gateProj, [c.intermediateSize, c.hiddenSize])
+            try check(n.upProj, [c.intermediateSize, c.hiddenSize])
+            try check(n.downProj, [c.hiddenSize, c.intermediateSize])
+            if c.qkvBias {
+                try check(n.qBias, [q])
+                try check(n.kBias, [kv])
+                try check(n.vBias, [kv])
+            }
+            if c.outputBias { try check(n.oBias, [c.hiddenSize]) }
+        }
+    }
+
+    /// Total parameter count (elements of every tensor).
+    public var parameterCount: Int { store.names.reduce(0) { $0 + (store.info($1)?.elementCount ?? 0) } }
+}
+
+private func unavailable(_ path: String) throws -> InMemoryTensorStore {
+    throw CheckpointError.malformed(file: path, reason: "TEMPORARY: reader not merged yet")
+}
