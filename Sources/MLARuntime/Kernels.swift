@@ -1,0 +1,86 @@
+import Foundation
+import MLALinalg
+
+/// Small dense kernels on row-major F32 buffers shared by the attention implementations.
+public enum Kernels {
+    /// y[T × out] = x[T × in] · Wᵀ (+ bias), W row-major [out × in] as stored in checkpoints.
+    public static func linear(_ x: [Float], tokens: Int, weight: [Float], outFeatures: Int, inFeatures: Int,
+                              bias: [Float]? = nil) -> [Float] {
+        var y = [Float](repeating: 0, count: tokens * outFeatures)
+        guard tokens > 0 else { return y }
+        x.withUnsafeBufferPointer { xp in
+            weight.withUnsafeBufferPointer { wp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    Float.gemm(transA: false, transB: true, m: tokens, n: outFeatures, k: inFeatures, alpha: 1,
+                               a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
+                               beta: 0, c: yp.baseAddress!, ldc: outFeatures)
+                }
+            }
+        }
+        if let bias {
+            for t in 0..<tokens {
+                for o in 0..<outFeatures { y[t * outFeatures + o] += bias[o] }
+            }
+        }
+        return y
+    }
+
+    /// RMSNorm of each row of x [T × d]: w ⊙ x / sqrt(mean(x²) + eps), accumulated in Double.
+    public static func rmsNorm(_ x: [Float], tokens: Int, weight: [Float], eps: Double) -> [Float] {
+        let d = weight.count
+        var y = [Float](repeating: 0, count: x.count)
+        for t in 0..<tokens {
+            var ss = 0.0
+            for i in 0..<d { let v = Double(x[t * d + i]); ss += v * v }
+            let inv = Float(1 / (ss / Double(d) + eps).squareRoot())
+            for i in 0..<d { y[t * d + i] = weight[i] * (x[t * d + i] * inv) }
+        }
+        return y
+    }
+
+    /// Applies rotate-half RoPE in place to `heads` heads of width `headDim` in each row of x
+    /// [T × rowWidth] (heads start at column 0). `cos`/`sin` are [T × headDim/2].
+    public static func applyRotateHalf(_ x: inout [Float], tokens: Int, rowWidth: Int, heads: Int, headDim: Int,
+                                       cos: [Float], sin: [Float]) {
+        let half = headDim / 2
+        for t in 0..<tokens {
+            for h in 0..<heads {
+                let base = t * rowWidth + h * headDim
+                for l in 0..<half {
+                    let c = cos[t * half + l], s = sin[t * half + l]
+                    let a = x[base + l], b = x[base + l + half]
+                    x[base + l] = a * c - b * s
+                    x[base + l + half] = b * c + a * s
+                }
+            }
+        }
+    }
+
+    /// Causal softmax attention for one head: out[T × dv] (written with stride `outStride` at `out`)
+    /// = softmax(scale · q kᵀ, masked to n ≤ m) · v, with q [T × dk] (stride qStride), k [T × dk] (stride
+    /// kStride), v [T × dv] (stride vStride). `scores` is caller-provided scratch of T × T.
+    public static func causalAttentionHead(q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int,
+                                           v: UnsafePointer<Float>, vStride: Int, tokens: Int, dk: Int, dv: Int,
+                                           scale: Float, scores: UnsafeMutablePointer<Float>,
+                                           out: UnsafeMutablePointer<Float>, outStride: Int) {
+        let T = tokens
+        Float.gemm(transA: false, transB: true, m: T, n: T, k: dk, alpha: scale, a: q, lda: qStride, b: k, ldb: kStride,
+                   beta: 0, c: scores, ldc: T)
+        for m in 0..<T {
+            let row = scores + m * T
+            var maxValue = -Float.infinity
+            for n in 0...m where row[n] > maxValue { maxValue = row[n] }
+            var sum: Float = 0
+            for n in 0...m {
+                let e = expf(row[n] - maxValue)
+                row[n] = e
+                sum += e
+            }
+            let inv = 1 / sum
+            for n in 0...m { row[n] *= inv }
+            for n in (m + 1)..<max(T, m + 1) { row[n] = 0 }
+        }
+        Float.gemm(transA: false, transB: false, m: T, n: dv, k: T, alpha: 1, a: scores, lda: T, b: v, ldb: vStride,
+                   beta: 0, c: out, ldc: outStride)
+    }
+}

@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+import MLACheckpoint
+
+/// Locates the sample model and corpus fetched by `scripts/setup` (`$MLA_CACHE`, else `<repo>/.cache`).
+/// With `CI=true` a missing cache is a failure; elsewhere the real-model tests are skipped.
+enum TestData {
+    static let cache: String = {
+        if let env = ProcessInfo.processInfo.environment["MLA_CACHE"], !env.isEmpty { return env }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        return root.path + "/.cache"
+    }()
+
+    static var sampleModelPath: String { cache + "/sample.gguf" }
+    static var corpus: String { cache + "/corpus" }
+
+    static var available: Bool { FileManager.default.fileExists(atPath: sampleModelPath) }
+    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+
+    /// True when real-model tests should run; records a failure in CI when the data is missing.
+    static func require() -> Bool {
+        if available { return true }
+        if isCI { Issue.record("sample model missing at \(sampleModelPath): run scripts/setup") }
+        return false
+    }
+
+    /// The sample model loaded once per test process (loading dequantizes about 135M weights).
+    static let sampleModel: Result<(Checkpoint, DecoderModelBox), any Error> = Result {
+        let checkpoint = try Checkpoint.open(sampleModelPath)
+        return (checkpoint, DecoderModelBox(model: try DecoderModel(config: checkpoint.config, store: checkpoint.store)))
+    }
+
+    /// Bytes [3000, 6000) of hamlet_gut.txt (data.md §3).
+    static func hamletExcerpt() throws -> String {
+        let data = try Data(contentsOf: URL(fileURLWithPath: corpus + "/hamlet_gut.txt"))
+        return String(decoding: data[3000..<6000], as: UTF8.self)
+    }
+
+    /// The first 5000 bytes of the Apache-2.0 license text shipped by Debian's base-files.
+    static func apacheExcerpt() throws -> String {
+        let data = try Data(contentsOf: URL(fileURLWithPath: "/usr/share/common-licenses/Apache-2.0"))
+        return String(decoding: data.prefix(5000), as: UTF8.self)
+    }
+}
+
+import MLARuntime
+
+/// Wraps the model for the static cache above.
+struct DecoderModelBox: @unchecked Sendable {
+    let model: DecoderModel
+}
