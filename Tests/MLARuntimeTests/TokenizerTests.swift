@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+import MLACheckpoint
+@testable import MLARuntime
+
+/// The sample model's embedded tokenizer against the independent reference ids of data.md §3.
+@Suite struct TokenizerTests {
+    static let sample: Result<BPETokenizer, any Error> = Result {
+        let file = try GGUFFile(path: TestData.sampleModelPath)
+        guard let data = try file.tokenizerData() else { throw TokenizerError.malformed(source: "sample", reason: "no tokenizer") }
+        return try BPETokenizer(gguf: data)
+    }
+
+    @Test func sha256KnownVectors() {
+        #expect(SHA256.hex([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hex(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    }
+
+    @Test func hamletExcerptIds() throws {
+        guard TestData.require() else { return }
+        let tok = try Self.sample.get()
+        let ids = tok.encode(try TestData.hamletExcerpt())
+        #expect(ids.count == 873)
+        #expect(Array(ids.prefix(16)) == [98, 284, 1913, 2579, 910, 198, 788, 527, 260, 46997, 282, 9666, 15644, 198, 12998, 2406])
+        #expect(Array(ids.prefix(512).suffix(4)) == [6737, 12633, 28, 198])
+        #expect(SHA256.ofTokenIds(Array(ids.prefix(512))) == "1e973bf3471a83e18469d6d048a6c6521e9586779652387cf91f999a5c63867b")
+    }
+
+    @Test func apacheExcerptIds() throws {
+        guard TestData.require() else { return }
+        let tok = try Self.sample.get()
+        let ids = tok.encode(try TestData.apacheExcerpt())
+        #expect(ids.count == 983)
+        #expect(Array(ids.prefix(16)) == [3299, 16797, 6966, 16299, 13867, 216, 34, 30, 32, 28, 4450, 216, 34, 32, 32, 36])
+        #expect(SHA256.ofTokenIds(Array(ids.prefix(512))) == "8b2ba95e2a137dddf34a5a73e47703fc1387ad7847d146ad4544a2be5f35cb9e")
+    }
+
+    @Test func edgeCases() throws {
+        guard TestData.require() else { return }
+        let tok = try Self.sample.get()
+        let text = "Hello, world! It's 2026-11-22 — naïve café costs €12.50.\n\tTabs  and   spaces."
+        let ids = tok.encode(text)
+        #expect(ids == [19556, 28, 905, 17, 657, 506, 216, 34, 32, 34, 38, 29, 33, 33, 29, 34, 34, 1841, 15486, 46494,
+                        37366, 3499, 24927, 33, 34, 30, 37, 32, 30, 198, 197, 68, 7366, 216, 284, 256, 5600, 30])
+        #expect(tok.decode(ids) == text)
+        #expect(tok.encode("Once upon a time") == [6403, 1980, 253, 655])
+        #expect(tok.encode("The capital of France is") == [504, 3575, 282, 4649, 314])
+    }
+
+    @Test func specialTokensOnlyWhenAllowed() throws {
+        guard TestData.require() else { return }
+        let tok = try Self.sample.get()
+        #expect(tok.encode("<|im_start|>user", allowSpecial: true).first == 1)
+        #expect(tok.encode("<|im_start|>user").first != 1)
+        #expect(tok.encode("hi", addBos: true).first == 1)
+        #expect(tok.decode([1]) == "<|im_start|>")
+    }
+
+    /// Whole Hamlet: the stated token count, and decode(encode(text)) == text on every corpus file.
+    @Test func corpusRoundTrips() throws {
+        guard TestData.require() else { return }
+        let tok = try Self.sample.get()
+        let files = try FileManager.default.contentsOfDirectory(atPath: TestData.corpus).filter { $0.hasSuffix(".txt") }.sorted()
+        #expect(files.count >= 42)
+        for name in files {
+            let text = try String(contentsOfFile: TestData.corpus + "/" + name, encoding: .utf8)
+            let ids = tok.encode(text)
+            if name == "hamlet_gut.txt" { #expect(ids.count == 52_755) }
+            #expect(tok.decode(ids) == text, "round trip of \(name)")
+        }
+    }
+
+    @Test func rejectsUnsupportedDefinitions() throws {
+        let base = GGUFTokenizerData(model: "gpt2", pre: "smollm", tokens: (0..<256).map { String(ByteLevel.byteToUnicode[$0]) },
+                                     merges: [], tokenTypes: [], bosTokenId: nil, eosTokenId: nil, unknownTokenId: nil,
+                                     paddingTokenId: nil, addBosToken: false, addEosToken: false, chatTemplate: nil)
+        #expect(throws: Never.self) { try BPETokenizer(gguf: base) }
+        var spm = base
+        spm.model = "llama"
+        let e1 = try #require(throws: TokenizerError.self) { try BPETokenizer(gguf: spm) }
+        #expect(e1.description.contains("llama"))
+        var pre = base
+        pre.pre = "deepseek-coder"
+        let e2 = try #require(throws: TokenizerError.self) { try BPETokenizer(gguf: pre) }
+        #expect(e2.description.contains("deepseek-coder"))
+        var badMerge = base
+        badMerge.merges = ["a zz"]
+        #expect(throws: TokenizerError.self) { try BPETokenizer(gguf: badMerge) }
+        var noBytes = base
+        noBytes.tokens = ["x", "y"]
+        #expect(throws: TokenizerError.self) { try BPETokenizer(gguf: noBytes) }
+    }
+
+    @Test(arguments: PreTokenizer.allCases)
+    func preTokenizersConcatenateBack(_ pre: PreTokenizer) {
+        let text = "Hello,  world!\n\n  It's 12345 ÉTÉ's\r\n\tx  "
+        #expect(pre.split(text).joined() == text)
+    }
+
+    @Test func llama3PreTokenizerPieces() {
+        // Pieces per the Llama 3 regex (hand-derived): digits in groups of three, a leading
+        // non-letter glued to letters, newlines kept with preceding whitespace.
+        #expect(PreTokenizer.llamaBPE.split("Hello world 12345 'S\n\n x") ==
+                ["Hello", " world", " ", "123", "45", " '", "S", "\n\n", " x"])
+        #expect(PreTokenizer.qwen2.split("a 123") == ["a", " ", "1", "2", "3"])
+    }
+}
