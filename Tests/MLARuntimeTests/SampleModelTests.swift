@@ -14,3 +14,37 @@ import MLACheckpoint
                 == [7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34])
     }
 }
+
+extension SampleModelTests {
+    /// data.md §3: perplexity 50.020 and top-1 186/511 on the Hamlet excerpt, 15.945 and 242/511 on
+    /// the Apache excerpt (first 512 tokens, one window, no BOS). Tolerance 0.5 %, top-1 ±2 hits.
+    @Test(arguments: [("hamlet", 50.020, 3.91243, 186), ("apache", 15.945, 2.76918, 242)])
+    func perplexityMatchesReference(text: String, perplexity: Double, nll: Double, hits: Int) throws {
+        guard TestData.require() else { return }
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
+        let excerpt = text == "hamlet" ? try TestData.hamletExcerpt() : try TestData.apacheExcerpt()
+        let ids = Array(tokenizer.encode(excerpt).prefix(512))
+        let result = try evaluatePerplexity(model: box.model, tokens: ids, window: 512)
+        #expect(result.tokens == 511)
+        #expect(abs(result.perplexity / perplexity - 1) < 0.005, "perplexity \(result.perplexity)")
+        #expect(abs(result.nll - nll) < 0.005)
+        #expect(abs(Int((result.top1 * 511).rounded()) - hits) <= 2, "top-1 \(result.top1)")
+    }
+
+    /// data.md §3: the top-5 logits at the last position of the Hamlet excerpt.
+    @Test func topLogitsAtLastPosition() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
+        let ids = Array(tokenizer.encode(try TestData.hamletExcerpt()).prefix(512))
+        let logits = try box.model.logits(ids)
+        let v = checkpoint.config.vocabSize
+        let last = Array(logits[(511 * v)..<(512 * v)])
+        let top = last.indices.sorted { last[$0] > last[$1] }.prefix(5)
+        #expect(Array(top) == [39855, 67, 52, 71, 3825])
+        for (id, expected) in zip(top, [27.3203, 26.9190, 26.6107, 26.5126, 26.4043] as [Float]) {
+            #expect(abs(last[id] - expected) < 1e-3)
+        }
+    }
+}
