@@ -33,7 +33,9 @@ let package = Package(
         .target(name: "MLALinalg", dependencies: ["MLATensor", "CLAPACK"]),
         .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5"]),
         .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint"]),
-        .target(name: "MLACLI"),
+        .target(
+            name: "MLACLI",
+            dependencies: ["MLALinalg", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "mla-convert",
             dependencies: [

@@ -1,5 +1,5 @@
 import ArgumentParser
-import MLALinalg
+import MLACLI
 import MLACheckpoint
 
 @main
@@ -13,15 +13,6 @@ struct MLAConvertCommand: ParsableCommand {
         written to a temporary path and moved into place when complete.
         """,
         version: ToolkitVersion.string,
-        subcommands: [Inspect.self])
+        subcommands: [Inspect.self, Export.self])
 }
 
-/// Options every subcommand that does numeric work shares.
-struct RuntimeOptions: ParsableArguments {
-    @Option(help: "BLAS threads (default: all cores).")
-    var threads: Int?
-
-    func apply() {
-        if let threads { BLASThreads.set(threads) }
-    }
-}

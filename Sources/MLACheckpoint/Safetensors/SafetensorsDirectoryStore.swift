@@ -1,0 +1,114 @@
+import Foundation
+import MLATensor
+
+/// The tensors of a Hugging Face model directory. Which files are read (the policy):
+/// 1. `model.safetensors.index.json` when present: every file it names must exist, every mapped
+///    tensor must be in its file, no tensor may sit in two shards or be missing from the map;
+///    a wrong `metadata.total_size` is only a warning.
+/// 2. otherwise `model.safetensors`;
+/// 3. otherwise exactly one `*.safetensors` file (several without an index are refused, since
+///    their roles are unknown).
+public struct SafetensorsDirectoryStore: TensorStore {
+    public let directory: String
+    public let names: [String]
+    /// Non-fatal findings (e.g. a wrong total_size in the index).
+    public let warnings: [String]
+    /// The shard files, in index order.
+    public let files: [SafetensorsFile]
+    private let owner: [String: Int]
+
+    public static let indexName = "model.safetensors.index.json"
+
+    public init(directory: String) throws {
+        self.directory = directory
+        let fm = FileManager.default
+        let indexPath = directory + "/" + Self.indexName
+        var warnings: [String] = []
+        if fm.fileExists(atPath: indexPath) {
+            guard let data = fm.contents(atPath: indexPath) else {
+                throw CheckpointError.missingFile(path: indexPath, reason: "cannot read the shard index")
+            }
+            let index: JSONValue
+            do { index = try JSONValue.parse(data) } catch {
+                throw CheckpointError.malformed(file: indexPath, reason: "invalid JSON: \(error)")
+            }
+            guard let map = index["weight_map"]?.object else {
+                throw CheckpointError.malformed(file: indexPath, reason: "missing 'weight_map' object")
+            }
+            var shardNames: [String] = []
+            var mapped: [String: String] = [:]
+            for (tensor, value) in map {
+                guard let shard = value.string, !shard.contains("/") else {
+                    throw CheckpointError.malformed(file: indexPath, reason: "weight_map entry '\(tensor)' is not a file name in this directory")
+                }
+                mapped[tensor] = shard
+                if !shardNames.contains(shard) { shardNames.append(shard) }
+            }
+            var files: [SafetensorsFile] = []
+            var owner: [String: Int] = [:]
+            var names: [String] = []
+            for shard in shardNames {
+                let shardPath = directory + "/" + shard
+                guard fm.fileExists(atPath: shardPath) else {
+                    throw CheckpointError.missingFile(path: shardPath, reason: "shard listed in \(Self.indexName) is missing")
+                }
+                let file = try SafetensorsFile(path: shardPath)
+                for name in file.names {
+                    if let previous = owner[name] {
+                        throw CheckpointError.malformedTensor(
+                            file: shardPath, tensor: name, reason: "also stored in \(files[previous].path); a tensor may sit in one shard only")
+                    }
+                    guard mapped[name] == shard else {
+                        throw CheckpointError.malformedTensor(
+                            file: shardPath, tensor: name,
+                            reason: mapped[name] == nil ? "not listed in \(Self.indexName)" : "listed in \(Self.indexName) under \(mapped[name] ?? "")")
+                    }
+                    owner[name] = files.count
+                    names.append(name)
+                }
+                files.append(file)
+            }
+            for (tensor, shard) in map.map({ ($0.0, $0.1.string ?? "") }) where owner[tensor] == nil {
+                throw CheckpointError.missingTensor(file: directory + "/" + shard, tensor: tensor)
+            }
+            if let total = index["metadata"]?["total_size"]?.int {
+                let actual = names.reduce(0) { $0 + (files[owner[$1] ?? 0].info($1)?.storedBytes ?? 0) }
+                if total != actual {
+                    warnings.append("\(indexPath): metadata.total_size is \(total) but the tensors hold \(actual) bytes")
+                }
+            }
+            self.files = files
+            self.owner = owner
+            self.names = names
+        } else {
+            let single = directory + "/model.safetensors"
+            let path: String
+            if fm.fileExists(atPath: single) {
+                path = single
+            } else {
+                let candidates = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
+                guard !candidates.isEmpty else {
+                    throw CheckpointError.missingFile(path: directory, reason: "no model weights (.safetensors) in this directory")
+                }
+                guard candidates.count == 1 else {
+                    throw CheckpointError.malformed(
+                        file: directory,
+                        reason: "several .safetensors files (\(candidates.joined(separator: ", "))) and no \(Self.indexName)")
+                }
+                path = directory + "/" + candidates[0]
+            }
+            let file = try SafetensorsFile(path: path)
+            files = [file]
+            names = file.names
+            owner = Dictionary(uniqueKeysWithValues: file.names.map { ($0, 0) })
+        }
+        self.warnings = warnings
+    }
+
+    public func info(_ name: String) -> TensorInfo? { owner[name].flatMap { files[$0].info(name) } }
+
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let i = owner[name] else { throw CheckpointError.missingTensor(file: directory, tensor: name) }
+        return try files[i].tensor(name)
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import MLATensor
+
+/// Streaming safetensors writer: plans shards and headers from the entries, then asks for each
+/// tensor once and writes it straight to disk, so memory holds one tensor at a time.
+public enum SafetensorsWriter {
+    /// Writes `entries` into the existing directory `directory`: `model.safetensors`, or shards
+    /// `model-0000i-of-0000N.safetensors` plus `model.safetensors.index.json` when the data exceeds
+    /// `maxShardBytes` (greedy fill in entry order; a tensor larger than the limit gets its own shard).
+    /// Returns the file names written.
+    @discardableResult
+    public static func writeDirectory(_ directory: String, entries: [TensorWriteEntry], metadata: [String: String],
+                                      maxShardBytes: Int?, tensor: (String) throws -> Tensor) throws -> [String] {
+        var shards: [[TensorWriteEntry]] = [[]]
+        var filled = 0
+        for e in entries {
+            if let limit = maxShardBytes, filled > 0, filled + e.byteCount > limit {
+                shards.append([])
+                filled = 0
+            }
+            shards[shards.count - 1].append(e)
+            filled += e.byteCount
+        }
+        if shards.count == 1 {
+            try writeFile(directory + "/model.safetensors", entries: entries, metadata: metadata, tensor: tensor)
+            return ["model.safetensors"]
+        }
+        var names: [String] = []
+        var weightMap: [(String, JSONValue)] = []
+        for (i, shard) in shards.enumerated() {
+            let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
+            try writeFile(directory + "/" + name, entries: shard, metadata: metadata, tensor: tensor)
+            names.append(name)
+            weightMap += shard.map { ($0.name, .string(name)) }
+        }
+        weightMap.sort { $0.0 < $1.0 }
+        let index = JSONValue.object([
+            ("metadata", .object([
+                ("total_size", JSONValue(entries.reduce(0) { $0 + $1.byteCount })),
+                ("total_parameters", JSONValue(entries.reduce(0) { $0 + $1.shape.reduce(1, *) })),
+            ])),
+            ("weight_map", .object(weightMap)),
+        ])
+        let indexPath = directory + "/" + SafetensorsDirectoryStore.indexName
+        guard FileManager.default.createFile(atPath: indexPath, contents: Data((index.serialized(indent: 2) + "\n").utf8)) else {
+            throw CheckpointError.writeFailed(path: indexPath, reason: "cannot create file")
+        }
+        names.append(SafetensorsDirectoryStore.indexName)
+        return names
+    }
+
+    /// Writes one safetensors file. Tensors are ordered by element size (largest first), then name,
+    /// as the reference writer does, which keeps each aligned to its element size; the header is
+    /// padded with spaces to a multiple of 8. `__metadata__` always carries `"format": "pt"`
+    /// (transformers 4.51-4.57 refuse other values). A failed write removes the file.
+    public static func writeFile(_ path: String, entries: [TensorWriteEntry], metadata: [String: String],
+                                 tensor: (String) throws -> Tensor) throws {
+        let ordered = entries.sorted { ($0.dtype.byteSize, $1.name) > ($1.dtype.byteSize, $0.name) }
+        var header: [(String, JSONValue)] = []
+        var meta: [(String, JSONValue)] = [("format", .string("pt"))]
+        for (k, v) in metadata.sorted(by: { $0.key < $1.key }) where k != "format" { meta.append((k, .string(v))) }
+        header.append(("__metadata__", .object(meta)))
+        var offset = 0
+        for e in ordered {
+            header.append((e.name, .object([
+                ("dtype", .string(e.dtype.rawValue)),
+                ("shape", .array(e.shape.map { JSONValue($0) })),
+                ("data_offsets", .array([JSONValue(offset), JSONValue(offset + e.byteCount)])),
+            ])))
+            offset += e.byteCount
+        }
+        var headerBytes = Array(JSONValue.object(header).serialized().utf8)
+        while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(0x20) }
+        guard let handle = FileOutput(path: path) else {
+            throw CheckpointError.writeFailed(path: path, reason: "cannot create file")
+        }
+        do {
+            var length = UInt64(headerBytes.count).littleEndian
+            try withUnsafeBytes(of: &length) { try handle.write($0) }
+            try headerBytes.withUnsafeBytes { try handle.write($0) }
+            for e in ordered {
+                let t = try tensor(e.name)
+                guard t.dtype == e.dtype, t.shape == e.shape else {
+                    throw CheckpointError.malformedTensor(
+                        file: path, tensor: e.name,
+                        reason: "writer expected \(e.dtype.rawValue) \(e.shape) but got \(t.dtype.rawValue) \(t.shape)")
+                }
+                try t.withRawBytes { try handle.write($0) }
+            }
+            try handle.close()
+        } catch {
+            handle.abandon()
+            try? FileManager.default.removeItem(atPath: path)
+            throw error
+        }
+    }
+}
+
+/// A write-only file descriptor with error reporting (POSIX write; no buffering needed since
+/// tensors are written in large blocks).
+final class FileOutput {
+    let path: String
+    private var fd: Int32
+
+    init?(path: String) {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { return nil }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Foundation.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CheckpointError.writeFailed(path: path, reason: String(cString: strerror(errno)))
+            }
+            done += n
+        }
+    }
+
+    func close() throws {
+        let result = Foundation.close(fd)
+        fd = -1
+        if result != 0 { throw CheckpointError.writeFailed(path: path, reason: String(cString: strerror(errno))) }
+    }
+
+    func abandon() {
+        if fd >= 0 { _ = Foundation.close(fd) }
+        fd = -1
+    }
+
+    deinit { abandon() }
+}

@@ -1,0 +1,81 @@
+import ArgumentParser
+import MLACheckpoint
+import MLARuntime
+import MLATensor
+import MLACLI
+
+extension MLAConvertCommand {
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rewrite a checkpoint in another format (e.g. a GGUF as a Hugging Face safetensors directory).",
+            discussion: """
+            Quantized GGUF tensors are dequantized to F32 and llama Q/K rows are restored to the Hugging Face
+            rotate-half layout. From a GGUF source, tokenizer.json and tokenizer_config.json are built from the
+            embedded tokenizer so the output is a complete Hugging Face model directory.
+            """)
+
+        @Argument(help: "The checkpoint to read.")
+        var model: String
+
+        @Option(name: .shortAndLong, help: "Output directory (hf) or file (hdf5).")
+        var output: String
+
+        @Option(help: "Output format: hf or hdf5.")
+        var format: String = "hf"
+
+        @Option(help: "Store floating-point tensors as f32, bf16 or f16 (default: as stored; quantized -> f32).")
+        var dtype: String?
+
+        @Option(help: "Largest safetensors shard (hf), e.g. 5GB, 500MB.")
+        var maxShardSize: String = "5GB"
+
+        @Option(help: "Deflate level 1-9 for hdf5 (default: uncompressed, memory-mappable).")
+        var deflate: Int?
+
+        @Flag(help: "Replace an existing non-empty output.")
+        var force = false
+
+        func validate() throws {
+            guard OutputFormat(rawValue: format) != nil else { throw ValidationError("--format must be hf or hdf5, not '\(format)'") }
+            if let dtype, ![DType.f32, .bf16, .f16].contains(DType(userName: dtype)) {
+                throw ValidationError("--dtype must be f32, bf16 or f16, not '\(dtype)'")
+            }
+            guard parseByteSize(maxShardSize) != nil else { throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB") }
+            if let deflate, !(1...9).contains(deflate) { throw ValidationError("--deflate must be 1-9") }
+        }
+
+        func run() throws {
+            let checkpoint = try Checkpoint.open(model)
+            let target = dtype.flatMap { DType(userName: $0) }
+            let store = checkpoint.store
+            let entries = try store.names.map { name -> TensorWriteEntry in
+                guard let info = store.info(name) else { throw CheckpointError.missingTensor(file: model, tensor: name) }
+                let dt = info.dtype.isComputeFloat ? (target ?? info.dtype) : info.dtype
+                return TensorWriteEntry(name: name, dtype: dt, shape: info.shape)
+            }
+            var config = checkpoint.config.raw
+            if let target { config = config.setting("torch_dtype", .string(target.torchName)) }
+            var aux = checkpoint.auxiliaryFiles
+            if let gguf = checkpoint.ggufTokenizer, aux["tokenizer.json"] == nil {
+                let tokenizer = try BPETokenizer(gguf: gguf)
+                aux["tokenizer.json"] = Array(tokenizer.tokenizerJSON().serialized(indent: 2).utf8)
+                aux["tokenizer_config.json"] = Array(tokenizer.tokenizerConfigJSON(
+                    chatTemplate: gguf.chatTemplate, maxLength: checkpoint.config.maxPositions).serialized(indent: 2).utf8)
+            }
+            let writer = CheckpointWriter(format: OutputFormat(rawValue: format) ?? .hf,
+                                          maxShardBytes: parseByteSize(maxShardSize), deflateLevel: deflate, force: force)
+            let progress = Progress(total: entries.count, label: "export")
+            let byName = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0) })
+            try writer.write(to: output, config: config, entries: entries,
+                             metadata: ["source": model, "written_by": "mla-convert \(ToolkitVersion.string)"],
+                             auxiliaryFiles: aux, inputs: [model]) { name in
+                progress.step()
+                let t = try store.tensor(name)
+                guard let entry = byName[name] else { return t }
+                return t.dtype == entry.dtype ? t : t.converted(to: entry.dtype)
+            }
+            progress.finish()
+            print("wrote \(output) (\(format), \(entries.count) tensors)")
+        }
+    }
+}

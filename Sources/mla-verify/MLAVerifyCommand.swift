@@ -1,0 +1,12 @@
+import ArgumentParser
+import MLACheckpoint
+import MLALinalg
+
+@main
+struct MLAVerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mla-verify",
+        abstract: "Run models and measure what a conversion changed.",
+        version: ToolkitVersion.string,
+        subcommands: [Perplexity.self])
+}

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import MLACLI
+import MLACheckpoint
+import MLALinalg
+import MLARuntime
+
+extension MLAVerifyCommand {
+    struct Perplexity: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Perplexity, mean NLL and top-1 accuracy of a model on a text.",
+            discussion: """
+            The text is tokenized without BOS (unless --bos) and without special tokens. Its first N tokens
+            (--tokens; default all) are split into independent windows of W tokens (--window, default 512; no
+            context is carried across windows; the last window may be shorter). Every position of a window except
+            the last predicts the next token: perplexity = exp(mean NLL over all predicted positions of all
+            windows), top-1 = the fraction of those positions whose highest logit is the next token.
+            """)
+
+        @Argument(help: "The model (HF directory, .safetensors, .gguf or .h5).")
+        var model: String
+
+        @Option(help: "UTF-8 text file to score.")
+        var text: String?
+
+        @Option(help: "Comma-separated token ids to score instead of a text.")
+        var ids: String?
+
+        @Option(help: "Use only the first N tokens.")
+        var tokens: Int?
+
+        @Option(help: "Window length in tokens.")
+        var window: Int = 512
+
+        @Flag(help: "Prepend the BOS token to the text.")
+        var bos = false
+
+        @Flag(help: "Print JSON (keys perplexity, nll, top1, tokens, windows, seconds).")
+        var json = false
+
+        @OptionGroup var runtime: RuntimeOptions
+
+        func validate() throws {
+            guard (text == nil) != (ids == nil) else { throw ValidationError("give exactly one of --text FILE or --ids LIST") }
+            guard window >= 2 else { throw ValidationError("--window must be at least 2") }
+            if let tokens, tokens < 2 { throw ValidationError("--tokens must be at least 2") }
+        }
+
+        func run() throws {
+            runtime.apply()
+            let start = MonotonicClock.now()
+            let checkpoint = try Checkpoint.open(model)
+            var tokenIds: [Int]
+            if let ids {
+                tokenIds = try ids.split(separator: ",").map { piece -> Int in
+                    guard let v = Int(piece.trimmingCharacters(in: .whitespaces)), v >= 0, v < checkpoint.config.vocabSize else {
+                        throw ValidationError("--ids: '\(piece)' is not a token id below \(checkpoint.config.vocabSize)")
+                    }
+                    return v
+                }
+            } else {
+                let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
+                let textPath = text ?? ""
+                guard let data = FileManager.default.contents(atPath: textPath) else {
+                    throw ValidationError("\(textPath): cannot read the text file")
+                }
+                guard let string = String(data: data, encoding: .utf8) else {
+                    throw ValidationError("\(textPath): not valid UTF-8 text")
+                }
+                tokenIds = tokenizer.encode(string, addBos: bos)
+            }
+            if let tokens { tokenIds = Array(tokenIds.prefix(tokens)) }
+            guard tokenIds.count >= 2 else { throw ValidationError("need at least 2 tokens, the input has \(tokenIds.count)") }
+            let model = try DecoderModel(config: checkpoint.config, store: checkpoint.store)
+            let result = try evaluatePerplexity(model: model, tokens: tokenIds, window: window)
+            let seconds = MonotonicClock.now() - start
+            if json {
+                print(JSONValue.object([
+                    ("perplexity", JSONValue(result.perplexity)), ("nll", JSONValue(result.nll)),
+                    ("top1", JSONValue(result.top1)), ("tokens", JSONValue(result.tokens)),
+                    ("input_tokens", JSONValue(tokenIds.count)), ("window", JSONValue(window)),
+                    ("seconds", JSONValue(seconds)),
+                ]).serialized(indent: 2))
+            } else {
+                print("perplexity \(String(format: "%.4f", result.perplexity))  nll \(String(format: "%.5f", result.nll))  top-1 \(String(format: "%.4f", result.top1))  (\(result.tokens) predicted positions of \(tokenIds.count) tokens, window \(window), \(String(format1: seconds)) s)")
+            }
+        }
+    }
+}
