@@ -21,3 +21,7 @@ static inline hid_t mla_h5s_all(void) { return H5S_ALL; }
 static inline unsigned mla_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 static inline unsigned mla_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 static inline size_t mla_h5t_variable(void) { return H5T_VARIABLE; }
+
+/// Turns off HDF5's automatic error-stack printing; failures are reported by the caller instead.
+static inline void mla_h5_silence_errors(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+static inline haddr_t mla_haddr_undef(void) { return HADDR_UNDEF; }

@@ -90,7 +90,10 @@ public struct Checkpoint: Sendable {
     }
 
     private static func openHDF5(_ path: String) throws -> Checkpoint {
-        throw CheckpointError.malformed(file: path, reason: "TEMPORARY: HDF5 reader not written yet")
+        let store = try HDF5Store(path: path)
+        let config = try ModelAdapters.config(from: store.configJSON, file: path)
+        return Checkpoint(path: path, format: .hdf5, config: config, store: store, ggufTokenizer: nil,
+                          auxiliaryFiles: try store.auxiliaryFiles(), warnings: [])
     }
 
     /// Checks that every tensor the family needs is present with the right shape, so a conversion

@@ -44,7 +44,8 @@ public struct CheckpointWriter {
             }
         case .hdf5:
             try AtomicOutput.write(to: path, directory: false, force: force, inputs: inputs) { file in
-                throw CheckpointError.writeFailed(path: file, reason: "TEMPORARY: HDF5 writer not written yet")
+                try HDF5Writer.write(path: file, config: config, entries: entries, deflateLevel: deflateLevel,
+                                     files: auxiliaryFiles, tensor: tensor)
             }
         }
     }
