@@ -34,7 +34,14 @@ public struct Checkpoint: Sendable {
     /// Opens `path`: a directory with config.json and safetensors, a `.safetensors` file with
     /// config.json beside it, a `.gguf` file, or an `.h5`/`.hdf5` file. The format is detected from
     /// the directory contents or the file's magic bytes, not only its extension.
+    /// Every tensor the model family needs is checked for presence and shape (`validateTensors`).
     public static func open(_ path: String) throws -> Checkpoint {
+        let checkpoint = try openUnvalidated(path)
+        try checkpoint.validateTensors()
+        return checkpoint
+    }
+
+    private static func openUnvalidated(_ path: String) throws -> Checkpoint {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw CheckpointError.missingFile(path: path, reason: "no such file or directory")

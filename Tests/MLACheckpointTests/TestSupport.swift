@@ -1,5 +1,6 @@
 import Foundation
 import MLATensor
+import Testing
 @testable import MLACheckpoint
 
 /// A fresh temporary directory per call, removed by the caller with `cleanup`.
@@ -46,4 +47,16 @@ func writeRawSafetensors(_ path: String, header: String, data: [UInt8], claimedL
     withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
     out += h + data
     FileManager.default.createFile(atPath: path, contents: Data(out))
+}
+
+/// The sample model fetched by scripts/setup (`$MLA_CACHE`, else `<repo>/.cache`); nil (and a
+/// recorded failure when `CI=true`) if it is missing.
+func sampleModelPath() -> String? {
+    let env = ProcessInfo.processInfo.environment
+    let cache = env["MLA_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
+        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/.cache"
+    let path = cache + "/sample.gguf"
+    if FileManager.default.fileExists(atPath: path) { return path }
+    if env["CI"] == "true" { Issue.record("sample model missing at \(path): run scripts/setup") }
+    return nil
 }
