@@ -48,6 +48,7 @@ let package = Package(
                 "MLACLI", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor"]),
         .testTarget(

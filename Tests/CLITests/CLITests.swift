@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+import MLACheckpoint
+
+/// Runs the built `mla-convert` / `mla-verify` executables (they sit beside the test bundle) the way
+/// a user does, checking output, exit status, one-line errors, and that inputs stay untouched.
+enum CLI {
+    static let binDirectory: String = {
+        var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        while !url.path.hasSuffix(".xctest") && url.pathComponents.count > 1 { url.deleteLastPathComponent() }
+        return url.deletingLastPathComponent().path
+    }()
+
+    static var cache: String {
+        ProcessInfo.processInfo.environment["MLA_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/.cache"
+    }
+
+    static func sample() -> String? {
+        let path = cache + "/sample.gguf"
+        if FileManager.default.fileExists(atPath: path) { return path }
+        if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("sample model missing: run scripts/setup") }
+        return nil
+    }
+
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static func run(_ tool: String, _ arguments: [String]) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binDirectory + "/" + tool)
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                      stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    static func temporaryDirectory() -> String {
+        let path = NSTemporaryDirectory() + "mla-cli-\(UUID().uuidString.prefix(8))"
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+}
+
+@Suite(.serialized) struct CLITests {
+    @Test func inspectSampleModel() throws {
+        guard let sample = CLI.sample() else { return }
+        let r = try CLI.run("mla-convert", ["inspect", sample, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONValue.parse(r.stdout)
+        #expect(json["family"]?.string == "llama")
+        #expect(json["num_layers"]?.int == 30 && json["hidden_size"]?.int == 576)
+        #expect(json["num_heads"]?.int == 9 && json["num_kv_heads"]?.int == 3 && json["head_dim"]?.int == 64)
+        #expect(json["rope_theta"]?.double == 100000)
+        #expect(json["kv_cache_values_per_token"]?.int == 2 * 3 * 64 * 30)
+        #expect(json["parameters"]?.int == 134_515_008)
+        let text = try CLI.run("mla-convert", ["inspect", sample, "--tensors"])
+        #expect(text.stdout.contains("GQA: 9 heads, 3 KV heads") && text.stdout.contains("Q4_1"))
+    }
+
+    /// Bad inputs: one line on stderr naming the file, non-zero exit, no output written.
+    @Test func badInputsFailCleanly() throws {
+        guard let sample = CLI.sample() else { return }
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let original = try Data(contentsOf: URL(fileURLWithPath: sample))
+        let truncated = dir + "/truncated.gguf"
+        try original.prefix(original.count / 2).write(to: URL(fileURLWithPath: truncated))
+        let badMagic = dir + "/bad.gguf"
+        var bytes = original.prefix(4096)
+        bytes[0] = UInt8(ascii: "X")
+        try bytes.write(to: URL(fileURLWithPath: badMagic))
+        let emptyDir = dir + "/empty"
+        try FileManager.default.createDirectory(atPath: emptyDir, withIntermediateDirectories: false)
+        try Data("{\"model_type\": \"qwen3\"}".utf8).write(to: URL(fileURLWithPath: emptyDir + "/config.json"))
+        for (input, mention) in [(truncated, "truncated.gguf"), (badMagic, "bad.gguf"), (emptyDir, "empty"),
+                                 (dir + "/missing.gguf", "missing.gguf")] {
+            let r = try CLI.run("mla-convert", ["export", input, "-o", dir + "/out"])
+            #expect(r.status != 0, "\(input)")
+            let lines = r.stderr.split(separator: "\n").filter { !$0.isEmpty }
+            #expect(lines.count == 1, "\(r.stderr)")
+            #expect(r.stderr.contains(mention), "\(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: dir + "/out"))
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: sample)) == original, "input unchanged")
+    }
+
+    @Test func exportRefusesToOverwriteWithoutForce() throws {
+        guard let sample = CLI.sample() else { return }
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/out", withIntermediateDirectories: false)
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: dir + "/out/keep.txt"))
+        let r = try CLI.run("mla-convert", ["export", sample, "-o", dir + "/out"])
+        #expect(r.status != 0 && r.stderr.contains("--force"))
+        #expect(try String(contentsOfFile: dir + "/out/keep.txt", encoding: .utf8) == "precious")
+        let bad = try CLI.run("mla-convert", ["export", sample, "-o", dir + "/x", "--dtype", "int4"])
+        #expect(bad.status == 64 && bad.stderr.contains("--dtype"))
+    }
+
+    @Test func perplexityCommandMatchesReference() throws {
+        guard let sample = CLI.sample() else { return }
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let hamlet = try Data(contentsOf: URL(fileURLWithPath: CLI.cache + "/corpus/hamlet_gut.txt"))
+        try hamlet[3000..<6000].write(to: URL(fileURLWithPath: dir + "/excerpt.txt"))
+        let r = try CLI.run("mla-verify", ["perplexity", sample, "--text", dir + "/excerpt.txt", "--tokens", "512", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONValue.parse(r.stdout)
+        #expect(abs((json["perplexity"]?.double ?? 0) / 50.020 - 1) < 0.005)
+        #expect(json["tokens"]?.int == 511)
+        #expect(abs((json["top1"]?.double ?? 0) - 0.364) < 0.005)
+        let ids = try CLI.run("mla-verify", ["perplexity", sample, "--ids", "6403,1980,253,655,28,260", "--json"])
+        #expect(ids.status == 0)
+        #expect(try JSONValue.parse(ids.stdout)["tokens"]?.int == 5)
+        let help = try CLI.run("mla-verify", ["perplexity", "--help"])
+        #expect(help.stdout.contains("without BOS") && help.stdout.contains("exp(mean NLL"))
+    }
+}
