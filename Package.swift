@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .executable(name: "mla-convert", targets: ["mla-convert"]),
         .executable(name: "mla-verify", targets: ["mla-verify"]),
+        .executable(name: "mla-bench", targets: ["mla-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -44,6 +45,12 @@ let package = Package(
             ]),
         .executableTarget(
             name: "mla-verify",
+            dependencies: [
+                "MLACLI", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "mla-bench",
             dependencies: [
                 "MLACLI", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
