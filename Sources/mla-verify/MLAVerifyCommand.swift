@@ -8,5 +8,5 @@ struct MLAVerifyCommand: ParsableCommand {
         commandName: "mla-verify",
         abstract: "Run models and measure what a conversion changed.",
         version: ToolkitVersion.string,
-        subcommands: [Perplexity.self])
+        subcommands: [Perplexity.self, Generate.self])
 }

@@ -124,4 +124,14 @@ enum CLI {
         let help = try CLI.run("mla-verify", ["perplexity", "--help"])
         #expect(help.stdout.contains("without BOS") && help.stdout.contains("exp(mean NLL"))
     }
+
+    /// data.md §3 greedy generation through the command line.
+    @Test func generateMatchesReference() throws {
+        guard let sample = CLI.sample() else { return }
+        let r = try CLI.run("mla-verify", ["generate", sample, "--prompt", "Once upon a time", "--tokens", "10", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONValue.parse(r.stdout)
+        #expect(json["generated_ids"]?.array?.compactMap(\.int) == [28, 260, 2240, 282, 23324, 27108, 436, 253, 15114, 39228])
+        #expect(json["text"]?.string == ", the city of Nova Haven was a thriving metropolis")
+    }
 }

@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+import MLACLI
+import MLACheckpoint
+import MLARuntime
+
+extension MLAVerifyCommand {
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Greedy generation: show that a model (original or converted) still talks.",
+            discussion: "The prompt is tokenized without BOS (unless --bos); each new token is the argmax of the next-token logits.")
+
+        @Argument(help: "The model.")
+        var model: String
+
+        @Option(help: "Prompt text.")
+        var prompt: String
+
+        @Option(help: "New tokens to generate.")
+        var tokens: Int = 20
+
+        @Flag(help: "Prepend the BOS token.")
+        var bos = false
+
+        @Flag(help: "Print JSON (prompt_ids, generated_ids, text).")
+        var json = false
+
+        @OptionGroup var runtime: RuntimeOptions
+
+        func validate() throws {
+            guard (1...4096).contains(tokens) else { throw ValidationError("--tokens must be 1...4096") }
+        }
+
+        func run() throws {
+            runtime.apply()
+            let checkpoint = try Checkpoint.open(model)
+            let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
+            let ids = tokenizer.encode(prompt, addBos: bos)
+            guard !ids.isEmpty else { throw ValidationError("the prompt is empty") }
+            let decoder = try DecoderModel(config: checkpoint.config, store: checkpoint.store)
+            let generated = try decoder.generate(prompt: ids, maxNewTokens: tokens)
+            let text = tokenizer.decode(generated)
+            if json {
+                print(JSONValue.object([
+                    ("prompt_ids", .array(ids.map { JSONValue($0) })), ("generated_ids", .array(generated.map { JSONValue($0) })),
+                    ("text", .string(text)),
+                ]).serialized(indent: 2))
+            } else {
+                print(prompt + text)
+            }
+        }
+    }
+}
