@@ -62,6 +62,7 @@ let package = Package(
             name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor"],
             resources: [.copy("Fixtures")]),
         .testTarget(
-            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor"]),
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor"],
+            resources: [.copy("Fixtures")]),
     ]
 )

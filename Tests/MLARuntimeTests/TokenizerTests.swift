@@ -105,3 +105,41 @@ import MLACheckpoint
         #expect(PreTokenizer.qwen2.split("a 123") == ["a", " ", "1", "2", "3"])
     }
 }
+
+/// tokenizer.json reading: SentencePiece-style byte-fallback BPE against the reference `tokenizers`
+/// library (fixture script beside the files), and our own GGUF -> tokenizer.json export re-read.
+@Suite struct TokenizerJSONTests {
+    static let fixtures = Bundle.module.path(forResource: "Fixtures", ofType: nil)!
+
+    @Test func byteFallbackMatchesReferenceLibrary() throws {
+        let tok = try BPETokenizer(tokenizerJSON: Self.fixtures + "/bytefallback_tokenizer.json")
+        #expect(tok.mode == .byteFallback)
+        let expected = try JSONValue.parse(Data(contentsOf: URL(fileURLWithPath: Self.fixtures + "/bytefallback_expected.json")))
+        for case let item in expected.array ?? [] {
+            let text = try #require(item["text"]?.string)
+            let ids = tok.encode(text)
+            #expect(ids == item["ids"]?.array?.compactMap(\.int), "\(text)")
+            #expect(tok.decode(ids) == text)
+        }
+    }
+
+    @Test func ggufTokenizerExportReadsBackIdentically() throws {
+        guard TestData.require() else { return }
+        let tok = try TokenizerTests.sample.get()
+        let json = tok.tokenizerJSON()
+        let back = try BPETokenizer(tokenizerJSON: JSONValue.parse(json.serialized()), config: tok.tokenizerConfigJSON(), source: "export")
+        #expect(back.preTokenizer == .smollm && back.vocabSize == tok.vocabSize && back.bosTokenId == 1 && back.eosTokenId == 2)
+        let text = try TestData.hamletExcerpt() + "<|im_start|> 12,345 café"
+        #expect(back.encode(text) == tok.encode(text))
+        #expect(back.encode(text, allowSpecial: true) == tok.encode(text, allowSpecial: true))
+    }
+
+    @Test func unsupportedStructuresAreNamed() throws {
+        let bad = try JSONValue.parse(#"{"model": {"type": "Unigram", "vocab": []}}"#)
+        let e1 = try #require(throws: TokenizerError.self) { try BPETokenizer(tokenizerJSON: bad, config: nil, source: "t.json") }
+        #expect(e1.description.contains("Unigram") && e1.description.hasPrefix("t.json"))
+        let pre = try JSONValue.parse(#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Whitespace"}}"#)
+        let e2 = try #require(throws: TokenizerError.self) { try BPETokenizer(tokenizerJSON: pre, config: nil, source: "t.json") }
+        #expect(e2.description.contains("Whitespace"))
+    }
+}

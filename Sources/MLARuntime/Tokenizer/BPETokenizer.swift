@@ -14,12 +14,25 @@ public enum TokenizerError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// Byte-level BPE (GPT-2 style) as used by SmolLM2, Llama 3 and Qwen2: pre-tokenize, map each UTF-8
-/// byte to GPT-2's printable alphabet, merge adjacent symbols by rank, look up ids.
+/// How a BPE vocabulary covers arbitrary text.
+public enum BPEMode: Sendable, Equatable {
+    /// GPT-2 style (SmolLM2, Llama 3, Qwen2): pre-tokenize, map each UTF-8 byte to GPT-2's printable
+    /// alphabet, merge within each piece.
+    case byteLevel
+    /// SentencePiece style (Llama 2, Mistral tokenizer.json): spaces become "▁" with one prepended,
+    /// merges run over Unicode scalars, and a symbol missing from the vocabulary is spelled as its
+    /// UTF-8 bytes with the `<0xXX>` tokens.
+    case byteFallback
+}
+
+/// A BPE tokenizer (`BPEMode`): merge adjacent symbols by rank, look up ids.
 public final class BPETokenizer: @unchecked Sendable {
     // Immutable tables after init; the word cache is guarded by a lock. Hence @unchecked Sendable.
     public let tokens: [String]
+    public let mode: BPEMode
+    /// The pre-tokenizer of `.byteLevel` mode.
     public let preTokenizer: PreTokenizer
+    public let unknownTokenId: Int?
     public let bosTokenId: Int?
     public let eosTokenId: Int?
     /// Control / user-defined tokens matched as whole strings when `allowSpecial` is set.
@@ -39,9 +52,11 @@ public final class BPETokenizer: @unchecked Sendable {
 
     public var vocabSize: Int { tokens.count }
 
-    init(tokens: [String], merges: [String], preTokenizer: PreTokenizer, special: [String: Int], bos: Int?, eos: Int?,
-         addBos: Bool, source: String) throws {
+    init(tokens: [String], merges: [String], mode: BPEMode = .byteLevel, preTokenizer: PreTokenizer, special: [String: Int],
+         bos: Int?, eos: Int?, unknown: Int? = nil, addBos: Bool, source: String) throws {
         self.tokens = tokens
+        self.mode = mode
+        self.unknownTokenId = unknown
         self.merges = merges
         self.preTokenizer = preTokenizer
         self.specialTokens = special
@@ -65,8 +80,14 @@ public final class BPETokenizer: @unchecked Sendable {
             if ranks[pair] == nil { ranks[pair] = rank }
         }
         self.ranks = ranks
-        guard ids[String(ByteLevel.byteToUnicode[Int(UInt8(ascii: "a"))])] != nil else {
-            throw TokenizerError.malformed(source: source, reason: "no token for the byte 'a'; not a byte-level BPE vocabulary")
+        switch mode {
+        case .byteLevel:
+            guard ids[String(ByteLevel.byteToUnicode[Int(UInt8(ascii: "a"))])] != nil else {
+                throw TokenizerError.malformed(source: source, reason: "no token for the byte 'a'; not a byte-level BPE vocabulary")
+            }
+        case .byteFallback:
+            guard let missing = (0..<256).first(where: { ids[String(format: "<0x%02X>", $0)] == nil }) else { break }
+            throw TokenizerError.malformed(source: source, reason: String(format: "byte_fallback but no <0x%02X> token", missing))
         }
         for (name, id) in [("bos", bos), ("eos", eos)] {
             if let id, !(0..<tokens.count).contains(id) {
@@ -126,6 +147,10 @@ public final class BPETokenizer: @unchecked Sendable {
     }
 
     private func encodePlain(_ text: String, into out: inout [Int]) {
+        if mode == .byteFallback {
+            if !text.isEmpty { out.append(contentsOf: bpe("\u{2581}" + text.replacingOccurrences(of: " ", with: "\u{2581}"))) }
+            return
+        }
         for piece in preTokenizer.split(text) {
             lock.lock()
             let cached = cache[piece]
@@ -142,40 +167,51 @@ public final class BPETokenizer: @unchecked Sendable {
         }
     }
 
-    /// Merges one pre-token: repeatedly join the adjacent pair with the lowest merge rank.
+    /// Merges one pre-token: repeatedly join the adjacent pair with the lowest merge rank (leftmost
+    /// first among equal ranks), with a heap over candidate pairs so long inputs stay O(n log n).
     private func bpe(_ piece: String) -> [Int] {
-        var symbols = piece.utf8.map { String(ByteLevel.byteToUnicode[Int($0)]) }
-        if symbols.count > 1 {
-            while true {
-                var best = Int.max, at = -1
-                for i in 0..<(symbols.count - 1) {
-                    if let r = ranks[Pair(left: symbols[i], right: symbols[i + 1])], r < best {
-                        best = r
-                        at = i
-                    }
+        let initial: [String]
+        switch mode {
+        case .byteLevel: initial = piece.utf8.map { String(ByteLevel.byteToUnicode[Int($0)]) }
+        case .byteFallback: initial = piece.unicodeScalars.map { String($0) }
+        }
+        var symbols = initial
+        let n = symbols.count
+        if n > 1 {
+            var next = Array(1...n), prev = Array(-1..<(n - 1))
+            var alive = [Bool](repeating: true, count: n)
+            var heap = MergeHeap()
+            for i in 0..<(n - 1) {
+                if let r = ranks[Pair(left: symbols[i], right: symbols[i + 1])] { heap.push(rank: r, left: i) }
+            }
+            while let (rank, left) = heap.pop() {
+                let right = next[left]
+                guard alive[left], right < n, alive[right],
+                      ranks[Pair(left: symbols[left], right: symbols[right])] == rank else { continue }
+                symbols[left] += symbols[right]
+                alive[right] = false
+                next[left] = next[right]
+                if next[right] < n { prev[next[right]] = left }
+                if prev[left] >= 0, let r = ranks[Pair(left: symbols[prev[left]], right: symbols[left])] {
+                    heap.push(rank: r, left: prev[left])
                 }
-                if at < 0 { break }
-                let merged = symbols[at] + symbols[at + 1]
-                var next: [String] = []
-                next.reserveCapacity(symbols.count - 1)
-                var i = 0
-                while i < symbols.count {
-                    if i < symbols.count - 1 && symbols[i] == symbols[at] && symbols[i + 1] == symbols[at + 1]
-                        && ranks[Pair(left: symbols[i], right: symbols[i + 1])] == best {
-                        next.append(merged)
-                        i += 2
-                    } else {
-                        next.append(symbols[i])
-                        i += 1
-                    }
+                if next[left] < n, let r = ranks[Pair(left: symbols[left], right: symbols[next[left]])] {
+                    heap.push(rank: r, left: left)
                 }
-                symbols = next
-                if symbols.count == 1 { break }
+            }
+            symbols = zip(symbols, alive).filter(\.1).map(\.0)
+        }
+        switch mode {
+        case .byteLevel:
+            // Some vocabularies (SmolLM2) lack tokens for a few control bytes; such bytes are dropped,
+            // as no id can represent them.
+            return symbols.compactMap { ids[$0] }
+        case .byteFallback:
+            return symbols.flatMap { symbol -> [Int] in
+                if let id = ids[symbol] { return [id] }
+                return symbol.utf8.compactMap { ids[String(format: "<0x%02X>", $0)] ?? unknownTokenId }
             }
         }
-        // Some vocabularies (SmolLM2) lack tokens for a few control bytes; such bytes are dropped,
-        // as no id can represent them.
-        return symbols.compactMap { ids[$0] }
     }
 
     /// The text of `ids`: byte-level tokens map back to bytes, decoded as UTF-8 (invalid sequences,
@@ -184,15 +220,31 @@ public final class BPETokenizer: @unchecked Sendable {
         var bytes: [UInt8] = []
         for id in ids where id >= 0 && id < tokens.count {
             let t = tokens[id]
-            if specialTokens[t] == id {
+            if specialTokens[t] == id && !(mode == .byteFallback && Self.byteTokenValue(t) != nil) {
                 bytes.append(contentsOf: Array(t.utf8))
                 continue
             }
-            for scalar in t.unicodeScalars {
-                if let b = ByteLevel.unicodeToByte[scalar] { bytes.append(b) } else { bytes.append(contentsOf: Array(String(scalar).utf8)) }
+            switch mode {
+            case .byteLevel:
+                for scalar in t.unicodeScalars {
+                    if let b = ByteLevel.unicodeToByte[scalar] { bytes.append(b) } else { bytes.append(contentsOf: Array(String(scalar).utf8)) }
+                }
+            case .byteFallback:
+                if let b = Self.byteTokenValue(t) {
+                    bytes.append(b)
+                } else {
+                    bytes.append(contentsOf: Array(t.replacingOccurrences(of: "\u{2581}", with: " ").utf8))
+                }
             }
         }
+        if mode == .byteFallback, bytes.first == 0x20 { bytes.removeFirst() }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The byte of a `<0xXX>` byte-fallback token.
+    static func byteTokenValue(_ token: String) -> UInt8? {
+        guard token.utf8.count == 6, token.hasPrefix("<0x"), token.hasSuffix(">") else { return nil }
+        return UInt8(token.dropFirst(3).prefix(2), radix: 16)
     }
 }
 

@@ -55,7 +55,9 @@ extension PreTokenizer {
 extension BPETokenizer {
     /// An HF `tokenizer.json` equivalent to this tokenizer (BPE model, byte-level pre-tokenizer and
     /// decoder, special tokens as added tokens), so GGUF sources export complete model directories.
+    /// Byte-level mode only (GGUF `gpt2` tokenizers are).
     public func tokenizerJSON() -> JSONValue {
+        precondition(mode == .byteLevel, "tokenizerJSON(): written for byte-level tokenizers only")
         let added: [JSONValue] = specialTokens.sorted { $0.value < $1.value }.map { content, id in
             .object([("id", JSONValue(id)), ("content", .string(content)), ("single_word", .bool(false)),
                      ("lstrip", .bool(false)), ("rstrip", .bool(false)), ("normalized", .bool(false)), ("special", .bool(true))])
@@ -109,14 +111,23 @@ extension BPETokenizer {
         guard let model = json["model"], model["type"]?.string == "BPE" else {
             throw TokenizerError.unsupported(source: source, what: "model.type '\(json["model"]?["type"]?.string ?? "missing")' (only BPE)")
         }
+        let mode: BPEMode
+        var pre = PreTokenizer.gpt2
         if model["byte_fallback"]?.bool == true {
-            throw TokenizerError.unsupported(source: source, what: "model.byte_fallback (SentencePiece-style BPE)")
-        }
-        if let normalizer = json["normalizer"], !normalizer.isNull {
-            throw TokenizerError.unsupported(source: source, what: "normalizer '\(normalizer["type"]?.string ?? "?")'")
-        }
-        guard let pre = PreTokenizer(huggingFaceJSON: json["pre_tokenizer"] ?? .null) else {
-            throw TokenizerError.unsupported(source: source, what: "pre_tokenizer \(json["pre_tokenizer"]?.serialized() ?? "null")")
+            mode = .byteFallback
+            guard Self.isSentencePieceLayout(json) else {
+                throw TokenizerError.unsupported(
+                    source: source, what: "byte_fallback BPE whose normalizer/pre_tokenizer is not the SentencePiece layout (Prepend \"▁\" + Replace \" \" -> \"▁\", or Metaspace)")
+            }
+        } else {
+            mode = .byteLevel
+            if let normalizer = json["normalizer"], !normalizer.isNull {
+                throw TokenizerError.unsupported(source: source, what: "normalizer '\(normalizer["type"]?.string ?? "?")'")
+            }
+            guard let p = PreTokenizer(huggingFaceJSON: json["pre_tokenizer"] ?? .null) else {
+                throw TokenizerError.unsupported(source: source, what: "pre_tokenizer \(json["pre_tokenizer"]?.serialized() ?? "null")")
+            }
+            pre = p
         }
         guard let vocab = model["vocab"]?.object else {
             throw TokenizerError.malformed(source: source, reason: "model.vocab is not an object")
@@ -162,8 +173,25 @@ extension BPETokenizer {
             let content = v?.string ?? v?["content"]?.string
             return content.flatMap { special[$0] }
         }
-        try self.init(tokens: tokens, merges: merges, preTokenizer: pre, special: special, bos: specialId("bos_token"),
-                      eos: specialId("eos_token"), addBos: config?["add_bos_token"]?.bool ?? false, source: source)
+        let unknown = model["unk_token"]?.string.flatMap { special[$0] }
+        try self.init(tokens: tokens, merges: merges, mode: mode, preTokenizer: pre, special: special, bos: specialId("bos_token"),
+                      eos: specialId("eos_token"), unknown: unknown, addBos: config?["add_bos_token"]?.bool ?? false, source: source)
+    }
+
+    /// Llama-2 style: normalizer Sequence[Prepend "▁", Replace " " -> "▁"] with no pre-tokenizer, or a
+    /// Metaspace pre-tokenizer ("▁", prepended, not splitting) with no normalizer.
+    static func isSentencePieceLayout(_ json: JSONValue) -> Bool {
+        let normalizer = json["normalizer"] ?? .null, pre = json["pre_tokenizer"] ?? .null
+        if pre.isNull, normalizer["type"]?.string == "Sequence", let parts = normalizer["normalizers"]?.array, parts.count == 2 {
+            return parts[0]["type"]?.string == "Prepend" && parts[0]["prepend"]?.string == "\u{2581}"
+                && parts[1]["type"]?.string == "Replace" && parts[1]["pattern"]?["String"]?.string == " "
+                && parts[1]["content"]?.string == "\u{2581}"
+        }
+        if normalizer.isNull, pre["type"]?.string == "Metaspace" {
+            return pre["replacement"]?.string == "\u{2581}" && (pre["split"]?.bool ?? true) == false
+                && ["always", "first"].contains(pre["prepend_scheme"]?.string ?? (pre["add_prefix_space"]?.bool == true ? "always" : "never"))
+        }
+        return false
     }
 }
 
