@@ -55,14 +55,15 @@ let package = Package(
                 "MLACLI", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint"]),
+        .target(name: "MLATestSupport", path: "Tests/MLATestSupport"),
+        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
-        .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor"]),
+        .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(
-            name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor"],
+            name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"],
             resources: [.copy("Fixtures")]),
         .testTarget(
-            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor"],
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"],
             resources: [.copy("Fixtures")]),
     ]
 )

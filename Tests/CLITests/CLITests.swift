@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import MLACheckpoint
+import MLATestSupport
 
 /// Runs the built `mla-convert` / `mla-verify` executables (they sit beside the test bundle) the way
 /// a user does, checking output, exit status, one-line errors, and that inputs stay untouched.
@@ -11,17 +12,9 @@ enum CLI {
         return url.deletingLastPathComponent().path
     }()
 
-    static var cache: String {
-        ProcessInfo.processInfo.environment["MLA_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/.cache"
-    }
+    static var cache: String { SampleData.cache }
 
-    static func sample() -> String? {
-        let path = cache + "/sample.gguf"
-        if FileManager.default.fileExists(atPath: path) { return path }
-        if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("sample model missing: run scripts/setup") }
-        return nil
-    }
+    static func sample() -> String? { SampleData.require() ? SampleData.modelPath : nil }
 
     struct Result {
         let status: Int32

@@ -1,19 +1,9 @@
 import Testing
 @testable import MLALinalg
-
-struct Rng: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import MLATestSupport
 
 func randomMatrix<T: LinalgScalar>(_ m: Int, _ n: Int, seed: UInt64, as: T.Type = T.self) -> Matrix<T> {
-    var g = Rng(state: seed)
+    var g = SplitMix64(seed: seed)
     return Matrix(rows: m, cols: n, values: (0..<(m * n)).map { _ in T(Double.random(in: -1...1, using: &g)) })
 }
 

@@ -1,4 +1,5 @@
 @testable import MLARuntime
+import MLATestSupport
 import Testing
 
 /// Tolerance for F32 against the float64 reference: the longest dot products have ~d + T terms of O(1)

@@ -1,4 +1,5 @@
 @testable import MLARuntime
+import MLATestSupport
 import Testing
 
 @Suite("MLA decode timing")

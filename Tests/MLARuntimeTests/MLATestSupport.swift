@@ -4,24 +4,7 @@ import Glibc
 import Darwin
 #endif
 @testable import MLARuntime
-
-/// Deterministic SplitMix64 stream for synthetic weights (no global state).
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [-scale, scale).
-    mutating func float(_ scale: Float) -> Float {
-        Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) * scale
-    }
-    mutating func floats(_ count: Int, scale: Float) -> [Float] { (0..<count).map { _ in float(scale) } }
-}
+import MLATestSupport
 
 /// The shape and options of a synthetic MLA layer.
 struct MLASpec: Sendable, CustomStringConvertible {

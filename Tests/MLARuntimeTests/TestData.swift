@@ -1,29 +1,14 @@
 import Foundation
 import Testing
 import MLACheckpoint
+import MLATestSupport
 
 /// Locates the sample model and corpus fetched by `scripts/setup` (`$MLA_CACHE`, else `<repo>/.cache`).
 /// With `CI=true` a missing cache is a failure; elsewhere the real-model tests are skipped.
 enum TestData {
-    static let cache: String = {
-        if let env = ProcessInfo.processInfo.environment["MLA_CACHE"], !env.isEmpty { return env }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        return root.path + "/.cache"
-    }()
-
-    static var sampleModelPath: String { cache + "/sample.gguf" }
-    static var corpus: String { cache + "/corpus" }
-
-    static var available: Bool { FileManager.default.fileExists(atPath: sampleModelPath) }
-    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
-
-    /// True when real-model tests should run; records a failure in CI when the data is missing.
-    static func require() -> Bool {
-        if available { return true }
-        if isCI { Issue.record("sample model missing at \(sampleModelPath): run scripts/setup") }
-        return false
-    }
+    static var sampleModelPath: String { SampleData.modelPath }
+    static var corpus: String { SampleData.corpus }
+    static func require() -> Bool { SampleData.require() }
 
     /// The sample model loaded once per test process (loading dequantizes about 135M weights).
     static let sampleModel: Result<(Checkpoint, DecoderModelBox), any Error> = Result {
