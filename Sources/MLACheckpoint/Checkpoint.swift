@@ -116,18 +116,23 @@ public struct Checkpoint: Sendable {
         try check(ModelTensorNames.embedding, [c.vocabSize, c.hiddenSize])
         try check(ModelTensorNames.finalNorm, [c.hiddenSize])
         if !c.tiedEmbeddings { try check(ModelTensorNames.lmHead, [c.vocabSize, c.hiddenSize]) }
-        let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
         for layer in 0..<c.numLayers {
             let n = LayerTensorNames(layer: layer)
             try check(n.inputNorm, [c.hiddenSize])
             try check(n.postAttentionNorm, [c.hiddenSize])
+            try check(n.gateProj, [c.intermediateSize, c.hiddenSize])
+            try check(n.upProj, [c.intermediateSize, c.hiddenSize])
+            try check(n.downProj, [c.hiddenSize, c.intermediateSize])
+        }
+        // MLA attention tensors are checked by the runtime's MLA loader, which knows their layout.
+        guard !c.family.isMLA else { return }
+        let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
+        for layer in 0..<c.numLayers {
+            let n = LayerTensorNames(layer: layer)
             try check(n.qProj, [q, c.hiddenSize])
             try check(n.kProj, [kv, c.hiddenSize])
             try check(n.vProj, [kv, c.hiddenSize])
             try check(n.oProj, [c.hiddenSize, q])
-            try check(n.gateProj, [c.intermediateSize, c.hiddenSize])
-            try check(n.upProj, [c.intermediateSize, c.hiddenSize])
-            try check(n.downProj, [c.hiddenSize, c.intermediateSize])
             if c.qkvBias {
                 try check(n.qBias, [q])
                 try check(n.kBias, [kv])

@@ -1,6 +1,13 @@
-/// Source model families this toolkit reads and converts (one adapter file each under `Adapters/`).
+/// Model families this toolkit reads (one adapter file each under `Adapters/`): the source families it
+/// converts (llama, mistral, qwen2) and the MLA families it writes and runs (DeepSeek-V3 dense, native).
 public enum ModelFamily: String, Sendable, CaseIterable {
     case llama, mistral, qwen2
+    case deepseekV3 = "deepseek_v3"
+    /// This toolkit's native MLA format (docs/formats-native-mla.md).
+    case mlaNative = "mla_convert"
+
+    /// True for families whose attention is MLA (read by the MLA loaders, not as q/k/v/o).
+    public var isMLA: Bool { self == .deepseekV3 || self == .mlaNative }
 }
 
 /// RoPE frequency scaling of the source model (see `formats.md` §3 for the formulas).
@@ -60,7 +67,8 @@ public struct ModelConfig: Sendable, Equatable {
     public init(family: ModelFamily, numLayers: Int, hiddenSize: Int, intermediateSize: Int, numHeads: Int,
                 numKVHeads: Int, headDim: Int, vocabSize: Int, maxPositions: Int, ropeTheta: Double,
                 ropeScaling: RopeScaling, rmsNormEps: Double, qkvBias: Bool, outputBias: Bool, mlpBias: Bool,
-                tiedEmbeddings: Bool, bosTokenId: Int?, eosTokenId: Int?, raw: JSONValue) {
+                tiedEmbeddings: Bool, bosTokenId: Int?, eosTokenId: Int?, raw: JSONValue,
+                latentCacheValuesPerLayer: [Int]? = nil) {
         self.family = family
         self.numLayers = numLayers
         self.hiddenSize = hiddenSize
@@ -80,6 +88,7 @@ public struct ModelConfig: Sendable, Equatable {
         self.bosTokenId = bosTokenId
         self.eosTokenId = eosTokenId
         self.raw = raw
+        self.latentCacheValuesPerLayer = latentCacheValuesPerLayer
     }
 
     /// Query heads per KV head.
@@ -87,16 +96,26 @@ public struct ModelConfig: Sendable, Equatable {
 
     /// "MHA" (KV heads = heads), "MQA" (one KV head) or "GQA".
     public var attentionKind: String {
+        if family.isMLA { return "MLA" }
         if numKVHeads == numHeads { return "MHA" }
         if numKVHeads == 1 { return "MQA" }
         return "GQA"
     }
 
-    /// KV-cache values per token per layer: K and V of every KV head (2·n_kv·d_h).
-    public var kvCacheValuesPerTokenPerLayer: Int { 2 * numKVHeads * headDim }
+    /// MLA models: cache values per token of each layer (latent rank + rope key dims); nil for
+    /// source models, whose cache is K and V.
+    public var latentCacheValuesPerLayer: [Int]?
+
+    /// Cache values per token of each layer: 2·n_kv·d_h for K and V, or the MLA latent + rope keys.
+    public var cacheValuesPerLayer: [Int] {
+        latentCacheValuesPerLayer ?? Array(repeating: 2 * numKVHeads * headDim, count: numLayers)
+    }
+
+    /// KV-cache values per token per layer of a source model (2·n_kv·d_h); the largest layer's for MLA.
+    public var kvCacheValuesPerTokenPerLayer: Int { cacheValuesPerLayer.max() ?? 0 }
 
     /// KV-cache values per token over all layers.
-    public var kvCacheValuesPerToken: Int { kvCacheValuesPerTokenPerLayer * numLayers }
+    public var kvCacheValuesPerToken: Int { cacheValuesPerLayer.reduce(0, +) }
 }
 
 /// Hugging Face tensor names of one decoder layer (`model.layers.N.`).

@@ -55,13 +55,7 @@ extension MLAConvertCommand {
             }
             var config = checkpoint.config.raw
             if let target { config = config.setting("torch_dtype", .string(target.torchName)) }
-            var aux = checkpoint.auxiliaryFiles
-            if let gguf = checkpoint.ggufTokenizer, aux["tokenizer.json"] == nil {
-                let tokenizer = try BPETokenizer(gguf: gguf)
-                aux["tokenizer.json"] = Array(tokenizer.tokenizerJSON().serialized(indent: 2).utf8)
-                aux["tokenizer_config.json"] = Array(tokenizer.tokenizerConfigJSON(
-                    chatTemplate: gguf.chatTemplate, maxLength: checkpoint.config.maxPositions).serialized(indent: 2).utf8)
-            }
+            let aux = try BPETokenizer.sideFiles(for: checkpoint)
             let writer = CheckpointWriter(format: OutputFormat(rawValue: format) ?? .hf,
                                           maxShardBytes: parseByteSize(maxShardSize), deflateLevel: deflate, force: force)
             let progress = Progress(total: entries.count, label: "export")

@@ -66,7 +66,9 @@ struct CheckpointReport {
             ("checkpoint", "\(checkpoint.path) (\(checkpoint.format.rawValue))"),
             ("stored types", storedTypes),
             ("family", c.family.rawValue),
-            ("attention", "\(c.attentionKind): \(c.numHeads) heads, \(c.numKVHeads) KV heads (group \(c.groupSize)), head dim \(c.headDim)"),
+            ("attention", c.family.isMLA
+                ? "MLA: \(c.numHeads) heads, latent cache per layer \(c.cacheValuesPerLayer.map(String.init).joined(separator: " "))"
+                : "\(c.attentionKind): \(c.numHeads) heads, \(c.numKVHeads) KV heads (group \(c.groupSize)), head dim \(c.headDim)"),
             ("layers", "\(c.numLayers)"),
             ("hidden size", "\(c.hiddenSize) (MLP \(c.intermediateSize))"),
             ("vocab", "\(c.vocabSize), context \(c.maxPositions)"),
@@ -75,7 +77,9 @@ struct CheckpointReport {
             ("biases", biases),
             ("embeddings", c.tiedEmbeddings ? "tied (LM head = token embedding)" : "separate LM head"),
             ("parameters", groupDigits(checkpoint.parameterCount)),
-            ("KV cache/token", "\(groupDigits(perLayer)) values per layer (2 × \(c.numKVHeads) × \(c.headDim)), \(groupDigits(total)) in all \(c.numLayers) layers"),
+            ("KV cache/token", c.family.isMLA
+                ? "\(groupDigits(perLayer)) values per layer at most (latent + rope keys), \(groupDigits(total)) in all \(c.numLayers) layers"
+                : "\(groupDigits(perLayer)) values per layer (2 × \(c.numKVHeads) × \(c.headDim)), \(groupDigits(total)) in all \(c.numLayers) layers"),
             ("  bytes", "\(groupDigits(total * weightDType.byteSize)) at \(weightDType.rawValue), \(groupDigits(total * 2)) at BF16 (\(groupDigits(perLayer * 2)) per layer)"),
         ]
         for w in checkpoint.warnings { lines.append(("warning", w)) }

@@ -37,7 +37,7 @@ extension MLAVerifyCommand {
             let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
             let ids = tokenizer.encode(prompt, addBos: bos)
             guard !ids.isEmpty else { throw ValidationError("the prompt is empty") }
-            let decoder = try DecoderModel(config: checkpoint.config, store: checkpoint.store)
+            let decoder = try DecoderModel.load(checkpoint)
             let generated = try decoder.generate(prompt: ids, maxNewTokens: tokens)
             let text = tokenizer.decode(generated)
             if json {

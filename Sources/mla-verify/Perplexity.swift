@@ -71,7 +71,7 @@ extension MLAVerifyCommand {
             }
             if let tokens { tokenIds = Array(tokenIds.prefix(tokens)) }
             guard tokenIds.count >= 2 else { throw ValidationError("need at least 2 tokens, the input has \(tokenIds.count)") }
-            let model = try DecoderModel(config: checkpoint.config, store: checkpoint.store)
+            let model = try DecoderModel.load(checkpoint)
             let result = try evaluatePerplexity(model: model, tokens: tokenIds, window: window)
             let seconds = MonotonicClock.now() - start
             if json {

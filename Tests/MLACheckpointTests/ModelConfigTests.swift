@@ -81,7 +81,7 @@ import Testing
         #expect(throws: CheckpointError.self) { try config("{\(base)}") }
     }
 
-    @Test(arguments: ["qwen3", "gemma3", "deepseek_v3", "falcon"])
+    @Test(arguments: ["qwen3", "gemma3", "deepseek_v2", "falcon"])
     func refusedOrUnknownTypesNameTheReason(modelType: String) throws {
         let error = try #require(throws: CheckpointError.self) {
             try config("""

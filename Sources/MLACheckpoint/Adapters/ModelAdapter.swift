@@ -12,12 +12,13 @@ private let refusedModelTypes: [String: String] = [
     "gemma3_text": "per-head q_norm/k_norm and sliding-window layers",
     "gemma2": "sliding-window layers and logit soft-capping",
     "olmo2": "q_norm/k_norm over the projected keys make keys non-linear in the input",
-    "deepseek_v2": "already MLA",
-    "deepseek_v3": "already MLA",
+    "deepseek_v2": "DeepSeek-V2 checkpoints are not read yet (DeepSeek-V3 dense checkpoints are)",
 ]
 
 public enum ModelAdapters {
-    static let all: [any ModelAdapter.Type] = [LlamaAdapter.self, MistralAdapter.self, Qwen2Adapter.self]
+    static let all: [any ModelAdapter.Type] = [
+        LlamaAdapter.self, MistralAdapter.self, Qwen2Adapter.self, DeepSeekV3Adapter.self, NativeMLAAdapter.self,
+    ]
 
     /// `model_type` values this toolkit converts.
     public static var supportedModelTypes: [String] { all.flatMap { $0.modelTypes } }

@@ -211,3 +211,19 @@ extension BPETokenizer {
         return try BPETokenizer(tokenizerJSON: json, config: config, source: checkpoint.path + "/tokenizer.json")
     }
 }
+
+extension BPETokenizer {
+    /// The side files to write beside a model converted from `source`: its own files, plus
+    /// tokenizer.json and tokenizer_config.json built from a GGUF-embedded tokenizer so the output
+    /// directory is complete for Hugging Face tools.
+    public static func sideFiles(for source: Checkpoint) throws -> [String: [UInt8]] {
+        var aux = source.auxiliaryFiles
+        if let gguf = source.ggufTokenizer, aux["tokenizer.json"] == nil {
+            let tokenizer = try BPETokenizer(gguf: gguf, source: source.path)
+            aux["tokenizer.json"] = Array(tokenizer.tokenizerJSON().serialized(indent: 2).utf8)
+            aux["tokenizer_config.json"] = Array(tokenizer.tokenizerConfigJSON(
+                chatTemplate: gguf.chatTemplate, maxLength: source.config.maxPositions).serialized(indent: 2).utf8)
+        }
+        return aux
+    }
+}

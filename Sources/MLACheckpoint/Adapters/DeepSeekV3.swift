@@ -1,0 +1,37 @@
+/// DeepSeek-V3 checkpoints with dense MLPs in every layer (`model_type` "deepseek_v3"), as this
+/// toolkit exports them (`formats.md` §4). The attention is MLA and is read by the runtime's MLA
+/// loader; this adapter describes the rest and the cache. MoE layers are refused.
+enum DeepSeekV3Adapter: ModelAdapter {
+    static let modelTypes = ["deepseek_v3"]
+
+    static func config(from reader: HFConfigReader) throws -> ModelConfig {
+        let layers = try reader.positiveInt("num_hidden_layers")
+        let routed = reader.has("n_routed_experts")
+        let firstDense = try reader.int("first_k_dense_replace", default: 0)
+        if routed && firstDense < layers {
+            throw CheckpointError.unsupportedModel(
+                file: reader.file,
+                reason: "layers \(firstDense)..<\(layers) are mixture-of-experts (first_k_dense_replace \(firstDense)); only dense DeepSeek-V3 models are read")
+        }
+        let heads = try reader.positiveInt("num_attention_heads")
+        let nope = try reader.int("qk_nope_head_dim"), rope = try reader.int("qk_rope_head_dim")
+        let rank = try reader.positiveInt("kv_lora_rank")
+        guard nope >= 0, rope >= 0, rope % 2 == 0 else {
+            throw CheckpointError.invalidConfig(file: reader.file, key: "qk_rope_head_dim", reason: "must be even and non-negative")
+        }
+        let maxPositions = try reader.int("max_position_embeddings", default: 4096)
+        let (theta, scaling) = try reader.rope(maxPositions: maxPositions)
+        if let act = reader.string("hidden_act"), act != "silu" {
+            throw CheckpointError.unsupportedModel(file: reader.file, reason: "hidden_act '\(act)' (only silu/SwiGLU MLPs are supported)")
+        }
+        return ModelConfig(
+            family: .deepseekV3, numLayers: layers, hiddenSize: try reader.positiveInt("hidden_size"),
+            intermediateSize: try reader.positiveInt("intermediate_size"), numHeads: heads, numKVHeads: heads,
+            headDim: nope + rope, vocabSize: try reader.positiveInt("vocab_size"), maxPositions: maxPositions,
+            ropeTheta: theta, ropeScaling: scaling, rmsNormEps: try reader.double("rms_norm_eps", default: 1e-6),
+            qkvBias: false, outputBias: false, mlpBias: false,
+            tiedEmbeddings: try reader.bool("tie_word_embeddings", default: false),
+            bosTokenId: try reader.optionalInt("bos_token_id"), eosTokenId: try reader.optionalInt("eos_token_id"),
+            raw: reader.json, latentCacheValuesPerLayer: Array(repeating: rank + rope, count: layers))
+    }
+}

@@ -1,0 +1,54 @@
+import MLACheckpoint
+
+/// One layer's MLA attention as the decoder runs it, in the naive or the absorbed form.
+public struct MLAAttentionBlock: AttentionBlock {
+    public let weights: MLALayerWeights
+    public let form: MLAAttention.Form
+
+    public init(weights: MLALayerWeights, form: MLAAttention.Form) {
+        self.weights = weights
+        self.form = form
+    }
+
+    public func forward(_ x: [Float], tokens: Int) throws -> [Float] {
+        let positions = Array(0..<tokens)
+        switch form {
+        case .naive: return try MLAAttention.naive(weights, x: x, tokens: tokens, positions: positions)
+        case .absorbed: return try MLAAttention.absorbed(weights, x: x, tokens: tokens, positions: positions)
+        }
+    }
+}
+
+extension DecoderModel {
+    /// Loads any checkpoint this toolkit runs: source models with their own attention, DeepSeek-V3
+    /// dense and native MLA models with MLA attention in the given form.
+    public static func load(_ checkpoint: Checkpoint, mlaForm: MLAAttention.Form = .absorbed) throws -> DecoderModel {
+        let config = checkpoint.config
+        guard config.family.isMLA else { return try DecoderModel(config: config, store: checkpoint.store) }
+        let layers = try mlaLayers(checkpoint)
+        return try DecoderModel(config: config, store: checkpoint.store,
+                                attention: layers.map { MLAAttentionBlock(weights: $0, form: mlaForm) })
+    }
+
+    /// The MLA attention weights of every layer of a DeepSeek-V3 or native MLA checkpoint.
+    public static func mlaLayers(_ checkpoint: Checkpoint) throws -> [MLALayerWeights] {
+        let config = checkpoint.config
+        switch config.family {
+        case .deepseekV3:
+            let raw = config.raw
+            let dRope = raw["qk_rope_head_dim"]?.int ?? 0
+            // DeepSeek's table is b^(-2i/d_rope) with the source scaling applied over d_rope dims.
+            let rope = RopeFrequencies(headDim: dRope, theta: config.ropeTheta, scaling: config.ropeScaling,
+                                       maxPositions: config.maxPositions)
+            return try (0..<config.numLayers).map {
+                try MLALayerWeights.deepSeekV3Layer(config: raw, store: checkpoint.store, layer: $0,
+                                                    ropeInvFreq: rope.inverseFrequencies, attentionFactor: rope.attentionFactor)
+            }
+        case .mlaNative:
+            let mla = config.raw["mla_convert"] ?? .null
+            return try (0..<config.numLayers).map { try MLALayerWeights.nativeLayer(config: mla, store: checkpoint.store, layer: $0) }
+        default:
+            throw CheckpointError.unsupportedModel(file: checkpoint.path, reason: "\(config.family.rawValue) has no MLA attention")
+        }
+    }
+}
