@@ -79,6 +79,12 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// The hidden states after the layers (before the final norm), [T × d].
     public func hiddenStates(_ tokens: [Int], hooks: LayerHooks = LayerHooks()) throws -> [Float] {
+        try runLayers(tokens, hooks: hooks) { layer, h, t in try attention[layer].forward(h, tokens: t) }
+    }
+
+    /// Embeds `tokens` and runs the layers, calling `attend(layer, x, T)` for each layer's attention.
+    func runLayers(_ tokens: [Int], hooks: LayerHooks,
+                   attend: (Int, [Float], Int) throws -> [Float]) throws -> [Float] {
         let d = config.hiddenSize, f = config.intermediateSize, T = tokens.count
         var x = [Float](repeating: 0, count: T * d)
         for (t, id) in tokens.enumerated() {
@@ -92,7 +98,7 @@ public final class DecoderModel: @unchecked Sendable {
             let w = layers[l]
             let h = Kernels.rmsNorm(x, tokens: T, weight: w.inputNorm, eps: config.rmsNormEps)
             try hooks.attentionInput?(l, h, T)
-            var a = try attention[l].forward(h, tokens: T)
+            var a = try attend(l, h, T)
             if let replacement = try hooks.attentionOutput?(l, h, a, T) { a = replacement }
             for i in 0..<x.count { x[i] += a[i] }
             let h2 = Kernels.rmsNorm(x, tokens: T, weight: w.postAttentionNorm, eps: config.rmsNormEps)
@@ -110,26 +116,57 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// Next-token logits [T × vocab] for a window of token ids at positions 0..<T.
     public func logits(_ tokens: [Int], hooks: LayerHooks = LayerHooks()) throws -> [Float] {
-        let x = try hiddenStates(tokens, hooks: hooks)
+        try head(try hiddenStates(tokens, hooks: hooks), tokens: tokens)
+    }
+
+    /// Final norm and LM head on hidden states [T × d].
+    func head(_ x: [Float], tokens: [Int]) -> [Float] {
         let normed = Kernels.rmsNorm(x, tokens: tokens.count, weight: finalNorm, eps: config.rmsNormEps)
         return Kernels.linear(normed, tokens: tokens.count, weight: lmHead, outFeatures: config.vocabSize,
                               inFeatures: config.hiddenSize)
     }
 
-    /// Greedy generation by full recompute of the growing window: returns the `maxNewTokens` new ids.
+    /// Greedy generation: returns the `maxNewTokens` new ids. MLA models decode incrementally with
+    /// their latent caches (`decode`); source models recompute the growing window.
     public func generate(prompt: [Int], maxNewTokens: Int) throws -> [Int] {
         var tokens = prompt
         var generated: [Int] = []
         let v = config.vocabSize
-        for _ in 0..<maxNewTokens {
-            let logits = try self.logits(tokens)
-            let last = (tokens.count - 1) * v
+        var caches = mlaCaches()
+        var logits = caches != nil ? try decode(prompt, caches: &caches!) : try self.logits(tokens)
+        for step in 0..<maxNewTokens {
+            let last = logits.count - v
             var best = 0
             for i in 1..<v where logits[last + i] > logits[last + best] { best = i }
             generated.append(best)
             tokens.append(best)
+            guard step + 1 < maxNewTokens else { break }
+            logits = caches != nil ? try decode([best], caches: &caches!) : try self.logits(tokens)
         }
         return generated
+    }
+
+    /// Empty latent caches, one per layer, when every layer is MLA attention; nil otherwise.
+    public func mlaCaches() -> [MLAAttention.LatentCache]? {
+        let blocks = attention.compactMap { $0 as? MLAAttentionBlock }
+        guard blocks.count == attention.count else { return nil }
+        return blocks.map { MLAAttention.LatentCache(for: $0.weights) }
+    }
+
+    /// Incremental decoding of an MLA model: runs `tokens` at the positions following the cached ones,
+    /// appending their latents and rope keys to `caches` (one per layer), and returns their logits
+    /// [tokens × vocab]. Each layer reads only its cache (r + rope dims per token) in the absorbed form.
+    public func decode(_ tokens: [Int], caches: inout [MLAAttention.LatentCache]) throws -> [Float] {
+        precondition(caches.count == config.numLayers, "decode: one latent cache per layer")
+        let start = caches[0].count
+        let positions = Array(start..<(start + tokens.count))
+        let x = try runLayers(tokens, hooks: LayerHooks()) { layer, h, t in
+            guard let block = attention[layer] as? MLAAttentionBlock else {
+                throw RuntimeError.notMLA(layer: layer)
+            }
+            return try MLAAttention.prefill(block.weights, x: h, tokens: t, positions: positions, cache: &caches[layer], form: block.form)
+        }
+        return head(x, tokens: tokens)
     }
 }
 
@@ -137,11 +174,14 @@ public final class DecoderModel: @unchecked Sendable {
 public enum RuntimeError: Error, CustomStringConvertible, Sendable {
     case invalidToken(id: Int, vocabSize: Int)
     case emptyInput(String)
+    /// Latent-cache decoding was asked of a layer whose attention is not MLA.
+    case notMLA(layer: Int)
 
     public var description: String {
         switch self {
         case let .invalidToken(id, vocab): return "token id \(id) is outside the vocabulary (0..<\(vocab))"
         case let .emptyInput(what): return "\(what) is empty"
+        case let .notMLA(layer): return "layer \(layer) does not use MLA attention; latent-cache decoding needs an MLA model"
         }
     }
 }

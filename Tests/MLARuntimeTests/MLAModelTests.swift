@@ -72,3 +72,28 @@ func mergedHeadsLayer(_ c: ModelConfig, _ store: any TensorStore, layer: Int) th
         #expect(abs(ppl / sourcePpl - 1) < 1e-4)
     }
 }
+
+extension MLAModelTests {
+    /// Greedy decoding with the latent caches (absorbed form, one token at a time) of the exact merge
+    /// reproduces data.md's continuations, and each cache holds (r + n_rope·d_rope) values per token.
+    @Test func latentCacheGenerationMatchesReference() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let c = checkpoint.config
+        let layers = try (0..<c.numLayers).map { try mergedHeadsLayer(c, checkpoint.store, layer: $0) }
+        let model = try DecoderModel(config: c, store: checkpoint.store,
+                                     attention: layers.map { MLAAttentionBlock(weights: $0, form: .absorbed) })
+        #expect(try model.generate(prompt: [6403, 1980, 253, 655], maxNewTokens: 10)
+                == [28, 260, 2240, 282, 23324, 27108, 436, 253, 15114, 39228])
+        var caches = try #require(model.mlaCaches())
+        let prompt = [504, 3575, 282, 4649, 314]
+        let full = try model.logits(prompt + [7042])
+        _ = try model.decode(prompt, caches: &caches)
+        let step = try model.decode([7042], caches: &caches)
+        let v = c.vocabSize
+        let last = Array(full[(5 * v)..<(6 * v)])
+        let scale = Double(last.map(abs).max()!)
+        #expect(zip(step, last).map { Double(abs($0 - $1)) }.max()! / scale < 1e-4, "incremental == full window")
+        #expect(caches.allSatisfy { $0.count == 6 && $0.valuesPerToken == 192 + 3 * 64 && $0.bytes == 6 * 384 * 4 })
+    }
+}

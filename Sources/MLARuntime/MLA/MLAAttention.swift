@@ -87,21 +87,23 @@ public enum MLAAttention {
 
     /// Naive MLA over `tokens` tokens. `x` `[tokens, d]`, `positions` `[tokens]`; returns `[tokens, d]`.
     public static func naive(_ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int]) throws -> [Float] {
+        try weights.validate()
         var cache = LatentCache(for: weights)
         return try prefill(weights, x: x, tokens: tokens, positions: positions, cache: &cache, form: .naive)
     }
 
     /// Absorbed MLA over `tokens` tokens; same contract as `naive`, equal to it up to float rounding.
     public static func absorbed(_ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int]) throws -> [Float] {
+        try weights.validate()
         var cache = LatentCache(for: weights)
         return try prefill(weights, x: x, tokens: tokens, positions: positions, cache: &cache, form: .absorbed)
     }
 
     /// Appends `tokens` tokens to `cache` and returns their attention outputs `[tokens, d]`; each new
-    /// token attends to everything already cached and to the new tokens up to itself.
+    /// token attends to everything already cached and to the new tokens up to itself. `weights` must
+    /// have passed `validate()` (the loaders do it once; a per-step scan would dominate decoding).
     public static func prefill(_ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int],
                                cache: inout LatentCache, form: Form = .absorbed) throws -> [Float] {
-        try weights.validate()
         guard tokens >= 0, !tokens.multipliedReportingOverflow(by: weights.hiddenSize).overflow,
               x.count == tokens * weights.hiddenSize, positions.count == tokens else {
             throw MLAError.input(layer: weights.label, reason: "\(tokens) tokens need x of \(tokens * weights.hiddenSize) values and \(tokens) positions, got \(x.count) and \(positions.count)")
