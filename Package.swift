@@ -34,6 +34,7 @@ let package = Package(
         .target(name: "MLALinalg", dependencies: ["MLATensor", "CLAPACK"]),
         .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5"]),
         .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint"]),
+        .target(name: "MLAConvert", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),
         .target(
             name: "MLACLI",
             dependencies: ["MLALinalg", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -52,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "mla-bench",
             dependencies: [
-                "MLACLI", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                "MLACLI", "MLAConvert", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "MLATestSupport", path: "Tests/MLATestSupport"),
@@ -63,7 +64,7 @@ let package = Package(
             name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"],
             resources: [.copy("Fixtures")]),
         .testTarget(
-            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"],
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"],
             resources: [.copy("Fixtures")]),
     ]
 )

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MLACLI
 import MLACheckpoint
+import MLAConvert
 import MLALinalg
 import MLARuntime
 import MLATensor
@@ -12,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mla-bench",
         abstract: "Measure open, GEMM and forward-pass speed and memory on this machine.",
-        subcommands: [Open.self, GEMM.self, Forward.self])
+        subcommands: [Open.self, GEMM.self, Forward.self, Decode.self])
 }
 
 extension Bench {
@@ -88,6 +89,55 @@ extension Bench {
                          load, window, bestLogits, Double(window) / bestLogits, bestHidden, Double(window) / bestHidden,
                          perToken * Double(window) / bestHidden / 1e9, perToken / 1e9))
             print(String(format: "  LM head: %.3f GFLOP/token; peak RSS %@", head / 1e9, formatBytes(ResourceUsage.peakResidentBytes)))
+        }
+    }
+}
+
+extension Bench {
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "MLA decode speed and cache memory, absorbed vs naive, at several context lengths.",
+            discussion: """
+            The model is the exact head merge of MODEL (a GQA source) into MLA: latent r = n_kv·d_h plus n_kv rope
+            key heads of d_h. Caches are filled with random latents of the right size (decode cost does not depend
+            on their values), then new tokens are decoded one at a time through the whole model.
+            """)
+        @Argument var model: String
+        @Option(parsing: .upToNextOption) var contexts: [Int] = [512, 2048, 8192]
+        @Option(help: "Tokens decoded per measurement.") var steps = 8
+        @OptionGroup var runtime: RuntimeOptions
+
+        func run() throws {
+            runtime.apply()
+            let checkpoint = try Checkpoint.open(model)
+            let c = checkpoint.config
+            let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
+            var rng = SystemRandomNumberGenerator()
+            for context in contexts {
+                var line = "context \(context):"
+                for form in [MLAAttention.Form.absorbed, .naive] {
+                    let decoder = try DecoderModel(config: c, store: checkpoint.store,
+                                                   attention: layers.map { MLAAttentionBlock(weights: $0, form: form) })
+                    var caches = try decoder.mlaCaches() ?? []
+                    for (i, layer) in layers.enumerated() {
+                        let latent = (0..<(context * layer.kvRank)).map { _ in Float.random(in: -1...1, using: &rng) }
+                        let keys = (0..<(context * layer.nRopeHeads * layer.dRope)).map { _ in Float.random(in: -1...1, using: &rng) }
+                        try caches[i].append(latent: latent, ropeKeys: keys, tokens: context)
+                    }
+                    let n = form == .naive && context > 2048 ? max(2, steps / 4) : steps
+                    let t0 = MonotonicClock.now()
+                    for s in 0..<n { _ = try decoder.decode([(s * 131) % c.vocabSize], caches: &caches) }
+                    let perToken = (MonotonicClock.now() - t0) / Double(n)
+                    let cacheBytes = caches.reduce(0) { $0 + $1.bytes }
+                    let expanded = (context + n) * c.numLayers * c.numHeads * (layers[0].qHeadWidth + layers[0].dV) * 4
+                    line += String(format: "  %@ %.1f ms/token (%.1f tokens/s)", form == .absorbed ? "absorbed" : "naive",
+                                   perToken * 1e3, 1 / perToken)
+                    if form == .absorbed {
+                        line += String(format: ", latent cache %@ (per-head K/V cache would be %@)", formatBytes(cacheBytes), formatBytes(expanded))
+                    }
+                }
+                print(line)
+            }
         }
     }
 }

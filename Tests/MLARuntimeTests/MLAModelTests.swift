@@ -3,42 +3,7 @@ import Testing
 import MLACheckpoint
 import MLATensor
 @testable import MLARuntime
-
-/// The exact GQA -> MLA head merge (mla-math.md §4.A) of one source layer, with every RoPE pair kept:
-/// the latent is the values of all KV heads (r = n_kv·d_h), each KV head's key becomes a rope key head
-/// (n_rope = n_kv, d_rope = d_h, d_nope = 0), and kv_b_proj selects each query head's KV group. Rope
-/// rows move from rotate-half to the interleaved storage (new row 2i+t = old row t·d_h/2 + i).
-func mergedHeadsLayer(_ c: ModelConfig, _ store: any TensorStore, layer: Int) throws -> MLALayerWeights {
-    let n = LayerTensorNames(layer: layer)
-    let d = c.hiddenSize, hd = c.headDim, half = hd / 2, nkv = c.numKVHeads, nh = c.numHeads
-    func interleaved(_ w: [Float], heads: Int) -> [Float] {
-        var out = w
-        for h in 0..<heads {
-            for i in 0..<half {
-                for t in 0..<2 {
-                    let src = (h * hd + t * half + i) * d, dst = (h * hd + 2 * i + t) * d
-                    out.replaceSubrange(dst..<(dst + d), with: w[src..<(src + d)])
-                }
-            }
-        }
-        return out
-    }
-    var kvB = [Float](repeating: 0, count: nh * hd * nkv * hd)
-    for h in 0..<nh {
-        let j = h / c.groupSize
-        for i in 0..<hd { kvB[(h * hd + i) * (nkv * hd) + j * hd + i] = 1 }
-    }
-    let rope = RopeFrequencies(config: c)
-    return MLALayerWeights(
-        label: n.prefix + "self_attn.", hiddenSize: d, numHeads: nh, dNope: 0, dRope: hd, dV: hd, kvRank: nkv * hd,
-        nRopeHeads: nkv, ropeHeadOfQueryHead: (0..<nh).map { $0 / c.groupSize },
-        query: .full(proj: interleaved(try store.floats(n.qProj, shape: [nh * hd, d]), heads: nh), bias: nil),
-        kvA: try store.floats(n.vProj, shape: [nkv * hd, d]), kvABias: nil, latentNorm: nil,
-        kRope: interleaved(try store.floats(n.kProj, shape: [nkv * hd, d]), heads: nkv), kRopeBias: nil, kvB: kvB,
-        oProj: try store.floats(n.oProj, shape: [d, nh * hd]), oBias: nil,
-        ropeInvFreq: Array(repeating: rope.inverseFrequencies, count: nkv), ropeAttentionFactor: rope.attentionFactor,
-        softmaxScale: Float(1 / Double(hd).squareRoot()))
-}
+import MLAConvert
 
 @Suite(.serialized) struct MLAModelTests {
     /// On the real sample model: the exact merge, written in the native format and read back, gives
@@ -48,7 +13,7 @@ func mergedHeadsLayer(_ c: ModelConfig, _ store: any TensorStore, layer: Int) th
         guard TestData.require() else { return }
         let (checkpoint, box) = try TestData.sampleModel.get()
         let c = checkpoint.config
-        let layers = try (0..<c.numLayers).map { try mergedHeadsLayer(c, checkpoint.store, layer: $0) }
+        let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
         let dir = NSTemporaryDirectory() + "mla-native-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try NativeMLAWriter.write(to: dir, source: checkpoint, layers: layers,
@@ -80,7 +45,7 @@ extension MLAModelTests {
         guard TestData.require() else { return }
         let (checkpoint, _) = try TestData.sampleModel.get()
         let c = checkpoint.config
-        let layers = try (0..<c.numLayers).map { try mergedHeadsLayer(c, checkpoint.store, layer: $0) }
+        let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
         let model = try DecoderModel(config: c, store: checkpoint.store,
                                      attention: layers.map { MLAAttentionBlock(weights: $0, form: .absorbed) })
         #expect(try model.generate(prompt: [6403, 1980, 253, 655], maxNewTokens: 10)
