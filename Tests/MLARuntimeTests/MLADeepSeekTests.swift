@@ -12,16 +12,19 @@ import Testing
 /// A tiny DeepSeek-V3 attention layer held as HF tensors, plus the float64 forward pass written
 /// directly from HF `DeepseekV3Attention` (de-interleave with `apply_rotary_pos_emb_interleave`, then
 /// rotate-half), independent of `MLALayerWeights`.
-private struct TinyDeepSeek {
-    let d = 20, nh = 3, dn = 6, dr = 4, dv = 5, r = 8
+struct TinyDeepSeek {
+    let nh = 3, dn = 6, dr = 4, dv = 5, r = 8
+    let d: Int
     let qRank: Int?
     let biases: Bool
     var tensors: [String: [Float]] = [:]
-    let prefix = "model.layers.1.self_attn."
+    let prefix: String
 
-    init(qRank: Int?, biases: Bool, seed: UInt64) {
+    init(qRank: Int?, biases: Bool, seed: UInt64, hiddenSize: Int = 20, layer: Int = 1) {
         self.qRank = qRank
         self.biases = biases
+        d = hiddenSize
+        prefix = "model.layers.\(layer).self_attn."
         var g = SplitMix64(seed: seed)
         func w(_ rows: Int, _ cols: Int) -> [Float] { g.floats(rows * cols, scale: 1 / Float(cols).squareRoot()) }
         let qRows = nh * (dn + dr)
@@ -69,8 +72,9 @@ private struct TinyDeepSeek {
         return store
     }
 
-    /// HF DeepseekV3Attention in float64, eps 1e-6 for both latent norms, scale (dn+dr)^-½.
-    func reference(x: [Float], tokens: Int, positions: [Int], invFreq: [Double], factor: Double) -> [Double] {
+    /// HF DeepseekV3Attention in float64, eps 1e-6 for both latent norms, scale (dn+dr)^-½ · `scaleFactor`.
+    func reference(x: [Float], tokens: Int, positions: [Int], invFreq: [Double], factor: Double,
+                   scaleFactor: Double = 1) -> [Double] {
         let eps = 1e-6, qw = dn + dr, kvw = dn + dv
         func linear(_ name: String, _ v: [Double], _ rows: Int) -> [Double] {
             let m = tensors[name + ".weight"] ?? [], bias = tensors[name + ".bias"], cols = v.count
@@ -109,7 +113,7 @@ private struct TinyDeepSeek {
             keys.append((0..<nh).map { h in Array(kv[(h * kvw)..<(h * kvw + dn)]) + kRot })
             values.append((0..<nh).map { h in Array(kv[(h * kvw + dn)..<((h + 1) * kvw)]) })
         }
-        let scale = 1 / Double(qw).squareRoot()
+        let scale = scaleFactor / Double(qw).squareRoot()
         var out: [Double] = []
         for m in 0..<tokens {
             var attn = [Double](repeating: 0, count: nh * dv)

@@ -9,6 +9,8 @@ import MLATensor
 struct ReferenceForward {
     let config: ModelConfig
     let store: any TensorStore
+    /// Replaces the source attention: (layer, per-token attention inputs) -> per-token outputs.
+    var attention: ((Int, [[Double]]) throws -> [[Double]])? = nil
 
     func w(_ name: String) throws -> [Double] { try store.tensor(name).doubles() }
 
@@ -73,6 +75,19 @@ struct ReferenceForward {
         var xs = tokens.map { Array(emb[($0 * d)..<(($0 + 1) * d)]) }
         for layer in 0..<c.numLayers {
             let n = LayerTensorNames(layer: layer)
+            if let attention {
+                let g1 = try w(n.inputNorm), g2 = try w(n.postAttentionNorm)
+                let wg = try w(n.gateProj), wu = try w(n.upProj), wd = try w(n.downProj)
+                let outputs = try attention(layer, xs.map { rmsNorm($0, g1) })
+                for m in 0..<xs.count {
+                    for i in 0..<d { xs[m][i] += outputs[m][i] }
+                    let h2 = rmsNorm(xs[m], g2)
+                    let gate = matvec(wg, h2, rows: c.intermediateSize), up = matvec(wu, h2, rows: c.intermediateSize)
+                    let down = matvec(wd, zip(gate, up).map { g, u in g / (1 + exp(-g)) * u }, rows: d)
+                    for i in 0..<d { xs[m][i] += down[i] }
+                }
+                continue
+            }
             let wq = try w(n.qProj), wk = try w(n.kProj), wv = try w(n.vProj), wo = try w(n.oProj)
             let bq = c.qkvBias ? try w(n.qBias) : nil, bk = c.qkvBias ? try w(n.kBias) : nil
             let bv = c.qkvBias ? try w(n.vBias) : nil, bo = c.outputBias ? try w(n.oBias) : nil
