@@ -49,13 +49,18 @@ public enum SafetensorsWriter {
         return names
     }
 
-    /// Writes one safetensors file. Tensors are ordered by element size (largest first), then name,
-    /// as the reference writer does, which keeps each aligned to its element size; the header is
+    /// The reference writer's (safetensors 0.8) tensor order: by this dtype list, then by name. It
+    /// puts larger elements first, which keeps every tensor aligned to its element size.
+    static let referenceOrder: [DType] = [.u64, .i64, .f64, .f32, .u32, .i32, .bf16, .f16, .u16, .i16, .f8e4m3, .f8e5m2, .i8, .u8, .bool]
+
+    /// Writes one safetensors file. Tensors are ordered as the reference writer orders them
+    /// (`referenceOrder`), so our output is byte-identical to its output; the header is
     /// padded with spaces to a multiple of 8. `__metadata__` always carries `"format": "pt"`
     /// (transformers 4.51-4.57 refuse other values). A failed write removes the file.
     public static func writeFile(_ path: String, entries: [TensorWriteEntry], metadata: [String: String],
                                  tensor: (String) throws -> Tensor) throws {
-        let ordered = entries.sorted { ($0.dtype.byteSize, $1.name) > ($1.dtype.byteSize, $0.name) }
+        func rank(_ d: DType) -> Int { referenceOrder.firstIndex(of: d) ?? referenceOrder.count }
+        let ordered = entries.sorted { (rank($0.dtype), $0.name) < (rank($1.dtype), $1.name) }
         var header: [(String, JSONValue)] = []
         var meta: [(String, JSONValue)] = [("format", .string("pt"))]
         for (k, v) in metadata.sorted(by: { $0.key < $1.key }) where k != "format" { meta.append((k, .string(v))) }

@@ -13,5 +13,9 @@ tensors = {
     "d.u8": np.array([[1, 2], [3, 4]], dtype=np.uint8),
     "e.f64": np.array(3.25, dtype=np.float64),
     "f.empty": np.zeros((0, 4), dtype=np.float32),
+    "g.u64": np.array([7], dtype=np.uint64),
+    "h.i32": np.array([-9, 9], dtype=np.int32),
+    "i.bf16": np.array([0x3F80], dtype=np.uint16),  # stored as U16 here: numpy has no bfloat16
+    "j.i8": np.array([-1, 2], dtype=np.int8),
 }
 save_file(tensors, "reference.safetensors", metadata={"format": "pt"})
