@@ -1,9 +1,9 @@
 import MLALinalg
 
 #if canImport(Glibc)
-  import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-  import Darwin
+    import Darwin
 #endif
 
 /// Multi-head Latent Attention forward passes over `MLALayerWeights` (`mla-math.md` §3), F32 compute,
@@ -33,362 +33,359 @@ import MLALinalg
 /// naive re-expanding the latent cache: 0.83 vs 2.1 ms at context 512, 1.6 vs 8.3 ms at 2048, 4.7 vs
 /// 67 ms at 8192. Decoding therefore uses the absorbed form by default.
 public enum MLAAttention {
-  /// How a head attends over the latent cache.
-  public enum Form: Sendable {
-    /// Per-head keys and values expanded from the latent on every call.
-    case naive
-    /// Queries and outputs absorbed into the latent space (`mla-math.md` §3).
-    case absorbed
-  }
-
-  /// One layer's latent KV cache: the normed latent ĉ `[T, r]` and the rotated rope keys
-  /// `[T, nRopeHeads·dRope]` (interleaved pairs, already rotated at each token's position), F32.
-  public struct LatentCache: Sendable, Equatable {
-    /// r.
-    public let kvRank: Int
-    /// nRopeHeads·dRope.
-    public let ropeWidth: Int
-    /// ĉ, `[count, kvRank]` row-major.
-    public private(set) var latent: [Float] = []
-    /// Rotated rope keys, `[count, ropeWidth]` row-major.
-    public private(set) var ropeKeys: [Float] = []
-    /// Cached tokens T.
-    public private(set) var count = 0
-
-    /// An empty cache shaped for `weights`.
-    public init(for weights: MLALayerWeights) {
-      kvRank = weights.kvRank
-      ropeWidth = weights.nRopeHeads * weights.dRope
+    /// How a head attends over the latent cache.
+    public enum Form: Sendable {
+        /// Per-head keys and values expanded from the latent on every call.
+        case naive
+        /// Queries and outputs absorbed into the latent space (`mla-math.md` §3).
+        case absorbed
     }
 
-    /// Values stored per token: r + nRopeHeads·dRope (independent of dtype).
-    public var valuesPerToken: Int { kvRank + ropeWidth }
-    /// Bytes held: count × valuesPerToken × 4 (F32).
-    public var bytes: Int { count * valuesPerToken * MemoryLayout<Float>.size }
+    /// One layer's latent KV cache: the normed latent ĉ `[T, r]` and the rotated rope keys
+    /// `[T, nRopeHeads·dRope]` (interleaved pairs, already rotated at each token's position), F32.
+    public struct LatentCache: Sendable, Equatable {
+        /// r.
+        public let kvRank: Int
+        /// nRopeHeads·dRope.
+        public let ropeWidth: Int
+        /// ĉ, `[count, kvRank]` row-major.
+        public private(set) var latent: [Float] = []
+        /// Rotated rope keys, `[count, ropeWidth]` row-major.
+        public private(set) var ropeKeys: [Float] = []
+        /// Cached tokens T.
+        public private(set) var count = 0
 
-    /// Reserves storage for `tokens` cached tokens in total, so appends up to that length do not
-    /// reallocate (and a copied cache gets its own storage now rather than at the next append).
-    public mutating func reserveCapacity(tokens: Int) {
-      latent.reserveCapacity(tokens * kvRank)
-      ropeKeys.reserveCapacity(tokens * ropeWidth)
-    }
-
-    /// Appends `tokens` rows: `latent` `[tokens, kvRank]` (ĉ, after any latent norm) and `ropeKeys`
-    /// `[tokens, ropeWidth]` (already rotated). Throws when the sizes disagree.
-    public mutating func append(latent newLatent: [Float], ropeKeys newKeys: [Float], tokens: Int)
-      throws
-    {
-      guard tokens >= 0, !tokens.multipliedReportingOverflow(by: kvRank + ropeWidth).overflow,
-        newLatent.count == tokens * kvRank, newKeys.count == tokens * ropeWidth
-      else {
-        throw MLAError.input(
-          layer: "LatentCache",
-          reason:
-            "append of \(tokens) tokens needs \(tokens * kvRank) latent and \(tokens * ropeWidth) rope-key values, got \(newLatent.count) and \(newKeys.count)"
-        )
-      }
-      latent += newLatent
-      ropeKeys += newKeys
-      count += tokens
-    }
-  }
-
-  /// Naive MLA over `tokens` tokens. `x` `[tokens, d]`, `positions` `[tokens]`; returns `[tokens, d]`.
-  public static func naive(_ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int])
-    throws -> [Float]
-  {
-    try weights.validate()
-    var cache = LatentCache(for: weights)
-    return try prefill(
-      weights, x: x, tokens: tokens, positions: positions, cache: &cache, form: .naive)
-  }
-
-  /// Absorbed MLA over `tokens` tokens; same contract as `naive`, equal to it up to float rounding.
-  public static func absorbed(_ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int])
-    throws -> [Float]
-  {
-    try weights.validate()
-    var cache = LatentCache(for: weights)
-    return try prefill(
-      weights, x: x, tokens: tokens, positions: positions, cache: &cache, form: .absorbed)
-  }
-
-  /// Appends `tokens` tokens to `cache` and returns their attention outputs `[tokens, d]`; each new
-  /// token attends to everything already cached and to the new tokens up to itself. `weights` must
-  /// have passed `validate()` (the loaders do it once; a per-step scan would dominate decoding).
-  public static func prefill(
-    _ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int],
-    cache: inout LatentCache, form: Form = .absorbed
-  ) throws -> [Float] {
-    guard tokens >= 0, !tokens.multipliedReportingOverflow(by: weights.hiddenSize).overflow,
-      x.count == tokens * weights.hiddenSize, positions.count == tokens
-    else {
-      throw MLAError.input(
-        layer: weights.label,
-        reason:
-          "\(tokens) tokens need x of \(tokens * weights.hiddenSize) values and \(tokens) positions, got \(x.count) and \(positions.count)"
-      )
-    }
-    guard cache.kvRank == weights.kvRank, cache.ropeWidth == weights.nRopeHeads * weights.dRope
-    else {
-      throw MLAError.input(
-        layer: weights.label,
-        reason:
-          "cache holds r=\(cache.kvRank) + \(cache.ropeWidth) rope values per token, the layer needs r=\(weights.kvRank) + \(weights.nRopeHeads * weights.dRope)"
-      )
-    }
-    if tokens == 0 { return [] }
-    let projected = project(weights, x: x, tokens: tokens, positions: positions)
-    try cache.append(latent: projected.latent, ropeKeys: projected.ropeKeys, tokens: tokens)
-    let heads = attend(
-      weights, queries: projected.queries, tokens: tokens, cache: cache, form: form)
-    return linear(
-      heads, rows: tokens, inDim: weights.numHeads * weights.dV, weight: weights.oProj,
-      outDim: weights.hiddenSize, bias: weights.oBias)
-  }
-
-  /// One decode step: `x` `[d]` for the token at `position`; appends it to `cache` and returns `[d]`.
-  /// The default absorbed form reads only the cache (r + nRopeHeads·dRope values per token); `.naive`
-  /// re-expands per-head keys and values from the whole cache on every step.
-  public static func decodeStep(
-    _ weights: MLALayerWeights, x: [Float], position: Int,
-    cache: inout LatentCache, form: Form = .absorbed
-  ) throws -> [Float] {
-    try prefill(weights, x: x, tokens: 1, positions: [position], cache: &cache, form: form)
-  }
-
-  // MARK: - Projections
-
-  /// Projections of new tokens: `queries` `[T, n_h·(dNope+dRope)]` (rope rows rotated), `latent` ĉ
-  /// `[T, r]`, `ropeKeys` `[T, nRopeHeads·dRope]` (rotated).
-  struct Projected {
-    var queries: [Float]
-    var latent: [Float]
-    var ropeKeys: [Float]
-  }
-
-  static func project(_ w: MLALayerWeights, x: [Float], tokens t: Int, positions: [Int])
-    -> Projected
-  {
-    let d = w.hiddenSize
-    let qRows = w.numHeads * w.qHeadWidth
-    var q: [Float]
-    switch w.query {
-    case .full(let proj, let bias):
-      q = linear(x, rows: t, inDim: d, weight: proj, outDim: qRows, bias: bias)
-    case .lowRank(let rank, let a, let aBias, let norm, let eps, let b):
-      var qa = linear(x, rows: t, inDim: d, weight: a, outDim: rank, bias: aBias)
-      rmsNormRows(&qa, rows: t, width: rank, weight: norm, eps: eps)
-      q = linear(qa, rows: t, inDim: rank, weight: b, outDim: qRows, bias: nil)
-    }
-    for h in 0..<w.numHeads {
-      rotateInterleaved(
-        &q, rows: t, rowStride: qRows, offset: h * w.qHeadWidth + w.dNope,
-        positions: positions, invFreq: w.ropeInvFreq[w.ropeHeadOfQueryHead[h]],
-        factor: w.ropeAttentionFactor)
-    }
-    var latent = linear(x, rows: t, inDim: d, weight: w.kvA, outDim: w.kvRank, bias: w.kvABias)
-    if let norm = w.latentNorm {
-      rmsNormRows(&latent, rows: t, width: w.kvRank, weight: norm.weight, eps: norm.eps)
-    }
-    let ropeWidth = w.nRopeHeads * w.dRope
-    var keys = linear(x, rows: t, inDim: d, weight: w.kRope, outDim: ropeWidth, bias: w.kRopeBias)
-    for j in 0..<w.nRopeHeads {
-      rotateInterleaved(
-        &keys, rows: t, rowStride: ropeWidth, offset: j * w.dRope, positions: positions,
-        invFreq: w.ropeInvFreq[j], factor: w.ropeAttentionFactor)
-    }
-    return Projected(queries: q, latent: latent, ropeKeys: keys)
-  }
-
-  // MARK: - Attention core
-
-  /// Per-head outputs `[tq, n_h·dV]` for the last `tq` cached tokens, whose queries are `queries`.
-  static func attend(
-    _ w: MLALayerWeights, queries: [Float], tokens tq: Int, cache: LatentCache, form: Form
-  ) -> [Float] {
-    let tk = cache.count
-    let r = w.kvRank
-    let qw = w.qHeadWidth
-    let nh = w.numHeads
-    let qld = nh * qw
-    let kvw = w.dNope + w.dV
-    let ropeWidth = w.nRopeHeads * w.dRope
-    let oWidth = nh * w.dV
-    var out = [Float](repeating: 0, count: tq * oWidth)
-    switch form {
-    case .naive:
-      var scores = [Float](repeating: 0, count: tq * tk)
-      // k_N,h and v_h for every cached token: [tk, n_h·(dNope+dV)].
-      let kv = linear(cache.latent, rows: tk, inDim: r, weight: w.kvB, outDim: nh * kvw, bias: nil)
-      var keys = [Float](repeating: 0, count: tk * qw)
-      for h in 0..<nh {
-        let ropeOffset = w.ropeHeadOfQueryHead[h] * w.dRope
-        for n in 0..<tk {
-          for i in 0..<w.dNope { keys[n * qw + i] = kv[n * nh * kvw + h * kvw + i] }
-          for i in 0..<w.dRope {
-            keys[n * qw + w.dNope + i] = cache.ropeKeys[n * ropeWidth + ropeOffset + i]
-          }
+        /// An empty cache shaped for `weights`.
+        public init(for weights: MLALayerWeights) {
+            kvRank = weights.kvRank
+            ropeWidth = weights.nRopeHeads * weights.dRope
         }
-        gemm(
-          transB: true, m: tq, n: tk, k: qw, a: queries, aOffset: h * qw, lda: qld,
-          b: keys, bOffset: 0, ldb: qw, beta: 0, c: &scores, cOffset: 0, ldc: tk)
-        causalSoftmax(&scores, queries: tq, keys: tk, scale: w.softmaxScale)
-        gemm(
-          transB: false, m: tq, n: w.dV, k: tk, a: scores, aOffset: 0, lda: tk,
-          b: kv, bOffset: h * kvw + w.dNope, ldb: nh * kvw, beta: 0, c: &out, cOffset: h * w.dV,
-          ldc: oWidth)
-      }
-    case .absorbed:
-      // MQA over the shared latent: heads are stacked so the score and value products read the
-      // cache once per chunk of heads instead of once per head (rows ordered head-major, h·tq + i).
-      // Chunks bound the score block to about 16 M floats during long prefills.
-      let chunk = max(1, min(nh, (16 << 20) / max(1, tq * tk)))
-      var absorbedQuery = [Float](repeating: 0, count: chunk * tq * r)
-      var latentOut = [Float](repeating: 0, count: chunk * tq * r)
-      var stackedScores = [Float](repeating: 0, count: chunk * tq * tk)
-      for first in stride(from: 0, to: nh, by: chunk) {
-        let heads = min(chunk, nh - first)
-        for j in 0..<heads {
-          let h = first + j
-          // q̃ = q_N W_UK,h: [tq, dNope]·[dNope, r].
-          gemm(
-            transB: false, m: tq, n: r, k: w.dNope, a: queries, aOffset: h * qw, lda: qld,
-            b: w.kvB, bOffset: h * kvw * r, ldb: r, beta: 0, c: &absorbedQuery, cOffset: j * tq * r,
-            ldc: r)
+
+        /// Values stored per token: r + nRopeHeads·dRope (independent of dtype).
+        public var valuesPerToken: Int { kvRank + ropeWidth }
+        /// Bytes held: count × valuesPerToken × 4 (F32).
+        public var bytes: Int { count * valuesPerToken * MemoryLayout<Float>.size }
+
+        /// Reserves storage for `tokens` cached tokens in total, so appends up to that length do not
+        /// reallocate (and a copied cache gets its own storage now rather than at the next append).
+        public mutating func reserveCapacity(tokens: Int) {
+            latent.reserveCapacity(tokens * kvRank)
+            ropeKeys.reserveCapacity(tokens * ropeWidth)
         }
-        gemm(
-          transB: true, m: heads * tq, n: tk, k: r, a: absorbedQuery, aOffset: 0, lda: r,
-          b: cache.latent, bOffset: 0, ldb: r, beta: 0, c: &stackedScores, cOffset: 0, ldc: tk)
-        for j in 0..<heads {
-          let h = first + j
-          gemm(
-            transB: true, m: tq, n: tk, k: w.dRope, a: queries, aOffset: h * qw + w.dNope, lda: qld,
-            b: cache.ropeKeys, bOffset: w.ropeHeadOfQueryHead[h] * w.dRope, ldb: ropeWidth,
-            beta: 1, c: &stackedScores, cOffset: j * tq * tk, ldc: tk)
+
+        /// Appends `tokens` rows: `latent` `[tokens, kvRank]` (ĉ, after any latent norm) and `ropeKeys`
+        /// `[tokens, ropeWidth]` (already rotated). Throws when the sizes disagree.
+        public mutating func append(latent newLatent: [Float], ropeKeys newKeys: [Float], tokens: Int)
+            throws
+        {
+            guard tokens >= 0, !tokens.multipliedReportingOverflow(by: kvRank + ropeWidth).overflow,
+                newLatent.count == tokens * kvRank, newKeys.count == tokens * ropeWidth
+            else {
+                throw MLAError.input(
+                    layer: "LatentCache",
+                    reason:
+                        "append of \(tokens) tokens needs \(tokens * kvRank) latent and \(tokens * ropeWidth) rope-key values, got \(newLatent.count) and \(newKeys.count)"
+                )
+            }
+            latent += newLatent
+            ropeKeys += newKeys
+            count += tokens
         }
-        causalSoftmax(&stackedScores, queries: tq, keys: tk, scale: w.softmaxScale, blocks: heads)
-        // ō = P ĉ for all stacked rows: [heads·tq, r]; then o_h = ō_h W_UV,hᵀ: [tq, dV].
-        gemm(
-          transB: false, m: heads * tq, n: r, k: tk, a: stackedScores, aOffset: 0, lda: tk,
-          b: cache.latent, bOffset: 0, ldb: r, beta: 0, c: &latentOut, cOffset: 0, ldc: r)
-        for j in 0..<heads {
-          let h = first + j
-          gemm(
-            transB: true, m: tq, n: w.dV, k: r, a: latentOut, aOffset: j * tq * r, lda: r,
-            b: w.kvB, bOffset: (h * kvw + w.dNope) * r, ldb: r, beta: 0, c: &out, cOffset: h * w.dV,
-            ldc: oWidth)
-        }
-      }
     }
-    return out
-  }
 
-  /// Row i of `scores` `[queries, keys]` belongs to key position keys − queries + i: scales by `scale`,
-  /// masks later keys to probability 0 and normalises each row (max-subtracted exponentials).
-  /// With `blocks` > 1, `scores` holds that many such `[queries, keys]` blocks one after another.
-  static func causalSoftmax(
-    _ scores: inout [Float], queries: Int, keys: Int, scale: Float, blocks: Int = 1
-  ) {
-    scores.withUnsafeMutableBufferPointer { s in
-      for b in 0..<blocks {
-        for i in 0..<queries {
-          let row = (b * queries + i) * keys
-          let visible = keys - queries + i + 1
-          var maximum = -Float.infinity
-          for n in 0..<visible { maximum = max(maximum, s[row + n] * scale) }
-          var sum: Float = 0
-          for n in 0..<visible {
-            let e = expf(s[row + n] * scale - maximum)
-            s[row + n] = e
-            sum += e
-          }
-          let inverse = 1 / sum
-          for n in 0..<visible { s[row + n] *= inverse }
-          for n in visible..<keys { s[row + n] = 0 }
-        }
-      }
+    /// Naive MLA over `tokens` tokens. `x` `[tokens, d]`, `positions` `[tokens]`; returns `[tokens, d]`.
+    public static func naive(_ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int]) throws -> [Float] {
+        try fresh(weights, x: x, tokens: tokens, positions: positions, form: .naive)
     }
-  }
 
-  // MARK: - Dense helpers
-
-  /// `[rows, outDim]` = x `[rows, inDim]` · weightᵀ (`weight` `[outDim, inDim]`) + bias.
-  static func linear(
-    _ x: [Float], rows: Int, inDim: Int, weight: [Float], outDim: Int, bias: [Float]?
-  ) -> [Float] {
-    var y = [Float](repeating: 0, count: rows * outDim)
-    if let bias {
-      for t in 0..<rows { for o in 0..<outDim { y[t * outDim + o] = bias[o] } }
+    /// Absorbed MLA over `tokens` tokens; same contract as `naive`, equal to it up to float rounding.
+    public static func absorbed(_ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int]) throws -> [Float] {
+        try fresh(weights, x: x, tokens: tokens, positions: positions, form: .absorbed)
     }
-    gemm(
-      transB: true, m: rows, n: outDim, k: inDim, a: x, aOffset: 0, lda: inDim, b: weight,
-      bOffset: 0,
-      ldb: inDim, beta: bias == nil ? 0 : 1, c: &y, cOffset: 0, ldc: outDim)
-    return y
-  }
 
-  /// RMSNorm of each row of `values` `[rows, width]` in place: w ⊙ v / √(mean(v²) + eps), the mean
-  /// accumulated in Double.
-  static func rmsNormRows(
-    _ values: inout [Float], rows: Int, width: Int, weight: [Float], eps: Float
-  ) {
-    for t in 0..<rows {
-      var sum = 0.0
-      for i in 0..<width { sum += Double(values[t * width + i]) * Double(values[t * width + i]) }
-      let inverse = Float(1 / (sum / Double(width) + Double(eps)).squareRoot())
-      for i in 0..<width { values[t * width + i] = weight[i] * (values[t * width + i] * inverse) }
+    /// Validates `weights`, then attends over `tokens` tokens with an empty cache.
+    static func fresh(_ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int], form: Form) throws -> [Float] {
+        try weights.validate()
+        var cache = LatentCache(for: weights)
+        return try prefill(weights, x: x, tokens: tokens, positions: positions, cache: &cache, form: form)
     }
-  }
 
-  /// Rotates the interleaved rope vector at `offset` of every row (pair i = elements (2i, 2i+1)) by
-  /// positions[t]·invFreq[i] radians, with cos and sin multiplied by `factor`. Angles in Double.
-  static func rotateInterleaved(
-    _ values: inout [Float], rows: Int, rowStride: Int, offset: Int,
-    positions: [Int], invFreq: [Double], factor: Double
-  ) {
-    for t in 0..<rows {
-      for (i, frequency) in invFreq.enumerated() {
-        let angle = Double(positions[t]) * frequency
-        let c = Float(cos(angle) * factor)
-        let s = Float(sin(angle) * factor)
-        let e = t * rowStride + offset + 2 * i
-        let a = values[e]
-        let b = values[e + 1]
-        values[e] = a * c - b * s
-        values[e + 1] = a * s + b * c
-      }
-    }
-  }
-
-  /// C[m×n] (at `cOffset`, leading dimension ldc) = A·op(B) + beta·C with row-major operands at the given
-  /// offsets; B is `[n, k]` when `transB`, else `[k, n]`. Empty products leave beta·C (k = 0 gives 0
-  /// when beta is 0).
-  static func gemm(
-    transB: Bool, m: Int, n: Int, k: Int, a: [Float], aOffset: Int, lda: Int,
-    b: [Float], bOffset: Int, ldb: Int, beta: Float,
-    c: inout [Float], cOffset: Int, ldc: Int
-  ) {
-    guard m > 0, n > 0 else { return }
-    guard k > 0 else {
-      if beta == 0 { for i in 0..<m { for j in 0..<n { c[cOffset + i * ldc + j] = 0 } } }
-      return
-    }
-    a.withUnsafeBufferPointer { pa in
-      b.withUnsafeBufferPointer { pb in
-        c.withUnsafeMutableBufferPointer { pc in
-          guard let baseA = pa.baseAddress, let baseB = pb.baseAddress, let baseC = pc.baseAddress
-          else {
-            preconditionFailure(
-              "MLAAttention.gemm: non-empty product over an empty buffer (caller's shape invariant)"
+    /// Appends `tokens` tokens to `cache` and returns their attention outputs `[tokens, d]`; each new
+    /// token attends to everything already cached and to the new tokens up to itself. `weights` must
+    /// have passed `validate()` (the loaders do it once; a per-step scan would dominate decoding).
+    public static func prefill(
+        _ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int],
+        cache: inout LatentCache, form: Form = .absorbed
+    ) throws -> [Float] {
+        guard tokens >= 0, !tokens.multipliedReportingOverflow(by: weights.hiddenSize).overflow,
+            x.count == tokens * weights.hiddenSize, positions.count == tokens
+        else {
+            throw MLAError.input(
+                layer: weights.label,
+                reason:
+                    "\(tokens) tokens need x of \(tokens * weights.hiddenSize) values and \(tokens) positions, got \(x.count) and \(positions.count)"
             )
-          }
-          Float.gemm(
-            transA: false, transB: transB, m: m, n: n, k: k, alpha: 1,
-            a: baseA + aOffset, lda: lda, b: baseB + bOffset, ldb: ldb,
-            beta: beta, c: baseC + cOffset, ldc: ldc)
         }
-      }
+        guard cache.kvRank == weights.kvRank, cache.ropeWidth == weights.nRopeHeads * weights.dRope
+        else {
+            throw MLAError.input(
+                layer: weights.label,
+                reason:
+                    "cache holds r=\(cache.kvRank) + \(cache.ropeWidth) rope values per token, the layer needs r=\(weights.kvRank) + \(weights.nRopeHeads * weights.dRope)"
+            )
+        }
+        if tokens == 0 { return [] }
+        let projected = project(weights, x: x, tokens: tokens, positions: positions)
+        try cache.append(latent: projected.latent, ropeKeys: projected.ropeKeys, tokens: tokens)
+        let heads = attend(
+            weights, queries: projected.queries, tokens: tokens, cache: cache, form: form)
+        return linear(
+            heads, rows: tokens, inDim: weights.numHeads * weights.dV, weight: weights.oProj,
+            outDim: weights.hiddenSize, bias: weights.oBias)
     }
-  }
+
+    /// One decode step: `x` `[d]` for the token at `position`; appends it to `cache` and returns `[d]`.
+    /// The default absorbed form reads only the cache (r + nRopeHeads·dRope values per token); `.naive`
+    /// re-expands per-head keys and values from the whole cache on every step.
+    public static func decodeStep(
+        _ weights: MLALayerWeights, x: [Float], position: Int,
+        cache: inout LatentCache, form: Form = .absorbed
+    ) throws -> [Float] {
+        try prefill(weights, x: x, tokens: 1, positions: [position], cache: &cache, form: form)
+    }
+
+    // MARK: - Projections
+
+    /// Projections of new tokens: `queries` `[T, n_h·(dNope+dRope)]` (rope rows rotated), `latent` ĉ
+    /// `[T, r]`, `ropeKeys` `[T, nRopeHeads·dRope]` (rotated).
+    struct Projected {
+        var queries: [Float]
+        var latent: [Float]
+        var ropeKeys: [Float]
+    }
+
+    static func project(_ w: MLALayerWeights, x: [Float], tokens t: Int, positions: [Int])
+        -> Projected
+    {
+        let d = w.hiddenSize
+        let qRows = w.numHeads * w.qHeadWidth
+        var q: [Float]
+        switch w.query {
+        case .full(let proj, let bias):
+            q = linear(x, rows: t, inDim: d, weight: proj, outDim: qRows, bias: bias)
+        case .lowRank(let rank, let a, let aBias, let norm, let eps, let b):
+            var qa = linear(x, rows: t, inDim: d, weight: a, outDim: rank, bias: aBias)
+            rmsNormRows(&qa, rows: t, width: rank, weight: norm, eps: eps)
+            q = linear(qa, rows: t, inDim: rank, weight: b, outDim: qRows, bias: nil)
+        }
+        for h in 0..<w.numHeads {
+            rotateInterleaved(
+                &q, rows: t, rowStride: qRows, offset: h * w.qHeadWidth + w.dNope,
+                positions: positions, invFreq: w.ropeInvFreq[w.ropeHeadOfQueryHead[h]],
+                factor: w.ropeAttentionFactor)
+        }
+        var latent = linear(x, rows: t, inDim: d, weight: w.kvA, outDim: w.kvRank, bias: w.kvABias)
+        if let norm = w.latentNorm {
+            rmsNormRows(&latent, rows: t, width: w.kvRank, weight: norm.weight, eps: norm.eps)
+        }
+        let ropeWidth = w.nRopeHeads * w.dRope
+        var keys = linear(x, rows: t, inDim: d, weight: w.kRope, outDim: ropeWidth, bias: w.kRopeBias)
+        for j in 0..<w.nRopeHeads {
+            rotateInterleaved(
+                &keys, rows: t, rowStride: ropeWidth, offset: j * w.dRope, positions: positions,
+                invFreq: w.ropeInvFreq[j], factor: w.ropeAttentionFactor)
+        }
+        return Projected(queries: q, latent: latent, ropeKeys: keys)
+    }
+
+    // MARK: - Attention core
+
+    /// Per-head outputs `[tq, n_h·dV]` for the last `tq` cached tokens, whose queries are `queries`.
+    static func attend(
+        _ w: MLALayerWeights, queries: [Float], tokens tq: Int, cache: LatentCache, form: Form
+    ) -> [Float] {
+        let tk = cache.count
+        let r = w.kvRank
+        let qw = w.qHeadWidth
+        let nh = w.numHeads
+        let qld = nh * qw
+        let kvw = w.dNope + w.dV
+        let ropeWidth = w.nRopeHeads * w.dRope
+        let oWidth = nh * w.dV
+        var out = [Float](repeating: 0, count: tq * oWidth)
+        switch form {
+        case .naive:
+            var scores = [Float](repeating: 0, count: tq * tk)
+            // k_N,h and v_h for every cached token: [tk, n_h·(dNope+dV)].
+            let kv = linear(cache.latent, rows: tk, inDim: r, weight: w.kvB, outDim: nh * kvw, bias: nil)
+            var keys = [Float](repeating: 0, count: tk * qw)
+            for h in 0..<nh {
+                let ropeOffset = w.ropeHeadOfQueryHead[h] * w.dRope
+                for n in 0..<tk {
+                    for i in 0..<w.dNope { keys[n * qw + i] = kv[n * nh * kvw + h * kvw + i] }
+                    for i in 0..<w.dRope {
+                        keys[n * qw + w.dNope + i] = cache.ropeKeys[n * ropeWidth + ropeOffset + i]
+                    }
+                }
+                gemm(
+                    transB: true, m: tq, n: tk, k: qw, a: queries, aOffset: h * qw, lda: qld,
+                    b: keys, bOffset: 0, ldb: qw, beta: 0, c: &scores, cOffset: 0, ldc: tk)
+                causalSoftmax(&scores, queries: tq, keys: tk, scale: w.softmaxScale)
+                gemm(
+                    transB: false, m: tq, n: w.dV, k: tk, a: scores, aOffset: 0, lda: tk,
+                    b: kv, bOffset: h * kvw + w.dNope, ldb: nh * kvw, beta: 0, c: &out, cOffset: h * w.dV,
+                    ldc: oWidth)
+            }
+        case .absorbed:
+            // MQA over the shared latent: heads are stacked so the score and value products read the
+            // cache once per chunk of heads instead of once per head (rows ordered head-major, h·tq + i).
+            // Chunks bound the score block to about 16 M floats during long prefills.
+            let chunk = max(1, min(nh, (16 << 20) / max(1, tq * tk)))
+            var absorbedQuery = [Float](repeating: 0, count: chunk * tq * r)
+            var latentOut = [Float](repeating: 0, count: chunk * tq * r)
+            var stackedScores = [Float](repeating: 0, count: chunk * tq * tk)
+            for first in stride(from: 0, to: nh, by: chunk) {
+                let heads = min(chunk, nh - first)
+                for j in 0..<heads {
+                    let h = first + j
+                    // q̃ = q_N W_UK,h: [tq, dNope]·[dNope, r].
+                    gemm(
+                        transB: false, m: tq, n: r, k: w.dNope, a: queries, aOffset: h * qw, lda: qld,
+                        b: w.kvB, bOffset: h * kvw * r, ldb: r, beta: 0, c: &absorbedQuery, cOffset: j * tq * r,
+                        ldc: r)
+                }
+                gemm(
+                    transB: true, m: heads * tq, n: tk, k: r, a: absorbedQuery, aOffset: 0, lda: r,
+                    b: cache.latent, bOffset: 0, ldb: r, beta: 0, c: &stackedScores, cOffset: 0, ldc: tk)
+                for j in 0..<heads {
+                    let h = first + j
+                    gemm(
+                        transB: true, m: tq, n: tk, k: w.dRope, a: queries, aOffset: h * qw + w.dNope, lda: qld,
+                        b: cache.ropeKeys, bOffset: w.ropeHeadOfQueryHead[h] * w.dRope, ldb: ropeWidth,
+                        beta: 1, c: &stackedScores, cOffset: j * tq * tk, ldc: tk)
+                }
+                causalSoftmax(&stackedScores, queries: tq, keys: tk, scale: w.softmaxScale, blocks: heads)
+                // ō = P ĉ for all stacked rows: [heads·tq, r]; then o_h = ō_h W_UV,hᵀ: [tq, dV].
+                gemm(
+                    transB: false, m: heads * tq, n: r, k: tk, a: stackedScores, aOffset: 0, lda: tk,
+                    b: cache.latent, bOffset: 0, ldb: r, beta: 0, c: &latentOut, cOffset: 0, ldc: r)
+                for j in 0..<heads {
+                    let h = first + j
+                    gemm(
+                        transB: true, m: tq, n: w.dV, k: r, a: latentOut, aOffset: j * tq * r, lda: r,
+                        b: w.kvB, bOffset: (h * kvw + w.dNope) * r, ldb: r, beta: 0, c: &out, cOffset: h * w.dV,
+                        ldc: oWidth)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Row i of `scores` `[queries, keys]` belongs to key position keys − queries + i: scales by `scale`,
+    /// masks later keys to probability 0 and normalises each row (max-subtracted exponentials).
+    /// With `blocks` > 1, `scores` holds that many such `[queries, keys]` blocks one after another.
+    static func causalSoftmax(
+        _ scores: inout [Float], queries: Int, keys: Int, scale: Float, blocks: Int = 1
+    ) {
+        scores.withUnsafeMutableBufferPointer { s in
+            for b in 0..<blocks {
+                for i in 0..<queries {
+                    let row = (b * queries + i) * keys
+                    let visible = keys - queries + i + 1
+                    var maximum = -Float.infinity
+                    for n in 0..<visible { maximum = max(maximum, s[row + n] * scale) }
+                    var sum: Float = 0
+                    for n in 0..<visible {
+                        let e = expf(s[row + n] * scale - maximum)
+                        s[row + n] = e
+                        sum += e
+                    }
+                    let inverse = 1 / sum
+                    for n in 0..<visible { s[row + n] *= inverse }
+                    for n in visible..<keys { s[row + n] = 0 }
+                }
+            }
+        }
+    }
+
+    // MARK: - Dense helpers
+
+    /// `[rows, outDim]` = x `[rows, inDim]` · weightᵀ (`weight` `[outDim, inDim]`) + bias.
+    static func linear(
+        _ x: [Float], rows: Int, inDim: Int, weight: [Float], outDim: Int, bias: [Float]?
+    ) -> [Float] {
+        var y = [Float](repeating: 0, count: rows * outDim)
+        if let bias {
+            for t in 0..<rows { for o in 0..<outDim { y[t * outDim + o] = bias[o] } }
+        }
+        gemm(
+            transB: true, m: rows, n: outDim, k: inDim, a: x, aOffset: 0, lda: inDim, b: weight,
+            bOffset: 0,
+            ldb: inDim, beta: bias == nil ? 0 : 1, c: &y, cOffset: 0, ldc: outDim)
+        return y
+    }
+
+    /// RMSNorm of each row of `values` `[rows, width]` in place: w ⊙ v / √(mean(v²) + eps), the mean
+    /// accumulated in Double.
+    static func rmsNormRows(
+        _ values: inout [Float], rows: Int, width: Int, weight: [Float], eps: Float
+    ) {
+        for t in 0..<rows {
+            var sum = 0.0
+            for i in 0..<width { sum += Double(values[t * width + i]) * Double(values[t * width + i]) }
+            let inverse = Float(1 / (sum / Double(width) + Double(eps)).squareRoot())
+            for i in 0..<width { values[t * width + i] = weight[i] * (values[t * width + i] * inverse) }
+        }
+    }
+
+    /// Rotates the interleaved rope vector at `offset` of every row (pair i = elements (2i, 2i+1)) by
+    /// positions[t]·invFreq[i] radians, with cos and sin multiplied by `factor`. Angles in Double.
+    static func rotateInterleaved(
+        _ values: inout [Float], rows: Int, rowStride: Int, offset: Int,
+        positions: [Int], invFreq: [Double], factor: Double
+    ) {
+        for t in 0..<rows {
+            for (i, frequency) in invFreq.enumerated() {
+                let angle = Double(positions[t]) * frequency
+                let c = Float(cos(angle) * factor)
+                let s = Float(sin(angle) * factor)
+                let e = t * rowStride + offset + 2 * i
+                let a = values[e]
+                let b = values[e + 1]
+                values[e] = a * c - b * s
+                values[e + 1] = a * s + b * c
+            }
+        }
+    }
+
+    /// C[m×n] (at `cOffset`, leading dimension ldc) = A·op(B) + beta·C with row-major operands at the given
+    /// offsets; B is `[n, k]` when `transB`, else `[k, n]`. Empty products leave beta·C (k = 0 gives 0
+    /// when beta is 0).
+    static func gemm(
+        transB: Bool, m: Int, n: Int, k: Int, a: [Float], aOffset: Int, lda: Int,
+        b: [Float], bOffset: Int, ldb: Int, beta: Float,
+        c: inout [Float], cOffset: Int, ldc: Int
+    ) {
+        guard m > 0, n > 0 else { return }
+        guard k > 0 else {
+            if beta == 0 { for i in 0..<m { for j in 0..<n { c[cOffset + i * ldc + j] = 0 } } }
+            return
+        }
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    guard let baseA = pa.baseAddress, let baseB = pb.baseAddress, let baseC = pc.baseAddress
+                    else {
+                        preconditionFailure(
+                            "MLAAttention.gemm: non-empty product over an empty buffer (caller's shape invariant)"
+                        )
+                    }
+                    Float.gemm(
+                        transA: false, transB: transB, m: m, n: n, k: k, alpha: 1,
+                        a: baseA + aOffset, lda: lda, b: baseB + bOffset, ldb: ldb,
+                        beta: beta, c: baseC + cOffset, ldc: ldc)
+                }
+            }
+        }
+    }
 }
