@@ -116,7 +116,7 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// Next-token logits [T × vocab] for a window of token ids at positions 0..<T.
     public func logits(_ tokens: [Int], hooks: LayerHooks = LayerHooks()) throws -> [Float] {
-        try head(try hiddenStates(tokens, hooks: hooks), tokens: tokens)
+        head(try hiddenStates(tokens, hooks: hooks), tokens: tokens)
     }
 
     /// Final norm and LM head on hidden states [T × d].

@@ -118,7 +118,7 @@ extension Bench {
                 for form in [MLAAttention.Form.absorbed, .naive] {
                     let decoder = try DecoderModel(config: c, store: checkpoint.store,
                                                    attention: layers.map { MLAAttentionBlock(weights: $0, form: form) })
-                    var caches = try decoder.mlaCaches() ?? []
+                    var caches = decoder.mlaCaches() ?? []
                     for (i, layer) in layers.enumerated() {
                         let latent = (0..<(context * layer.kvRank)).map { _ in Float.random(in: -1...1, using: &rng) }
                         let keys = (0..<(context * layer.nRopeHeads * layer.dRope)).map { _ in Float.random(in: -1...1, using: &rng) }

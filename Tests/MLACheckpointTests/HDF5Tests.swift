@@ -65,7 +65,7 @@ import MLATensor
         ]
         for (name, data, mention) in cases {
             let path = dir + "/" + name
-            FileManager.default.createFile(atPath: path, contents: data)
+            _ = FileManager.default.createFile(atPath: path, contents: data)
             let error = try #require(throws: CheckpointError.self) {
                 let store = try HDF5Store(path: path)
                 for n in store.names { _ = try store.tensor(n).floats() }

@@ -97,7 +97,7 @@ import MLATensor
         defer { cleanup(dir) }
         let path = dir + "/bad.safetensors"
         if let rawFile {
-            FileManager.default.createFile(atPath: path, contents: Data(rawFile))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(rawFile))
         } else {
             writeRawSafetensors(path, header: header, data: data, claimedLength: claimedLength)
         }

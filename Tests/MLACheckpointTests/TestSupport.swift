@@ -34,7 +34,7 @@ func writeRawSafetensors(_ path: String, header: String, data: [UInt8], claimedL
     var n = (claimedLength ?? UInt64(h.count)).littleEndian
     withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
     out += h + data
-    FileManager.default.createFile(atPath: path, contents: Data(out))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(out))
 }
 
 /// The sample model, or nil when missing (a recorded failure in CI).

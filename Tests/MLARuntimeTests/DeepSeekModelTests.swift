@@ -13,7 +13,7 @@ import MLATensor
 
     @Test(arguments: [(nil, false), (7, false), (nil, true), (7, true)] as [(Int?, Bool)])
     func forwardMatchesFloat64(qRank: Int?, yarn: Bool) throws {
-        let (base, sourceStore) = SyntheticModel.make(heads: 4, kvHeads: 4)
+        let (_, sourceStore) = SyntheticModel.make(heads: 4, kvHeads: 4)
         let layers = (0..<2).map { TinyDeepSeek(qRank: qRank, biases: false, seed: UInt64(10 + $0), hiddenSize: 64, layer: $0) }
         var store = InMemoryTensorStore(label: "deepseek")
         for name in sourceStore.names where !name.contains("self_attn") { store.set(name, try sourceStore.tensor(name)) }

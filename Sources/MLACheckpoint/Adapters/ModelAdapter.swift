@@ -16,9 +16,11 @@ private let refusedModelTypes: [String: String] = [
 ]
 
 public enum ModelAdapters {
-    static let all: [any ModelAdapter.Type] = [
-        LlamaAdapter.self, MistralAdapter.self, Qwen2Adapter.self, DeepSeekV3Adapter.self, NativeMLAAdapter.self,
-    ]
+    static var all: [any ModelAdapter.Type] {
+        [
+            LlamaAdapter.self, MistralAdapter.self, Qwen2Adapter.self, DeepSeekV3Adapter.self, NativeMLAAdapter.self,
+        ]
+    }
 
     /// `model_type` values this toolkit converts.
     public static var supportedModelTypes: [String] { all.flatMap { $0.modelTypes } }

@@ -69,7 +69,7 @@ public final class HDF5Store: TensorStore, @unchecked Sendable {
             guard length >= 0, length < 1 << 16 else { throw CheckpointError.malformed(file: path, reason: "unreadable link name") }
             var buffer = [CChar](repeating: 0, count: Int(length) + 1)
             H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buffer, buffer.count, mla_h5p_default())
-            names.append(String(cString: buffer))
+            names.append(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         return names
     }

@@ -126,6 +126,6 @@ enum HDF5Library {
         guard size > 0, size < 1 << 30 else { return nil }
         var buffer = [CChar](repeating: 0, count: size + 1)
         guard H5Aread(attr, fileType, &buffer) >= 0 else { return nil }
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
