@@ -34,6 +34,7 @@ let package = Package(
         .target(name: "MLALinalg", dependencies: ["MLATensor", "CLAPACK"]),
         .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5"]),
         .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint"]),
+        .target(name: "MLAVerify", dependencies: ["MLACheckpoint", "MLARuntime"]),
         .target(name: "MLAConvert", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),
         .target(
             name: "MLACLI",
@@ -47,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "mla-verify",
             dependencies: [
-                "MLACLI", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                "MLACLI", "MLAVerify", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
@@ -64,7 +65,7 @@ let package = Package(
             name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"],
             resources: [.copy("Fixtures")]),
         .testTarget(
-            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"],
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLAVerify", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"],
             resources: [.copy("Fixtures")]),
     ]
 )

@@ -8,5 +8,6 @@ struct MLAVerifyCommand: ParsableCommand {
         commandName: "mla-verify",
         abstract: "Run models and measure what a conversion changed.",
         version: ToolkitVersion.string,
-        subcommands: [Perplexity.self, Generate.self])
+        subcommands: [Compare.self, Perplexity.self, Generate.self],
+        defaultSubcommand: Compare.self)
 }

@@ -4,6 +4,7 @@ import MLACheckpoint
 import MLATensor
 @testable import MLARuntime
 import MLAConvert
+import MLAVerify
 
 @Suite(.serialized) struct MLAModelTests {
     /// On the real sample model: the exact merge, written in the native format and read back, gives
@@ -60,5 +61,39 @@ extension MLAModelTests {
         let scale = Double(last.map(abs).max()!)
         #expect(zip(step, last).map { Double(abs($0 - $1)) }.max()! / scale < 1e-4, "incremental == full window")
         #expect(caches.allSatisfy { $0.count == 6 && $0.valuesPerToken == 192 + 3 * 64 && $0.bytes == 6 * 384 * 4 })
+    }
+}
+
+extension MLAModelTests {
+    /// mla-verify's measurements on the real model: the lossless head merge shows float-rounding drift
+    /// and KL ~ 0; the same conversion with layer 7's kv_b_proj scaled by 1.5 is caught in layer 7 only
+    /// (teacher forcing keeps the other layers' inputs exact), and end to end.
+    @Test func verificationSeparatesLosslessAndBroken() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let c = checkpoint.config
+        var layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
+        let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
+        let ids = Array(tokenizer.encode(try TestData.hamletExcerpt()).prefix(256))
+        func model(_ l: [MLALayerWeights]) throws -> DecoderModel {
+            try DecoderModel(config: c, store: checkpoint.store, attention: l.map { MLAAttentionBlock(weights: $0, form: .absorbed) })
+        }
+        let lossless = try verify(original: box.model, converted: try model(layers), tokens: ids, window: 128)
+        #expect(lossless.tokens == 254)
+        #expect(lossless.layers.count == 30 && lossless.layers.allSatisfy { $0.relativeError < 1e-5 && $0.cosine > 0.99999 })
+        #expect(lossless.klMax < 1e-6 && lossless.top1Agreement == 1)
+        #expect(abs(lossless.converted.perplexity / lossless.original.perplexity - 1) < 1e-4)
+        let independent = try evaluatePerplexity(model: box.model, tokens: ids, window: 128)
+        #expect(abs(lossless.original.perplexity / independent.perplexity - 1) < 1e-9, "consistent with mla-verify perplexity")
+
+        layers[7].kvB = layers[7].kvB.map { $0 * 1.5 }
+        let broken = try verify(original: box.model, converted: try model(layers), tokens: ids, window: 128)
+        let worst = try #require(broken.layers.max { $0.relativeError < $1.relativeError })
+        #expect(worst.layer == 7 && worst.relativeError > 0.1)
+        #expect(broken.layers.filter { $0.layer != 7 }.allSatisfy { $0.relativeError < 1e-5 })
+        #expect(broken.klMean > 1e-3)
+        let json = broken.json
+        #expect(json["kl"]?["mean"]?.double == broken.klMean && json["layers"]?.array?.count == 30)
+        #expect(json["kv_cache"]?["original_values_per_token"]?.int == 11_520)
     }
 }

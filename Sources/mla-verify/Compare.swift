@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import MLACLI
+import MLACheckpoint
+import MLARuntime
+import MLAVerify
+
+extension MLAVerifyCommand {
+    struct Compare: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "compare",
+            abstract: "Measure how much CONVERTED drifted from ORIGINAL (the default: mla-verify ORIGINAL CONVERTED).",
+            discussion: """
+            Per layer, teacher-forced: the converted attention receives the original model's attention input and its
+            output is compared with the original attention output (relative error, cosine). End to end, each model
+            runs on its own over the same windows: perplexity of both, KL(original ‖ converted) of the next-token
+            distributions (mean, p95, max), top-1 agreement. Also the KV cache per token of both.
+            Text: --text files (default: Hamlet from the sample corpus, the evaluation text), tokenized without BOS,
+            first --tokens tokens, independent windows of --window tokens.
+            JSON keys: tokens, original.{perplexity,nll,top1}, converted.{...}, perplexity_ratio, kl.{mean,p95,max},
+            top1_agreement, kv_cache.{original_values_per_token,converted_values_per_token,...}, layers[{layer,rel_error,cosine}], seconds.
+            """)
+
+        @Argument(help: "The source model.") var original: String
+        @Argument(help: "The converted (MLA) model.") var converted: String
+        @Option(parsing: .upToNextOption, help: "Evaluation text files.") var text: [String] = []
+        @Option(help: "Tokens to evaluate.") var tokens: Int = 2048
+        @Option(help: "Window length.") var window: Int = 512
+        @Option(help: "Comma-separated layer indices for the per-layer part (default all).") var layers: String?
+        @Option(help: "Exit with status 1 when converted/original perplexity exceeds this ratio.") var maxPplIncrease: Double?
+        @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var runtime: RuntimeOptions
+
+        func validate() throws {
+            guard tokens >= 2, window >= 2 else { throw ValidationError("--tokens and --window must be at least 2") }
+        }
+
+        func run() throws {
+            runtime.apply()
+            let source = try Checkpoint.open(original), target = try Checkpoint.open(converted)
+            let files = text.isEmpty ? [try defaultText()] : text
+            let tokenizer = try BPETokenizer.forCheckpoint(source)
+            var ids: [Int] = []
+            for file in files {
+                guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
+                    throw ValidationError("\(file): cannot read it as UTF-8 text")
+                }
+                ids += tokenizer.encode(s)
+                if ids.count >= tokens { break }
+            }
+            ids = Array(ids.prefix(tokens))
+            let selected = try layers.map { list in
+                Set(try list.split(separator: ",").map { piece -> Int in
+                    guard let l = Int(piece), (0..<source.config.numLayers).contains(l) else {
+                        throw ValidationError("--layers: '\(piece)' is not a layer index below \(source.config.numLayers)")
+                    }
+                    return l
+                })
+            }
+            let progress = Progress(total: (ids.count + window - 1) / window, label: "verify")
+            let report = try verify(original: try DecoderModel.load(source), converted: try DecoderModel.load(target),
+                                    tokens: ids, window: window, layers: selected) { _, _ in progress.step() }
+            progress.finish()
+            print(json ? report.json.serialized(indent: 2) : summary(report))
+            if let limit = maxPplIncrease, report.converted.perplexity / report.original.perplexity > limit {
+                throw ExitCode(1)
+            }
+        }
+
+        func defaultText() throws -> String {
+            let candidates = [ProcessInfo.processInfo.environment["MLA_CACHE"].map { $0 + "/corpus/hamlet_gut.txt" },
+                              ".cache/corpus/hamlet_gut.txt"].compactMap { $0 }
+            guard let path = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+                throw ValidationError("no evaluation text: pass --text FILES or run scripts/setup to fetch the sample corpus")
+            }
+            return path
+        }
+
+        func summary(_ r: VerificationReport) -> String {
+            func f(_ x: Double, _ digits: Int = 4) -> String { String(format: "%.\(digits)f", x) }
+            var lines = [
+                "tokens scored    \(r.tokens)",
+                "perplexity       \(f(r.original.perplexity)) -> \(f(r.converted.perplexity))  (x\(f(r.converted.perplexity / r.original.perplexity, 3)))",
+                "top-1            \(f(r.original.top1)) -> \(f(r.converted.top1)), agreement \(f(r.top1Agreement))",
+                "KL (nats)        mean \(f(r.klMean, 5)), p95 \(f(r.klP95, 5)), max \(f(r.klMax, 5))",
+                "KV cache/token   \(r.originalCacheValuesPerToken) -> \(r.convertedCacheValuesPerToken) values (\(r.originalCacheValuesPerToken * 2) -> \(r.convertedCacheValuesPerToken * 2) bytes at BF16, \(f(100 * (1 - Double(r.convertedCacheValuesPerToken) / Double(r.originalCacheValuesPerToken)), 1)) % saved)",
+                "",
+                "layer  rel_error   cosine",
+            ]
+            lines += r.layers.map { String(format: "%5d  %9.2e  %.6f", $0.layer, $0.relativeError, $0.cosine) }
+            let worst = r.layers.max { $0.relativeError < $1.relativeError }
+            lines.append("")
+            lines.append("verdict: perplexity x\(f(r.converted.perplexity / r.original.perplexity, 3)), KL mean \(f(r.klMean, 5))"
+                         + (worst.map { ", largest drift in layer \($0.layer) (\(String(format: "%.2e", $0.relativeError)))" } ?? ""))
+            return lines.joined(separator: "\n")
+        }
+    }
+}
