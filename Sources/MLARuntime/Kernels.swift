@@ -7,7 +7,11 @@ public enum Kernels {
     public static func linear(_ x: [Float], tokens: Int, weight: [Float], outFeatures: Int, inFeatures: Int,
                               bias: [Float]? = nil) -> [Float] {
         var y = [Float](repeating: 0, count: tokens * outFeatures)
-        guard tokens > 0 else { return y }
+        guard tokens > 0, outFeatures > 0 else { return y }
+        if inFeatures == 0 {
+            if let bias { for t in 0..<tokens { for o in 0..<outFeatures { y[t * outFeatures + o] = bias[o] } } }
+            return y
+        }
         x.withUnsafeBufferPointer { xp in
             weight.withUnsafeBufferPointer { wp in
                 y.withUnsafeMutableBufferPointer { yp in
@@ -66,21 +70,37 @@ public enum Kernels {
         let T = tokens
         Float.gemm(transA: false, transB: true, m: T, n: T, k: dk, alpha: scale, a: q, lda: qStride, b: k, ldb: kStride,
                    beta: 0, c: scores, ldc: T)
-        for m in 0..<T {
-            let row = scores + m * T
-            var maxValue = -Float.infinity
-            for n in 0...m where row[n] > maxValue { maxValue = row[n] }
-            var sum: Float = 0
-            for n in 0...m {
-                let e = expf(row[n] - maxValue)
-                row[n] = e
-                sum += e
-            }
-            let inv = 1 / sum
-            for n in 0...m { row[n] *= inv }
-            for n in (m + 1)..<max(T, m + 1) { row[n] = 0 }
-        }
+        causalSoftmax(UnsafeMutableBufferPointer(start: scores, count: T * T), queries: T, keys: T, scale: 1)
         Float.gemm(transA: false, transB: false, m: T, n: dv, k: T, alpha: 1, a: scores, lda: T, b: v, ldb: vStride,
                    beta: 0, c: out, ldc: outStride)
+    }
+
+    /// Causal softmax of score rows in place. Row i of each `[queries, keys]` block belongs to key
+    /// position keys − queries + i (the queries are the last `queries` positions): scales by `scale`,
+    /// gives later keys probability 0 and normalises each row (max-subtracted exponentials). `scores`
+    /// holds `blocks` such blocks one after another (e.g. one per stacked head).
+    public static func causalSoftmax(_ scores: UnsafeMutableBufferPointer<Float>, queries: Int, keys: Int, scale: Float,
+                                     blocks: Int = 1) {
+        for b in 0..<blocks {
+            for i in 0..<queries {
+                let row = (b * queries + i) * keys, visible = keys - queries + i + 1
+                var maximum = -Float.infinity
+                for n in 0..<visible { maximum = max(maximum, scores[row + n] * scale) }
+                var sum: Float = 0
+                for n in 0..<visible {
+                    let e = expf(scores[row + n] * scale - maximum)
+                    scores[row + n] = e
+                    sum += e
+                }
+                let inverse = 1 / sum
+                for n in 0..<visible { scores[row + n] *= inverse }
+                for n in visible..<keys { scores[row + n] = 0 }
+            }
+        }
+    }
+
+    /// `causalSoftmax` on an array.
+    public static func causalSoftmax(_ scores: inout [Float], queries: Int, keys: Int, scale: Float, blocks: Int = 1) {
+        scores.withUnsafeMutableBufferPointer { causalSoftmax($0, queries: queries, keys: keys, scale: scale, blocks: blocks) }
     }
 }

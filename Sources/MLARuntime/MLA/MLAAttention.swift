@@ -139,9 +139,7 @@ public enum MLAAttention {
         try cache.append(latent: projected.latent, ropeKeys: projected.ropeKeys, tokens: tokens)
         let heads = attend(
             weights, queries: projected.queries, tokens: tokens, cache: cache, form: form)
-        return linear(
-            heads, rows: tokens, inDim: weights.numHeads * weights.dV, weight: weights.oProj,
-            outDim: weights.hiddenSize, bias: weights.oBias)
+        return Kernels.linear(heads, tokens: tokens, weight: weights.oProj, outFeatures: weights.hiddenSize, inFeatures: weights.numHeads * weights.dV, bias: weights.oBias)
     }
 
     /// One decode step: `x` `[d]` for the token at `position`; appends it to `cache` and returns `[d]`.
@@ -172,11 +170,11 @@ public enum MLAAttention {
         var q: [Float]
         switch w.query {
         case .full(let proj, let bias):
-            q = linear(x, rows: t, inDim: d, weight: proj, outDim: qRows, bias: bias)
+            q = Kernels.linear(x, tokens: t, weight: proj, outFeatures: qRows, inFeatures: d, bias: bias)
         case .lowRank(let rank, let a, let aBias, let norm, let eps, let b):
-            var qa = linear(x, rows: t, inDim: d, weight: a, outDim: rank, bias: aBias)
-            rmsNormRows(&qa, rows: t, width: rank, weight: norm, eps: eps)
-            q = linear(qa, rows: t, inDim: rank, weight: b, outDim: qRows, bias: nil)
+            var qa = Kernels.linear(x, tokens: t, weight: a, outFeatures: rank, inFeatures: d, bias: aBias)
+            qa = Kernels.rmsNorm(qa, tokens: t, weight: norm, eps: Double(eps))
+            q = Kernels.linear(qa, tokens: t, weight: b, outFeatures: qRows, inFeatures: rank, bias: nil)
         }
         for h in 0..<w.numHeads {
             rotateInterleaved(
@@ -184,12 +182,12 @@ public enum MLAAttention {
                 positions: positions, invFreq: w.ropeInvFreq[w.ropeHeadOfQueryHead[h]],
                 factor: w.ropeAttentionFactor)
         }
-        var latent = linear(x, rows: t, inDim: d, weight: w.kvA, outDim: w.kvRank, bias: w.kvABias)
+        var latent = Kernels.linear(x, tokens: t, weight: w.kvA, outFeatures: w.kvRank, inFeatures: d, bias: w.kvABias)
         if let norm = w.latentNorm {
-            rmsNormRows(&latent, rows: t, width: w.kvRank, weight: norm.weight, eps: norm.eps)
+            latent = Kernels.rmsNorm(latent, tokens: t, weight: norm.weight, eps: Double(norm.eps))
         }
         let ropeWidth = w.nRopeHeads * w.dRope
-        var keys = linear(x, rows: t, inDim: d, weight: w.kRope, outDim: ropeWidth, bias: w.kRopeBias)
+        var keys = Kernels.linear(x, tokens: t, weight: w.kRope, outFeatures: ropeWidth, inFeatures: d, bias: w.kRopeBias)
         for j in 0..<w.nRopeHeads {
             rotateInterleaved(
                 &keys, rows: t, rowStride: ropeWidth, offset: j * w.dRope, positions: positions,
@@ -217,7 +215,7 @@ public enum MLAAttention {
         case .naive:
             var scores = [Float](repeating: 0, count: tq * tk)
             // k_N,h and v_h for every cached token: [tk, n_h·(dNope+dV)].
-            let kv = linear(cache.latent, rows: tk, inDim: r, weight: w.kvB, outDim: nh * kvw, bias: nil)
+            let kv = Kernels.linear(cache.latent, tokens: tk, weight: w.kvB, outFeatures: nh * kvw, inFeatures: r, bias: nil)
             var keys = [Float](repeating: 0, count: tk * qw)
             for h in 0..<nh {
                 let ropeOffset = w.ropeHeadOfQueryHead[h] * w.dRope
@@ -230,7 +228,7 @@ public enum MLAAttention {
                 gemm(
                     transB: true, m: tq, n: tk, k: qw, a: queries, aOffset: h * qw, lda: qld,
                     b: keys, bOffset: 0, ldb: qw, beta: 0, c: &scores, cOffset: 0, ldc: tk)
-                causalSoftmax(&scores, queries: tq, keys: tk, scale: w.softmaxScale)
+                Kernels.causalSoftmax(&scores, queries: tq, keys: tk, scale: w.softmaxScale)
                 gemm(
                     transB: false, m: tq, n: w.dV, k: tk, a: scores, aOffset: 0, lda: tk,
                     b: kv, bOffset: h * kvw + w.dNope, ldb: nh * kvw, beta: 0, c: &out, cOffset: h * w.dV,
@@ -264,7 +262,7 @@ public enum MLAAttention {
                         b: cache.ropeKeys, bOffset: w.ropeHeadOfQueryHead[h] * w.dRope, ldb: ropeWidth,
                         beta: 1, c: &stackedScores, cOffset: j * tq * tk, ldc: tk)
                 }
-                causalSoftmax(&stackedScores, queries: tq, keys: tk, scale: w.softmaxScale, blocks: heads)
+                Kernels.causalSoftmax(&stackedScores, queries: tq, keys: tk, scale: w.softmaxScale, blocks: heads)
                 // ō = P ĉ for all stacked rows: [heads·tq, r]; then o_h = ō_h W_UV,hᵀ: [tq, dV].
                 gemm(
                     transB: false, m: heads * tq, n: r, k: tk, a: stackedScores, aOffset: 0, lda: tk,
@@ -281,62 +279,7 @@ public enum MLAAttention {
         return out
     }
 
-    /// Row i of `scores` `[queries, keys]` belongs to key position keys − queries + i: scales by `scale`,
-    /// masks later keys to probability 0 and normalises each row (max-subtracted exponentials).
-    /// With `blocks` > 1, `scores` holds that many such `[queries, keys]` blocks one after another.
-    static func causalSoftmax(
-        _ scores: inout [Float], queries: Int, keys: Int, scale: Float, blocks: Int = 1
-    ) {
-        scores.withUnsafeMutableBufferPointer { s in
-            for b in 0..<blocks {
-                for i in 0..<queries {
-                    let row = (b * queries + i) * keys
-                    let visible = keys - queries + i + 1
-                    var maximum = -Float.infinity
-                    for n in 0..<visible { maximum = max(maximum, s[row + n] * scale) }
-                    var sum: Float = 0
-                    for n in 0..<visible {
-                        let e = expf(s[row + n] * scale - maximum)
-                        s[row + n] = e
-                        sum += e
-                    }
-                    let inverse = 1 / sum
-                    for n in 0..<visible { s[row + n] *= inverse }
-                    for n in visible..<keys { s[row + n] = 0 }
-                }
-            }
-        }
-    }
-
     // MARK: - Dense helpers
-
-    /// `[rows, outDim]` = x `[rows, inDim]` · weightᵀ (`weight` `[outDim, inDim]`) + bias.
-    static func linear(
-        _ x: [Float], rows: Int, inDim: Int, weight: [Float], outDim: Int, bias: [Float]?
-    ) -> [Float] {
-        var y = [Float](repeating: 0, count: rows * outDim)
-        if let bias {
-            for t in 0..<rows { for o in 0..<outDim { y[t * outDim + o] = bias[o] } }
-        }
-        gemm(
-            transB: true, m: rows, n: outDim, k: inDim, a: x, aOffset: 0, lda: inDim, b: weight,
-            bOffset: 0,
-            ldb: inDim, beta: bias == nil ? 0 : 1, c: &y, cOffset: 0, ldc: outDim)
-        return y
-    }
-
-    /// RMSNorm of each row of `values` `[rows, width]` in place: w ⊙ v / √(mean(v²) + eps), the mean
-    /// accumulated in Double.
-    static func rmsNormRows(
-        _ values: inout [Float], rows: Int, width: Int, weight: [Float], eps: Float
-    ) {
-        for t in 0..<rows {
-            var sum = 0.0
-            for i in 0..<width { sum += Double(values[t * width + i]) * Double(values[t * width + i]) }
-            let inverse = Float(1 / (sum / Double(width) + Double(eps)).squareRoot())
-            for i in 0..<width { values[t * width + i] = weight[i] * (values[t * width + i] * inverse) }
-        }
-    }
 
     /// Rotates the interleaved rope vector at `offset` of every row (pair i = elements (2i, 2i+1)) by
     /// positions[t]·invFreq[i] radians, with cos and sin multiplied by `factor`. Angles in Double.
