@@ -13,6 +13,6 @@ struct MLAConvertCommand: ParsableCommand {
         written to a temporary path and moved into place when complete.
         """,
         version: ToolkitVersion.string,
-        subcommands: [Inspect.self, Export.self, Calibrate.self])
+        subcommands: [Inspect.self, Export.self, Calibrate.self, GQA2MLA.self, MHA2MLA.self])
 }
 

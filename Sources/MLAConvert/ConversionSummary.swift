@@ -1,0 +1,87 @@
+import MLACheckpoint
+
+/// What a conversion did, for the terminal, `--json` and the output's `mla_convert.json`.
+public struct ConversionSummary: Sendable {
+    public let method: String
+    public let source: String
+    public let calibration: String
+    public let format: String
+    /// Human-readable settings (rope plan, weighting, ...), in order.
+    public let settings: [(String, String)]
+    public let layers: [LayerConversionReport]
+    /// Cache values per token for the whole model, before and after.
+    public let sourceCacheValues: Int
+    public let convertedCacheValues: Int
+    public var seconds: Double
+    public var peakResidentBytes: Int
+
+    public init(method: String, source: String, calibration: String, format: String, settings: [(String, String)],
+                layers: [LayerConversionReport], sourceCacheValues: Int, convertedCacheValues: Int, seconds: Double,
+                peakResidentBytes: Int) {
+        self.method = method
+        self.source = source
+        self.calibration = calibration
+        self.format = format
+        self.settings = settings
+        self.layers = layers
+        self.sourceCacheValues = sourceCacheValues
+        self.convertedCacheValues = convertedCacheValues
+        self.seconds = seconds
+        self.peakResidentBytes = peakResidentBytes
+    }
+
+    /// Kept fraction of the source cache.
+    public var cacheFraction: Double { Double(convertedCacheValues) / Double(max(sourceCacheValues, 1)) }
+
+    /// One layer's entry, shared by the summary JSON and the native config's `layers[i]` extras.
+    public static func layerEntry(_ r: LayerConversionReport) -> [(String, JSONValue)] {
+        [
+            ("kept_pairs", .array(r.keptPairs.map { .array($0.map { JSONValue($0) }) })),
+            ("errors", .object([
+                ("kv_energy_retained", JSONValue(r.kvEnergyRetained)),
+                ("rope_energy_retained", JSONValue(r.ropeEnergyRetained)),
+                ("query_energy_retained", JSONValue(r.queryEnergyRetained)),
+            ])),
+        ]
+    }
+
+    public var json: JSONValue {
+        .object([
+            ("method", .string(method)), ("source", .string(source)), ("calibration", .string(calibration)),
+            ("format", .string(format)),
+            ("settings", .object(settings.map { ($0.0, JSONValue.string($0.1)) })),
+            ("kv_cache", .object([
+                ("source_values_per_token", JSONValue(sourceCacheValues)),
+                ("converted_values_per_token", JSONValue(convertedCacheValues)),
+                ("kept_fraction", JSONValue(cacheFraction)),
+                ("source_bytes_per_token_bf16", JSONValue(2 * sourceCacheValues)),
+                ("converted_bytes_per_token_bf16", JSONValue(2 * convertedCacheValues)),
+            ])),
+            ("layers", .array(layers.map { r in
+                .object([("layer", JSONValue(r.layer)), ("kv_rank", JSONValue(r.kvRank))] + Self.layerEntry(r))
+            })),
+            ("seconds", JSONValue(seconds)), ("peak_rss_bytes", JSONValue(peakResidentBytes)),
+        ])
+    }
+
+    /// The terminal summary: settings, a per-layer table and the cache line.
+    public var text: String {
+        var lines = ["\(method): \(source) -> \(format)", "  calibration: \(calibration)"]
+        lines += settings.map { "  \($0.0): \($0.1)" }
+        lines.append("  layer  kv_rank  rope pairs kept (per rope head)          rope energy  kv energy")
+        for r in layers {
+            let pairs = r.keptPairs.map { $0.map(String.init).joined(separator: ",") }.joined(separator: " | ")
+            let shown = pairs.count > 40 ? String(pairs.prefix(37)) + "..." : pairs
+            lines.append("  " + [pad(String(r.layer), 5), pad(String(r.kvRank), 7), shown.padding(toLength: 40, withPad: " ", startingAt: 0),
+                                 pad(percent(r.ropeEnergyRetained), 11), pad(percent(r.kvEnergyRetained), 9)].joined(separator: "  "))
+        }
+        lines.append("  KV cache per token: \(sourceCacheValues) -> \(convertedCacheValues) values (\(percent(cacheFraction)) kept, -\(percent(1 - cacheFraction)))")
+        return lines.joined(separator: "\n")
+    }
+
+    private func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
+    private func percent(_ x: Double) -> String {
+        let tenths = (x * 1000).rounded()
+        return "\(Int(tenths) / 10).\(Int(tenths) % 10)%"
+    }
+}

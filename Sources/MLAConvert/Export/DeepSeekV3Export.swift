@@ -1,0 +1,151 @@
+import Foundation
+import MLACheckpoint
+import MLALinalg
+import MLARuntime
+import MLATensor
+
+/// Writes converted layers as a stock DeepSeek-V3 checkpoint (`formats.md` §4, `mla-math.md` §8) that HF
+/// transformers, vLLM and SGLang load unmodified:
+/// - one shared rope key whose frequencies equal DeepSeek's table for some `rope_theta` (checked);
+/// - `kv_a_layernorm` in the linear regime (weight 2^k, latent rows times √ε·2^-k), so it changes nothing;
+/// - `rms_norm_eps` 1e-6 for every engine, with the residual stream rescaled by α = √(1e-6/ε_source)
+///   (embeddings, o_proj, down_proj times α; the LM head keeps the original embeddings, untied);
+/// - no attention biases (vLLM and SGLang skip them silently), only biases that drop out exactly.
+public enum DeepSeekV3Export {
+    /// The eps HF uses for DeepSeek's latent norms whatever the config says, and so the config's eps.
+    public static let eps = 1e-6
+
+    /// Why a conversion cannot be written as DeepSeek-V3, with the option that would fix it.
+    public static func unsupportedReason(layers: [MLALayerWeights], source: ModelConfig) -> String? {
+        guard let first = layers.first else { return "no layers" }
+        if source.ropeScaling != .none {
+            return "the source's RoPE scaling cannot be expressed in DeepSeek's table for all engines (vLLM and SGLang rewrite it to deepseek_yarn); use --format native"
+        }
+        for w in layers {
+            if w.nRopeHeads != 1 {
+                return "\(w.label): \(w.nRopeHeads) rope key heads; DeepSeek-V3 has one shared rope key (use --rope-strategy rorope, or --format native)"
+            }
+            if w.kvRank != first.kvRank || w.dRope != first.dRope {
+                return "\(w.label): kv_lora_rank \(w.kvRank) differs from layer 0's \(first.kvRank); DeepSeek-V3 has one rank (use --rank-allocation uniform, or --format native)"
+            }
+            if w.kRopeBias != nil || w.oBias != nil {
+                return "\(w.label): the source's key/value/output biases need attention bias slots that vLLM and SGLang do not load; use --format native"
+            }
+            if case let .full(_, bias) = w.query, bias != nil {
+                return "\(w.label): q_proj.bias has no slot in DeepSeek-V3; use --format native"
+            }
+            let expected = Float(1 / Double(w.dNope + w.dRope).squareRoot())
+            if w.softmaxScale != expected { return "\(w.label): softmax scale \(w.softmaxScale) is not DeepSeek's (d_nope + d_rope)^-1/2 (internal: fold the scale)" }
+            if ropeTheta(w.ropeInvFreq[0], dRope: w.dRope) == nil {
+                return "\(w.label): the kept RoPE frequencies are not DeepSeek's table b'^(-2i/d_rope) for any base (keep the highest pairs or a uniform stride from pair 0, or use --format native)"
+            }
+        }
+        return nil
+    }
+
+    /// The base b' with θ_i = b'^(-2i/dRope) for every slot (to 1e-9 relative), or nil.
+    public static func ropeTheta(_ invFreq: [Double], dRope: Int) -> Double? {
+        guard let first = invFreq.first, abs(first - 1) < 1e-12 else { return nil }
+        guard invFreq.count > 1 else { return 10000 }
+        let base = pow(invFreq[1], -Double(dRope) / 2)
+        let table = MLALayerWeights.deepSeekInvFreq(theta: base, dRope: dRope)
+        return zip(table, invFreq).allSatisfy { abs($0 - $1) <= 1e-9 * $1 } ? base : nil
+    }
+
+    /// The config.json object (formats.md §4 "Minimal config", values from the source and layer 0).
+    public static func config(source c: ModelConfig, layer w: MLALayerWeights, dtype: DType) -> JSONValue {
+        var qRank = JSONValue.null
+        if case let .lowRank(rank, _, _, _, _, _) = w.query { qRank = JSONValue(rank) }
+        var entries: [(String, JSONValue)] = [
+            ("architectures", .array([.string("DeepseekV3ForCausalLM")])), ("model_type", .string("deepseek_v3")),
+            ("vocab_size", JSONValue(c.vocabSize)), ("hidden_size", JSONValue(c.hiddenSize)),
+            ("intermediate_size", JSONValue(c.intermediateSize)), ("moe_intermediate_size", JSONValue(c.intermediateSize)),
+            ("num_hidden_layers", JSONValue(c.numLayers)), ("num_attention_heads", JSONValue(w.numHeads)),
+            ("num_key_value_heads", JSONValue(w.numHeads)), ("q_lora_rank", qRank), ("kv_lora_rank", JSONValue(w.kvRank)),
+            ("qk_nope_head_dim", JSONValue(w.dNope)), ("qk_rope_head_dim", JSONValue(w.dRope)), ("v_head_dim", JSONValue(w.dV)),
+            ("n_routed_experts", JSONValue(1)), ("n_shared_experts", JSONValue(1)), ("num_experts_per_tok", JSONValue(1)),
+            ("n_group", JSONValue(1)), ("topk_group", JSONValue(1)), ("first_k_dense_replace", JSONValue(c.numLayers)),
+            ("moe_layer_freq", JSONValue(1)), ("hidden_act", .string("silu")),
+            ("max_position_embeddings", JSONValue(c.maxPositions)), ("rms_norm_eps", JSONValue(eps)),
+            ("rope_theta", JSONValue(ropeTheta(w.ropeInvFreq[0], dRope: w.dRope) ?? 10000)), ("rope_scaling", .null),
+            ("rope_interleave", .bool(true)), ("attention_bias", .bool(false)), ("tie_word_embeddings", .bool(false)),
+        ]
+        if let bos = c.bosTokenId { entries.append(("bos_token_id", JSONValue(bos))) }
+        if let eos = c.eosTokenId { entries.append(("eos_token_id", JSONValue(eos))) }
+        entries.append(("torch_dtype", .string(dtype.torchName)))
+        return .object(entries)
+    }
+
+    /// Writes the checkpoint. `layers[i]` must come from `source` layer i with the softmax scale folded;
+    /// `dtype` is F32 or BF16 (F16 cannot hold the linear-regime scales). `summary` is written as
+    /// `mla_convert.json` beside the weights.
+    public static func write(to path: String, source: Checkpoint, layers: [MLALayerWeights], dtype: DType,
+                             summary: JSONValue, writer: CheckpointWriter) throws {
+        if let reason = unsupportedReason(layers: layers, source: source.config) {
+            throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot export as DeepSeek-V3: " + reason)
+        }
+        guard dtype == .f32 || dtype == .bf16 else {
+            throw CheckpointError.unsupportedModel(file: path, reason: "DeepSeek-V3 export needs --dtype bf16 or f32: the linear-regime kv_a_layernorm weight (2^k) and scaled latent rows underflow and overflow \(dtype.rawValue)")
+        }
+        let c = source.config, store = source.store
+        let alpha = (eps / c.rmsNormEps).squareRoot()
+        var mla: [String: Tensor] = [:]
+        var entries: [TensorWriteEntry] = []
+        func add(_ name: String, _ values: [Float], _ shape: [Int]) {
+            mla[name] = Tensor(floats: values, shape: shape)
+            entries.append(TensorWriteEntry(name: name, dtype: dtype, shape: shape))
+        }
+        for (l, w) in layers.enumerated() {
+            let p = "model.layers.\(l).self_attn.", d = w.hiddenSize, qRows = w.numHeads * w.qHeadWidth
+            let inputNorm = try store.floats(LayerTensorNames(layer: l).inputNorm, shape: [d]).map(Double.init)
+            let norm = try LinearRegimeNorm(rows: Matrix(rows: w.kvRank, cols: d, values: w.kvA.map(Double.init)), bias: nil,
+                                            inputNorm: inputNorm, eps: eps)
+            switch w.query {
+            case let .full(proj, _):
+                add(p + "q_proj.weight", proj, [qRows, d])
+            case let .lowRank(rank, a, _, qNorm, _, b):
+                add(p + "q_a_proj.weight", a, [rank, d])
+                add(p + "q_a_layernorm.weight", qNorm, [rank])
+                add(p + "q_b_proj.weight", b, [qRows, rank])
+            }
+            let s = norm.rowScale
+            add(p + "kv_a_proj_with_mqa.weight", w.kvA.map { Float(Double($0) * s) } + w.kRope, [w.kvRank + w.dRope, d])
+            add(p + "kv_a_layernorm.weight", [Float](repeating: Float(norm.weight), count: w.kvRank), [w.kvRank])
+            add(p + "kv_b_proj.weight", w.kvB, [w.numHeads * (w.dNope + w.dV), w.kvRank])
+            add(p + "o_proj.weight", w.oProj.map { Float(Double($0) * alpha) }, [d, w.numHeads * w.dV])
+        }
+        let attention = Set((0..<c.numLayers).flatMap { l -> [String] in
+            let n = LayerTensorNames(layer: l)
+            return [n.qProj, n.kProj, n.vProj, n.oProj, n.qBias, n.kBias, n.vBias, n.oBias]
+        })
+        let scaled = Set([ModelTensorNames.embedding] + (0..<c.numLayers).map { LayerTensorNames(layer: $0).downProj })
+        for name in store.names where !attention.contains(name) {
+            guard let info = store.info(name) else { continue }
+            entries.append(TensorWriteEntry(name: name, dtype: info.dtype.isComputeFloat ? dtype : info.dtype, shape: info.shape))
+        }
+        if !store.contains(ModelTensorNames.lmHead), let info = store.info(ModelTensorNames.embedding) {
+            entries.append(TensorWriteEntry(name: ModelTensorNames.lmHead, dtype: dtype, shape: info.shape))
+        }
+        var aux = try BPETokenizer.sideFiles(for: source)
+        aux["mla_convert.json"] = Array((summary.serialized(indent: 2) + "\n").utf8)
+        aux["config.json"] = nil
+        let types = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })
+        try writer.write(to: path, config: config(source: c, layer: layers[0], dtype: dtype), entries: entries,
+                         metadata: ["mla_convert.kind": "deepseek-v3", "source": source.path],
+                         auxiliaryFiles: aux, inputs: [source.path]) { name in
+            let tensor: Tensor
+            if let t = mla[name] {
+                tensor = t
+            } else if name == ModelTensorNames.lmHead, !store.contains(name) {
+                tensor = try store.tensor(ModelTensorNames.embedding)
+            } else if scaled.contains(name) {
+                let t = try store.tensor(name)
+                tensor = Tensor(floats: t.floats().map { Float(Double($0) * alpha) }, shape: t.shape)
+            } else {
+                tensor = try store.tensor(name)
+            }
+            let target = types[name] ?? tensor.dtype
+            return tensor.dtype == target ? tensor : tensor.converted(to: target)
+        }
+    }
+}

@@ -1,0 +1,239 @@
+import MLALinalg
+import MLARuntime
+
+/// How the rope keys are chosen (the lossy position step).
+public enum RopePlan: Sendable, Equatable {
+    /// RoRoPE + FreqFold (gqa2mla): one shared rope head of `dims` dims carrying source pairs
+    /// stride·i, pairs folded `fold` at a time (`RopeSplit.rotated`).
+    case shared(dims: Int, stride: Int, fold: Int)
+    /// MHA2MLA partial RoPE: one rope head per KV head with `pairs` pairs chosen by `strategy`.
+    case partial(strategy: PartialRopeStrategy, pairs: Int, start: Int, combination: NormCombination)
+
+    /// One rope key shared by all heads (DeepSeek's layout).
+    public var isShared: Bool {
+        switch self {
+        case .shared, .partial(.rorope, _, _, _): return true
+        case .partial: return false
+        }
+    }
+}
+
+/// Joint (one latent for NoPE keys and values) or split (half the rank each, MHA2MLA's variant).
+public enum FactorizationMode: String, Sendable, CaseIterable {
+    case joint, split
+}
+
+/// Everything that decides how a source layer becomes an MLA layer, except its rank.
+public struct LayerConversionOptions: Sendable {
+    public var rope: RopePlan
+    public var weighting: LatentWeighting
+    public var mode: FactorizationMode
+    public var sigma: SigmaPlacement
+    /// Low-rank query of this rank (output PCA of the final query weights), or nil for a full q_proj.
+    public var queryRank: Int?
+    /// Fold the change of softmax scale into the query rows so the layer uses DeepSeek's
+    /// (d_nope + d_rope)^-½ (stock export). Otherwise the layer keeps the source scale d_h^-½.
+    public var foldSoftmaxScale: Bool
+    /// Replace each component that loses RoPE by its average over query-key distances in a window of
+    /// this many tokens (`RopeSplit.nopeMeanRotation`); nil keeps it unrotated (plain NoPE).
+    public var nopeAveragingContext: Int?
+
+    public init(rope: RopePlan, weighting: LatentWeighting, mode: FactorizationMode = .joint, sigma: SigmaPlacement = .down,
+                queryRank: Int? = nil, foldSoftmaxScale: Bool, nopeAveragingContext: Int? = nil) {
+        self.nopeAveragingContext = nopeAveragingContext
+        self.rope = rope
+        self.weighting = weighting
+        self.mode = mode
+        self.sigma = sigma
+        self.queryRank = queryRank
+        self.foldSoftmaxScale = foldSoftmaxScale
+    }
+}
+
+/// What a layer's conversion kept and lost (the per-layer part of the conversion summary).
+public struct LayerConversionReport: Sendable {
+    public let layer: Int
+    public let kvRank: Int
+    /// [n_rope_heads][slots]: the source pair whose frequency each rope slot carries.
+    public let keptPairs: [[Int]]
+    /// Fraction of key energy (second-moment trace) left in rope keys.
+    public let ropeEnergyRetained: Double
+    /// Fraction of the weighted latent energy the rank keeps (activation-weighted with calibration).
+    public let kvEnergyRetained: Double
+    /// Fraction of the query energy the query rank keeps (1 for a full query).
+    public let queryEnergyRetained: Double
+}
+
+/// The per-layer work common to gqa2mla and mha2mla: rope split, weighted joint factorization, query.
+/// Construction does the rank-independent part (moments, rope basis, spectrum); `weights(rank:)` cuts it.
+public struct LayerConversion: Sendable {
+    public let source: SourceLayer
+    public let options: LayerConversionOptions
+    public let rope: RopeSplit
+    public let latents: [LatentFactorization]
+    let moment: Matrix<Double>?
+    let nopeAveraging: Matrix<Double>?
+    let invFreq: [Double]
+    let attentionFactor: Double
+
+    /// - `moment`: the layer's calibration second moment C [d × d] and `mean` μ [d], or nil (weights only: C = I).
+    /// - `rope`: the source's RoPE table (scaled).
+    public init(source s: SourceLayer, moment: Matrix<Double>?, mean: [Double]?, rope frequencies: RopeFrequencies,
+                options: LayerConversionOptions) throws {
+        source = s
+        self.options = options
+        self.moment = moment
+        invFreq = frequencies.inverseFrequencies
+        attentionFactor = frequencies.attentionFactor
+        let keyMoment = outputMoment(s.k, moment)
+        let queryMoments = (0..<s.numHeads).map { outputMoment(s.queryHead($0), moment) }
+        switch options.rope {
+        case let .shared(dims, stride, fold):
+            rope = try RopeSplit.rotated(source: s, dRope: dims, stride: stride, fold: fold, invFreq: invFreq, keyMoment: keyMoment)
+        case let .partial(.rorope, pairs, _, _):
+            rope = try RopeSplit.rotated(source: s, dRope: 2 * pairs, stride: 1, fold: 1, invFreq: invFreq, keyMoment: keyMoment)
+        case let .partial(strategy, pairs, start, combination):
+            let kept = PartialRope.keptPairs(strategy: strategy, pairs: pairs, start: start, combination: combination,
+                                             source: s, keyMoment: keyMoment, queryMoments: queryMoments)
+            rope = RopeSplit.partial(source: s, kept: kept, invFreq: invFreq, keyMoment: keyMoment)
+        }
+        let nope = matmul(rope.basis.rows(rope.ropeRows..<rope.basis.rows), s.k)
+        let split = rope
+        let averaging = options.nopeAveragingContext.map { split.nopeMeanRotation(context: $0) }
+        nopeAveraging = averaging
+        func nopeToKey(_ j: Int) -> Matrix<Double> {
+            let n = split.nopeToKey(kvHead: j, headDim: s.headDim)
+            return averaging.map { matmul(n, $0) } ?? n
+        }
+        func queryWeight() -> Matrix<Double> {
+            var sum = Matrix<Double>.zeros(nope.rows, nope.rows)
+            for h in 0..<s.numHeads {
+                let n = nopeToKey(s.kvHead(ofQueryHead: h))
+                sum.values = zip(sum.values, matmul(matmul(n, queryMoments[h], transA: true), n).values).map(+)
+            }
+            return sum
+        }
+        let outputWeight = {
+            var w = Matrix<Double>.zeros(s.numKVHeads * s.headDim, s.numKVHeads * s.headDim)
+            for h in 0..<s.numHeads {
+                let j = s.kvHead(ofQueryHead: h), block = matmul(s.outputHead(h), s.outputHead(h), transA: true)
+                for a in 0..<s.headDim { for b in 0..<s.headDim { w[j * s.headDim + a, j * s.headDim + b] += block[a, b] } }
+            }
+            return w
+        }
+        switch options.mode {
+        case .joint:
+            latents = [try LatentFactorization(nope: nope, values: s.v, moment: moment, mean: mean, weighting: options.weighting,
+                                               queryWeight: queryWeight, outputWeight: outputWeight)]
+        case .split:
+            let empty = Matrix<Double>.zeros(0, s.hiddenSize)
+            latents = [try LatentFactorization(nope: nope, values: empty, moment: moment, mean: mean, weighting: options.weighting,
+                                               queryWeight: queryWeight, outputWeight: { .zeros(0, 0) }),
+                       try LatentFactorization(nope: empty, values: s.v, moment: moment, mean: mean, weighting: options.weighting,
+                                               queryWeight: { .zeros(0, 0) }, outputWeight: outputWeight)]
+        }
+    }
+
+    /// Largest latent rank: rank of [NoPE keys; values] and at most d.
+    public var maxRank: Int {
+        min(latents.reduce(0) { $0 + $1.eigenvalues.count }, source.hiddenSize)
+    }
+
+    /// Ranks of the key and value latents for a total `rank` (split mode: half each, keys first).
+    func splitRanks(_ rank: Int) -> [Int] {
+        latents.count == 1 ? [rank] : [rank / 2, rank - rank / 2]
+    }
+
+    /// The weighted energy a total `rank` keeps.
+    public func energyRetained(rank: Int) -> Double {
+        let ranks = splitRanks(rank)
+        let kept = zip(latents, ranks).reduce(0.0) { $0 + $1.0.eigenvalues.prefix($1.1).reduce(0, +) }
+        let total = latents.reduce(0.0) { $0 + $1.eigenvalues.reduce(0, +) }
+        return total > 0 ? kept / total : 1
+    }
+
+    /// The MLA layer at latent width `rank`, with its report.
+    public func weights(rank: Int) throws -> (MLALayerWeights, LayerConversionReport) {
+        let s = source, hd = s.headDim, d = s.hiddenSize, nh = s.numHeads
+        let ranks = splitRanks(rank)
+        for (latent, r) in zip(latents, ranks) where r > latent.eigenvalues.count || r < 0 {
+            throw MLAError.invalid(layer: "layer \(s.layer)", field: "kv_lora_rank",
+                                   reason: "rank \(rank) exceeds the \(latent.eigenvalues.count) latent directions this layer has")
+        }
+        // Latent rows A [r × d] and up-projections B_N [nN × r], B_V [nV × r] (split: block diagonal).
+        var a = Matrix<Double>.zeros(rank, d)
+        var bNope = Matrix<Double>.zeros(rope.nopeRows, rank), bValue = Matrix<Double>.zeros(s.numKVHeads * hd, rank)
+        var offset = 0
+        for (latent, r) in zip(latents, ranks) where r > 0 {
+            let f = latent.factors(rank: r, sigma: options.sigma)
+            a.values.replaceSubrange((offset * d)..<((offset + r) * d), with: f.a.values)
+            for row in 0..<f.bNope.rows { for c in 0..<r { bNope[row, offset + c] = f.bNope[row, c] } }
+            for row in 0..<f.bValue.rows { for c in 0..<r { bValue[row, offset + c] = f.bValue[row, c] } }
+            offset += r
+        }
+        let dRope = rope.dRope, qWidth = hd + dRope
+        let scale = 1 / Double(hd).squareRoot()
+        let newScale = options.foldSoftmaxScale ? 1 / Double(qWidth).squareRoot() : scale
+        let gamma = scale / newScale
+        var kvB = Matrix<Double>.zeros(nh * (hd + hd), rank)
+        var query = Matrix<Double>.zeros(nh * qWidth, d)
+        var queryBias: [Double]? = s.qBias.map { _ in [Double](repeating: 0, count: nh * qWidth) }
+        for h in 0..<nh {
+            let j = s.kvHead(ofQueryHead: h)
+            var nj = rope.nopeToKey(kvHead: j, headDim: hd)
+            if let nopeAveraging { nj = matmul(nj, nopeAveraging) }
+            let uk = matmul(nj, bNope)
+            kvB.values.replaceSubrange((h * 2 * hd * rank)..<((h * 2 + 1) * hd * rank), with: uk.values)
+            kvB.values.replaceSubrange(((h * 2 + 1) * hd * rank)..<((h + 1) * 2 * hd * rank),
+                                       with: bValue.values[(j * hd * rank)..<((j + 1) * hd * rank)])
+            let block = rope.ropeBlock(ropeHead: rope.ropeHeadOfQueryHead[h], kvHead: j, headDim: hd)
+            let qh = s.queryHead(h)
+            let rows = qh.values + matmul(block, qh).values
+            query.values.replaceSubrange((h * qWidth * d)..<((h + 1) * qWidth * d), with: rows.map { $0 * gamma })
+            if let qb = s.qBias {
+                let bh = Array(qb[(h * hd)..<((h + 1) * hd)])
+                let ropeBias = matmul(block, Matrix(rows: hd, cols: 1, values: bh)).values
+                queryBias!.replaceSubrange((h * qWidth)..<((h + 1) * qWidth), with: (bh + ropeBias).map { $0 * gamma })
+            }
+        }
+        let ropeBasis = rope.basis.rows(0..<rope.ropeRows)
+        let kRope = matmul(ropeBasis, s.k)
+        let kRopeBias = s.kBias.map { matmul(ropeBasis, Matrix(rows: $0.count, cols: 1, values: $0)).values }
+        // Value bias: rows of p sum to 1, so it moves to o_proj's bias exactly; NoPE key bias is dropped
+        // exactly (a constant shift of a score row).
+        var oBias = s.oBias
+        if let vb = s.vBias {
+            var bias = oBias ?? [Double](repeating: 0, count: d)
+            for h in 0..<nh {
+                let j = s.kvHead(ofQueryHead: h)
+                let add = matmul(s.outputHead(h), Matrix(rows: hd, cols: 1, values: Array(vb[(j * hd)..<((j + 1) * hd)]))).values
+                bias = zip(bias, add).map(+)
+            }
+            oBias = bias
+        }
+        var queryEnergy = 1.0
+        let queryForm: MLALayerWeights.Query
+        if let qr = options.queryRank {
+            guard queryBias == nil else {
+                throw MLAError.invalid(layer: "layer \(s.layer)", field: "q_lora_rank", reason: "a low-rank query with a query bias is not supported; omit --q-lora-rank")
+            }
+            let lowRank = try LowRankQuery(query: query, moment: moment, rank: qr, inputNorm: s.inputNorm)
+            queryEnergy = lowRank.energyRetained
+            queryForm = lowRank.form
+        } else {
+            queryForm = .full(proj: query.values.map(Float.init), bias: queryBias?.map(Float.init))
+        }
+        let weights = MLALayerWeights(
+            label: "model.layers.\(s.layer).self_attn.", hiddenSize: d, numHeads: nh, dNope: hd, dRope: dRope, dV: hd,
+            kvRank: rank, nRopeHeads: rope.nRopeHeads, ropeHeadOfQueryHead: rope.ropeHeadOfQueryHead, query: queryForm,
+            kvA: a.values.map(Float.init), kvABias: nil, latentNorm: nil, kRope: kRope.values.map(Float.init),
+            kRopeBias: kRopeBias?.map(Float.init), kvB: kvB.values.map(Float.init), oProj: s.o.values.map(Float.init),
+            oBias: oBias?.map(Float.init), ropeInvFreq: rope.invFreq, ropeAttentionFactor: attentionFactor,
+            softmaxScale: Float(newScale))
+        try weights.validate()
+        let report = LayerConversionReport(layer: s.layer, kvRank: rank, keptPairs: rope.keptPairs,
+                                           ropeEnergyRetained: rope.ropeEnergyRetained, kvEnergyRetained: energyRetained(rank: rank),
+                                           queryEnergyRetained: queryEnergy)
+        return (weights, report)
+    }
+}

@@ -1,0 +1,138 @@
+import MLACheckpoint
+import MLALinalg
+import MLARuntime
+
+/// How the latent rank is distributed over layers under one cache budget (`mla-math.md` §6).
+public enum RankAllocation: String, Sendable, CaseIterable {
+    /// The same kv_lora_rank in every layer (required by stock DeepSeek-V3 configs).
+    case uniform
+    /// The same total, each next unit of rank to the layer whose next direction holds the largest share
+    /// of its layer's weighted energy (one global threshold; optimal for this separable objective).
+    case greedy
+}
+
+/// The cache a conversion must fit, per token per layer.
+public enum CacheBudget: Sendable, Equatable {
+    /// kv_lora_rank directly.
+    case rank(Int)
+    /// Kept fraction β of the source cache (2·n_kv·d_h values): r = ⌊β·2·n_kv·d_h⌋ − rope dims.
+    case fraction(Double)
+
+    /// The latent rank for a source layer shape and the rope dims the plan keeps.
+    public func rank(sourceValues: Int, ropeValues: Int) throws -> Int {
+        switch self {
+        case let .rank(r):
+            return r
+        case let .fraction(beta):
+            let r = Int((beta * Double(sourceValues)).rounded(.down)) - ropeValues
+            guard r > 0 else {
+                throw MLAError.invalid(layer: "model", field: "kv budget",
+                                       reason: "\(beta) of \(sourceValues) cache values leaves no room for a latent after \(ropeValues) rope values; raise the budget or keep fewer rope dims")
+            }
+            return r
+        }
+    }
+}
+
+/// Converts every attention layer of a source model, one layer at a time.
+public struct ModelConversion {
+    public let config: ModelConfig
+    public let store: any TensorStore
+    public let statistics: CalibrationStatistics?
+    public let options: LayerConversionOptions
+
+    public init(config: ModelConfig, store: any TensorStore, statistics: CalibrationStatistics?, options: LayerConversionOptions) {
+        self.config = config
+        self.store = store
+        self.statistics = statistics
+        self.options = options
+    }
+
+    /// Cache values per token per layer of the source (2·n_kv·d_h).
+    public var sourceCacheValues: Int { 2 * config.numKVHeads * config.headDim }
+
+    /// The rank-independent conversion work of layer `layer`.
+    public func layer(_ layer: Int) throws -> LayerConversion {
+        let c = config
+        return try LayerConversion(source: SourceLayer(config: c, store: store, layer: layer),
+                                   moment: statistics?.secondMoment(layer: layer), mean: statistics?.mean(layer: layer), rope: RopeFrequencies(config: c),
+                                   options: options)
+    }
+
+    /// Per-layer ranks for `budget` with `allocation`. Greedy needs every layer's spectrum first
+    /// (one extra pass over the layers); ranks stay within [1, max rank of the layer].
+    public func ranks(budget: CacheBudget, allocation: RankAllocation, progress: ((Int, Int) -> Void)? = nil) throws -> [Int] {
+        let layers = config.numLayers
+        let ropeValues = try ropeValuesPerToken()
+        let rank = try budget.rank(sourceValues: sourceCacheValues, ropeValues: ropeValues)
+        guard allocation == .greedy else { return Array(repeating: rank, count: layers) }
+        var spectra: [[Double]] = []
+        for l in 0..<layers {
+            let conversion = try self.layer(l)
+            let directions = conversion.maxRank
+            // Marginal gain of the i-th direction: its share of the layer's weighted energy.
+            spectra.append((1...directions).map { conversion.energyRetained(rank: $0) - conversion.energyRetained(rank: $0 - 1) })
+            progress?(l + 1, layers)
+        }
+        var ranks = Array(repeating: 1, count: layers)
+        var remaining = rank * layers - layers
+        var heap = spectra.enumerated().filter { $0.element.count > 1 }.map { (gain: $0.element[1], layer: $0.offset) }
+        while remaining > 0, let best = heap.indices.max(by: { heap[$0].gain < heap[$1].gain }) {
+            let l = heap[best].layer
+            ranks[l] += 1
+            remaining -= 1
+            if ranks[l] < spectra[l].count { heap[best].gain = spectra[l][ranks[l]] } else { heap.remove(at: best) }
+        }
+        return ranks
+    }
+
+    /// Rope values per token per layer that the plan keeps (n_rope_heads · rope dims).
+    public func ropeValuesPerToken() throws -> Int { Self.ropeValues(config: config, rope: options.rope) }
+
+    static func ropeValues(config: ModelConfig, rope: RopePlan) -> Int {
+        switch rope {
+        case let .shared(dims, _, _): return dims
+        case let .partial(.rorope, pairs, _, _): return 2 * pairs
+        case let .partial(_, pairs, _, _): return 2 * pairs * config.numKVHeads
+        }
+    }
+
+    /// Refuses impossible requests before any work: odd head dims, more rope pairs than a head has,
+    /// ranks beyond what the layer can hold, budgets with no room for a latent.
+    public static func checkPlan(config c: ModelConfig, options: LayerConversionOptions, budget: CacheBudget) throws {
+        func fail(_ field: String, _ reason: String) -> MLAError { MLAError.invalid(layer: "model", field: field, reason: reason) }
+        guard c.headDim % 2 == 0 else { throw fail("head_dim", "\(c.headDim) is odd; RoPE needs pairs") }
+        let pairs = c.headDim / 2, nkvDims = c.numKVHeads * c.headDim
+        switch options.rope {
+        case let .shared(dims, stride, fold):
+            guard dims >= 2, dims % 2 == 0, dims <= c.headDim else { throw fail("rope dims", "\(dims) must be even and within 2...\(c.headDim) (the head dim)") }
+            guard stride * dims / 2 <= pairs, pairs % fold == 0 else { throw fail("freqfold", "stride \(stride) and fold \(fold) do not fit \(pairs) pairs") }
+        case let .partial(_, keep, start, _):
+            guard keep >= 1, keep <= pairs else { throw fail("rope pairs", "\(keep) pairs requested, a head has \(pairs) (head dim \(c.headDim)); --rope-pairs counts frequency pairs, not dims") }
+            guard start >= 0, start < pairs else { throw fail("uniform start", "\(start) is outside 0..<\(pairs)") }
+        }
+        let ropeValues = Self.ropeValues(config: c, rope: options.rope)
+        let nope = nkvDims - min(ropeValues, nkvDims)
+        let rank = try budget.rank(sourceValues: 2 * nkvDims, ropeValues: ropeValues)
+        let maxRank = min(nope + nkvDims, c.hiddenSize)
+        guard rank <= maxRank else {
+            throw fail("kv_lora_rank", "\(rank) exceeds the largest useful rank \(maxRank) (NoPE key dims \(nope) + value dims \(nkvDims), at most hidden size \(c.hiddenSize))")
+        }
+        if options.mode == .split, rank / 2 > nope || rank - rank / 2 > nkvDims {
+            throw fail("kv_lora_rank", "split mode gives keys \(rank / 2) and values \(rank - rank / 2) of it, more than their \(nope) and \(nkvDims) dims")
+        }
+        if let qr = options.queryRank {
+            let rows = c.numHeads * (c.headDim + (options.rope.isShared ? ropeValues : ropeValues / c.numKVHeads))
+            guard qr <= min(rows, c.hiddenSize) else { throw fail("q_lora_rank", "\(qr) exceeds min(query rows \(rows), hidden size \(c.hiddenSize))") }
+        }
+    }
+
+    /// Every layer converted at `ranks[layer]`, in order; `progress(done, total)` after each layer.
+    public func convert(ranks: [Int], progress: ((Int, Int) -> Void)? = nil) throws -> [(MLALayerWeights, LayerConversionReport)] {
+        try (0..<config.numLayers).map { l in
+            let result = try layer(l).weights(rank: ranks[l])
+            progress?(l + 1, ranks.count)
+            return result
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import MLALinalg
+import MLARuntime
+
+/// An RMSNorm that does not change the model (`mla-math.md` §8b): the norm weight is w = 2^k and the
+/// rows feeding it are stored times s = √ε·2^-k, so RMSNorm_ε(s·(Ax + a)) = (Ax + a)(1 − δ) with
+/// δ ≤ u = 2^-24 for every input the layer can see. Used for DeepSeek's kv_a_layernorm and q_a_layernorm.
+public struct LinearRegimeNorm: Sendable {
+    /// The exponent k and the bound K ≥ ‖Ax + a‖ over all attention inputs.
+    public let exponent: Int
+    public let bound: Double
+    public let eps: Double
+
+    /// f32 unit roundoff.
+    public static let unitRoundoff: Double = 0x1p-24
+
+    /// - `rows` A [r × d], `bias` a [r]?, `inputNorm` γ_n [d] (the attention input is γ_n ⊙ x̂ with ‖x̂‖² < d).
+    public init(rows: Matrix<Double>, bias: [Double]?, inputNorm: [Double], eps: Double) throws {
+        var scaled = rows
+        for r in 0..<rows.rows { for c in 0..<rows.cols { scaled[r, c] *= inputNorm[c] } }
+        let sigmaMax = rows.rows == 0 ? 0 : try truncatedSVD(scaled, rank: 1).s[0]
+        let biasNorm = (bias ?? []).reduce(0) { $0 + $1 * $1 }.squareRoot()
+        bound = sigmaMax * Double(rows.cols).squareRoot() + biasNorm
+        self.eps = eps
+        let ratio = bound / (2 * Double(max(rows.rows, 1)) * Self.unitRoundoff).squareRoot()
+        exponent = max(0, Int(ceil(log2(max(ratio, 1)))))
+    }
+
+    /// The norm weight 2^k (exact in BF16 and F32).
+    public var weight: Double { pow(2, Double(exponent)) }
+    /// The factor s = √ε·2^-k for the rows and bias.
+    public var rowScale: Double { eps.squareRoot() / weight }
+    /// The bound K²/(2·r·4^k) on the relative deviation δ from the identity (≤ u by construction).
+    public func maxDeviation(rank: Int) -> Double { bound * bound / (2 * Double(rank) * weight * weight) }
+}
+
+/// The low-rank query path (`mla-math.md` §7): output PCA of the final query weights Q under C,
+/// q = B_q · RMSNorm(A_q x) with a linear-regime norm, so only the rank truncation changes the model.
+struct LowRankQuery {
+    let form: MLALayerWeights.Query
+    let energyRetained: Double
+
+    /// Norm eps written with the query path (DeepSeek-V3 in HF uses this constant).
+    static let eps = 1e-6
+
+    init(query: Matrix<Double>, moment: Matrix<Double>?, rank: Int, inputNorm: [Double]) throws {
+        guard rank >= 1, rank <= min(query.rows, query.cols) else {
+            throw MLAError.invalid(layer: "query", field: "q_lora_rank", reason: "\(rank) is outside 1...\(min(query.rows, query.cols)) (query rows, hidden size)")
+        }
+        let (lambda, u) = try symmetricEigen(outputMoment(query, moment))
+        let ur = u.columns(0..<rank)
+        let a = matmul(ur, query, transA: true)
+        let norm = try LinearRegimeNorm(rows: a, bias: nil, inputNorm: inputNorm, eps: Self.eps)
+        let positive = lambda.map { max($0, 0) }
+        let total = positive.reduce(0, +)
+        energyRetained = total > 0 ? positive.prefix(rank).reduce(0, +) / total : 1
+        form = .lowRank(rank: rank, a: a.values.map { Float($0 * norm.rowScale) }, aBias: nil,
+                        norm: [Float](repeating: Float(norm.weight), count: rank), eps: Float(Self.eps),
+                        b: ur.values.map(Float.init))
+    }
+}

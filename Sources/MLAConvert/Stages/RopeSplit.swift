@@ -1,0 +1,182 @@
+import Foundation
+import MLALinalg
+
+/// How the key space of a layer splits into rope keys and NoPE coordinates (`mla-math.md` §4.B-C, §5):
+/// an orthogonal change of basis of the stacked keys R^{n_kv·d_h} whose first rows are the rope key
+/// heads (pairs interleaved) and whose remaining rows are NoPE coordinates.
+///
+/// Exactness: before any component is moved from RoPE to NoPE the basis change leaves every q·k
+/// unchanged (the rotation acts alike on the real and imaginary part of one frequency). Components
+/// that become NoPE lose their position dependence; folded components (FreqFold) get a representative
+/// frequency. Both are the lossy part, reported by `ropeEnergyRetained`.
+public struct RopeSplit: Sendable {
+    /// Orthogonal [n_kv·d_h × n_kv·d_h]. Rows [ρ·dRope, (ρ+1)·dRope) are rope head ρ (row 2i real part,
+    /// 2i+1 imaginary part of slot i); rows [nRopeHeads·dRope, n_kv·d_h) are the NoPE coordinates.
+    public let basis: Matrix<Double>
+    public let nRopeHeads: Int
+    /// Rope dims per rope head (2 per slot).
+    public let dRope: Int
+    /// [n_h]: the rope head of each query head.
+    public let ropeHeadOfQueryHead: [Int]
+    /// [nRopeHeads][dRope/2]: radians per position of each slot.
+    public let invFreq: [[Double]]
+    /// [nRopeHeads][dRope/2]: the source pair whose frequency each slot carries.
+    public let keptPairs: [[Int]]
+    /// Fraction of the key second moment's trace left in rope rows.
+    public let ropeEnergyRetained: Double
+    /// Per NoPE component (rows 2c, 2c+1 of the NoPE block: real and imaginary part), the share of each
+    /// source pair in it (sums to 1): which frequencies the component lost.
+    public let nopePairMix: [[Double]]
+    /// θ_l of the source pairs.
+    public let sourceInvFreq: [Double]
+
+    public var ropeRows: Int { nRopeHeads * dRope }
+    public var nopeRows: Int { basis.rows - ropeRows }
+
+    /// Partial RoPE (MHA2MLA): KV head j keeps RoPE on `kept[j]` (source pair indices), one rope head
+    /// per KV head; every other coordinate becomes NoPE. No rotation: the basis is a permutation.
+    public static func partial(source s: SourceLayer, kept: [[Int]], invFreq: [Double], keyMoment: Matrix<Double>) -> RopeSplit {
+        let n = s.numKVHeads * s.headDim, pairs = kept.first?.count ?? 0
+        var basis = Matrix<Double>.zeros(n, n)
+        var used = Set<Int>()
+        var row = 0
+        for j in 0..<s.numKVHeads {
+            for l in kept[j] {
+                for t in 0..<2 {
+                    let col = s.keyRow(kvHead: j, pair: l, part: t)
+                    basis[row, col] = 1
+                    used.insert(col)
+                    row += 1
+                }
+            }
+        }
+        var mix: [[Double]] = []
+        for j in 0..<s.numKVHeads {
+            for l in 0..<s.pairs where !used.contains(s.keyRow(kvHead: j, pair: l, part: 0)) {
+                for t in 0..<2 {
+                    basis[row, s.keyRow(kvHead: j, pair: l, part: t)] = 1
+                    row += 1
+                }
+                mix.append((0..<s.pairs).map { $0 == l ? 1 : 0 })
+            }
+        }
+        return RopeSplit(basis: basis, nRopeHeads: s.numKVHeads, dRope: 2 * pairs,
+                         ropeHeadOfQueryHead: (0..<s.numHeads).map(s.kvHead(ofQueryHead:)),
+                         invFreq: kept.map { $0.map { invFreq[$0] } }, keptPairs: kept, nopePairMix: mix,
+                         sourceInvFreq: invFreq, keyMoment: keyMoment)
+    }
+
+    /// RoRoPE with FreqFold (TransMLA): one shared rope head of `dRope` dims keeping the source pairs
+    /// l = stride·i (i < dRope/2). Pairs are grouped `fold` at a time (fold = 1: one pair per group,
+    /// exact rotation); in each group a PCA of the key coordinates of all KV heads (real and imaginary
+    /// parts alike, from `keyMoment` = E[k kᵀ] of the stacked source keys) orders the components, and the
+    /// group's kept slots take its leading components, slot i at the frequency of pair stride·i.
+    /// Requires fold to divide d_h/2 and stride·(dRope/2) ≤ d_h/2.
+    public static func rotated(source s: SourceLayer, dRope: Int, stride: Int, fold: Int, invFreq: [Double],
+                               keyMoment: Matrix<Double>) throws -> RopeSplit {
+        let nkv = s.numKVHeads, pairs = s.pairs, n = nkv * s.headDim, slots = dRope / 2
+        precondition(pairs % fold == 0 && stride * slots <= pairs && dRope % 2 == 0, "RopeSplit.rotated: invalid fold/stride")
+        var basis = Matrix<Double>.zeros(n, n)
+        var nopeRows: [[Double]] = []
+        var mix: [[Double]] = []
+        var slotPairs = [Int](repeating: 0, count: slots)
+        for g in 0..<(pairs / fold) {
+            let group = Array((g * fold)..<((g + 1) * fold))
+            // Coordinates (j, l) of the group; the moment sums the real-part and imaginary-part blocks.
+            let coords = (0..<nkv).flatMap { j in group.map { (j, $0) } }
+            let m = coords.count
+            var moment = Matrix<Double>.zeros(m, m)
+            for a in 0..<m {
+                for b in 0..<m {
+                    var sum = 0.0
+                    for t in 0..<2 {
+                        sum += keyMoment[s.keyRow(kvHead: coords[a].0, pair: coords[a].1, part: t),
+                                         s.keyRow(kvHead: coords[b].0, pair: coords[b].1, part: t)]
+                    }
+                    moment[a, b] = sum
+                }
+            }
+            let vectors = try symmetricEigen(moment).vectors
+            let groupSlots = (0..<slots).filter { group.contains(stride * $0) }
+            for component in 0..<m {
+                var rows = [[Double]](repeating: [Double](repeating: 0, count: n), count: 2)
+                for a in 0..<m {
+                    for t in 0..<2 { rows[t][s.keyRow(kvHead: coords[a].0, pair: coords[a].1, part: t)] = vectors[a, component] }
+                }
+                if component < groupSlots.count {
+                    let slot = groupSlots[component]
+                    slotPairs[slot] = stride * slot
+                    for t in 0..<2 { basis.values.replaceSubrange(((2 * slot + t) * n)..<((2 * slot + t + 1) * n), with: rows[t]) }
+                } else {
+                    nopeRows += rows
+                    var weights = [Double](repeating: 0, count: pairs)
+                    for a in 0..<m { weights[coords[a].1] += vectors[a, component] * vectors[a, component] }
+                    mix.append(weights)
+                }
+            }
+        }
+        for (i, row) in nopeRows.enumerated() {
+            basis.values.replaceSubrange(((dRope + i) * n)..<((dRope + i + 1) * n), with: row)
+        }
+        return RopeSplit(basis: basis, nRopeHeads: 1, dRope: dRope, ropeHeadOfQueryHead: Array(repeating: 0, count: s.numHeads),
+                         invFreq: [slotPairs.map { invFreq[$0] }], keptPairs: [slotPairs], nopePairMix: mix,
+                         sourceInvFreq: invFreq, keyMoment: keyMoment)
+    }
+
+    private init(basis: Matrix<Double>, nRopeHeads: Int, dRope: Int, ropeHeadOfQueryHead: [Int], invFreq: [[Double]],
+                 keptPairs: [[Int]], nopePairMix: [[Double]], sourceInvFreq: [Double], keyMoment: Matrix<Double>) {
+        self.nopePairMix = nopePairMix
+        self.sourceInvFreq = sourceInvFreq
+        self.basis = basis
+        self.nRopeHeads = nRopeHeads
+        self.dRope = dRope
+        self.ropeHeadOfQueryHead = ropeHeadOfQueryHead
+        self.invFreq = invFreq
+        self.keptPairs = keptPairs
+        let ropeBasis = basis.rows(0..<(nRopeHeads * dRope))
+        let total = (0..<keyMoment.rows).reduce(0.0) { $0 + keyMoment[$1, $1] }
+        let rope = outputMoment(ropeBasis, keyMoment)
+        ropeEnergyRetained = total > 0 ? (0..<rope.rows).reduce(0.0) { $0 + rope[$1, $1] } / total : 1
+    }
+
+    /// Rope head ρ's rows of the basis restricted to KV head j's coordinates: [dRope × d_h]. The rope
+    /// query of a query head h in group j is this times q_h.
+    public func ropeBlock(ropeHead rho: Int, kvHead j: Int, headDim: Int) -> Matrix<Double> {
+        basis.rows((rho * dRope)..<((rho + 1) * dRope)).columns((j * headDim)..<((j + 1) * headDim))
+    }
+
+    /// The position-averaged rotation of the NoPE components, D [nopeRows × nopeRows] (block diagonal,
+    /// one 2×2 block per component): a component that loses RoPE contributes Re(q·conj(k)·e^{iΔθ}) in the
+    /// source, and the best fixed substitute in mean square over query-key distances Δ is q·(D k) with
+    /// D = E_Δ[R(−θΔ)] = [[c̄, s̄], [−s̄, c̄]], c̄ = E cos θΔ, s̄ = E sin θΔ (mixed over the component's pairs).
+    /// Δ follows the causal pair count of a window of `context` tokens: P(Δ) ∝ context − Δ. Fast-turning
+    /// components are damped toward zero (their source term averages out); slow ones are kept as they are.
+    public func nopeMeanRotation(context: Int) -> Matrix<Double> {
+        let total = Double(context) * Double(context + 1) / 2
+        let means = sourceInvFreq.map { theta -> (Double, Double) in
+            var c = 0.0, s = 0.0
+            for delta in 0..<context {
+                let w = Double(context - delta) / total
+                c += w * cos(theta * Double(delta))
+                s += w * sin(theta * Double(delta))
+            }
+            return (c, s)
+        }
+        var d = Matrix<Double>.zeros(nopeRows, nopeRows)
+        for (component, weights) in nopePairMix.enumerated() {
+            let c = zip(weights, means).reduce(0.0) { $0 + $1.0 * $1.1.0 }
+            let s = zip(weights, means).reduce(0.0) { $0 + $1.0 * $1.1.1 }
+            let r = 2 * component
+            d[r, r] = c
+            d[r, r + 1] = s
+            d[r + 1, r] = -s
+            d[r + 1, r + 1] = c
+        }
+        return d
+    }
+
+    /// N_j = E_j R_Nᵀ [d_h × nopeRows]: maps NoPE coordinates back to KV head j's key (in source order).
+    public func nopeToKey(kvHead j: Int, headDim: Int) -> Matrix<Double> {
+        basis.rows(ropeRows..<basis.rows).columns((j * headDim)..<((j + 1) * headDim)).transposed
+    }
+}

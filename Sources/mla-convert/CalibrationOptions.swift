@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import MLACLI
+import MLACheckpoint
+import MLARuntime
+
+/// Where the activation statistics of a conversion come from: saved statistics, calibration text
+/// (default: the sample corpus without Hamlet), or none (weights only).
+struct CalibrationOptions: ParsableArguments {
+    @Option(parsing: .upToNextOption, help: "Calibration text files (default: the sample corpus's plays without Hamlet).")
+    var calib: [String] = []
+
+    @Option(help: "Calibration tokens in all.")
+    var calibTokens: Int = 32768
+
+    @Option(help: "Calibration window length in tokens.")
+    var calibWindow: Int = 512
+
+    @Option(help: "Saved statistics from 'mla-convert calibrate' (skips the calibration pass).")
+    var calibStats: String?
+
+    @Flag(help: "Weights only: factor the weights without activation statistics (C = I).")
+    var noCalib = false
+
+    func validate() throws {
+        guard calibTokens > 0 else { throw ValidationError("--calib-tokens must be positive") }
+        guard calibWindow >= 1 else { throw ValidationError("--calib-window must be positive") }
+        if noCalib, calibStats != nil || !calib.isEmpty {
+            throw ValidationError("--no-calib cannot be combined with --calib or --calib-stats")
+        }
+    }
+
+    /// A short description for summaries and provenance.
+    var description: String {
+        if noCalib { return "none (weights only)" }
+        if let calibStats { return "statistics \(calibStats)" }
+        return "\(calibTokens) tokens of " + (calib.isEmpty ? "the sample corpus (without Hamlet)" : calib.joined(separator: ", "))
+    }
+
+    /// The statistics for `checkpoint`: loaded, collected (with progress), or nil for weights only.
+    func statistics(for checkpoint: Checkpoint, label: String = "calibrate") throws -> CalibrationStatistics? {
+        if noCalib { return nil }
+        let c = checkpoint.config
+        if let calibStats { return try CalibrationStatistics(path: calibStats, numLayers: c.numLayers, hiddenSize: c.hiddenSize) }
+        let files = try calib.isEmpty ? CalibrationCorpus.defaultFiles(in: try Self.defaultCorpusDirectory()) : calib
+        let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
+        var streams: [[Int]] = []
+        for file in files {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                throw ValidationError("\(file): cannot read it as UTF-8 text")
+            }
+            streams.append(tokenizer.encode(text))
+        }
+        let windows = CalibrationCorpus.windows(streams: streams, window: calibWindow, totalTokens: calibTokens,
+                                                skip: calib.isEmpty ? 256 : 0)
+        guard !windows.isEmpty else { throw ValidationError("the calibration text holds no complete window of \(calibWindow) tokens") }
+        let decoder = try DecoderModel(config: c, store: checkpoint.store)
+        let progress = Progress(total: windows.count, label: label)
+        let stats = try collectCalibration(
+            model: decoder, windows: windows,
+            tags: ["model": checkpoint.path, "text": files.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ","),
+                   "windows": String(windows.count), "window": String(calibWindow)]) { _, _ in progress.step() }
+        progress.finish()
+        return stats
+    }
+
+    /// `$MLA_CACHE/corpus`, else `.cache/corpus` under the current directory (scripts/setup fetches it).
+    static func defaultCorpusDirectory() throws -> String {
+        let candidates = [ProcessInfo.processInfo.environment["MLA_CACHE"].map { $0 + "/corpus" }, ".cache/corpus"].compactMap { $0 }
+        guard let dir = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            throw ValidationError("no calibration text: pass --calib FILES, --calib-stats FILE or --no-calib, or run scripts/setup to fetch the sample corpus")
+        }
+        return dir
+    }
+}

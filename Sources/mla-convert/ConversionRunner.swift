@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import MLACLI
+import MLACheckpoint
+import MLAConvert
+import MLARuntime
+import MLATensor
+
+/// The cache budget options gqa2mla and mha2mla share.
+struct BudgetOptions: ParsableArguments {
+    @Option(help: "Latent width kv_lora_rank (the same in every layer unless --rank-allocation greedy).")
+    var kvLoraRank: Int?
+
+    @Option(help: "Fraction of the source KV cache to keep, in (0, 1]: 0.3125 is -68.75 %. Default 0.5.")
+    var kvBudget: Double?
+
+    @Option(help: "Rank per layer: uniform, or greedy (same total, more rank where the measured loss is larger; native format only).")
+    var rankAllocation: RankAllocation = .uniform
+
+    func validate() throws {
+        if kvLoraRank != nil && kvBudget != nil { throw ValidationError("give --kv-lora-rank or --kv-budget, not both") }
+        if let kvLoraRank, kvLoraRank < 1 { throw ValidationError("--kv-lora-rank must be positive, got \(kvLoraRank)") }
+        if let kvBudget, !(kvBudget > 0 && kvBudget <= 1) { throw ValidationError("--kv-budget must be in (0, 1], got \(kvBudget)") }
+    }
+
+    var budget: CacheBudget { kvLoraRank.map { .rank($0) } ?? .fraction(kvBudget ?? 0.5) }
+}
+
+/// Output options of the converters.
+struct ConversionOutputOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Output directory.")
+    var output: String
+
+    @Option(help: "Tensor dtype: f32 or bf16 (default: the source's float type; quantized -> f32).")
+    var dtype: String?
+
+    @Option(help: "Largest safetensors shard, e.g. 5GB.")
+    var maxShardSize: String = "5GB"
+
+    @Flag(help: "Replace an existing non-empty output.")
+    var force = false
+
+    @Flag(help: "Print the conversion summary as JSON on standard output.")
+    var json = false
+
+    func validate() throws {
+        if let dtype, ![DType.f32, .bf16].contains(DType(userName: dtype)) {
+            throw ValidationError("--dtype must be f32 or bf16, not '\(dtype)' (f16 cannot hold the latent norm's scales)")
+        }
+        guard parseByteSize(maxShardSize) != nil else { throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB") }
+    }
+
+    /// The output dtype for `checkpoint`: the option, else its first float weight's dtype (F16 and quantized -> F32).
+    func resolvedDType(for checkpoint: Checkpoint) -> DType {
+        if let dtype, let t = DType(userName: dtype) { return t }
+        let stored = checkpoint.store.info(LayerTensorNames(layer: 0).qProj)?.dtype
+        return stored == .bf16 ? .bf16 : .f32
+    }
+
+    var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: parseByteSize(maxShardSize), force: force) }
+}
+
+/// Output formats of the converters.
+enum MLAOutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case deepseek, native
+}
+
+/// Runs a conversion end to end: ranks, layers, writing, summary.
+struct ConversionRunner {
+    let method: String
+    let checkpoint: Checkpoint
+    let conversion: ModelConversion
+    let budget: CacheBudget
+    let allocation: RankAllocation
+    let format: MLAOutputFormat
+    let output: ConversionOutputOptions
+    let settings: [(String, String)]
+    let calibration: String
+
+    func run(start: Double) throws {
+        if format == .deepseek, allocation == .greedy {
+            throw ValidationError("--rank-allocation greedy gives layers different ranks, which DeepSeek-V3 cannot hold; use --format native")
+        }
+        let layers = checkpoint.config.numLayers
+        let ranks: [Int]
+        if allocation == .greedy {
+            let progress = Progress(total: layers, label: "spectra")
+            ranks = try conversion.ranks(budget: budget, allocation: allocation) { _, _ in progress.step() }
+            progress.finish()
+        } else {
+            ranks = try conversion.ranks(budget: budget, allocation: allocation)
+        }
+        let progress = Progress(total: layers, label: "convert")
+        let converted = try conversion.convert(ranks: ranks) { _, _ in progress.step() }
+        progress.finish()
+        let weights = converted.map(\.0), reports = converted.map(\.1)
+        let ropeValues = try conversion.ropeValuesPerToken()
+        let dtype = output.resolvedDType(for: checkpoint)
+        var summary = ConversionSummary(
+            method: method, source: checkpoint.path, calibration: calibration, format: format.rawValue,
+            settings: settings + [("dtype", dtype.rawValue)], layers: reports,
+            sourceCacheValues: conversion.sourceCacheValues * layers,
+            convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,
+            seconds: MonotonicClock.now() - start, peakResidentBytes: ResourceUsage.peakResidentBytes)
+        switch format {
+        case .native:
+            let provenance: [(String, JSONValue)] = [
+                ("source", .string(checkpoint.path)), ("method", .string(method)), ("calibration", .string(calibration)),
+            ]
+            try NativeMLAWriter.write(to: output.output, source: checkpoint, layers: weights, provenance: provenance,
+                                      layerExtras: reports.map(ConversionSummary.layerEntry), dtype: dtype,
+                                      summary: summary.json, writer: output.writer)
+        case .deepseek:
+            try DeepSeekV3Export.write(to: output.output, source: checkpoint, layers: weights, dtype: dtype,
+                                       summary: summary.json, writer: output.writer)
+        }
+        summary.seconds = MonotonicClock.now() - start
+        summary.peakResidentBytes = ResourceUsage.peakResidentBytes
+        if output.json {
+            print(summary.json.serialized(indent: 2))
+        } else {
+            print(summary.text)
+            print("  wrote \(output.output) in \(String(format1: summary.seconds)) s, peak RSS \(formatBytes(summary.peakResidentBytes))")
+        }
+    }
+}
+
+extension RankAllocation: ExpressibleByArgument {}
+extension LatentWeighting.Keys: ExpressibleByArgument {}
+extension LatentWeighting.Values: ExpressibleByArgument {}
+extension SigmaPlacement: ExpressibleByArgument {}
+extension FactorizationMode: ExpressibleByArgument {}
+extension PartialRopeStrategy: ExpressibleByArgument {}
+extension NormCombination: ExpressibleByArgument {}

@@ -1,0 +1,104 @@
+import ArgumentParser
+import MLACLI
+import MLACheckpoint
+import MLAConvert
+
+extension MLAConvertCommand {
+    struct GQA2MLA: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "gqa2mla",
+            abstract: "Convert GQA/MHA attention to MLA with one shared rope key (TransMLA pipeline) and write a stock DeepSeek-V3 checkpoint.",
+            discussion: """
+            Stages (mla-math.md §4): merge the KV heads into one latent (exact); RoRoPE: per frequency, rotate the
+            keys across KV heads so positional energy concentrates in one component (exact); keep one shared rope
+            key of --rope-dim dims (the rest of the key becomes NoPE: lossy); balance keys against values (exact);
+            factor [NoPE keys; values] jointly to kv_lora_rank, minimizing the score error under the calibration
+            queries and the value error after o_proj (activation-aware; weights only with --no-calib).
+
+            The default output is a DeepSeek-V3 checkpoint that HF transformers (>= 4.53), vLLM and SGLang load
+            without custom code; --format native writes the toolkit's native MLA format instead.
+            """)
+
+        @Argument(help: "Source checkpoint (HF directory, .safetensors, GGUF or HDF5).")
+        var model: String
+
+        @OptionGroup var output: ConversionOutputOptions
+
+        @Option(help: "Output format: deepseek (stock DeepSeek-V3) or native.")
+        var format: MLAOutputFormat = .deepseek
+
+        @OptionGroup var budget: BudgetOptions
+
+        @Option(help: "Dims of the shared rope key (even; default min(64, head_dim)).")
+        var ropeDim: Int?
+
+        @Option(help: "Which source frequencies the rope key carries: high (the fastest rope-dim/2 pairs) or uniform (every (head_dim/rope-dim)-th pair from pair 0, TransMLA).")
+        var ropeFrequencies: RopeFrequencyChoice = .high
+
+        @Option(help: "FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation).")
+        var freqfold: Int = 1
+
+        @Option(help: "Key error to minimize: plain (‖k - k̂‖) or query (score error under the calibration queries).")
+        var keyWeighting: LatentWeighting.Keys = .query
+
+        @Option(help: "Value error to minimize: plain (‖v - v̂‖) or output (after o_proj).")
+        var valueWeighting: LatentWeighting.Values = .output
+
+        @Option(help: "Context (tokens) over which key components that lose RoPE are averaged (0: keep them as plain NoPE). Default: the calibration window.")
+        var nopeContext: Int?
+
+        @Option(help: "Low-rank query of this rank (q_lora_rank); default: full q_proj.")
+        var qLoraRank: Int?
+
+        @OptionGroup var calibration: CalibrationOptions
+
+        @OptionGroup var runtime: RuntimeOptions
+
+        func validate() throws {
+            if let ropeDim, ropeDim < 2 || ropeDim % 2 != 0 { throw ValidationError("--rope-dim must be even and at least 2, got \(ropeDim)") }
+            guard freqfold >= 1 else { throw ValidationError("--freqfold must be at least 1, got \(freqfold)") }
+            if let qLoraRank, qLoraRank < 1 { throw ValidationError("--q-lora-rank must be positive, got \(qLoraRank)") }
+        }
+
+        func run() throws {
+            let start = MonotonicClock.now()
+            runtime.apply()
+            let checkpoint = try Checkpoint.open(model)
+            let c = checkpoint.config
+            guard !c.family.isMLA else { throw ValidationError("\(model) is already an MLA model (\(c.family.rawValue))") }
+            let hd = c.headDim, dRope = ropeDim ?? min(64, hd)
+            guard dRope <= hd else { throw ValidationError("--rope-dim \(dRope) exceeds the head dim \(hd)") }
+            let pairs = hd / 2, slots = dRope / 2
+            let stride = ropeFrequencies == .high ? 1 : pairs / slots
+            guard ropeFrequencies == .high || pairs % slots == 0 else {
+                throw ValidationError("--rope-frequencies uniform needs rope-dim/2 (\(slots)) to divide the \(pairs) pairs per head")
+            }
+            guard pairs % freqfold == 0, freqfold % stride == 0 || freqfold == 1 && stride == 1 else {
+                throw ValidationError("--freqfold \(freqfold) must divide the \(pairs) pairs per head and be a multiple of the stride \(stride)")
+            }
+            let context = nopeContext ?? calibration.calibWindow
+            let nopeAveraging = context > 0 ? context : nil
+            let options = LayerConversionOptions(
+                rope: .shared(dims: dRope, stride: stride, fold: max(freqfold, stride)),
+                weighting: LatentWeighting(keys: keyWeighting, values: valueWeighting), queryRank: qLoraRank,
+                foldSoftmaxScale: format == .deepseek, nopeAveragingContext: nopeAveraging)
+            try ModelConversion.checkPlan(config: c, options: options, budget: budget.budget)
+            let stats = try calibration.statistics(for: checkpoint)
+            let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
+            let settings: [(String, String)] = [
+                ("rope", "one shared key of \(dRope) dims = \(slots) frequency pairs (\(ropeFrequencies.rawValue), stride \(stride)), freqfold \(max(freqfold, stride))"),
+                ("latent", "joint [NoPE keys; values], keys \(keyWeighting.rawValue)-weighted, values \(valueWeighting.rawValue)-weighted, \(budget.rankAllocation.rawValue) ranks"),
+                ("query", qLoraRank.map { "low rank \($0)" } ?? "full"),
+            ]
+            try ConversionRunner(method: "gqa2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
+                                 allocation: budget.rankAllocation, format: format, output: output, settings: settings,
+                                 calibration: calibration.description).run(start: start)
+        }
+    }
+}
+
+/// Which source frequencies a shared rope key carries (both are DeepSeek-expressible: pair 0 first,
+/// an arithmetic progression of pairs).
+enum RopeFrequencyChoice: String, ExpressibleByArgument, CaseIterable {
+    case high, uniform
+}

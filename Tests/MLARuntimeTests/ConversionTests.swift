@@ -1,0 +1,223 @@
+import Foundation
+import MLACheckpoint
+import MLAConvert
+import MLALinalg
+@testable import MLARuntime
+import MLATensor
+import Testing
+
+/// The converters' exact stages on the real sample model and on synthetic checkpoints (mla-math.md §10):
+/// every stage that is lossless in exact arithmetic must reproduce the source to float rounding.
+@Suite(.serialized) struct ConversionTests {
+    /// A small calibration of the real model (two windows of 128 tokens of a play that is not Hamlet).
+    static let calibration: Result<CalibrationStatistics, any Error> = Result {
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
+        let text = try String(contentsOfFile: TestData.corpus + "/macbeth_gut.txt", encoding: .utf8)
+        let ids = tokenizer.encode(String(text.prefix(20000)))
+        return try collectCalibration(model: box.model, windows: [Array(ids[300..<428]), Array(ids[600..<728])])
+    }
+
+    static func hamletIds(_ count: Int) throws -> [Int] {
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
+        return Array(tokenizer.encode(try TestData.hamletExcerpt()).prefix(count))
+    }
+
+    /// max |a − b| / max |b|.
+    static func relative(_ a: [Float], _ b: [Float]) -> Double {
+        let scale = Double(b.map(abs).max() ?? 1)
+        return zip(a, b).map { Double(abs($0 - $1)) }.max()! / scale
+    }
+
+    static func model(_ checkpoint: Checkpoint, _ layers: [MLALayerWeights], form: MLAAttention.Form = .absorbed) throws -> DecoderModel {
+        try model(checkpoint.config, checkpoint.store, layers, form: form)
+    }
+
+    static func model(_ config: ModelConfig, _ store: any TensorStore, _ layers: [MLALayerWeights],
+                      form: MLAAttention.Form = .absorbed) throws -> DecoderModel {
+        try DecoderModel(config: config, store: store,
+                         attention: layers.map { MLAAttentionBlock(weights: $0, form: form) })
+    }
+
+    static func convert(_ config: ModelConfig, _ store: any TensorStore, _ options: LayerConversionOptions, stats: CalibrationStatistics?,
+                        budget: CacheBudget) throws -> [(MLALayerWeights, LayerConversionReport)] {
+        let conversion = ModelConversion(config: config, store: store, statistics: stats, options: options)
+        return try conversion.convert(ranks: conversion.ranks(budget: budget, allocation: .uniform))
+    }
+
+    @Test("mha2mla keeping every pair at full rank reproduces the source (real model, activation-weighted)")
+    func partialRopeFullRankIsExact() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let options = LayerConversionOptions(
+            rope: .partial(strategy: .high, pairs: 32, start: 0, combination: .product),
+            weighting: LatentWeighting(keys: .query, values: .output), foldSoftmaxScale: true)
+        let layers = try Self.convert(checkpoint.config, checkpoint.store, options, stats: try Self.calibration.get(), budget: .rank(192))
+        #expect(layers.allSatisfy { abs($0.1.kvEnergyRetained - 1) < 1e-12 && $0.1.ropeEnergyRetained == 1 })
+        let ids = try Self.hamletIds(96)
+        let source = try box.model.logits(ids)
+        for form in [MLAAttention.Form.absorbed, .naive] {
+            let error = Self.relative(try Self.model(checkpoint, layers.map(\.0), form: form).logits(ids), source)
+            #expect(error < 1e-4, "\(form): \(error)")
+        }
+    }
+
+    @Test("RoRoPE rotation keeps every q·k before truncation (real weights, float64)")
+    func roropeRotationIsExact() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let s = try SourceLayer(config: checkpoint.config, store: checkpoint.store, layer: 3)
+        let stats = try Self.calibration.get()
+        let keyMoment = outputMoment(s.k, stats.secondMoment(layer: 3))
+        let theta = RopeFrequencies(config: checkpoint.config).inverseFrequencies
+        let split = try RopeSplit.rotated(source: s, dRope: 64, stride: 1, fold: 1, invFreq: theta, keyMoment: keyMoment)
+        // Orthogonality of the basis.
+        let gram = matmul(split.basis, split.basis, transB: true)
+        #expect(zip(gram.values, Matrix<Double>.identity(gram.rows).values).map { abs($0 - $1) }.max()! < 1e-12)
+        // Scores with RoPE applied to every rotated component at its pair's frequency equal the source's.
+        var rng = SplitMix64(seed: 7)
+        let x = Matrix(rows: s.hiddenSize, cols: 2, values: (0..<(2 * s.hiddenSize)).map { _ in Double(rng.float(1)) })
+        let q = matmul(s.q, x), k = matmul(s.k, x)
+        let (m, n) = (37, 5)
+        func rotate(_ v: [Double], pairs: [(Int, Int, Double)], position: Int) -> [Double] {
+            var out = v
+            for (re, im, f) in pairs {
+                let a = f * Double(position)
+                out[re] = v[re] * cos(a) - v[im] * sin(a)
+                out[im] = v[re] * sin(a) + v[im] * cos(a)
+            }
+            return out
+        }
+        let sourcePairs = (0..<s.numKVHeads).flatMap { j in (0..<s.pairs).map { (s.keyRow(kvHead: j, pair: $0, part: 0), s.keyRow(kvHead: j, pair: $0, part: 1), theta[$0]) } }
+        let rotatedPairs = (0..<32).map { (2 * $0, 2 * $0 + 1, split.invFreq[0][$0]) }
+            + split.nopePairMix.enumerated().map { c, mix in (64 + 2 * c, 64 + 2 * c + 1, theta[mix.firstIndex(of: 1)!]) }
+        let kAt = rotate((0..<k.rows).map { k[$0, 1] }, pairs: sourcePairs, position: n)
+        let kRotated = rotate(matmul(split.basis, Matrix(rows: k.rows, cols: 1, values: (0..<k.rows).map { k[$0, 1] })).values,
+                              pairs: rotatedPairs, position: n)
+        for h in 0..<s.numHeads {
+            let j = s.kvHead(ofQueryHead: h)
+            var qh = [Double](repeating: 0, count: k.rows)
+            for i in 0..<s.headDim { qh[j * s.headDim + i] = q[h * s.headDim + i, 0] }
+            let qAt = rotate(qh, pairs: sourcePairs, position: m)
+            let qRotated = rotate(matmul(split.basis, Matrix(rows: qh.count, cols: 1, values: qh)).values, pairs: rotatedPairs, position: m)
+            let source = zip(qAt, kAt).reduce(0) { $0 + $1.0 * $1.1 }
+            let rotated = zip(qRotated, kRotated).reduce(0) { $0 + $1.0 * $1.1 }
+            #expect(abs(source - rotated) <= 1e-10 * max(1, abs(source)), "head \(h): \(source) vs \(rotated)")
+        }
+        // Component 0 of each pair holds the most key energy: the kept energy is at least 1/n_kv.
+        #expect(split.ropeEnergyRetained >= 1 / Double(s.numKVHeads))
+    }
+
+    @Test("full-rank joint factorization is exact whatever the weighting and balance (real model)")
+    func fullRankFactorizationIsExact() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let stats = try Self.calibration.get()
+        func layers(_ weighting: LatentWeighting) throws -> [MLALayerWeights] {
+            let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: weighting, foldSoftmaxScale: false)
+            let converted = try Self.convert(checkpoint.config, checkpoint.store, options, stats: stats, budget: .rank(352))
+            #expect(converted.allSatisfy { abs($0.1.kvEnergyRetained - 1) < 1e-12 })
+            return converted.map(\.0)
+        }
+        let ids = try Self.hamletIds(64)
+        let plain = try Self.model(checkpoint, try layers(.plain)).logits(ids)
+        let weighted = try Self.model(checkpoint, try layers(LatentWeighting(keys: .query, values: .output))).logits(ids)
+        #expect(Self.relative(weighted, plain) < 1e-4)
+    }
+
+    @Test("DeepSeek-V3 export equals the native output (linear-regime norm, eps rescale, folded scale)", arguments: [32, 64])
+    func deepSeekExportMatchesNative(ropeDim: Int) throws {
+        guard TestData.require() else { return }
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let stats = try Self.calibration.get()
+        let base = LayerConversionOptions(rope: .shared(dims: ropeDim, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
+                                          foldSoftmaxScale: false)
+        var folded = base
+        folded.foldSoftmaxScale = true
+        let native = try Self.convert(checkpoint.config, checkpoint.store, base, stats: stats, budget: .fraction(0.5))
+        let deepseek = try Self.convert(checkpoint.config, checkpoint.store, folded, stats: stats, budget: .fraction(0.5))
+        let dir = NSTemporaryDirectory() + "mla-ds-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try DeepSeekV3Export.write(to: dir, source: checkpoint, layers: deepseek.map(\.0), dtype: .f32, summary: .object([]),
+                                   writer: CheckpointWriter(format: .hf))
+        let exported = try Checkpoint.open(dir)
+        let raw = exported.config.raw
+        #expect(exported.config.family == .deepseekV3)
+        #expect(raw["num_key_value_heads"]?.int == 9 && raw["head_dim"] == nil && raw["rms_norm_eps"]?.double == 1e-6)
+        #expect(raw["kv_lora_rank"]?.int == 192 - ropeDim && raw["tie_word_embeddings"] == .bool(false))
+        // b' = b^(d_R/d_h) for the highest pairs.
+        let theta = try #require(raw["rope_theta"]?.double)
+        #expect(abs(theta / pow(100000, Double(ropeDim) / 64) - 1) < 1e-9)
+        #expect(FileManager.default.fileExists(atPath: dir + "/tokenizer.json") && FileManager.default.fileExists(atPath: dir + "/mla_convert.json"))
+        let ids = try Self.hamletIds(96)
+        let reference = try Self.model(checkpoint, native.map(\.0)).logits(ids)
+        let loaded = try DecoderModel.load(exported).logits(ids)
+        #expect(Self.relative(loaded, reference) < 1e-4)
+    }
+
+    @Test("the linear-regime latent norm bound holds on real activations and the deviation is below 2^-24")
+    func linearRegimeNormBound() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
+        let layer = try ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: nil, options: options)
+            .layer(5).weights(rank: 128).0
+        let d = layer.hiddenSize
+        let rows = Matrix(rows: layer.kvRank, cols: d, values: layer.kvA.map(Double.init))
+        let gamma = try checkpoint.store.floats(LayerTensorNames(layer: 5).inputNorm, shape: [d]).map(Double.init)
+        let norm = try LinearRegimeNorm(rows: rows, bias: nil, inputNorm: gamma, eps: 1e-6)
+        #expect(norm.maxDeviation(rank: layer.kvRank) <= LinearRegimeNorm.unitRoundoff)
+        var inputs: [Float] = []
+        _ = try box.model.hiddenStates(try Self.hamletIds(64), hooks: LayerHooks(attentionInput: { l, x, _ in if l == 5 { inputs = x } }))
+        let c = matmul(Matrix(rows: 64, cols: d, values: inputs.map(Double.init)), rows, transB: true)
+        for t in 0..<64 {
+            let v = (0..<layer.kvRank).map { c[t, $0] }
+            let sq = v.reduce(0) { $0 + $1 * $1 }
+            #expect(sq.squareRoot() <= norm.bound)
+            // RMSNorm_eps(s·v)·w against v, in float64.
+            let s = norm.rowScale
+            let factor = norm.weight * s / (s * s * sq / Double(layer.kvRank) + 1e-6).squareRoot()
+            #expect(abs(factor - 1) <= LinearRegimeNorm.unitRoundoff)
+        }
+    }
+
+    @Test("biases: q/k/v/o biases convert exactly in the native format; DeepSeek export refuses them by name")
+    func biasesAreExactOrRefused() throws {
+        let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 2, qkvBias: true, outputBias: true, tied: false, family: .qwen2)
+        let options = LayerConversionOptions(rope: .partial(strategy: .high, pairs: 8, start: 0, combination: .product),
+                                             weighting: .plain, foldSoftmaxScale: false)
+        let layers = try Self.convert(config, store, options, stats: nil, budget: .rank(32))
+        let ids = DecoderModelTests.tokens
+        let source = try DecoderModel(config: config, store: store).logits(ids)
+        #expect(Self.relative(try Self.model(config, store, layers.map(\.0)).logits(ids), source) < 1e-5)
+        let reason = DeepSeekV3Export.unsupportedReason(layers: layers.map(\.0), source: config)
+        #expect(reason?.contains("model.layers.0.self_attn.") == true)
+    }
+
+    @Test("greedy allocation keeps the total rank and gives more to layers with more energy left")
+    func greedyAllocationKeepsTotal() throws {
+        let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 2)
+        let options = LayerConversionOptions(rope: .shared(dims: 8, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: false)
+        let conversion = ModelConversion(config: config, store: store, statistics: nil, options: options)
+        let greedy = try conversion.ranks(budget: .rank(20), allocation: .greedy)
+        #expect(greedy.reduce(0, +) == 40)
+        let uniformLoss = try (0..<2).map { 1 - (try conversion.layer($0).energyRetained(rank: 20)) }.reduce(0, +)
+        let greedyLoss = try (0..<2).map { 1 - (try conversion.layer($0).energyRetained(rank: greedy[$0])) }.reduce(0, +)
+        #expect(greedyLoss <= uniformLoss + 1e-12)
+    }
+
+    @Test("impossible requests are refused before any work", arguments: [
+        (RopePlan.partial(strategy: .high, pairs: 9, start: 0, combination: .product), CacheBudget.rank(8), "rope pairs"),
+        (.shared(dims: 18, stride: 1, fold: 1), .rank(8), "rope dims"),
+        (.shared(dims: 8, stride: 1, fold: 1), .rank(500), "kv_lora_rank"),
+        (.shared(dims: 16, stride: 1, fold: 1), .fraction(0.1), "kv budget"),
+    ])
+    func impossibleRequests(rope: RopePlan, budget: CacheBudget, field: String) throws {
+        let (config, _) = SyntheticModel.make(heads: 4, kvHeads: 2)
+        let options = LayerConversionOptions(rope: rope, weighting: .plain, foldSoftmaxScale: false)
+        #expect { try ModelConversion.checkPlan(config: config, options: options, budget: budget) } throws: { error in
+            "\(error)".contains(field)
+        }
+    }
+}
