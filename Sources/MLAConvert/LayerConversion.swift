@@ -34,13 +34,9 @@ public struct LayerConversionOptions: Sendable {
     /// Fold the change of softmax scale into the query rows so the layer uses DeepSeek's
     /// (d_nope + d_rope)^-½ (stock export). Otherwise the layer keeps the source scale d_h^-½.
     public var foldSoftmaxScale: Bool
-    /// Replace each component that loses RoPE by its average over query-key distances in a window of
-    /// this many tokens (`RopeSplit.nopeMeanRotation`); nil keeps it unrotated (plain NoPE).
-    public var nopeAveragingContext: Int?
 
     public init(rope: RopePlan, weighting: LatentWeighting, mode: FactorizationMode = .joint, sigma: SigmaPlacement = .down,
-                queryRank: Int? = nil, foldSoftmaxScale: Bool, nopeAveragingContext: Int? = nil) {
-        self.nopeAveragingContext = nopeAveragingContext
+                queryRank: Int? = nil, foldSoftmaxScale: Bool) {
         self.rope = rope
         self.weighting = weighting
         self.mode = mode
@@ -72,13 +68,12 @@ public struct LayerConversion: Sendable {
     public let rope: RopeSplit
     public let latents: [LatentFactorization]
     let moment: Matrix<Double>?
-    let nopeAveraging: Matrix<Double>?
     let invFreq: [Double]
     let attentionFactor: Double
 
-    /// - `moment`: the layer's calibration second moment C [d × d] and `mean` μ [d], or nil (weights only: C = I).
+    /// - `moment`: the layer's calibration second moment C [d × d], or nil (weights only: C = I).
     /// - `rope`: the source's RoPE table (scaled).
-    public init(source s: SourceLayer, moment: Matrix<Double>?, mean: [Double]?, rope frequencies: RopeFrequencies,
+    public init(source s: SourceLayer, moment: Matrix<Double>?, rope frequencies: RopeFrequencies,
                 options: LayerConversionOptions) throws {
         source = s
         self.options = options
@@ -99,16 +94,10 @@ public struct LayerConversion: Sendable {
         }
         let nope = matmul(rope.basis.rows(rope.ropeRows..<rope.basis.rows), s.k)
         let split = rope
-        let averaging = options.nopeAveragingContext.map { split.nopeMeanRotation(context: $0) }
-        nopeAveraging = averaging
-        func nopeToKey(_ j: Int) -> Matrix<Double> {
-            let n = split.nopeToKey(kvHead: j, headDim: s.headDim)
-            return averaging.map { matmul(n, $0) } ?? n
-        }
         func queryWeight() -> Matrix<Double> {
             var sum = Matrix<Double>.zeros(nope.rows, nope.rows)
             for h in 0..<s.numHeads {
-                let n = nopeToKey(s.kvHead(ofQueryHead: h))
+                let n = split.nopeToKey(kvHead: s.kvHead(ofQueryHead: h), headDim: s.headDim)
                 sum.values = zip(sum.values, matmul(matmul(n, queryMoments[h], transA: true), n).values).map(+)
             }
             return sum
@@ -123,13 +112,13 @@ public struct LayerConversion: Sendable {
         }
         switch options.mode {
         case .joint:
-            latents = [try LatentFactorization(nope: nope, values: s.v, moment: moment, mean: mean, weighting: options.weighting,
+            latents = [try LatentFactorization(nope: nope, values: s.v, moment: moment, weighting: options.weighting,
                                                queryWeight: queryWeight, outputWeight: outputWeight)]
         case .split:
             let empty = Matrix<Double>.zeros(0, s.hiddenSize)
-            latents = [try LatentFactorization(nope: nope, values: empty, moment: moment, mean: mean, weighting: options.weighting,
+            latents = [try LatentFactorization(nope: nope, values: empty, moment: moment, weighting: options.weighting,
                                                queryWeight: queryWeight, outputWeight: { .zeros(0, 0) }),
-                       try LatentFactorization(nope: empty, values: s.v, moment: moment, mean: mean, weighting: options.weighting,
+                       try LatentFactorization(nope: empty, values: s.v, moment: moment, weighting: options.weighting,
                                                queryWeight: { .zeros(0, 0) }, outputWeight: outputWeight)]
         }
     }
@@ -180,9 +169,7 @@ public struct LayerConversion: Sendable {
         var queryBias: [Double]? = s.qBias.map { _ in [Double](repeating: 0, count: nh * qWidth) }
         for h in 0..<nh {
             let j = s.kvHead(ofQueryHead: h)
-            var nj = rope.nopeToKey(kvHead: j, headDim: hd)
-            if let nopeAveraging { nj = matmul(nj, nopeAveraging) }
-            let uk = matmul(nj, bNope)
+            let uk = matmul(rope.nopeToKey(kvHead: j, headDim: hd), bNope)
             kvB.values.replaceSubrange((h * 2 * hd * rank)..<((h * 2 + 1) * hd * rank), with: uk.values)
             kvB.values.replaceSubrange(((h * 2 + 1) * hd * rank)..<((h + 1) * 2 * hd * rank),
                                        with: bValue.values[(j * hd * rank)..<((j + 1) * hd * rank)])

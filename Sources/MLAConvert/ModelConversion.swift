@@ -55,7 +55,7 @@ public struct ModelConversion {
     public func layer(_ layer: Int) throws -> LayerConversion {
         let c = config
         return try LayerConversion(source: SourceLayer(config: c, store: store, layer: layer),
-                                   moment: statistics?.secondMoment(layer: layer), mean: statistics?.mean(layer: layer), rope: RopeFrequencies(config: c),
+                                   moment: statistics?.secondMoment(layer: layer), rope: RopeFrequencies(config: c),
                                    options: options)
     }
 
@@ -125,6 +125,27 @@ public struct ModelConversion {
             let rows = c.numHeads * (c.headDim + (options.rope.isShared ? ropeValues : ropeValues / c.numKVHeads))
             guard qr <= min(rows, c.hiddenSize) else { throw fail("q_lora_rank", "\(qr) exceeds min(query rows \(rows), hidden size \(c.hiddenSize))") }
         }
+    }
+
+    /// The estimated score error of the RoPE loss of each shared-rope candidate, summed over layers
+    /// (`RopeSplit.estimatedScoreError`), for choosing FreqFold automatically. Only the rope stage is
+    /// built (no factorization), so this costs a fraction of a conversion.
+    public func ropeErrors(candidates: [RopePlan], context: Int, progress: ((Int, Int) -> Void)? = nil) throws -> [Double] {
+        var errors = [Double](repeating: 0, count: candidates.count)
+        let theta = RopeFrequencies(config: config).inverseFrequencies
+        for l in 0..<config.numLayers {
+            let s = try SourceLayer(config: config, store: store, layer: l)
+            let c = statistics?.secondMoment(layer: l)
+            let keyMoment = outputMoment(s.k, c)
+            let queryMoments = (0..<s.numHeads).map { outputMoment(s.queryHead($0), c) }
+            for (i, candidate) in candidates.enumerated() {
+                guard case let .shared(dims, stride, fold) = candidate else { continue }
+                let split = try RopeSplit.rotated(source: s, dRope: dims, stride: stride, fold: fold, invFreq: theta, keyMoment: keyMoment)
+                errors[i] += split.estimatedScoreError(source: s, queryMoments: queryMoments, keyMoment: keyMoment, context: context)
+            }
+            progress?(l + 1, config.numLayers)
+        }
+        return errors
     }
 
     /// Every layer converted at `ranks[layer]`, in order; `progress(done, total)` after each layer.

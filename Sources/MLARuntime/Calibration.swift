@@ -14,8 +14,6 @@ public struct CalibrationStatistics: Sendable {
     public private(set) var tokenCount: Int
     /// Per layer Σ x xᵀ, [d × d] row-major (symmetric).
     public private(set) var sums: [[Double]]
-    /// Per layer Σ x, [d] (for the mean).
-    public private(set) var inputSums: [[Double]]
     /// Provenance: model, text source, sha256 of the token ids, windows, ... (free-form strings).
     public var tags: [String: String]
 
@@ -24,7 +22,6 @@ public struct CalibrationStatistics: Sendable {
         self.hiddenSize = hiddenSize
         tokenCount = 0
         sums = Array(repeating: [Double](repeating: 0, count: hiddenSize * hiddenSize), count: numLayers)
-        inputSums = Array(repeating: [Double](repeating: 0, count: hiddenSize), count: numLayers)
         self.tags = tags
     }
 
@@ -38,18 +35,7 @@ public struct CalibrationStatistics: Sendable {
                             b: xp.baseAddress!, ldb: d, beta: 1, c: sp.baseAddress!, ldc: d)
             }
         }
-        inputSums[layer].withUnsafeMutableBufferPointer { mp in
-            for t in 0..<tokens {
-                for i in 0..<d { mp[i] += xd[t * d + i] }
-            }
-        }
         if layer == 0 { tokenCount += tokens }
-    }
-
-    /// μ = E[x] of `layer`, [d].
-    public func mean(layer: Int) -> [Double] {
-        let scale = tokenCount > 0 ? 1 / Double(tokenCount) : 0
-        return inputSums[layer].map { $0 * scale }
     }
 
     /// C = E[x xᵀ] of `layer`, [d × d].
@@ -59,13 +45,11 @@ public struct CalibrationStatistics: Sendable {
     }
 
     static func momentName(_ layer: Int) -> String { "calibration.layers.\(layer).attention_input_second_moment_sum" }
-    static func sumName(_ layer: Int) -> String { "calibration.layers.\(layer).attention_input_sum" }
     static let countName = "calibration.token_count"
 
     /// Writes the statistics as one safetensors file (F64 sums, an I64 token count, tags as metadata).
     public func save(to path: String, force: Bool = false) throws {
         var entries = (0..<numLayers).map { TensorWriteEntry(name: Self.momentName($0), dtype: .f64, shape: [hiddenSize, hiddenSize]) }
-        entries += (0..<numLayers).map { TensorWriteEntry(name: Self.sumName($0), dtype: .f64, shape: [hiddenSize]) }
         entries.append(TensorWriteEntry(name: Self.countName, dtype: .i64, shape: []))
         var metadata = tags
         metadata["mla_convert.kind"] = "calibration-statistics"
@@ -77,7 +61,6 @@ public struct CalibrationStatistics: Sendable {
                     return Tensor(dtype: .i64, shape: [], storage: .owned(withUnsafeBytes(of: Int64(tokenCount).littleEndian) { Array($0) }))
                 }
                 let layer = Int(name.split(separator: ".")[2]) ?? 0
-                if name == Self.sumName(layer) { return Tensor(doubles: inputSums[layer], shape: [hiddenSize]) }
                 return Tensor(doubles: sums[layer], shape: [hiddenSize, hiddenSize])
             }
         }
@@ -96,14 +79,9 @@ public struct CalibrationStatistics: Sendable {
                 throw CheckpointError.shapeMismatch(file: path, tensor: Self.momentName(layer), expected: [hiddenSize, hiddenSize], found: t.shape)
             }
             sums[layer] = t.doubles()
-            let m = try file.tensor(Self.sumName(layer))
-            guard m.dtype == .f64, m.shape == [hiddenSize] else {
-                throw CheckpointError.shapeMismatch(file: path, tensor: Self.sumName(layer), expected: [hiddenSize], found: m.shape)
-            }
-            inputSums[layer] = m.doubles()
         }
-        if file.names.count != 2 * numLayers + 1 {
-            throw CheckpointError.malformed(file: path, reason: "holds \(file.names.count) tensors, a model of \(numLayers) layers needs \(2 * numLayers + 1); recalibrate it with 'mla-convert calibrate'")
+        if file.names.count != numLayers + 1 {
+            throw CheckpointError.malformed(file: path, reason: "holds statistics for \(file.names.count - 1) layers, the model has \(numLayers)")
         }
         let count = try file.tensor(Self.countName)
         guard count.dtype == .i64, count.shape == [] else {

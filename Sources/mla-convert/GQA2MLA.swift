@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import MLACLI
 import MLACheckpoint
 import MLAConvert
@@ -35,17 +36,17 @@ extension MLAConvertCommand {
         @Option(help: "Which source frequencies the rope key carries: high (the fastest rope-dim/2 pairs) or uniform (every (head_dim/rope-dim)-th pair from pair 0, TransMLA).")
         var ropeFrequencies: RopeFrequencyChoice = .high
 
-        @Option(help: "FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation).")
-        var freqfold: Int = 1
+        @Option(help: "FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation), or auto: the fold with the smallest estimated score error from calibration.")
+        var freqfold: String = "1"
+
+        @Option(help: "Context (tokens) whose query-key distances weigh RoPE errors for --freqfold auto (default: the calibration window).")
+        var ropeContext: Int?
 
         @Option(help: "Key error to minimize: plain (‖k - k̂‖) or query (score error under the calibration queries).")
-        var keyWeighting: LatentWeighting.Keys = .query
+        var keyWeighting: LatentWeighting.Keys = .plain
 
         @Option(help: "Value error to minimize: plain (‖v - v̂‖) or output (after o_proj).")
         var valueWeighting: LatentWeighting.Values = .output
-
-        @Option(help: "Context (tokens) over which key components that lose RoPE are averaged (0: keep them as plain NoPE). Default: the calibration window.")
-        var nopeContext: Int?
 
         @Option(help: "Low-rank query of this rank (q_lora_rank); default: full q_proj.")
         var qLoraRank: Int?
@@ -56,7 +57,8 @@ extension MLAConvertCommand {
 
         func validate() throws {
             if let ropeDim, ropeDim < 2 || ropeDim % 2 != 0 { throw ValidationError("--rope-dim must be even and at least 2, got \(ropeDim)") }
-            guard freqfold >= 1 else { throw ValidationError("--freqfold must be at least 1, got \(freqfold)") }
+            guard freqfold == "auto" || (Int(freqfold) ?? 0) >= 1 else { throw ValidationError("--freqfold must be auto or a positive integer, got '\(freqfold)'") }
+            if let ropeContext, ropeContext < 1 { throw ValidationError("--rope-context must be positive") }
             if let qLoraRank, qLoraRank < 1 { throw ValidationError("--q-lora-rank must be positive, got \(qLoraRank)") }
         }
 
@@ -73,20 +75,30 @@ extension MLAConvertCommand {
             guard ropeFrequencies == .high || pairs % slots == 0 else {
                 throw ValidationError("--rope-frequencies uniform needs rope-dim/2 (\(slots)) to divide the \(pairs) pairs per head")
             }
-            guard pairs % freqfold == 0, freqfold % stride == 0 || freqfold == 1 && stride == 1 else {
+            let folds = freqfold == "auto" ? (1...pairs).filter { pairs % $0 == 0 && $0 % stride == 0 && $0 <= 8 * stride } : [Int(freqfold) ?? 1]
+            guard let firstFold = folds.first, pairs % firstFold == 0, firstFold % stride == 0 else {
                 throw ValidationError("--freqfold \(freqfold) must divide the \(pairs) pairs per head and be a multiple of the stride \(stride)")
             }
-            let context = nopeContext ?? calibration.calibWindow
-            let nopeAveraging = context > 0 ? context : nil
-            let options = LayerConversionOptions(
-                rope: .shared(dims: dRope, stride: stride, fold: max(freqfold, stride)),
+            var options = LayerConversionOptions(
+                rope: .shared(dims: dRope, stride: stride, fold: firstFold),
                 weighting: LatentWeighting(keys: keyWeighting, values: valueWeighting), queryRank: qLoraRank,
-                foldSoftmaxScale: format == .deepseek, nopeAveragingContext: nopeAveraging)
+                foldSoftmaxScale: format == .deepseek)
             try ModelConversion.checkPlan(config: c, options: options, budget: budget.budget)
             let stats = try calibration.statistics(for: checkpoint)
-            let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
+            var conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
+            var foldNote = "freqfold \(firstFold)"
+            if folds.count > 1 {
+                let candidates = folds.map { RopePlan.shared(dims: dRope, stride: stride, fold: $0) }
+                let progress = Progress(total: c.numLayers, label: "freqfold auto")
+                let errors = try conversion.ropeErrors(candidates: candidates, context: ropeContext ?? calibration.calibWindow) { _, _ in progress.step() }
+                progress.finish()
+                let best = errors.indices.min { errors[$0] < errors[$1] } ?? 0
+                options.rope = candidates[best]
+                conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
+                foldNote = "freqfold auto -> \(folds[best]) (estimated score error " + zip(folds, errors).map { "\($0): \(String(format: "%.3g", $1))" }.joined(separator: ", ") + ")"
+            }
             let settings: [(String, String)] = [
-                ("rope", "one shared key of \(dRope) dims = \(slots) frequency pairs (\(ropeFrequencies.rawValue), stride \(stride)), freqfold \(max(freqfold, stride))"),
+                ("rope", "one shared key of \(dRope) dims = \(slots) frequency pairs (\(ropeFrequencies.rawValue), stride \(stride)), \(foldNote)"),
                 ("latent", "joint [NoPE keys; values], keys \(keyWeighting.rawValue)-weighted, values \(valueWeighting.rawValue)-weighted, \(budget.rankAllocation.rawValue) ranks"),
                 ("query", qLoraRank.map { "low rank \($0)" } ?? "full"),
             ]

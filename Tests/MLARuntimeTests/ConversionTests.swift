@@ -4,6 +4,7 @@ import MLAConvert
 import MLALinalg
 @testable import MLARuntime
 import MLATensor
+import MLATestSupport
 import Testing
 
 /// The converters' exact stages on the real sample model and on synthetic checkpoints (mla-math.md §10):
@@ -54,7 +55,7 @@ import Testing
             rope: .partial(strategy: .high, pairs: 32, start: 0, combination: .product),
             weighting: LatentWeighting(keys: .query, values: .output), foldSoftmaxScale: true)
         let layers = try Self.convert(checkpoint.config, checkpoint.store, options, stats: try Self.calibration.get(), budget: .rank(192))
-        #expect(layers.allSatisfy { abs($0.1.kvEnergyRetained - 1) < 1e-12 && $0.1.ropeEnergyRetained == 1 })
+        #expect(layers.allSatisfy { abs($0.1.kvEnergyRetained - 1) < 1e-9 && abs($0.1.ropeEnergyRetained - 1) < 1e-9 })
         let ids = try Self.hamletIds(96)
         let source = try box.model.logits(ids)
         for form in [MLAAttention.Form.absorbed, .naive] {
@@ -91,7 +92,7 @@ import Testing
         }
         let sourcePairs = (0..<s.numKVHeads).flatMap { j in (0..<s.pairs).map { (s.keyRow(kvHead: j, pair: $0, part: 0), s.keyRow(kvHead: j, pair: $0, part: 1), theta[$0]) } }
         let rotatedPairs = (0..<32).map { (2 * $0, 2 * $0 + 1, split.invFreq[0][$0]) }
-            + split.nopePairMix.enumerated().map { c, mix in (64 + 2 * c, 64 + 2 * c + 1, theta[mix.firstIndex(of: 1)!]) }
+            + split.nopePairMix.enumerated().map { c, mix in (64 + 2 * c, 64 + 2 * c + 1, theta[mix.indices.max { mix[$0] < mix[$1] }!]) }
         let kAt = rotate((0..<k.rows).map { k[$0, 1] }, pairs: sourcePairs, position: n)
         let kRotated = rotate(matmul(split.basis, Matrix(rows: k.rows, cols: 1, values: (0..<k.rows).map { k[$0, 1] })).values,
                               pairs: rotatedPairs, position: n)
@@ -101,8 +102,8 @@ import Testing
             for i in 0..<s.headDim { qh[j * s.headDim + i] = q[h * s.headDim + i, 0] }
             let qAt = rotate(qh, pairs: sourcePairs, position: m)
             let qRotated = rotate(matmul(split.basis, Matrix(rows: qh.count, cols: 1, values: qh)).values, pairs: rotatedPairs, position: m)
-            let source = zip(qAt, kAt).reduce(0) { $0 + $1.0 * $1.1 }
-            let rotated = zip(qRotated, kRotated).reduce(0) { $0 + $1.0 * $1.1 }
+            let source = zip(qAt, kAt).reduce(0.0) { $0 + $1.0 * $1.1 }
+            let rotated = zip(qRotated, kRotated).reduce(0.0) { $0 + $1.0 * $1.1 }
             #expect(abs(source - rotated) <= 1e-10 * max(1, abs(source)), "head \(h): \(source) vs \(rotated)")
         }
         // Component 0 of each pair holds the most key energy: the kept energy is at least 1/n_kv.
@@ -117,7 +118,7 @@ import Testing
         func layers(_ weighting: LatentWeighting) throws -> [MLALayerWeights] {
             let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: weighting, foldSoftmaxScale: false)
             let converted = try Self.convert(checkpoint.config, checkpoint.store, options, stats: stats, budget: .rank(352))
-            #expect(converted.allSatisfy { abs($0.1.kvEnergyRetained - 1) < 1e-12 })
+            #expect(converted.allSatisfy { abs($0.1.kvEnergyRetained - 1) < 1e-9 })
             return converted.map(\.0)
         }
         let ids = try Self.hamletIds(64)

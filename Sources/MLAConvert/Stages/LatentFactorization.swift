@@ -58,25 +58,18 @@ public struct LatentFactorization: Sendable {
     /// - `nope` [nN × d]: NoPE key coordinates (R_N W_k), `values` [n_kv·d_h × d] (W_v).
     /// - `queryWeight` [nN × nN]: Σ_j N_jᵀ Q_j N_j (used when `weighting.keys == .query`).
     /// - `outputWeight` [n_kv·d_h × n_kv·d_h]: block-diagonal Σ_{h∈j} W_o,hᵀ W_o,h (`.output`).
-    /// - `moment`: C (nil for weights only); `mean`: μ = E[x] (with C).
+    /// - `moment`: C (nil for weights only).
     ///
-    /// Softmax ignores an offset shared by all keys of a query row, so with μ the key error is measured
-    /// centered (covariance Σ = C − μμᵀ): no rank is spent on the keys' mean, which is large (attention
-    /// sinks) and would otherwise dominate the key block and the balance. Values keep their mean:
-    /// S = G Z Σ Zᵀ Gᵀ + m mᵀ with m = [0; G_V Z_V μ].
-    public init(nope: Matrix<Double>, values: Matrix<Double>, moment: Matrix<Double>?, mean: [Double]?,
+    /// Keys are measured uncentered: a centered key objective (softmax ignores a shared key offset) was
+    /// tried and raised perplexity several-fold on the sample model, so the keys' mean is kept.
+    public init(nope: Matrix<Double>, values: Matrix<Double>, moment: Matrix<Double>?,
                 weighting: LatentWeighting, queryWeight: () -> Matrix<Double>, outputWeight: () -> Matrix<Double>) throws {
         let keyRoot = try weighting.keys == .query ? Self.root(queryWeight()) : nil
         let valueRoot = try weighting.values == .output ? Self.root(outputWeight()) : nil
         var gk = keyRoot.map { matmul($0.root, nope) } ?? nope
         let gv = valueRoot.map { matmul($0.root, values) } ?? values
-        var covariance = moment
-        if let moment, let mean {
-            let mu = Matrix(rows: mean.count, cols: 1, values: mean)
-            covariance = Matrix(rows: moment.rows, cols: moment.cols, values: zip(moment.values, matmul(mu, mu, transB: true).values).map(-))
-        }
         // Balance: scale the key block to the value block's energy (exactly undone in G⁻¹).
-        let ek = trace(outputMoment(gk, covariance)), ev = trace(outputMoment(gv, moment))
+        let ek = trace(outputMoment(gk, moment)), ev = trace(outputMoment(gv, moment))
         let balance = ek > 0 && ev > 0 ? (ev / ek).squareRoot() : 1
         gk.values = gk.values.map { $0 * balance }
         let nN = nope.rows, nV = values.rows, nZ = nN + nV
@@ -92,12 +85,7 @@ public struct LatentFactorization: Sendable {
                 }
             }
         }
-        var target = outputMoment(z, covariance)
-        if let mean, nV > 0 {
-            let m = matmul(gv, Matrix(rows: mean.count, cols: 1, values: mean)).values
-            for a in 0..<nV { for b in 0..<nV { target[nN + a, nN + b] += m[a] * m[b] } }
-        }
-        let (lambda, u) = try symmetricEigen(target)
+        let (lambda, u) = try symmetricEigen(outputMoment(z, moment))
         eigenvalues = lambda.map { max($0, 0) }
         vectors = u
         weightedZ = z

@@ -145,34 +145,44 @@ public struct RopeSplit: Sendable {
         basis.rows((rho * dRope)..<((rho + 1) * dRope)).columns((j * headDim)..<((j + 1) * headDim))
     }
 
-    /// The position-averaged rotation of the NoPE components, D [nopeRows × nopeRows] (block diagonal,
-    /// one 2×2 block per component): a component that loses RoPE contributes Re(q·conj(k)·e^{iΔθ}) in the
-    /// source, and the best fixed substitute in mean square over query-key distances Δ is q·(D k) with
-    /// D = E_Δ[R(−θΔ)] = [[c̄, s̄], [−s̄, c̄]], c̄ = E cos θΔ, s̄ = E sin θΔ (mixed over the component's pairs).
-    /// Δ follows the causal pair count of a window of `context` tokens: P(Δ) ∝ context − Δ. Fast-turning
-    /// components are damped toward zero (their source term averages out); slow ones are kept as they are.
-    public func nopeMeanRotation(context: Int) -> Matrix<Double> {
+    /// Expected squared score error of this split's RoPE loss, summed over query heads (the criterion of
+    /// `--freqfold auto`): Σ_h Σ_c E|q'_{h,c}|²·E|κ'_c|²·φ_c, with φ_c = E_Δ|e^{iΔθ} − e^{iΔθ'}|² mixed over
+    /// the component's source pairs, θ' the slot frequency (0 for a NoPE component), Δ distributed as the
+    /// query-key distances of a causal window of `context` tokens (P(Δ) ∝ context − Δ). Queries and keys are taken as independent; the key moment is `keyMoment` of `init`.
+    public func estimatedScoreError(source s: SourceLayer, queryMoments: [Matrix<Double>], keyMoment: Matrix<Double>,
+                                    context: Int) -> Double {
         let total = Double(context) * Double(context + 1) / 2
-        let means = sourceInvFreq.map { theta -> (Double, Double) in
-            var c = 0.0, s = 0.0
-            for delta in 0..<context {
-                let w = Double(context - delta) / total
-                c += w * cos(theta * Double(delta))
-                s += w * sin(theta * Double(delta))
+        func phi(_ delta: Double) -> Double {
+            var sum = 0.0
+            for d in stride(from: 0, to: context, by: max(1, context / 2048)) {
+                sum += Double(context - d) / total * (2 - 2 * cos(delta * Double(d))) * Double(max(1, context / 2048))
             }
-            return (c, s)
+            return sum
         }
-        var d = Matrix<Double>.zeros(nopeRows, nopeRows)
-        for (component, weights) in nopePairMix.enumerated() {
-            let c = zip(weights, means).reduce(0.0) { $0 + $1.0 * $1.1.0 }
-            let s = zip(weights, means).reduce(0.0) { $0 + $1.0 * $1.1.1 }
-            let r = 2 * component
-            d[r, r] = c
-            d[r, r + 1] = s
-            d[r + 1, r] = -s
-            d[r + 1, r + 1] = c
+        // Every component as (row pair, assigned frequency or nil, pair mix).
+        var components: [(rows: Int, assigned: Double?, mix: [Double])] = []
+        for rho in 0..<nRopeHeads {
+            for slot in 0..<(dRope / 2) {
+                var mix = [Double](repeating: 0, count: sourceInvFreq.count)
+                let row = rho * dRope + 2 * slot
+                for col in 0..<basis.cols { mix[col % s.headDim % s.pairs] += basis[row, col] * basis[row, col] }
+                components.append((row, invFreq[rho][slot], mix))
+            }
         }
-        return d
+        for (c, mix) in nopePairMix.enumerated() { components.append((ropeRows + 2 * c, nil, mix)) }
+        var error = 0.0
+        for (row, assigned, mix) in components {
+            let rows = basis.rows(row..<(row + 2))
+            let keyEnergy = trace(outputMoment(rows, keyMoment))
+            var queryEnergy = 0.0
+            for h in 0..<s.numHeads {
+                let j = s.kvHead(ofQueryHead: h)
+                queryEnergy += trace(outputMoment(rows.columns((j * s.headDim)..<((j + 1) * s.headDim)), queryMoments[h]))
+            }
+            let loss = zip(mix, sourceInvFreq).reduce(0.0) { $0 + $1.0 * phi($1.1 - (assigned ?? 0)) }
+            error += queryEnergy * keyEnergy * loss
+        }
+        return error
     }
 
     /// N_j = E_j R_Nᵀ [d_h × nopeRows]: maps NoPE coordinates back to KV head j's key (in source order).
