@@ -58,7 +58,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "MLATestSupport", dependencies: ["MLACheckpoint"], path: "Tests/MLATestSupport"),
-        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLATestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLARuntime", "MLAConvert", "MLATestSupport"]),
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLATestSupport"]),

@@ -24,6 +24,9 @@ extension MLAVerifyCommand {
             top1_agreement, kv_cache.{original_values_per_token,converted_values_per_token,...},
             mla_core.{tokens,absorbed_vs_naive_max_rel,layers_absorbed_vs_naive_max_rel} (null without MLA),
             layers[{layer,rel_error,cosine,values_rel_error,values_cosine,keys_comparable}], seconds.
+            --report DIR writes DIR/index.html, a self-contained page (no scripts or external files) with these
+            numbers, plots of per-layer drift, of the KV rank and energy retained per layer (from CONVERTED's
+            mla_convert.layers in config.json or mla_convert.json) and of the KL distribution.
             """)
 
         @Argument(help: "The source model.") var original: String
@@ -34,6 +37,8 @@ extension MLAVerifyCommand {
         @Option(help: "Comma-separated layer indices for the per-layer part (default all).") var layers: String?
         @Option(help: "Exit with status 1 when converted/original perplexity exceeds this ratio.") var maxPplIncrease: Double?
         @Flag(help: "Print JSON.") var json = false
+        @Option(help: "Write an HTML report to this directory (DIR/index.html).") var report: String?
+        @Flag(help: "Replace an existing non-empty --report directory.") var force = false
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {
@@ -42,7 +47,9 @@ extension MLAVerifyCommand {
 
         func run() throws {
             runtime.apply()
+            if let report { try AtomicOutput.checkReplaceable(report, force: force) }
             let source = try Checkpoint.open(original), target = try Checkpoint.open(converted)
+            let metadata = report == nil ? nil : try ConversionMetadata.load(target)
             let files = text.isEmpty ? [try defaultText()] : text
             let tokenizer = try BPETokenizer.forCheckpoint(source)
             var ids: [Int] = []
@@ -66,6 +73,11 @@ extension MLAVerifyCommand {
             let result = try verify(original: try DecoderModel.load(source), converted: try DecoderModel.load(target),
                                     tokens: ids, window: window, layers: selected) { _, _ in progress.step() }
             progress.finish()
+            if let report {
+                try HTMLReport(report: result, metadata: metadata, originalPath: original, convertedPath: converted)
+                    .write(to: report, force: force, inputs: [original, converted])
+                writeStandardError("report: \(report)/index.html\n")
+            }
             print(json ? result.json.serialized(indent: 2) : summary(result))
             if let limit = maxPplIncrease, result.converted.perplexity / result.original.perplexity > limit {
                 throw ExitCode(1)
