@@ -14,6 +14,7 @@ public struct LayerDrift: Sendable {
     /// widths differ, or a layer has no per-head values. Keys are never compared: MLA splits them
     /// into a latent part and RoPE heads in another layout, with no one-to-one source counterpart.
     public let valuesRelativeError: Double?
+    /// Cosine similarity of the flattened per-head values; nil when `valuesRelativeError` is.
     public let valuesCosine: Double?
 }
 
