@@ -57,8 +57,9 @@ let package = Package(
                 "MLACLI", "MLAConvert", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .target(name: "MLATestSupport", path: "Tests/MLATestSupport"),
-        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLATestSupport"]),
+        .target(name: "MLATestSupport", dependencies: ["MLACheckpoint"], path: "Tests/MLATestSupport"),
+        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLARuntime", "MLAConvert", "MLATestSupport"]),
+        .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(

@@ -15,10 +15,18 @@ extension MLAVerifyCommand {
             output is compared with the original attention output (relative error, cosine). End to end, each model
             runs on its own over the same windows: perplexity of both, KL(original ‖ converted) of the next-token
             distributions (mean, p95, max), top-1 agreement. Also the KV cache per token of both.
+            Per-head values are compared where the head counts and value widths match (MLA: W_UV,h ĉ; source: the
+            v of the head's KV group); keys are not (MLA splits them into a latent part and RoPE key heads). When
+            CONVERTED has MLA attention, its first window also runs in the other MLA form (absorbed vs naive).
             Text: --text files (default: Hamlet from the sample corpus, the evaluation text), tokenized without BOS,
             first --tokens tokens, independent windows of --window tokens.
             JSON keys: tokens, original.{perplexity,nll,top1}, converted.{...}, perplexity_ratio, kl.{mean,p95,max},
-            top1_agreement, kv_cache.{original_values_per_token,converted_values_per_token,...}, layers[{layer,rel_error,cosine}], seconds.
+            top1_agreement, kv_cache.{original_values_per_token,converted_values_per_token,...},
+            mla_core.{tokens,absorbed_vs_naive_max_rel,layers_absorbed_vs_naive_max_rel} (null without MLA),
+            layers[{layer,rel_error,cosine,values_rel_error,values_cosine,keys_comparable}], seconds.
+            --report DIR writes DIR/index.html, a self-contained page (no scripts or external files) with these
+            numbers, plots of per-layer drift, of the KV rank and energy retained per layer (from CONVERTED's
+            mla_convert.layers in config.json or mla_convert.json) and of the KL distribution.
             """)
 
         @Argument(help: "The source model.") var original: String
@@ -29,6 +37,8 @@ extension MLAVerifyCommand {
         @Option(help: "Comma-separated layer indices for the per-layer part (default all).") var layers: String?
         @Option(help: "Exit with status 1 when converted/original perplexity exceeds this ratio.") var maxPplIncrease: Double?
         @Flag(help: "Print JSON.") var json = false
+        @Option(help: "Write an HTML report to this directory (DIR/index.html).") var report: String?
+        @Flag(help: "Replace an existing non-empty --report directory.") var force = false
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {
@@ -37,7 +47,9 @@ extension MLAVerifyCommand {
 
         func run() throws {
             runtime.apply()
+            if let report { try AtomicOutput.checkReplaceable(report, force: force) }
             let source = try Checkpoint.open(original), target = try Checkpoint.open(converted)
+            let metadata = report == nil ? nil : try ConversionMetadata.load(target)
             let files = text.isEmpty ? [try defaultText()] : text
             let tokenizer = try BPETokenizer.forCheckpoint(source)
             var ids: [Int] = []
@@ -58,11 +70,16 @@ extension MLAVerifyCommand {
                 })
             }
             let progress = Progress(total: (ids.count + window - 1) / window, label: "verify")
-            let report = try verify(original: try DecoderModel.load(source), converted: try DecoderModel.load(target),
+            let result = try verify(original: try DecoderModel.load(source), converted: try DecoderModel.load(target),
                                     tokens: ids, window: window, layers: selected) { _, _ in progress.step() }
             progress.finish()
-            print(json ? report.json.serialized(indent: 2) : summary(report))
-            if let limit = maxPplIncrease, report.converted.perplexity / report.original.perplexity > limit {
+            if let report {
+                try HTMLReport(report: result, metadata: metadata, originalPath: original, convertedPath: converted)
+                    .write(to: report, force: force, inputs: [original, converted])
+                writeStandardError("report: \(report)/index.html\n")
+            }
+            print(json ? result.json.serialized(indent: 2) : summary(result))
+            if let limit = maxPplIncrease, result.converted.perplexity / result.original.perplexity > limit {
                 throw ExitCode(1)
             }
         }
@@ -83,15 +100,22 @@ extension MLAVerifyCommand {
                 "perplexity       \(f(r.original.perplexity)) -> \(f(r.converted.perplexity))  (x\(f(r.converted.perplexity / r.original.perplexity, 3)))",
                 "top-1            \(f(r.original.top1)) -> \(f(r.converted.top1)), agreement \(f(r.top1Agreement))",
                 "KL (nats)        mean \(f(r.klMean, 5)), p95 \(f(r.klP95, 5)), max \(f(r.klMax, 5))",
-                "KV cache/token   \(r.originalCacheValuesPerToken) -> \(r.convertedCacheValuesPerToken) values (\(r.originalCacheValuesPerToken * 2) -> \(r.convertedCacheValuesPerToken * 2) bytes at BF16, \(f(100 * (1 - Double(r.convertedCacheValuesPerToken) / Double(r.originalCacheValuesPerToken)), 1)) % saved)",
+                "KV cache/token   \(r.originalCacheValuesPerToken) -> \(r.convertedCacheValuesPerToken) values (\(r.originalCacheValuesPerToken * 2) -> \(r.convertedCacheValuesPerToken * 2) bytes at BF16, \(f(100 * r.cacheReduction, 1)) % saved)",
+                "MLA core         " + (r.mlaCore.map {
+                    String(format: "absorbed vs naive: logits max rel diff %.2e (first %d tokens), worst layer %.2e",
+                           $0.logitsMaxRelative, $0.tokens, $0.layerMaxRelative.max() ?? 0)
+                } ?? "not checked (CONVERTED has no MLA attention)"),
                 "",
-                "layer  rel_error   cosine",
+                "layer  rel_error   cosine    v_rel_err  v_cosine",
             ]
-            lines += r.layers.map { String(format: "%5d  %9.2e  %.6f", $0.layer, $0.relativeError, $0.cosine) }
-            let worst = r.layers.max { $0.relativeError < $1.relativeError }
+            func optional(_ x: Double?, _ format: String) -> String { x.map { String(format: format, $0) } ?? "-" }
+            lines += r.layers.map {
+                String(format: "%5d  %9.2e  %.6f", $0.layer, $0.relativeError, $0.cosine)
+                    + "  " + optional($0.valuesRelativeError, "%9.2e").padding(toLength: 9, withPad: " ", startingAt: 0)
+                    + "  " + optional($0.valuesCosine, "%.6f")
+            }
             lines.append("")
-            lines.append("verdict: perplexity x\(f(r.converted.perplexity / r.original.perplexity, 3)), KL mean \(f(r.klMean, 5))"
-                         + (worst.map { ", largest drift in layer \($0.layer) (\(String(format: "%.2e", $0.relativeError)))" } ?? ""))
+            lines.append(r.verdict)
             return lines.joined(separator: "\n")
         }
     }

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import MLACheckpoint
+import MLAConvert
+import MLARuntime
 import MLATestSupport
 
 /// Runs the built `mla-convert` / `mla-verify` executables (they sit beside the test bundle) the way
@@ -126,5 +128,55 @@ enum CLI {
         let json = try JSONValue.parse(r.stdout)
         #expect(json["generated_ids"]?.array?.compactMap(\.int) == [28, 260, 2240, 282, 23324, 27108, 436, 253, 15114, 39228])
         #expect(json["text"]?.string == ", the city of Nova Haven was a thriving metropolis")
+    }
+}
+
+extension CLITests {
+    /// The exact head merge of the sample model written natively, with the energy figures a converter
+    /// records (all 1: nothing is truncated).
+    static func writeHeadMerge(of sample: String, to path: String) throws {
+        let checkpoint = try Checkpoint.open(sample)
+        let c = checkpoint.config
+        let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
+        let energy: JSONValue = .object([("kv_energy_retained", JSONValue(1.0)), ("rope_energy_retained", JSONValue(1.0))])
+        try NativeMLAWriter.write(to: path, source: checkpoint, layers: layers,
+                                  provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
+                                  layerExtras: layers.map { _ in [("errors", energy)] }, writer: CheckpointWriter(format: .hf))
+    }
+
+    /// `--report` on a lossless MLA conversion of the real model: the page is written with one mark per
+    /// layer in every per-layer chart, no external references, and the JSON's numbers; absorbed and
+    /// naive MLA agree to float rounding and the values match the source's. A second run into the
+    /// same directory without --force fails at once with one line and leaves the page as it was.
+    @Test func reportOfLosslessMLAConversion() throws {
+        guard let sample = CLI.sample() else { return }
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.writeHeadMerge(of: sample, to: dir + "/mla")
+        let report = dir + "/report"
+        let r = try CLI.run("mla-verify", [sample, dir + "/mla", "--tokens", "256", "--window", "128", "--report", report, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONValue.parse(r.stdout)
+        #expect((json["mla_core"]?["absorbed_vs_naive_max_rel"]?.double ?? 1) < 1e-4)
+        let layers = try #require(json["layers"]?.array)
+        #expect(layers.count == 30 && layers.allSatisfy {
+            ($0["values_rel_error"]?.double ?? 1) < 1e-5 && $0["keys_comparable"]?.bool == false
+        })
+        let page = ReportPage(try String(contentsOfFile: report + "/index.html", encoding: .utf8))
+        let all = (0..<30).map(String.init)
+        for series in ["relative error", "1 − cosine"] { #expect(page.markKeys(series: series) == [all, all], "\(series)") }
+        for series in ["kv rank", "kv energy retained", "rope energy retained", "attention output max rel diff"] {
+            #expect(page.markKeys(series: series) == [all], "\(series)")
+        }
+        #expect(!page.html.contains("http://") && !page.html.contains("https://"))
+        #expect(page.tableValues.count > 100 && page.mismatches(with: json).isEmpty, "\(page.mismatches(with: json))")
+
+        let before = try Data(contentsOf: URL(fileURLWithPath: report + "/index.html"))
+        let again = try CLI.run("mla-verify", [sample, dir + "/mla", "--report", report])
+        #expect(again.status != 0)
+        #expect(again.stderr.split(separator: "\n").count == 1 && again.stderr.contains(report) && again.stderr.contains("--force"),
+                "\(again.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: report) == ["index.html"])
+        #expect(try Data(contentsOf: URL(fileURLWithPath: report + "/index.html")) == before)
     }
 }

@@ -66,8 +66,9 @@ extension MLAModelTests {
 
 extension MLAModelTests {
     /// mla-verify's measurements on the real model: the lossless head merge shows float-rounding drift
-    /// and KL ~ 0; the same conversion with layer 7's kv_b_proj scaled by 1.5 is caught in layer 7 only
-    /// (teacher forcing keeps the other layers' inputs exact), and end to end.
+    /// and KL ~ 0, values equal to the source's and absorbed = naive; the same conversion with layer 7's
+    /// kv_b_proj scaled by 1.5 is caught in layer 7 only (teacher forcing keeps the other layers' inputs
+    /// exact), with values exactly 1.5× the source's there (relative error 0.5, cosine 1), and end to end.
     @Test func verificationSeparatesLosslessAndBroken() throws {
         guard TestData.require() else { return }
         let (checkpoint, box) = try TestData.sampleModel.get()
@@ -82,6 +83,10 @@ extension MLAModelTests {
         #expect(lossless.tokens == 254)
         #expect(lossless.layers.count == 30 && lossless.layers.allSatisfy { $0.relativeError < 1e-5 && $0.cosine > 0.99999 })
         #expect(lossless.klMax < 1e-6 && lossless.top1Agreement == 1)
+        #expect(lossless.layers.allSatisfy { ($0.valuesRelativeError ?? 1) < 1e-5 && ($0.valuesCosine ?? 0) > 0.99999 })
+        let core = try #require(lossless.mlaCore)
+        #expect(core.tokens == 128 && core.layerMaxRelative.count == 30)
+        #expect(core.logitsMaxRelative < 1e-4 && core.layerMaxRelative.allSatisfy { $0 < 1e-4 }, "absorbed vs naive")
         #expect(abs(lossless.converted.perplexity / lossless.original.perplexity - 1) < 1e-4)
         let independent = try evaluatePerplexity(model: box.model, tokens: ids, window: 128)
         #expect(abs(lossless.original.perplexity / independent.perplexity - 1) < 1e-9, "consistent with mla-verify perplexity")
@@ -92,8 +97,12 @@ extension MLAModelTests {
         #expect(worst.layer == 7 && worst.relativeError > 0.1)
         #expect(broken.layers.filter { $0.layer != 7 }.allSatisfy { $0.relativeError < 1e-5 })
         #expect(broken.klMean > 1e-3)
+        #expect(abs((broken.layers[7].valuesRelativeError ?? 0) - 0.5) < 1e-5 && (broken.layers[7].valuesCosine ?? 0) > 0.99999)
+        #expect(broken.layers.filter { $0.layer != 7 }.allSatisfy { ($0.valuesRelativeError ?? 1) < 1e-5 })
         let json = broken.json
         #expect(json["kl"]?["mean"]?.double == broken.klMean && json["layers"]?.array?.count == 30)
         #expect(json["kv_cache"]?["original_values_per_token"]?.int == 11_520)
+        #expect(json["mla_core"]?["absorbed_vs_naive_max_rel"]?.double == broken.mlaCore?.logitsMaxRelative)
+        #expect(json["layers"]?.array?[7]["values_rel_error"]?.double == broken.layers[7].valuesRelativeError)
     }
 }

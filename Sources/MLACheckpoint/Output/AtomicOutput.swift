@@ -18,9 +18,7 @@ public enum AtomicOutput {
                 throw CheckpointError.writeFailed(path: finalPath, reason: "the output would overwrite the input")
             }
         }
-        if exists(finalURL.path) && !isEmptyDirectory(finalURL.path) && !force {
-            throw CheckpointError.outputExists(path: finalPath)
-        }
+        try checkReplaceable(finalPath, force: force)
         let parent = finalURL.deletingLastPathComponent().path
         guard isDirectory(parent) else {
             throw CheckpointError.writeFailed(path: finalPath, reason: "parent directory \(parent) does not exist")
@@ -52,6 +50,15 @@ public enum AtomicOutput {
                 try? fm.removeItem(atPath: temp)
                 throw CheckpointError.writeFailed(path: finalPath, reason: "cannot move the finished output into place (\(error))")
             }
+        }
+    }
+
+    /// Throws `CheckpointError.outputExists` when `finalPath` exists, is not an empty directory and
+    /// `force` is false: the check `write` makes, for callers that should fail before long work.
+    public static func checkReplaceable(_ finalPath: String, force: Bool) throws {
+        let path = URL(fileURLWithPath: finalPath).standardizedFileURL.path
+        if exists(path) && !isEmptyDirectory(path) && !force {
+            throw CheckpointError.outputExists(path: finalPath)
         }
     }
 

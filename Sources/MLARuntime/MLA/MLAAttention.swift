@@ -182,10 +182,6 @@ public enum MLAAttention {
                 positions: positions, invFreq: w.ropeInvFreq[w.ropeHeadOfQueryHead[h]],
                 factor: w.ropeAttentionFactor)
         }
-        var latent = Kernels.linear(x, tokens: t, weight: w.kvA, outFeatures: w.kvRank, inFeatures: d, bias: w.kvABias)
-        if let norm = w.latentNorm {
-            latent = Kernels.rmsNorm(latent, tokens: t, weight: norm.weight, eps: Double(norm.eps))
-        }
         let ropeWidth = w.nRopeHeads * w.dRope
         var keys = Kernels.linear(x, tokens: t, weight: w.kRope, outFeatures: ropeWidth, inFeatures: d, bias: w.kRopeBias)
         for j in 0..<w.nRopeHeads {
@@ -193,7 +189,39 @@ public enum MLAAttention {
                 &keys, rows: t, rowStride: ropeWidth, offset: j * w.dRope, positions: positions,
                 invFreq: w.ropeInvFreq[j], factor: w.ropeAttentionFactor)
         }
-        return Projected(queries: q, latent: latent, ropeKeys: keys)
+        return Projected(queries: q, latent: latent(w, x: x, tokens: t), ropeKeys: keys)
+    }
+
+    /// ĉ of new tokens, `[T, r]`: kvA·x + kvABias, then the latent norm when the layer has one.
+    static func latent(_ w: MLALayerWeights, x: [Float], tokens t: Int) -> [Float] {
+        let c = Kernels.linear(x, tokens: t, weight: w.kvA, outFeatures: w.kvRank, inFeatures: w.hiddenSize, bias: w.kvABias)
+        guard let norm = w.latentNorm else { return c }
+        return Kernels.rmsNorm(c, tokens: t, weight: norm.weight, eps: Double(norm.eps))
+    }
+
+    /// The per-head values v_h = W_UV,h ĉ of `tokens` tokens, as the naive form expands them: `x`
+    /// `[tokens, d]` (the layer's attention input), result `[tokens, n_h·dV]` row-major with head h in
+    /// columns [h·dV, (h+1)·dV). Values carry no RoPE, so positions do not enter. Lets a verifier
+    /// compare a conversion's values with the source attention's v_j(h). `weights` must have passed
+    /// `validate()` (the loaders do it).
+    public static func values(_ weights: MLALayerWeights, x: [Float], tokens: Int) throws -> [Float] {
+        guard tokens >= 0, !tokens.multipliedReportingOverflow(by: weights.hiddenSize).overflow,
+            x.count == tokens * weights.hiddenSize
+        else {
+            throw MLAError.input(
+                layer: weights.label, reason: "\(tokens) tokens need x of \(tokens * weights.hiddenSize) values, got \(x.count)")
+        }
+        let r = weights.kvRank, kvw = weights.dNope + weights.dV, width = weights.numHeads * weights.dV
+        let c = latent(weights, x: x, tokens: tokens)
+        var out = [Float](repeating: 0, count: tokens * width)
+        for h in 0..<weights.numHeads {
+            // v_h = ĉ W_UV,hᵀ: [tokens, r]·[r, dV], W_UV,h read in place from kvB.
+            gemm(
+                transB: true, m: tokens, n: weights.dV, k: r, a: c, aOffset: 0, lda: r,
+                b: weights.kvB, bOffset: (h * kvw + weights.dNope) * r, ldb: r, beta: 0, c: &out,
+                cOffset: h * weights.dV, ldc: width)
+        }
+        return out
     }
 
     // MARK: - Attention core
