@@ -34,9 +34,13 @@ public struct LayerConversionOptions: Sendable {
     /// Fold the change of softmax scale into the query rows so the layer uses DeepSeek's
     /// (d_nope + d_rope)^-½ (stock export). Otherwise the layer keeps the source scale d_h^-½.
     public var foldSoftmaxScale: Bool
+    /// Factor under the calibration moment (activation-aware, default) or the weights alone (C = I,
+    /// MHA2MLA's SVD) even when calibration is available for choosing rope pairs.
+    public var activationAware: Bool
 
     public init(rope: RopePlan, weighting: LatentWeighting, mode: FactorizationMode = .joint, sigma: SigmaPlacement = .down,
-                queryRank: Int? = nil, foldSoftmaxScale: Bool) {
+                queryRank: Int? = nil, foldSoftmaxScale: Bool, activationAware: Bool = true) {
+        self.activationAware = activationAware
         self.rope = rope
         self.weighting = weighting
         self.mode = mode
@@ -67,7 +71,8 @@ public struct LayerConversion: Sendable {
     public let options: LayerConversionOptions
     public let rope: RopeSplit
     public let latents: [LatentFactorization]
-    let moment: Matrix<Double>?
+    /// The moment the factorizations use (nil when weights only).
+    let factorMoment: Matrix<Double>?
     let invFreq: [Double]
     let attentionFactor: Double
 
@@ -77,7 +82,6 @@ public struct LayerConversion: Sendable {
                 options: LayerConversionOptions) throws {
         source = s
         self.options = options
-        self.moment = moment
         invFreq = frequencies.inverseFrequencies
         attentionFactor = frequencies.attentionFactor
         let keyMoment = outputMoment(s.k, moment)
@@ -93,6 +97,8 @@ public struct LayerConversion: Sendable {
             rope = RopeSplit.partial(source: s, kept: kept, invFreq: invFreq, keyMoment: keyMoment)
         }
         let nope = matmul(rope.basis.rows(rope.ropeRows..<rope.basis.rows), s.k)
+        let factorMoment = options.activationAware ? moment : nil
+        self.factorMoment = factorMoment
         let split = rope
         func queryWeight() -> Matrix<Double> {
             var sum = Matrix<Double>.zeros(nope.rows, nope.rows)
@@ -112,13 +118,13 @@ public struct LayerConversion: Sendable {
         }
         switch options.mode {
         case .joint:
-            latents = [try LatentFactorization(nope: nope, values: s.v, moment: moment, weighting: options.weighting,
+            latents = [try LatentFactorization(nope: nope, values: s.v, moment: factorMoment, weighting: options.weighting,
                                                queryWeight: queryWeight, outputWeight: outputWeight)]
         case .split:
             let empty = Matrix<Double>.zeros(0, s.hiddenSize)
-            latents = [try LatentFactorization(nope: nope, values: empty, moment: moment, weighting: options.weighting,
+            latents = [try LatentFactorization(nope: nope, values: empty, moment: factorMoment, weighting: options.weighting,
                                                queryWeight: queryWeight, outputWeight: { .zeros(0, 0) }),
-                       try LatentFactorization(nope: empty, values: s.v, moment: moment, weighting: options.weighting,
+                       try LatentFactorization(nope: empty, values: s.v, moment: factorMoment, weighting: options.weighting,
                                                queryWeight: { .zeros(0, 0) }, outputWeight: outputWeight)]
         }
     }
@@ -204,7 +210,7 @@ public struct LayerConversion: Sendable {
             guard queryBias == nil else {
                 throw MLAError.invalid(layer: "layer \(s.layer)", field: "q_lora_rank", reason: "a low-rank query with a query bias is not supported; omit --q-lora-rank")
             }
-            let lowRank = try LowRankQuery(query: query, moment: moment, rank: qr, inputNorm: s.inputNorm)
+            let lowRank = try LowRankQuery(query: query, moment: factorMoment, rank: qr, inputNorm: s.inputNorm)
             queryEnergy = lowRank.energyRetained
             queryForm = lowRank.form
         } else {

@@ -57,6 +57,9 @@ extension MLAConvertCommand {
         @Option(help: "Value error to minimize: plain (‖v - v̂‖) or output (after o_proj).")
         var valueWeighting: LatentWeighting.Values = .output
 
+        @Option(help: "Factor under the calibration activations (activations, default) or the weights alone (weights: MHA2MLA's plain SVD; calibration then only ranks 2-norm pairs).")
+        var factorOn: FactorInput = .activations
+
         @OptionGroup var calibration: CalibrationOptions
 
         @OptionGroup var runtime: RuntimeOptions
@@ -78,7 +81,7 @@ extension MLAConvertCommand {
             let options = LayerConversionOptions(
                 rope: .partial(strategy: ropeStrategy, pairs: pairs, start: uniformStart, combination: normCombination),
                 weighting: LatentWeighting(keys: keyWeighting, values: valueWeighting), mode: factorization, sigma: sigma,
-                foldSoftmaxScale: format == .deepseek)
+                foldSoftmaxScale: format == .deepseek, activationAware: factorOn == .activations && !calibration.noCalib)
             try ModelConversion.checkPlan(config: c, options: options, budget: budget.budget)
             let heads = ropeStrategy == .rorope ? "one shared rope key" : "each of the \(c.numKVHeads) KV heads"
             writeStandardError("rope: \(heads) keeps \(pairs) frequency pairs = \(2 * pairs) rope dims (head dim \(c.headDim))\n")
@@ -86,11 +89,16 @@ extension MLAConvertCommand {
             let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
             let settings: [(String, String)] = [
                 ("rope", "\(ropeStrategy.rawValue): \(heads) keeps \(pairs) pairs (\(2 * pairs) dims)"),
-                ("latent", "\(factorization.rawValue), sigma \(sigma.rawValue), keys \(keyWeighting.rawValue)-weighted, values \(valueWeighting.rawValue)-weighted, \(budget.rankAllocation.rawValue) ranks"),
+                ("latent", "\(factorization.rawValue) on \(calibration.noCalib ? "weights" : factorOn.rawValue), sigma \(sigma.rawValue), keys \(keyWeighting.rawValue)-weighted, values \(valueWeighting.rawValue)-weighted, \(budget.rankAllocation.rawValue) ranks"),
             ]
             try ConversionRunner(method: "mha2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
                                  allocation: budget.rankAllocation, format: format, output: output, settings: settings,
                                  calibration: calibration.description).run(start: start)
         }
     }
+}
+
+/// What the low-rank factorization is fitted to.
+enum FactorInput: String, ExpressibleByArgument, CaseIterable {
+    case activations, weights
 }
