@@ -78,9 +78,6 @@ struct ConversionRunner {
     let calibration: String
 
     func run(start: Double) throws {
-        if format == .deepseek, allocation == .greedy {
-            throw ValidationError("--rank-allocation greedy gives layers different ranks, which DeepSeek-V3 cannot hold; use --format native")
-        }
         let layers = checkpoint.config.numLayers
         let ranks: [Int]
         if allocation == .greedy {

@@ -56,6 +56,9 @@ extension MLAConvertCommand {
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {
+            if format == .deepseek, budget.rankAllocation == .greedy {
+                throw ValidationError("--rank-allocation greedy gives layers different ranks, which DeepSeek-V3 cannot hold; use --format native")
+            }
             if let ropeDim, ropeDim < 2 || ropeDim % 2 != 0 { throw ValidationError("--rope-dim must be even and at least 2, got \(ropeDim)") }
             guard freqfold == "auto" || (Int(freqfold) ?? 0) >= 1 else { throw ValidationError("--freqfold must be auto or a positive integer, got '\(freqfold)'") }
             if let ropeContext, ropeContext < 1 { throw ValidationError("--rope-context must be positive") }

@@ -65,6 +65,9 @@ extension MLAConvertCommand {
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {
+            if format == .deepseek, budget.rankAllocation == .greedy {
+                throw ValidationError("--rank-allocation greedy gives layers different ranks, which DeepSeek-V3 cannot hold; use --format native")
+            }
             if let ropePairs, ropePairs < 1 { throw ValidationError("--rope-pairs must be positive, got \(ropePairs)") }
         }
 

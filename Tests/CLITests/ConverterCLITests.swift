@@ -1,0 +1,54 @@
+import Foundation
+import MLACheckpoint
+import Testing
+
+/// `mla-convert gqa2mla` and `mha2mla` run as a user runs them: a full conversion of the sample model
+/// that `mla-verify` then checks, and refusals that leave nothing behind.
+@Suite(.serialized) struct ConverterCLITests {
+    @Test("gqa2mla writes a DeepSeek-V3 checkpoint whose summary, cache and perplexity are consistent")
+    func gqa2mlaEndToEnd() throws {
+        guard let sample = CLI.sample() else { return }
+        let dir = CLI.temporaryDirectory(), out = dir + "/ds"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", out, "--kv-budget", "0.5", "--rope-dim", "32",
+                                            "--calib-tokens", "1024", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let summary = try JSONValue.parse(r.stdout)
+        #expect(summary["kv_cache"]?["source_values_per_token"]?.int == 11520)
+        #expect(summary["kv_cache"]?["converted_values_per_token"]?.int == 5760)
+        #expect(summary["layers"]?.array?.count == 30)
+        #expect(summary["layers"]?.array?.allSatisfy { $0["kv_rank"]?.int == 160 } == true)
+        let written = try JSONValue.parse(String(contentsOfFile: out + "/mla_convert.json", encoding: .utf8))
+        #expect(written["layers"] == summary["layers"])
+        let config = try JSONValue.parse(String(contentsOfFile: out + "/config.json", encoding: .utf8))
+        #expect(config["model_type"]?.string == "deepseek_v3" && config["kv_lora_rank"]?.int == 160)
+        // mla-verify reads the output and reports the same cache saving.
+        let v = try CLI.run("mla-verify", [sample, out, "--tokens", "256", "--layers", "0", "--json"])
+        #expect(v.status == 0, "\(v.stderr)")
+        let report = try JSONValue.parse(v.stdout)
+        #expect(report["kv_cache"]?["converted_values_per_token"]?.int == 5760)
+        let ppl = try #require(report["converted"]?["perplexity"]?.double)
+        #expect(ppl.isFinite && ppl > 1)
+    }
+
+    @Test("impossible requests fail with one line before any work and write nothing", arguments: [
+        ["gqa2mla", "--kv-budget", "1.5"],
+        ["gqa2mla", "--kv-lora-rank", "5000"],
+        ["gqa2mla", "--rope-dim", "66"],
+        ["gqa2mla", "--rank-allocation", "greedy"],
+        ["mha2mla", "--rope-pairs", "40"],
+        ["mha2mla", "--kv-budget", "0"],
+        ["mha2mla", "--rope-strategy", "2-norm", "--no-calib"],
+    ])
+    func impossibleRequests(arguments: [String]) throws {
+        guard let sample = CLI.sample() else { return }
+        let dir = CLI.temporaryDirectory(), out = dir + "/out"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run("mla-convert", [arguments[0], sample, "-o", out] + arguments.dropFirst())
+        #expect(r.status != 0)
+        let lines = r.stderr.split(separator: "\n").filter { !$0.hasPrefix("Usage:") && !$0.contains("--help") }
+        // One line and no progress: the refusal came before calibration.
+        #expect(lines.count == 1, "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+}
