@@ -85,7 +85,8 @@ public struct LayerConversion: Sendable {
         invFreq = frequencies.inverseFrequencies
         attentionFactor = frequencies.attentionFactor
         let keyMoment = outputMoment(s.k, moment)
-        let queryMoments = (0..<s.numHeads).map { outputMoment(s.queryHead($0), moment) }
+        // E[q_h q_hᵀ] per head: only 2-norm selection and query-weighted keys need them.
+        let queryMoments = { (0..<s.numHeads).map { outputMoment(s.queryHead($0), moment) } }
         switch options.rope {
         case let .shared(dims, stride, fold):
             rope = try RopeSplit.rotated(source: s, dRope: dims, stride: stride, fold: fold, invFreq: invFreq, keyMoment: keyMoment)
@@ -93,7 +94,7 @@ public struct LayerConversion: Sendable {
             rope = try RopeSplit.rotated(source: s, dRope: 2 * pairs, stride: 1, fold: 1, invFreq: invFreq, keyMoment: keyMoment)
         case let .partial(strategy, pairs, start, combination):
             let kept = PartialRope.keptPairs(strategy: strategy, pairs: pairs, start: start, combination: combination,
-                                             source: s, keyMoment: keyMoment, queryMoments: queryMoments)
+                                             source: s, keyMoment: keyMoment, queryMoments: queryMoments())
             rope = RopeSplit.partial(source: s, kept: kept, invFreq: invFreq, keyMoment: keyMoment)
         }
         let nope = matmul(rope.basis.rows(rope.ropeRows..<rope.basis.rows), s.k)
@@ -102,6 +103,7 @@ public struct LayerConversion: Sendable {
         let split = rope
         func queryWeight() -> Matrix<Double> {
             var sum = Matrix<Double>.zeros(nope.rows, nope.rows)
+            let queryMoments = queryMoments()
             for h in 0..<s.numHeads {
                 let n = split.nopeToKey(kvHead: s.kvHead(ofQueryHead: h), headDim: s.headDim)
                 sum.values = zip(sum.values, matmul(matmul(n, queryMoments[h], transA: true), n).values).map(+)
