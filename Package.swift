@@ -42,7 +42,7 @@ let package = Package(
         .executableTarget(
             name: "mla-convert",
             dependencies: [
-                "MLACLI", "MLAConvert", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                "MLACLI", "MLAConvert", "MLAVerify", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(

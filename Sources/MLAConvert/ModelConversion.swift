@@ -127,25 +127,13 @@ public struct ModelConversion {
         }
     }
 
-    /// The estimated score error of the RoPE loss of each shared-rope candidate, summed over layers
-    /// (`RopeSplit.estimatedScoreError`), for choosing FreqFold automatically. Only the rope stage is
-    /// built (no factorization), so this costs a fraction of a conversion.
-    public func ropeErrors(candidates: [RopePlan], context: Int, progress: ((Int, Int) -> Void)? = nil) throws -> [Double] {
-        var errors = [Double](repeating: 0, count: candidates.count)
-        let theta = RopeFrequencies(config: config).inverseFrequencies
-        for l in 0..<config.numLayers {
-            let s = try SourceLayer(config: config, store: store, layer: l)
-            let c = statistics?.secondMoment(layer: l)
-            let keyMoment = outputMoment(s.k, c)
-            let queryMoments = (0..<s.numHeads).map { outputMoment(s.queryHead($0), c) }
-            for (i, candidate) in candidates.enumerated() {
-                guard case let .shared(dims, stride, fold) = candidate else { continue }
-                let split = try RopeSplit.rotated(source: s, dRope: dims, stride: stride, fold: fold, invFreq: theta, keyMoment: keyMoment)
-                errors[i] += split.estimatedScoreError(source: s, queryMoments: queryMoments, keyMoment: keyMoment, context: context)
-            }
-            progress?(l + 1, config.numLayers)
+    /// The RoPE stage alone as MLA layers: every layer at its full latent rank, where the factorization
+    /// is exact, so the model differs from the source only by the rope plan. Used to measure rope plans.
+    public func fullRankLayers() throws -> [MLALayerWeights] {
+        try (0..<config.numLayers).map { l in
+            let conversion = try layer(l)
+            return try conversion.weights(rank: conversion.maxRank).0
         }
-        return errors
     }
 
     /// Every layer converted at `ranks[layer]`, in order; `progress(done, total)` after each layer.

@@ -42,6 +42,27 @@ struct CalibrationOptions: ParsableArguments {
         if noCalib { return nil }
         let c = checkpoint.config
         if let calibStats { return try CalibrationStatistics(path: calibStats, numLayers: c.numLayers, hiddenSize: c.hiddenSize) }
+        let (files, windows) = try textWindows(for: checkpoint, tokens: calibTokens)
+        let decoder = try DecoderModel(config: c, store: checkpoint.store)
+        let progress = Progress(total: windows.count, label: label)
+        let stats = try collectCalibration(
+            model: decoder, windows: windows,
+            tags: ["model": checkpoint.path, "text": files.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ","),
+                   "windows": String(windows.count), "window": String(calibWindow)]) { _, _ in progress.step() }
+        progress.finish()
+        return stats
+    }
+
+    /// One window of the calibration text that the statistics did not use (the next in the round-robin
+    /// order), for choices measured on held-out text.
+    func heldOutWindow(for checkpoint: Checkpoint) throws -> [Int] {
+        let (_, windows) = try textWindows(for: checkpoint, tokens: calibTokens + calibWindow)
+        guard let last = windows.last else { throw ValidationError("the calibration text holds no complete window of \(calibWindow) tokens") }
+        return last
+    }
+
+    /// The calibration files and their round-robin windows covering `tokens` tokens.
+    private func textWindows(for checkpoint: Checkpoint, tokens: Int) throws -> ([String], [[Int]]) {
         let files = try calib.isEmpty ? CalibrationCorpus.defaultFiles(in: try Self.defaultCorpusDirectory()) : calib
         let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
         var streams: [[Int]] = []
@@ -51,17 +72,9 @@ struct CalibrationOptions: ParsableArguments {
             }
             streams.append(tokenizer.encode(text))
         }
-        let windows = CalibrationCorpus.windows(streams: streams, window: calibWindow, totalTokens: calibTokens,
-                                                skip: calib.isEmpty ? 256 : 0)
+        let windows = CalibrationCorpus.windows(streams: streams, window: calibWindow, totalTokens: tokens, skip: calib.isEmpty ? 256 : 0)
         guard !windows.isEmpty else { throw ValidationError("the calibration text holds no complete window of \(calibWindow) tokens") }
-        let decoder = try DecoderModel(config: c, store: checkpoint.store)
-        let progress = Progress(total: windows.count, label: label)
-        let stats = try collectCalibration(
-            model: decoder, windows: windows,
-            tags: ["model": checkpoint.path, "text": files.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ","),
-                   "windows": String(windows.count), "window": String(calibWindow)]) { _, _ in progress.step() }
-        progress.finish()
-        return stats
+        return (files, windows)
     }
 
     /// `$MLA_CACHE/corpus`, else `.cache/corpus` under the current directory (scripts/setup fetches it).

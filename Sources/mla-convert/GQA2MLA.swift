@@ -3,6 +3,8 @@ import Foundation
 import MLACLI
 import MLACheckpoint
 import MLAConvert
+import MLARuntime
+import MLAVerify
 
 extension MLAConvertCommand {
     struct GQA2MLA: ParsableCommand {
@@ -36,11 +38,8 @@ extension MLAConvertCommand {
         @Option(help: "Which source frequencies the rope key carries: high (the fastest rope-dim/2 pairs) or uniform (every (head_dim/rope-dim)-th pair from pair 0, TransMLA).")
         var ropeFrequencies: RopeFrequencyChoice = .high
 
-        @Option(help: "FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation), or auto: the fold with the smallest estimated score error from calibration.")
+        @Option(help: "FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation), or auto: measure the rope stage of the highest pairs unfolded and of uniform pairs folded by 1, 2 and 4 strides on a held-out calibration window and keep the one with the smallest KL to the source (overrides --rope-frequencies).")
         var freqfold: String = "1"
-
-        @Option(help: "Context (tokens) whose query-key distances weigh RoPE errors for --freqfold auto (default: the calibration window).")
-        var ropeContext: Int?
 
         @Option(help: "Key error to minimize: plain (‖k - k̂‖) or query (score error under the calibration queries).")
         var keyWeighting: LatentWeighting.Keys = .plain
@@ -61,7 +60,6 @@ extension MLAConvertCommand {
             }
             if let ropeDim, ropeDim < 2 || ropeDim % 2 != 0 { throw ValidationError("--rope-dim must be even and at least 2, got \(ropeDim)") }
             guard freqfold == "auto" || (Int(freqfold) ?? 0) >= 1 else { throw ValidationError("--freqfold must be auto or a positive integer, got '\(freqfold)'") }
-            if let ropeContext, ropeContext < 1 { throw ValidationError("--rope-context must be positive") }
             if let qLoraRank, qLoraRank < 1 { throw ValidationError("--q-lora-rank must be positive, got \(qLoraRank)") }
         }
 
@@ -78,30 +76,31 @@ extension MLAConvertCommand {
             guard ropeFrequencies == .high || pairs % slots == 0 else {
                 throw ValidationError("--rope-frequencies uniform needs rope-dim/2 (\(slots)) to divide the \(pairs) pairs per head")
             }
-            let folds = freqfold == "auto" ? (1...pairs).filter { pairs % $0 == 0 && $0 % stride == 0 && $0 <= 8 * stride } : [Int(freqfold) ?? 1]
-            guard let firstFold = folds.first, pairs % firstFold == 0, firstFold % stride == 0 else {
+            let fold = Int(freqfold) ?? stride
+            guard freqfold == "auto" || (pairs % fold == 0 && fold % stride == 0) else {
                 throw ValidationError("--freqfold \(freqfold) must divide the \(pairs) pairs per head and be a multiple of the stride \(stride)")
             }
             var options = LayerConversionOptions(
-                rope: .shared(dims: dRope, stride: stride, fold: firstFold),
+                rope: .shared(dims: dRope, stride: stride, fold: max(fold, stride)),
                 weighting: LatentWeighting(keys: keyWeighting, values: valueWeighting), queryRank: qLoraRank,
                 foldSoftmaxScale: format == .deepseek)
             try ModelConversion.checkPlan(config: c, options: options, budget: budget.budget)
             let stats = try calibration.statistics(for: checkpoint)
-            var conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
-            var foldNote = "freqfold \(firstFold)"
-            if folds.count > 1 {
-                let candidates = folds.map { RopePlan.shared(dims: dRope, stride: stride, fold: $0) }
-                let progress = Progress(total: c.numLayers, label: "freqfold auto")
-                let errors = try conversion.ropeErrors(candidates: candidates, context: ropeContext ?? calibration.calibWindow) { _, _ in progress.step() }
-                progress.finish()
-                let best = errors.indices.min { errors[$0] < errors[$1] } ?? 0
-                options.rope = candidates[best]
-                conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
-                foldNote = "freqfold auto -> \(folds[best]) (estimated score error " + zip(folds, errors).map { "\($0): \(String(format: "%.3g", $1))" }.joined(separator: ", ") + ")"
+            var ropeNote = "\(ropeFrequencies.rawValue) pairs, stride \(stride), freqfold \(max(fold, stride))"
+            if freqfold == "auto" {
+                let uniformStride = pairs / slots
+                var candidates: [(String, RopePlan)] = [("high pairs, no fold", .shared(dims: dRope, stride: 1, fold: 1))]
+                for m in [1, 2, 4] where pairs % (m * uniformStride) == 0 && pairs % slots == 0 {
+                    candidates.append(("uniform pairs, freqfold \(m * uniformStride)", .shared(dims: dRope, stride: uniformStride, fold: m * uniformStride)))
+                }
+                let choice = try RopePlanChoice.measure(candidates: candidates, checkpoint: checkpoint, statistics: stats, options: options,
+                                                        tokens: try calibration.heldOutWindow(for: checkpoint))
+                options.rope = choice.plan
+                ropeNote = "freqfold auto -> \(choice.label) (held-out KL of the rope stage: \(choice.summary))"
             }
+            let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
             let settings: [(String, String)] = [
-                ("rope", "one shared key of \(dRope) dims = \(slots) frequency pairs (\(ropeFrequencies.rawValue), stride \(stride)), \(foldNote)"),
+                ("rope", "one shared key of \(dRope) dims = \(slots) frequency pairs, \(ropeNote)"),
                 ("latent", "joint [NoPE keys; values], keys \(keyWeighting.rawValue)-weighted, values \(valueWeighting.rawValue)-weighted, \(budget.rankAllocation.rawValue) ranks"),
                 ("query", qLoraRank.map { "low rank \($0)" } ?? "full"),
             ]
@@ -116,4 +115,28 @@ extension MLAConvertCommand {
 /// an arithmetic progression of pairs).
 enum RopeFrequencyChoice: String, ExpressibleByArgument, CaseIterable {
     case high, uniform
+}
+
+/// `--freqfold auto`: each candidate rope plan's RoPE stage alone (full rank, so the factorization is
+/// exact) runs on a held-out calibration window, and the plan with the smallest mean KL to the source wins.
+enum RopePlanChoice {
+    static func measure(candidates: [(String, RopePlan)], checkpoint: Checkpoint, statistics: CalibrationStatistics?,
+                        options: LayerConversionOptions, tokens: [Int]) throws -> (label: String, plan: RopePlan, summary: String) {
+        let source = try DecoderModel(config: checkpoint.config, store: checkpoint.store)
+        let progress = Progress(total: candidates.count, label: "freqfold auto")
+        var kl: [Double] = []
+        for (_, plan) in candidates {
+            var o = options
+            o.rope = plan
+            let layers = try ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: statistics, options: o).fullRankLayers()
+            let model = try DecoderModel(config: checkpoint.config, store: checkpoint.store,
+                                         attention: layers.map { MLAAttentionBlock(weights: $0, form: .naive) })
+            kl.append(try verify(original: source, converted: model, tokens: tokens, window: tokens.count, layers: []).klMean)
+            progress.step()
+        }
+        progress.finish()
+        let best = kl.indices.min { kl[$0] < kl[$1] } ?? 0
+        let summary = zip(candidates, kl).map { "\($0.0): \(String(format: "%.4f", $1))" }.joined(separator: ", ")
+        return (candidates[best].0, candidates[best].1, summary)
+    }
 }

@@ -23,12 +23,20 @@ import Testing
         let config = try JSONValue.parse(String(contentsOfFile: out + "/config.json", encoding: .utf8))
         #expect(config["model_type"]?.string == "deepseek_v3" && config["kv_lora_rank"]?.int == 160)
         // mla-verify reads the output and reports the same cache saving.
-        let v = try CLI.run("mla-verify", [sample, out, "--tokens", "256", "--layers", "0", "--json"])
+        let text = CLI.cache + "/corpus/hamlet_gut.txt"
+        let v = try CLI.run("mla-verify", [sample, out, "--text", text, "--tokens", "256", "--layers", "0", "--json", "--report", dir + "/report"])
         #expect(v.status == 0, "\(v.stderr)")
         let report = try JSONValue.parse(v.stdout)
         #expect(report["kv_cache"]?["converted_values_per_token"]?.int == 5760)
         let ppl = try #require(report["converted"]?["perplexity"]?.double)
         #expect(ppl.isFinite && ppl > 1)
+        // The HTML report found the converter's per-layer metadata (mla_convert.json).
+        let html = try String(contentsOfFile: dir + "/report/index.html", encoding: .utf8)
+        #expect(!html.contains("no conversion metadata"))
+        // The same perplexity as mla-verify perplexity on the converted model alone.
+        let alone = try CLI.run("mla-verify", ["perplexity", out, "--text", text, "--tokens", "256", "--json"])
+        let separate = try #require(try JSONValue.parse(alone.stdout)["perplexity"]?.double)
+        #expect(abs(separate / ppl - 1) < 1e-6, "\(separate) vs \(ppl)")
     }
 
     @Test("impossible requests fail with one line before any work and write nothing", arguments: [

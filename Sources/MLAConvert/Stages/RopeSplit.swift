@@ -27,8 +27,6 @@ public struct RopeSplit: Sendable {
     /// Per NoPE component (rows 2c, 2c+1 of the NoPE block: real and imaginary part), the share of each
     /// source pair in it (sums to 1): which frequencies the component lost.
     public let nopePairMix: [[Double]]
-    /// θ_l of the source pairs.
-    public let sourceInvFreq: [Double]
 
     public var ropeRows: Int { nRopeHeads * dRope }
     public var nopeRows: Int { basis.rows - ropeRows }
@@ -62,8 +60,7 @@ public struct RopeSplit: Sendable {
         }
         return RopeSplit(basis: basis, nRopeHeads: s.numKVHeads, dRope: 2 * pairs,
                          ropeHeadOfQueryHead: (0..<s.numHeads).map(s.kvHead(ofQueryHead:)),
-                         invFreq: kept.map { $0.map { invFreq[$0] } }, keptPairs: kept, nopePairMix: mix,
-                         sourceInvFreq: invFreq, keyMoment: keyMoment)
+                         invFreq: kept.map { $0.map { invFreq[$0] } }, keptPairs: kept, nopePairMix: mix, keyMoment: keyMoment)
     }
 
     /// RoRoPE with FreqFold (TransMLA): one shared rope head of `dRope` dims keeping the source pairs
@@ -119,14 +116,12 @@ public struct RopeSplit: Sendable {
             basis.values.replaceSubrange(((dRope + i) * n)..<((dRope + i + 1) * n), with: row)
         }
         return RopeSplit(basis: basis, nRopeHeads: 1, dRope: dRope, ropeHeadOfQueryHead: Array(repeating: 0, count: s.numHeads),
-                         invFreq: [slotPairs.map { invFreq[$0] }], keptPairs: [slotPairs], nopePairMix: mix,
-                         sourceInvFreq: invFreq, keyMoment: keyMoment)
+                         invFreq: [slotPairs.map { invFreq[$0] }], keptPairs: [slotPairs], nopePairMix: mix, keyMoment: keyMoment)
     }
 
     private init(basis: Matrix<Double>, nRopeHeads: Int, dRope: Int, ropeHeadOfQueryHead: [Int], invFreq: [[Double]],
-                 keptPairs: [[Int]], nopePairMix: [[Double]], sourceInvFreq: [Double], keyMoment: Matrix<Double>) {
+                 keptPairs: [[Int]], nopePairMix: [[Double]], keyMoment: Matrix<Double>) {
         self.nopePairMix = nopePairMix
-        self.sourceInvFreq = sourceInvFreq
         self.basis = basis
         self.nRopeHeads = nRopeHeads
         self.dRope = dRope
@@ -143,46 +138,6 @@ public struct RopeSplit: Sendable {
     /// query of a query head h in group j is this times q_h.
     public func ropeBlock(ropeHead rho: Int, kvHead j: Int, headDim: Int) -> Matrix<Double> {
         basis.rows((rho * dRope)..<((rho + 1) * dRope)).columns((j * headDim)..<((j + 1) * headDim))
-    }
-
-    /// Expected squared score error of this split's RoPE loss, summed over query heads (the criterion of
-    /// `--freqfold auto`): Σ_h Σ_c E|q'_{h,c}|²·E|κ'_c|²·φ_c, with φ_c = E_Δ|e^{iΔθ} − e^{iΔθ'}|² mixed over
-    /// the component's source pairs, θ' the slot frequency (0 for a NoPE component), Δ distributed as the
-    /// query-key distances of a causal window of `context` tokens (P(Δ) ∝ context − Δ). Queries and keys are taken as independent; the key moment is `keyMoment` of `init`.
-    public func estimatedScoreError(source s: SourceLayer, queryMoments: [Matrix<Double>], keyMoment: Matrix<Double>,
-                                    context: Int) -> Double {
-        let total = Double(context) * Double(context + 1) / 2
-        func phi(_ delta: Double) -> Double {
-            var sum = 0.0
-            for d in stride(from: 0, to: context, by: max(1, context / 2048)) {
-                sum += Double(context - d) / total * (2 - 2 * cos(delta * Double(d))) * Double(max(1, context / 2048))
-            }
-            return sum
-        }
-        // Every component as (row pair, assigned frequency or nil, pair mix).
-        var components: [(rows: Int, assigned: Double?, mix: [Double])] = []
-        for rho in 0..<nRopeHeads {
-            for slot in 0..<(dRope / 2) {
-                var mix = [Double](repeating: 0, count: sourceInvFreq.count)
-                let row = rho * dRope + 2 * slot
-                for col in 0..<basis.cols { mix[col % s.headDim % s.pairs] += basis[row, col] * basis[row, col] }
-                components.append((row, invFreq[rho][slot], mix))
-            }
-        }
-        for (c, mix) in nopePairMix.enumerated() { components.append((ropeRows + 2 * c, nil, mix)) }
-        var error = 0.0
-        for (row, assigned, mix) in components {
-            let rows = basis.rows(row..<(row + 2))
-            let keyEnergy = trace(outputMoment(rows, keyMoment))
-            var queryEnergy = 0.0
-            for h in 0..<s.numHeads {
-                let j = s.kvHead(ofQueryHead: h)
-                queryEnergy += trace(outputMoment(rows.columns((j * s.headDim)..<((j + 1) * s.headDim)), queryMoments[h]))
-            }
-            let loss = zip(mix, sourceInvFreq).reduce(0.0) { $0 + $1.0 * phi($1.1 - (assigned ?? 0)) }
-            error += queryEnergy * keyEnergy * loss
-        }
-        return error
     }
 
     /// N_j = E_j R_Nᵀ [d_h × nopeRows]: maps NoPE coordinates back to KV head j's key (in source order).
