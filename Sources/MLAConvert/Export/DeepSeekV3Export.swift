@@ -28,11 +28,15 @@ public enum DeepSeekV3Export {
             if w.kvRank != first.kvRank || w.dRope != first.dRope {
                 return "\(w.label): kv_lora_rank \(w.kvRank) differs from layer 0's \(first.kvRank); DeepSeek-V3 has one rank (use --rank-allocation uniform, or --format native)"
             }
-            if w.kRopeBias != nil || w.oBias != nil {
-                return "\(w.label): the source's key/value/output biases need attention bias slots that vLLM and SGLang do not load; use --format native"
+            let source = "model.layers." + (w.label.split(separator: ".").dropFirst(2).first.map(String.init) ?? "?") + ".self_attn."
+            if w.kRopeBias != nil {
+                return "\(source)k_proj.bias: its rope part needs kv_a_proj_with_mqa.bias, which vLLM and SGLang do not load; use --format native"
+            }
+            if w.oBias != nil {
+                return "\(source)v_proj.bias / o_proj.bias: they need o_proj.bias, which vLLM and SGLang do not load; use --format native"
             }
             if case let .full(_, bias) = w.query, bias != nil {
-                return "\(w.label): q_proj.bias has no slot in DeepSeek-V3; use --format native"
+                return "\(source)q_proj.bias: DeepSeek-V3 has no query bias slot; use --format native"
             }
             let expected = Float(1 / Double(w.dNope + w.dRope).squareRoot())
             if w.softmaxScale != expected { return "\(w.label): softmax scale \(w.softmaxScale) is not DeepSeek's (d_nope + d_rope)^-1/2 (internal: fold the scale)" }
