@@ -5,29 +5,32 @@ import Testing
 /// `mla-convert gqa2mla` and `mha2mla` run as a user runs them: a full conversion of the sample model
 /// that `mla-verify` then checks, and refusals that leave nothing behind.
 @Suite(.serialized) struct ConverterCLITests {
-    @Test("gqa2mla writes a DeepSeek-V3 checkpoint whose summary, cache and perplexity are consistent")
-    func gqa2mlaEndToEnd() throws {
+    /// (converter arguments, model_type written, kv_lora_rank, cache values per token of the whole model)
+    @Test("each converter's output has a consistent summary, cache, report and perplexity", arguments: [
+        (["gqa2mla", "--kv-budget", "0.5", "--rope-dim", "32"], "deepseek_v3", 160, 5760),
+        (["mha2mla", "--kv-budget", "0.3125", "--rope-strategy", "high"], "mla_convert", 96, 3600),
+    ])
+    func converterEndToEnd(arguments: [String], modelType: String, rank: Int, cache: Int) throws {
         guard let sample = CLI.sample() else { return }
-        let dir = CLI.temporaryDirectory(), out = dir + "/ds"
+        let dir = CLI.temporaryDirectory(), out = dir + "/out"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", out, "--kv-budget", "0.5", "--rope-dim", "32",
-                                            "--calib-tokens", "1024", "--json"])
+        let r = try CLI.run("mla-convert", [arguments[0], sample, "-o", out] + arguments.dropFirst() + ["--calib-tokens", "1024", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let summary = try JSONValue.parse(r.stdout)
         #expect(summary["kv_cache"]?["source_values_per_token"]?.int == 11520)
-        #expect(summary["kv_cache"]?["converted_values_per_token"]?.int == 5760)
+        #expect(summary["kv_cache"]?["converted_values_per_token"]?.int == cache)
         #expect(summary["layers"]?.array?.count == 30)
-        #expect(summary["layers"]?.array?.allSatisfy { $0["kv_rank"]?.int == 160 } == true)
+        #expect(summary["layers"]?.array?.allSatisfy { $0["kv_rank"]?.int == rank } == true)
         let written = try JSONValue.parse(String(contentsOfFile: out + "/mla_convert.json", encoding: .utf8))
         #expect(written["layers"] == summary["layers"])
         let config = try JSONValue.parse(String(contentsOfFile: out + "/config.json", encoding: .utf8))
-        #expect(config["model_type"]?.string == "deepseek_v3" && config["kv_lora_rank"]?.int == 160)
+        #expect(config["model_type"]?.string == modelType)
         // mla-verify reads the output and reports the same cache saving.
         let text = CLI.cache + "/corpus/hamlet_gut.txt"
         let v = try CLI.run("mla-verify", [sample, out, "--text", text, "--tokens", "256", "--layers", "0", "--json", "--report", dir + "/report"])
         #expect(v.status == 0, "\(v.stderr)")
         let report = try JSONValue.parse(v.stdout)
-        #expect(report["kv_cache"]?["converted_values_per_token"]?.int == 5760)
+        #expect(report["kv_cache"]?["converted_values_per_token"]?.int == cache)
         let ppl = try #require(report["converted"]?["perplexity"]?.double)
         #expect(ppl.isFinite && ppl > 1)
         // The HTML report found the converter's per-layer metadata (mla_convert.json).
