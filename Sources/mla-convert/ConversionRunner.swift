@@ -24,6 +24,40 @@ struct BudgetOptions: ParsableArguments {
     }
 
     var budget: CacheBudget { kvLoraRank.map { .rank($0) } ?? .fraction(kvBudget ?? 0.5) }
+
+    /// Refuses combinations the output format cannot hold.
+    func check(format: MLAOutputFormat) throws {
+        if format == .deepseek, rankAllocation == .greedy {
+            throw ValidationError("--rank-allocation greedy gives layers different ranks, which DeepSeek-V3 cannot hold; use --format native")
+        }
+    }
+}
+
+/// What the joint factorization minimizes, shared by the converters.
+struct WeightingOptions: ParsableArguments {
+    @Option(help: "Key error to minimize: plain (‖k - k̂‖) or query (score error under the calibration queries).")
+    var keyWeighting: LatentWeighting.Keys = .plain
+
+    @Option(help: "Value error to minimize: plain (‖v - v̂‖) or output (after o_proj).")
+    var valueWeighting: LatentWeighting.Values = .output
+
+    var weighting: LatentWeighting { LatentWeighting(keys: keyWeighting, values: valueWeighting) }
+    var description: String { "keys \(keyWeighting.rawValue)-weighted, values \(valueWeighting.rawValue)-weighted" }
+}
+
+/// The source model argument of the converters.
+struct SourceModelArgument: ParsableArguments {
+    @Argument(help: "Source checkpoint (HF directory, .safetensors, GGUF or HDF5).")
+    var model: String
+
+    /// Opens the source; an MLA model is refused (there is nothing to convert).
+    func open() throws -> Checkpoint {
+        let checkpoint = try Checkpoint.open(model)
+        guard !checkpoint.config.family.isMLA else {
+            throw ValidationError("\(model) is already an MLA model (\(checkpoint.config.family.rawValue))")
+        }
+        return checkpoint
+    }
 }
 
 /// Output options of the converters.

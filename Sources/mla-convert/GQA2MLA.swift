@@ -22,8 +22,7 @@ extension MLAConvertCommand {
             without custom code; --format native writes the toolkit's native MLA format instead.
             """)
 
-        @Argument(help: "Source checkpoint (HF directory, .safetensors, GGUF or HDF5).")
-        var model: String
+        @OptionGroup var source: SourceModelArgument
 
         @OptionGroup var output: ConversionOutputOptions
 
@@ -41,11 +40,7 @@ extension MLAConvertCommand {
         @Option(help: "FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation), or auto: measure the rope stage of the highest pairs unfolded and of uniform pairs folded by 1, 2 and 4 strides on a held-out calibration window and keep the one with the smallest KL to the source (overrides --rope-frequencies).")
         var freqfold: String = "1"
 
-        @Option(help: "Key error to minimize: plain (‖k - k̂‖) or query (score error under the calibration queries).")
-        var keyWeighting: LatentWeighting.Keys = .plain
-
-        @Option(help: "Value error to minimize: plain (‖v - v̂‖) or output (after o_proj).")
-        var valueWeighting: LatentWeighting.Values = .output
+        @OptionGroup var weighting: WeightingOptions
 
         @Option(help: "Low-rank query of this rank (q_lora_rank); default: full q_proj.")
         var qLoraRank: Int?
@@ -55,9 +50,7 @@ extension MLAConvertCommand {
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {
-            if format == .deepseek, budget.rankAllocation == .greedy {
-                throw ValidationError("--rank-allocation greedy gives layers different ranks, which DeepSeek-V3 cannot hold; use --format native")
-            }
+            try budget.check(format: format)
             if let ropeDim, ropeDim < 2 || ropeDim % 2 != 0 { throw ValidationError("--rope-dim must be even and at least 2, got \(ropeDim)") }
             guard freqfold == "auto" || (Int(freqfold) ?? 0) >= 1 else { throw ValidationError("--freqfold must be auto or a positive integer, got '\(freqfold)'") }
             if let qLoraRank, qLoraRank < 1 { throw ValidationError("--q-lora-rank must be positive, got \(qLoraRank)") }
@@ -66,9 +59,8 @@ extension MLAConvertCommand {
         func run() throws {
             let start = MonotonicClock.now()
             runtime.apply()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try source.open()
             let c = checkpoint.config
-            guard !c.family.isMLA else { throw ValidationError("\(model) is already an MLA model (\(c.family.rawValue))") }
             let hd = c.headDim, dRope = ropeDim ?? min(64, hd)
             guard dRope <= hd else { throw ValidationError("--rope-dim \(dRope) exceeds the head dim \(hd)") }
             let pairs = hd / 2, slots = dRope / 2
@@ -82,7 +74,7 @@ extension MLAConvertCommand {
             }
             var options = LayerConversionOptions(
                 rope: .shared(dims: dRope, stride: stride, fold: max(fold, stride)),
-                weighting: LatentWeighting(keys: keyWeighting, values: valueWeighting), queryRank: qLoraRank,
+                weighting: weighting.weighting, queryRank: qLoraRank,
                 foldSoftmaxScale: format == .deepseek)
             try ModelConversion.checkPlan(config: c, options: options, budget: budget.budget)
             let stats = try calibration.statistics(for: checkpoint)
@@ -101,7 +93,7 @@ extension MLAConvertCommand {
             let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
             let settings: [(String, String)] = [
                 ("rope", "one shared key of \(dRope) dims = \(slots) frequency pairs, \(ropeNote)"),
-                ("latent", "joint [NoPE keys; values], keys \(keyWeighting.rawValue)-weighted, values \(valueWeighting.rawValue)-weighted, \(budget.rankAllocation.rawValue) ranks"),
+                ("latent", "joint [NoPE keys; values], \(weighting.description), \(budget.rankAllocation.rawValue) ranks"),
                 ("query", qLoraRank.map { "low rank \($0)" } ?? "full"),
             ]
             try ConversionRunner(method: "gqa2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,

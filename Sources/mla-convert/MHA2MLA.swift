@@ -23,8 +23,7 @@ extension MLAConvertCommand {
             0 with one KV head).
             """)
 
-        @Argument(help: "Source checkpoint (HF directory, .safetensors, GGUF or HDF5).")
-        var model: String
+        @OptionGroup var source: SourceModelArgument
 
         @OptionGroup var output: ConversionOutputOptions
 
@@ -51,11 +50,7 @@ extension MLAConvertCommand {
         @Option(help: "Where the singular values go: down (in kv_a, the latent carries them), up (in kv_b, unit-variance latent) or sqrt (split).")
         var sigma: SigmaPlacement = .down
 
-        @Option(help: "Key error to minimize: plain (‖k - k̂‖) or query (score error under the calibration queries).")
-        var keyWeighting: LatentWeighting.Keys = .plain
-
-        @Option(help: "Value error to minimize: plain (‖v - v̂‖) or output (after o_proj).")
-        var valueWeighting: LatentWeighting.Values = .output
+        @OptionGroup var weighting: WeightingOptions
 
         @Option(help: "Factor under the calibration activations (activations, default) or the weights alone (weights: MHA2MLA's plain SVD; calibration then only ranks 2-norm pairs).")
         var factorOn: FactorInput = .activations
@@ -65,25 +60,22 @@ extension MLAConvertCommand {
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {
-            if format == .deepseek, budget.rankAllocation == .greedy {
-                throw ValidationError("--rank-allocation greedy gives layers different ranks, which DeepSeek-V3 cannot hold; use --format native")
-            }
+            try budget.check(format: format)
             if let ropePairs, ropePairs < 1 { throw ValidationError("--rope-pairs must be positive, got \(ropePairs)") }
         }
 
         func run() throws {
             let start = MonotonicClock.now()
             runtime.apply()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try source.open()
             let c = checkpoint.config
-            guard !c.family.isMLA else { throw ValidationError("\(model) is already an MLA model (\(c.family.rawValue))") }
             let pairs = ropePairs ?? max(1, c.headDim / 16)
             if ropeStrategy == .twoNorm, calibration.noCalib {
                 throw ValidationError("--rope-strategy 2-norm ranks pairs by calibration norms; drop --no-calib or choose another strategy")
             }
             let options = LayerConversionOptions(
                 rope: .partial(strategy: ropeStrategy, pairs: pairs, start: uniformStart, combination: normCombination),
-                weighting: LatentWeighting(keys: keyWeighting, values: valueWeighting), mode: factorization, sigma: sigma,
+                weighting: weighting.weighting, mode: factorization, sigma: sigma,
                 foldSoftmaxScale: format == .deepseek, activationAware: factorOn == .activations && !calibration.noCalib)
             try ModelConversion.checkPlan(config: c, options: options, budget: budget.budget)
             let heads = ropeStrategy == .rorope ? "one shared rope key" : "each of the \(c.numKVHeads) KV heads"
@@ -92,7 +84,7 @@ extension MLAConvertCommand {
             let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
             let settings: [(String, String)] = [
                 ("rope", "\(ropeStrategy.rawValue): \(heads) keeps \(pairs) pairs (\(2 * pairs) dims)"),
-                ("latent", "\(factorization.rawValue) on \(calibration.noCalib ? "weights" : factorOn.rawValue), sigma \(sigma.rawValue), keys \(keyWeighting.rawValue)-weighted, values \(valueWeighting.rawValue)-weighted, \(budget.rankAllocation.rawValue) ranks"),
+                ("latent", "\(factorization.rawValue) on \(calibration.noCalib ? "weights" : factorOn.rawValue), sigma \(sigma.rawValue), \(weighting.description), \(budget.rankAllocation.rawValue) ranks"),
             ]
             try ConversionRunner(method: "mha2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
                                  allocation: budget.rankAllocation, format: format, output: output, settings: settings,
