@@ -92,6 +92,10 @@ public func verify(original: DecoderModel, converted: DecoderModel, tokens: [Int
     }
     let start = Date()
     let selected = layers ?? Set(0..<o.numLayers)
+    // A stock DeepSeek-V3 export carries the residual stream scaled by α (eps rescale, mla-math.md §8c):
+    // embeddings and every writer are α×, the norms undo it. Attention outputs are compared after
+    // dividing by α, the least-squares ratio of the two embedding tables (1 for other conversions).
+    let residualScale = residualStreamScale(original: original.embedding, converted: converted.embedding)
     var outputs = [DriftSums](repeating: DriftSums(), count: o.numLayers)
     var values: [DriftSums?] = Array(repeating: DriftSums(), count: o.numLayers)
     var mlaCore: MLACoreCheck?
@@ -104,7 +108,8 @@ public func verify(original: DecoderModel, converted: DecoderModel, tokens: [Int
         guard chunk.count >= 2 else { continue }
         let hooks = LayerHooks(attentionOutput: { layer, x, output, t in
             guard selected.contains(layer) else { return nil }
-            outputs[layer].add(reference: output, try converted.attention[layer].forward(x, tokens: t))
+            let convertedOutput = try converted.attention[layer].forward(x, tokens: t)
+            outputs[layer].add(reference: output, residualScale == 1 ? convertedOutput : convertedOutput.map { $0 / residualScale })
             if values[layer] != nil {
                 if let vc = try perHeadValues(converted.attention[layer], x: x, tokens: t),
                    let vo = try perHeadValues(original.attention[layer], x: x, tokens: t),
@@ -273,4 +278,16 @@ extension VerificationReport {
             ("seconds", JSONValue(seconds)),
         ])
     }
+}
+
+/// α with converted ≈ α·original for the embedding tables (least squares), rounded to 1 when within 1e-6.
+func residualStreamScale(original: [Float], converted: [Float]) -> Float {
+    var dot = 0.0, norm = 0.0
+    for (a, b) in zip(original, converted) {
+        dot += Double(a) * Double(b)
+        norm += Double(a) * Double(a)
+    }
+    guard norm > 0 else { return 1 }
+    let alpha = dot / norm
+    return abs(alpha - 1) < 1e-6 ? 1 : Float(alpha)
 }

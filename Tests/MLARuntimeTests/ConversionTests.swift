@@ -219,6 +219,18 @@ import Testing
         #expect(reason?.contains("model.layers.0.self_attn.k_proj.bias") == true, "\(reason ?? "")")
     }
 
+    @Test("MHA sources (synthetic, heads = KV heads): all pairs kept at full rank reproduce the source")
+    func mhaSourceIsExact() throws {
+        let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 4, seed: 5)
+        let ids = DecoderModelTests.tokens
+        let source = try DecoderModel(config: config, store: store).logits(ids)
+        // All 8 pairs of each of the 4 KV heads keep RoPE; the latent holds the 64 value dims.
+        let all = LayerConversionOptions(rope: .partial(strategy: .uniform, pairs: 8, start: 0, combination: .product),
+                                         weighting: LatentWeighting(keys: .plain, values: .output), foldSoftmaxScale: true)
+        let exact = try Self.convert(config, store, all, stats: nil, budget: .rank(64))
+        #expect(Self.relative(try Self.model(config, store, exact.map(\.0)).logits(ids), source) < 1e-5)
+    }
+
     @Test("greedy allocation keeps the total rank and gives more to layers with more energy left")
     func greedyAllocationKeepsTotal() throws {
         let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 2)
