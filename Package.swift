@@ -57,7 +57,7 @@ let package = Package(
                 "MLACLI", "MLAConvert", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .target(name: "MLATestSupport", path: "Tests/MLATestSupport"),
+        .target(name: "MLATestSupport", dependencies: ["MLALinalg"], path: "Tests/MLATestSupport"),
         .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLATestSupport"]),
