@@ -58,7 +58,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "MLATestSupport", dependencies: ["MLALinalg"], path: "Tests/MLATestSupport"),
-        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLATestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(
