@@ -60,7 +60,7 @@ let package = Package(
         .target(name: "MLATestSupport", dependencies: ["MLALinalg"], path: "Tests/MLATestSupport"),
         .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
-        .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLATestSupport"]),
+        .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(
             name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"],
             resources: [.copy("Fixtures")]),
