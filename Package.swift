@@ -29,11 +29,14 @@ let package = Package(
             providers: [.apt(["libhdf5-dev", "zlib1g-dev"])]),
         .target(name: "CF16", path: "Sources/CF16"),
         .target(
+            name: "CKernels", path: "Sources/CKernels",
+            linkerSettings: [.linkedLibrary("mvec", .when(platforms: [.linux])), .linkedLibrary("m")]),
+        .target(
             name: "MLATensor", dependencies: ["CF16"],
             linkerSettings: [.linkedLibrary("m")]),
         .target(name: "MLALinalg", dependencies: ["MLATensor", "CLAPACK"]),
         .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5"]),
-        .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint"]),
+        .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "CKernels"]),
         .target(name: "MLAVerify", dependencies: ["MLACheckpoint", "MLARuntime"]),
         .target(name: "MLAConvert", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),
         .target(
