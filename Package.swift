@@ -29,11 +29,14 @@ let package = Package(
             providers: [.apt(["libhdf5-dev", "zlib1g-dev"])]),
         .target(name: "CF16", path: "Sources/CF16"),
         .target(
+            name: "CKernels", path: "Sources/CKernels",
+            linkerSettings: [.linkedLibrary("mvec", .when(platforms: [.linux])), .linkedLibrary("m")]),
+        .target(
             name: "MLATensor", dependencies: ["CF16"],
             linkerSettings: [.linkedLibrary("m")]),
         .target(name: "MLALinalg", dependencies: ["MLATensor", "CLAPACK"]),
         .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5"]),
-        .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint"]),
+        .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "CKernels"]),
         .target(name: "MLAVerify", dependencies: ["MLACheckpoint", "MLARuntime"]),
         .target(name: "MLAConvert", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),
         .target(
@@ -57,11 +60,11 @@ let package = Package(
                 "MLACLI", "MLAConvert", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .target(name: "MLATestSupport", dependencies: ["MLACheckpoint"], path: "Tests/MLATestSupport"),
-        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLARuntime", "MLAConvert", "MLATestSupport"]),
+        .target(name: "MLATestSupport", dependencies: ["MLACheckpoint", "MLALinalg"], path: "Tests/MLATestSupport"),
+        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLARuntime", "MLAConvert", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
-        .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLATestSupport"]),
+        .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(
             name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"],
             resources: [.copy("Fixtures")]),

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import MLALinalg
 
@@ -6,9 +9,15 @@ public struct RuntimeOptions: ParsableArguments {
     @Option(help: "BLAS threads (default: all cores).")
     public var threads: Int?
 
+    @Flag(help: "Print peak memory, wall and CPU time to standard error when the command ends.")
+    public var stats = false
+
     public init() {}
 
+    /// Sets the BLAS thread count and, with `--stats`, arranges for `ResourceUsage.summary` to be
+    /// printed at process exit (also after an error), so every command gets it without its own code.
     public func apply() {
         if let threads { BLASThreads.set(threads) }
+        if stats { atexit { writeStandardError("stats: " + ResourceUsage.summary + "\n") } }
     }
 }

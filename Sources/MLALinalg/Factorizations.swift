@@ -44,23 +44,36 @@ public func truncatedSVD<T: LAPACKScalar>(_ a: Matrix<T>, rank: Int) throws -> (
 /// Eigendecomposition of a symmetric matrix (`?syevd`, lower triangle read): eigenvalues in
 /// DESCENDING order, `vectors` [n × n] holding the matching unit eigenvectors as COLUMNS.
 public func symmetricEigen<T: LAPACKScalar>(_ a: Matrix<T>) throws -> (values: [T], vectors: Matrix<T>) {
-    precondition(a.rows == a.cols, "symmetricEigen: \(a.rows)×\(a.cols) is not square")
+    let (w, buf) = try syevd(a, vectors: true)
     let n = a.rows
-    guard n > 0 else { return ([], .zeros(0, 0)) }
-    var buf = a.values
-    var w = [T](repeating: 0, count: n)
-    var iwork = [Int32](repeating: 0, count: 3 + 5 * n)
-    let info = try withWorkspace(routine: T.prefix + "syevd", n, n, minimum: 1 + 6 * n + 2 * n * n) { buffer, lwork in
-        T.syevd(Int32(n), &buf, &w, buffer, lwork, &iwork, Int32(iwork.count))
-    }
-    try check(info, T.prefix + "syevd", n, n)
     // Column-major output: eigenvector i (ascending) occupies buf[i*n ..< (i+1)*n].
     var vectors = Matrix<T>.zeros(n, n)
     for c in 0..<n {
         let src = (n - 1 - c) * n
         for r in 0..<n { vectors.values[r * n + c] = buf[src + r] }
     }
-    return (Array(w.reversed()), vectors)
+    return (w, vectors)
+}
+
+/// The eigenvalues of a symmetric matrix, DESCENDING (`?syevd` without vectors, several times
+/// cheaper than `symmetricEigen`).
+public func symmetricEigenvalues<T: LAPACKScalar>(_ a: Matrix<T>) throws -> [T] {
+    try syevd(a, vectors: false).values
+}
+
+/// `?syevd` on a copy of `a`: eigenvalues descending, and the overwritten column-major buffer.
+private func syevd<T: LAPACKScalar>(_ a: Matrix<T>, vectors: Bool) throws -> (values: [T], buffer: [T]) {
+    precondition(a.rows == a.cols, "symmetricEigen: \(a.rows)×\(a.cols) is not square")
+    let n = a.rows
+    guard n > 0 else { return ([], []) }
+    var buf = a.values
+    var w = [T](repeating: 0, count: n)
+    var iwork = [Int32](repeating: 0, count: vectors ? 3 + 5 * n : 1)
+    let info = try withWorkspace(routine: T.prefix + "syevd", n, n, minimum: vectors ? 1 + 6 * n + 2 * n * n : 2 * n + 1) { buffer, lwork in
+        T.syevd(vectors, Int32(n), &buf, &w, buffer, lwork, &iwork, Int32(iwork.count))
+    }
+    try check(info, T.prefix + "syevd", n, n)
+    return (Array(w.reversed()), buf)
 }
 
 /// Cholesky factor: lower-triangular L [n × n] with A = L·Lᵀ (`?potrf`). Throws `LAPACKError`
@@ -107,7 +120,7 @@ public func qr<T: LAPACKScalar>(_ a: Matrix<T>) throws -> (q: Matrix<T>, r: Matr
 
 /// Runs `call` once as a workspace query (lwork = -1), sizes the buffer with `Workspace.size`, and
 /// runs it again for real. Returns LAPACK's info.
-private func withWorkspace<T: LAPACKScalar>(routine: String, _ m: Int, _ n: Int, minimum: Int,
+func withWorkspace<T: LAPACKScalar>(routine: String, _ m: Int, _ n: Int, minimum: Int,
                                             _ call: (UnsafeMutablePointer<T>, Int32) -> Int32) throws -> Int {
     var query: T = 0
     let qinfo = call(&query, -1)
@@ -120,6 +133,6 @@ private func withWorkspace<T: LAPACKScalar>(routine: String, _ m: Int, _ n: Int,
     return Int(work.withUnsafeMutableBufferPointer { call($0.baseAddress!, Int32(size)) })
 }
 
-private func check(_ info: Int, _ routine: String, _ m: Int, _ n: Int) throws {
+func check(_ info: Int, _ routine: String, _ m: Int, _ n: Int) throws {
     if info != 0 { throw LAPACKError(routine: routine, info: info, rows: m, cols: n) }
 }

@@ -41,9 +41,18 @@ public protocol LAPACKScalar: LinalgScalar {
                        _ lda: Int32, _ il: Int32, _ iu: Int32, _ ns: UnsafeMutablePointer<Int32>, _ s: UnsafeMutablePointer<Self>,
                        _ u: UnsafeMutablePointer<Self>, _ ldu: Int32, _ vt: UnsafeMutablePointer<Self>, _ ldvt: Int32,
                        _ work: UnsafeMutablePointer<Self>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>) -> Int32
-    static func syevd(_ n: Int32, _ a: UnsafeMutablePointer<Self>, _ w: UnsafeMutablePointer<Self>,
+    /// All eigenvalues (and with `vectors`, eigenvectors in place of `a`) of a symmetric matrix, lower triangle read.
+    static func syevd(_ vectors: Bool, _ n: Int32, _ a: UnsafeMutablePointer<Self>, _ w: UnsafeMutablePointer<Self>,
+                      _ work: UnsafeMutablePointer<Self>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32
+    /// Eigenpairs `il...iu` (1-based, ascending) of a symmetric matrix by MRRR, lower triangle read.
+    static func syevr(_ n: Int32, _ a: UnsafeMutablePointer<Self>, _ il: Int32, _ iu: Int32, _ found: UnsafeMutablePointer<Int32>,
+                      _ w: UnsafeMutablePointer<Self>, _ z: UnsafeMutablePointer<Self>, _ isuppz: UnsafeMutablePointer<Int32>,
                       _ work: UnsafeMutablePointer<Self>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32
     static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Self>) -> Int32
+    static func gelqf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Self>, _ tau: UnsafeMutablePointer<Self>,
+                      _ work: UnsafeMutablePointer<Self>, _ lwork: Int32) -> Int32
+    static func orglq(_ m: Int32, _ n: Int32, _ k: Int32, _ a: UnsafeMutablePointer<Self>, _ tau: UnsafeMutablePointer<Self>,
+                      _ work: UnsafeMutablePointer<Self>, _ lwork: Int32) -> Int32
     static func geqrf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Self>, _ tau: UnsafeMutablePointer<Self>,
                       _ work: UnsafeMutablePointer<Self>, _ lwork: Int32) -> Int32
     static func orgqr(_ m: Int32, _ n: Int32, _ k: Int32, _ a: UnsafeMutablePointer<Self>, _ tau: UnsafeMutablePointer<Self>,
@@ -66,12 +75,26 @@ extension Float: LAPACKScalar {
                               _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>) -> Int32 {
         LAPACKE_sgesvdx_work(colMajor, jobu, jobvt, range, m, n, a, lda, 0, 0, il, iu, ns, s, u, ldu, vt, ldvt, work, lwork, iwork)
     }
-    public static func syevd(_ n: Int32, _ a: UnsafeMutablePointer<Float>, _ w: UnsafeMutablePointer<Float>,
+    public static func syevd(_ vectors: Bool, _ n: Int32, _ a: UnsafeMutablePointer<Float>, _ w: UnsafeMutablePointer<Float>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
-        LAPACKE_ssyevd_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "L")), n, a, n, w, work, lwork, iwork, liwork)
+        LAPACKE_ssyevd_work(colMajor, CChar(UInt8(ascii: vectors ? "V" : "N")), CChar(UInt8(ascii: "L")), n, a, n, w, work, lwork, iwork, liwork)
+    }
+    public static func syevr(_ n: Int32, _ a: UnsafeMutablePointer<Float>, _ il: Int32, _ iu: Int32, _ found: UnsafeMutablePointer<Int32>,
+                             _ w: UnsafeMutablePointer<Float>, _ z: UnsafeMutablePointer<Float>, _ isuppz: UnsafeMutablePointer<Int32>,
+                             _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
+        LAPACKE_ssyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
+                             il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork)
     }
     public static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Float>) -> Int32 {
         LAPACKE_spotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n)
+    }
+    public static func gelqf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
+                             _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
+        LAPACKE_sgelqf_work(colMajor, m, n, a, m, tau, work, lwork)
+    }
+    public static func orglq(_ m: Int32, _ n: Int32, _ k: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
+                             _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
+        LAPACKE_sorglq_work(colMajor, m, n, k, a, m, tau, work, lwork)
     }
     public static func geqrf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
@@ -97,12 +120,26 @@ extension Double: LAPACKScalar {
                               _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>) -> Int32 {
         LAPACKE_dgesvdx_work(colMajor, jobu, jobvt, range, m, n, a, lda, 0, 0, il, iu, ns, s, u, ldu, vt, ldvt, work, lwork, iwork)
     }
-    public static func syevd(_ n: Int32, _ a: UnsafeMutablePointer<Double>, _ w: UnsafeMutablePointer<Double>,
+    public static func syevd(_ vectors: Bool, _ n: Int32, _ a: UnsafeMutablePointer<Double>, _ w: UnsafeMutablePointer<Double>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
-        LAPACKE_dsyevd_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "L")), n, a, n, w, work, lwork, iwork, liwork)
+        LAPACKE_dsyevd_work(colMajor, CChar(UInt8(ascii: vectors ? "V" : "N")), CChar(UInt8(ascii: "L")), n, a, n, w, work, lwork, iwork, liwork)
+    }
+    public static func syevr(_ n: Int32, _ a: UnsafeMutablePointer<Double>, _ il: Int32, _ iu: Int32, _ found: UnsafeMutablePointer<Int32>,
+                             _ w: UnsafeMutablePointer<Double>, _ z: UnsafeMutablePointer<Double>, _ isuppz: UnsafeMutablePointer<Int32>,
+                             _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
+        LAPACKE_dsyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
+                             il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork)
     }
     public static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Double>) -> Int32 {
         LAPACKE_dpotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n)
+    }
+    public static func gelqf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
+                             _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
+        LAPACKE_dgelqf_work(colMajor, m, n, a, m, tau, work, lwork)
+    }
+    public static func orglq(_ m: Int32, _ n: Int32, _ k: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
+                             _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
+        LAPACKE_dorglq_work(colMajor, m, n, k, a, m, tau, work, lwork)
     }
     public static func geqrf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {

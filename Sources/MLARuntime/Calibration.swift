@@ -26,13 +26,19 @@ public struct CalibrationStatistics: Sendable {
     }
 
     /// Adds Xᵀ·X for x [tokens × d] of `layer` (counted once per window, by layer 0).
+    ///
+    /// Products of F32 values are exact in F64 and only the sums round, as in a plain F64 sum of
+    /// outer products. One `dsyrk` on the upper triangle (half the flops of the `dgemm` it
+    /// replaced), then the triangle is mirrored so `sums` stays symmetric.
     public mutating func accumulate(layer: Int, x: [Float], tokens: Int) {
         let d = hiddenSize
         let xd = x.map(Double.init)
         xd.withUnsafeBufferPointer { xp in
             sums[layer].withUnsafeMutableBufferPointer { sp in
-                Double.gemm(transA: true, transB: false, m: d, n: d, k: tokens, alpha: 1, a: xp.baseAddress!, lda: d,
-                            b: xp.baseAddress!, ldb: d, beta: 1, c: sp.baseAddress!, ldc: d)
+                Double.syrkTransposed(n: d, k: tokens, alpha: 1, a: xp.baseAddress!, lda: d, beta: 1, c: sp.baseAddress!, ldc: d)
+                for i in 0..<d {
+                    for j in (i + 1)..<d { sp[j * d + i] = sp[i * d + j] }
+                }
             }
         }
         if layer == 0 { tokenCount += tokens }

@@ -104,10 +104,7 @@ public final class DecoderModel: @unchecked Sendable {
             let h2 = Kernels.rmsNorm(x, tokens: T, weight: w.postAttentionNorm, eps: config.rmsNormEps)
             let g = Kernels.linear(h2, tokens: T, weight: w.gate, outFeatures: f, inFeatures: d, bias: w.gateBias)
             var u = Kernels.linear(h2, tokens: T, weight: w.up, outFeatures: f, inFeatures: d, bias: w.upBias)
-            for i in 0..<u.count {
-                let gi = g[i]
-                u[i] *= gi / (1 + expf(-gi))
-            }
+            Kernels.swiGLU(gate: g, up: &u)
             let m = Kernels.linear(u, tokens: T, weight: w.down, outFeatures: d, inFeatures: f, bias: w.downBias)
             for i in 0..<x.count { x[i] += m[i] }
         }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import MLALinalg
 
@@ -63,44 +64,53 @@ public enum Kernels {
     /// Causal softmax attention for one head: out[T × dv] (written with stride `outStride` at `out`)
     /// = softmax(scale · q kᵀ, masked to n ≤ m) · v, with q [T × dk] (stride qStride), k [T × dk] (stride
     /// kStride), v [T × dv] (stride vStride). `scores` is caller-provided scratch of T × T.
+    ///
+    /// Queries go in blocks of `causalBlock`, each against only the keys it can see, which skips most
+    /// of the masked upper triangle: 62 % of the full T × T products at T = 512.
     public static func causalAttentionHead(q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int,
                                            v: UnsafePointer<Float>, vStride: Int, tokens: Int, dk: Int, dv: Int,
                                            scale: Float, scores: UnsafeMutablePointer<Float>,
                                            out: UnsafeMutablePointer<Float>, outStride: Int) {
-        let T = tokens
-        Float.gemm(transA: false, transB: true, m: T, n: T, k: dk, alpha: scale, a: q, lda: qStride, b: k, ldb: kStride,
-                   beta: 0, c: scores, ldc: T)
-        causalSoftmax(UnsafeMutableBufferPointer(start: scores, count: T * T), queries: T, keys: T, scale: 1)
-        Float.gemm(transA: false, transB: false, m: T, n: dv, k: T, alpha: 1, a: scores, lda: T, b: v, ldb: vStride,
-                   beta: 0, c: out, ldc: outStride)
+        for first in stride(from: 0, to: tokens, by: causalBlock) {
+            let queries = min(causalBlock, tokens - first), keys = first + queries
+            Float.gemm(transA: false, transB: true, m: queries, n: keys, k: dk, alpha: 1, a: q + first * qStride, lda: qStride,
+                       b: k, ldb: kStride, beta: 0, c: scores, ldc: keys)
+            causalSoftmax(UnsafeMutableBufferPointer(start: scores, count: queries * keys), queries: queries, keys: keys, scale: scale)
+            Float.gemm(transA: false, transB: false, m: queries, n: dv, k: keys, alpha: 1, a: scores, lda: keys, b: v, ldb: vStride,
+                       beta: 0, c: out + first * outStride, ldc: outStride)
+        }
     }
 
+    /// Query rows per block in `causalAttentionHead`.
+    static let causalBlock = 128
+
     /// Causal softmax of score rows in place. Row i of each `[queries, keys]` block belongs to key
-    /// position keys − queries + i (the queries are the last `queries` positions): scales by `scale`,
-    /// gives later keys probability 0 and normalises each row (max-subtracted exponentials). `scores`
-    /// holds `blocks` such blocks one after another (e.g. one per stacked head).
+    /// position keys − queries + i (the queries are the last `queries` positions): scales by `scale`
+    /// (positive), gives later keys probability 0 and normalises each row (max-subtracted
+    /// exponentials). `scores` holds `blocks` such blocks one after another (e.g. one per stacked
+    /// head). Vectorized in C (AVX2 and glibc's vector expf, see CKernels): the scalar Swift loop
+    /// with one `expf` call per score took 8 % of a 512-token forward pass's CPU samples (perf), the
+    /// vector kernel takes under 1 %.
     public static func causalSoftmax(_ scores: UnsafeMutableBufferPointer<Float>, queries: Int, keys: Int, scale: Float,
                                      blocks: Int = 1) {
-        for b in 0..<blocks {
-            for i in 0..<queries {
-                let row = (b * queries + i) * keys, visible = keys - queries + i + 1
-                var maximum = -Float.infinity
-                for n in 0..<visible { maximum = max(maximum, scores[row + n] * scale) }
-                var sum: Float = 0
-                for n in 0..<visible {
-                    let e = expf(scores[row + n] * scale - maximum)
-                    scores[row + n] = e
-                    sum += e
-                }
-                let inverse = 1 / sum
-                for n in 0..<visible { scores[row + n] *= inverse }
-                for n in visible..<keys { scores[row + n] = 0 }
-            }
-        }
+        precondition(scores.count >= blocks * queries * keys && queries <= keys, "causalSoftmax: \(scores.count) scores for \(blocks)×\(queries)×\(keys)")
+        guard let base = scores.baseAddress else { return }
+        ck_causal_softmax(base, blocks, queries, keys, scale)
     }
 
     /// `causalSoftmax` on an array.
     public static func causalSoftmax(_ scores: inout [Float], queries: Int, keys: Int, scale: Float, blocks: Int = 1) {
         scores.withUnsafeMutableBufferPointer { causalSoftmax($0, queries: queries, keys: keys, scale: scale, blocks: blocks) }
+    }
+
+    /// SwiGLU gating in place: up[i] ← up[i] · silu(gate[i]), silu(g) = g / (1 + e^(−g)) (vectorized
+    /// in C like `causalSoftmax`).
+    public static func swiGLU(gate: [Float], up: inout [Float]) {
+        precondition(gate.count == up.count, "swiGLU: \(gate.count) gates for \(up.count) values")
+        gate.withUnsafeBufferPointer { g in
+            up.withUnsafeMutableBufferPointer { u in
+                if let gp = g.baseAddress, let up = u.baseAddress { ck_silu_mul(gp, up, u.count) }
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mla-bench",
         abstract: "Measure open, GEMM and forward-pass speed and memory on this machine.",
-        subcommands: [Open.self, GEMM.self, Forward.self, Decode.self])
+        subcommands: [Open.self, GEMM.self, Forward.self, Decode.self, Synth.self, Eig.self])
 }
 
 extension Bench {
@@ -71,7 +71,7 @@ extension Bench {
             let load = MonotonicClock.now() - t0
             let c = checkpoint.config
             let tokens = (0..<window).map { ($0 * 7919) % c.vocabSize }
-            var bestLogits = Double.infinity, bestHidden = Double.infinity
+            var bestLogits = Double.infinity, bestHidden = Double.infinity, bestCalibration = Double.infinity
             for _ in 0..<repeats {
                 var t = MonotonicClock.now()
                 _ = try decoder.logits(tokens)
@@ -79,6 +79,9 @@ extension Bench {
                 t = MonotonicClock.now()
                 _ = try decoder.hiddenStates(tokens)
                 bestHidden = min(bestHidden, MonotonicClock.now() - t)
+                t = MonotonicClock.now()
+                _ = try collectCalibration(model: decoder, windows: [tokens])
+                bestCalibration = min(bestCalibration, MonotonicClock.now() - t)
             }
             // Matmul FLOPs per token without the LM head: 2·(q,k,v,o + MLP) + attention (2·T/2·2·nh·dh on average).
             let d = Double(c.hiddenSize), q = Double(c.numHeads * c.headDim), kv = Double(c.numKVHeads * c.headDim)
@@ -88,6 +91,8 @@ extension Bench {
             print(String(format: "load %.2f s; window %d: logits %.3f s (%.0f tokens/s), layers only %.3f s (%.0f tokens/s, %.1f GFLOP/s at %.3f GFLOP/token)",
                          load, window, bestLogits, Double(window) / bestLogits, bestHidden, Double(window) / bestHidden,
                          perToken * Double(window) / bestHidden / 1e9, perToken / 1e9))
+            print(String(format: "  calibration (layers + F64 second moments): %.3f s (%.0f tokens/s, %.1f GFLOP/s of forward work)",
+                         bestCalibration, Double(window) / bestCalibration, perToken * Double(window) / bestCalibration / 1e9))
             print(String(format: "  LM head: %.3f GFLOP/token; peak RSS %@", head / 1e9, formatBytes(ResourceUsage.peakResidentBytes)))
         }
     }

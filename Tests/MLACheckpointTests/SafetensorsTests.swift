@@ -76,6 +76,37 @@ import MLATensor
         #expect(index["weight_map"]?.object?.count == 7)
     }
 
+    /// Tensors written in pieces of uneven sizes give the same files as whole tensors; a tensor given
+    /// too few or too many bytes fails naming the file and the tensor, and leaves no file.
+    @Test func piecewiseWritingMatchesWholeTensors() throws {
+        let dir = temporaryDirectory()
+        defer { cleanup(dir) }
+        let tensors = (0..<5).map { ("layer.\($0).weight", randomTensor(.bf16, [16, 32], seed: UInt64($0))) }
+        let byName = Dictionary(uniqueKeysWithValues: tensors)
+        let entries = tensors.map { TensorWriteEntry(name: $0.0, dtype: .bf16, shape: [16, 32]) }
+        try FileManager.default.createDirectory(atPath: dir + "/whole", withIntermediateDirectories: false)
+        try FileManager.default.createDirectory(atPath: dir + "/pieces", withIntermediateDirectories: false)
+        let whole = try SafetensorsWriter.writeDirectory(dir + "/whole", entries: entries, metadata: [:], maxShardBytes: 2500) { byName[$0]! }
+        let pieces = try SafetensorsWriter.writeDirectoryInPieces(dir + "/pieces", entries: entries, metadata: [:], maxShardBytes: 2500) { sink in
+            let all = bytes(of: byName[sink.entry.name]!)
+            for range in [0..<1, 1..<100, 100..<100, 100..<1024] { try all[range].withUnsafeBytes { try sink.write($0) } }
+        }
+        #expect(whole == pieces && whole.count == 4)
+        for name in whole {
+            #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/whole/" + name)) == Data(contentsOf: URL(fileURLWithPath: dir + "/pieces/" + name)))
+        }
+        let path = dir + "/short.safetensors"
+        for extra in [-1, 1] {
+            let error = try #require(throws: CheckpointError.self) {
+                try SafetensorsWriter.writeFileInPieces(path, entries: Array(entries.prefix(1)), metadata: [:]) { sink in
+                    try [UInt8](repeating: 0, count: 1024 + extra).withUnsafeBytes { try sink.write($0) }
+                }
+            }
+            #expect(error.description.contains(path) && error.description.contains("layer.0.weight") && error.description.contains("1024"))
+            #expect(!FileManager.default.fileExists(atPath: path))
+        }
+    }
+
     @Test func lazyOpenOfLargeFile() throws {
         let dir = temporaryDirectory()
         defer { cleanup(dir) }

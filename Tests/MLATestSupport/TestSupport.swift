@@ -1,26 +1,9 @@
 import Foundation
+import MLALinalg
 import Testing
 
-/// Deterministic SplitMix64 stream for synthetic test data (no global state); shared by every test target.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [-scale, scale).
-    public mutating func float(_ scale: Float) -> Float {
-        Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) * scale
-    }
-
-    public mutating func floats(_ count: Int, scale: Float) -> [Float] { (0..<count).map { _ in float(scale) } }
-}
+/// The library's seeded generator, under the name every test target already uses.
+public typealias SplitMix64 = MLALinalg.SplitMix64
 
 /// The sample model and corpus fetched by `scripts/setup`: `$MLA_CACHE`, else `<repo>/.cache`.
 /// With `CI=true` missing data is a test failure; elsewhere real-data tests are skipped.

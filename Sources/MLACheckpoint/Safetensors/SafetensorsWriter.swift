@@ -11,6 +11,18 @@ public enum SafetensorsWriter {
     @discardableResult
     public static func writeDirectory(_ directory: String, entries: [TensorWriteEntry], metadata: [String: String],
                                       maxShardBytes: Int?, tensor: (String) throws -> Tensor) throws -> [String] {
+        try writeDirectoryInPieces(directory, entries: entries, metadata: metadata, maxShardBytes: maxShardBytes) {
+            try write(tensor($0.entry.name), to: $0)
+        }
+    }
+
+    /// `writeDirectory` for tensors produced in pieces: `pieces(sink)` is called once per entry, in
+    /// order, and writes that tensor's bytes (`sink.entry`) through `sink.write` in as many pieces as it
+    /// likes, so not even one whole tensor need be in memory (the synthetic 7B/8B generator holds a
+    /// block of rows).
+    @discardableResult
+    public static func writeDirectoryInPieces(_ directory: String, entries: [TensorWriteEntry], metadata: [String: String],
+                                              maxShardBytes: Int?, pieces: (TensorByteSink) throws -> Void) throws -> [String] {
         var shards: [[TensorWriteEntry]] = [[]]
         var filled = 0
         for e in entries {
@@ -22,14 +34,14 @@ public enum SafetensorsWriter {
             filled += e.byteCount
         }
         if shards.count == 1 {
-            try writeFile(directory + "/model.safetensors", entries: entries, metadata: metadata, tensor: tensor)
+            try writeFileInPieces(directory + "/model.safetensors", entries: entries, metadata: metadata, pieces: pieces)
             return ["model.safetensors"]
         }
         var names: [String] = []
         var weightMap: [(String, JSONValue)] = []
         for (i, shard) in shards.enumerated() {
             let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
-            try writeFile(directory + "/" + name, entries: shard, metadata: metadata, tensor: tensor)
+            try writeFileInPieces(directory + "/" + name, entries: shard, metadata: metadata, pieces: pieces)
             names.append(name)
             weightMap += shard.map { ($0.name, .string(name)) }
         }
@@ -59,6 +71,13 @@ public enum SafetensorsWriter {
     /// (transformers 4.51-4.57 refuse other values). A failed write removes the file.
     public static func writeFile(_ path: String, entries: [TensorWriteEntry], metadata: [String: String],
                                  tensor: (String) throws -> Tensor) throws {
+        try writeFileInPieces(path, entries: entries, metadata: metadata) { try write(tensor($0.entry.name), to: $0) }
+    }
+
+    /// `writeFile` for tensors produced in pieces (see `writeDirectoryInPieces`). Each tensor must get
+    /// exactly its entry's byte count, else the write fails naming the tensor.
+    public static func writeFileInPieces(_ path: String, entries: [TensorWriteEntry], metadata: [String: String],
+                                         pieces: (TensorByteSink) throws -> Void) throws {
         func rank(_ d: DType) -> Int { referenceOrder.firstIndex(of: d) ?? referenceOrder.count }
         let ordered = entries.sorted { (rank($0.dtype), $0.name) < (rank($1.dtype), $1.name) }
         var header: [(String, JSONValue)] = []
@@ -84,13 +103,12 @@ public enum SafetensorsWriter {
             try withUnsafeBytes(of: &length) { try handle.write($0) }
             try headerBytes.withUnsafeBytes { try handle.write($0) }
             for e in ordered {
-                let t = try tensor(e.name)
-                guard t.dtype == e.dtype, t.shape == e.shape else {
-                    throw CheckpointError.malformedTensor(
-                        file: path, tensor: e.name,
-                        reason: "writer expected \(e.dtype.rawValue) \(e.shape) but got \(t.dtype.rawValue) \(t.shape)")
+                let sink = TensorByteSink(entry: e, file: handle)
+                try pieces(sink)
+                guard sink.written == e.byteCount else {
+                    throw CheckpointError.malformedTensor(file: path, tensor: e.name,
+                                                          reason: "writer got \(sink.written) of \(e.byteCount) bytes")
                 }
-                try t.withRawBytes { try handle.write($0) }
             }
             try handle.close()
         } catch {
@@ -98,6 +116,41 @@ public enum SafetensorsWriter {
             try? FileManager.default.removeItem(atPath: path)
             throw error
         }
+    }
+
+    /// Writes a whole tensor after checking it matches its entry.
+    private static func write(_ t: Tensor, to sink: TensorByteSink) throws {
+        let e = sink.entry
+        guard t.dtype == e.dtype, t.shape == e.shape else {
+            throw CheckpointError.malformedTensor(
+                file: sink.file.path, tensor: e.name,
+                reason: "writer expected \(e.dtype.rawValue) \(e.shape) but got \(t.dtype.rawValue) \(t.shape)")
+        }
+        try t.withRawBytes { try sink.write($0) }
+    }
+}
+
+/// Where one tensor's little-endian bytes go, in order, in pieces of any size; it refuses bytes past
+/// the entry's byte count.
+public final class TensorByteSink {
+    /// The tensor being written (name, dtype, shape).
+    public let entry: TensorWriteEntry
+    /// Bytes written so far.
+    public private(set) var written = 0
+    fileprivate let file: FileOutput
+
+    fileprivate init(entry: TensorWriteEntry, file: FileOutput) {
+        self.entry = entry
+        self.file = file
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard written + bytes.count <= entry.byteCount else {
+            throw CheckpointError.malformedTensor(file: file.path, tensor: entry.name,
+                                                  reason: "writer got more than \(entry.byteCount) bytes")
+        }
+        try file.write(bytes)
+        written += bytes.count
     }
 }
 

@@ -1,0 +1,99 @@
+#include "ckernels.h"
+#include <math.h>
+#include <string.h>
+
+/* Element-wise kernels of the forward pass that BLAS does not cover. Swift compiles for baseline
+   x86-64 (SSE2) and calls expf one value at a time; these use AVX2 with glibc's vectorized expf
+   (libmvec's _ZGVdN8v_expf, 8 lanes) chosen at run time, as cf16.c does for F16C. */
+
+#if defined(__x86_64__) && defined(__linux__)
+#include <immintrin.h>
+#define CK_AVX2 1
+
+__attribute__((target("avx2,fma"))) __m256 _ZGVdN8v_expf(__m256 x);
+
+__attribute__((target("avx2,fma"))) static float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+__attribute__((target("avx2,fma"))) static float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static void softmax_row_avx2(float *row, size_t visible, float scale) {
+    size_t n = 0;
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    for (; n + 8 <= visible; n += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(row + n));
+    float maximum = hmax8(vmax);
+    for (; n < visible; n++) maximum = fmaxf(maximum, row[n]);
+    maximum *= scale;
+    const __m256 vscale = _mm256_set1_ps(scale), vshift = _mm256_set1_ps(maximum);
+    __m256 vsum = _mm256_setzero_ps();
+    for (n = 0; n + 8 <= visible; n += 8) {
+        __m256 e = _ZGVdN8v_expf(_mm256_fmsub_ps(_mm256_loadu_ps(row + n), vscale, vshift));
+        _mm256_storeu_ps(row + n, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    float sum = hsum8(vsum);
+    for (; n < visible; n++) { row[n] = expf(row[n] * scale - maximum); sum += row[n]; }
+    const __m256 vinv = _mm256_set1_ps(1.0f / sum);
+    for (n = 0; n + 8 <= visible; n += 8) _mm256_storeu_ps(row + n, _mm256_mul_ps(_mm256_loadu_ps(row + n), vinv));
+    for (; n < visible; n++) row[n] *= 1.0f / sum;
+}
+
+__attribute__((target("avx2,fma"))) static void silu_mul_avx2(const float *gate, float *up, size_t count) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = _ZGVdN8v_expf(_mm256_sub_ps(zero, g));
+        _mm256_storeu_ps(up + i, _mm256_mul_ps(_mm256_loadu_ps(up + i), _mm256_div_ps(g, _mm256_add_ps(one, e))));
+    }
+    for (; i < count; i++) up[i] *= gate[i] / (1.0f + expf(-gate[i]));
+}
+
+/* __builtin_cpu_supports reads flags set once at load time: cheap enough per row, and thread-safe. */
+static int use_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#endif
+
+static void softmax_row_scalar(float *row, size_t visible, float scale) {
+    float maximum = -INFINITY, sum = 0;
+    for (size_t n = 0; n < visible; n++) maximum = fmaxf(maximum, row[n] * scale);
+    for (size_t n = 0; n < visible; n++) { row[n] = expf(row[n] * scale - maximum); sum += row[n]; }
+    for (size_t n = 0; n < visible; n++) row[n] *= 1.0f / sum;
+}
+
+void ck_causal_softmax(float *scores, size_t blocks, size_t queries, size_t keys, float scale) {
+    for (size_t b = 0; b < blocks; b++) {
+        for (size_t i = 0; i < queries; i++) {
+            float *row = scores + (b * queries + i) * keys;
+            size_t visible = keys - queries + i + 1;
+#ifdef CK_AVX2
+            if (use_avx2()) softmax_row_avx2(row, visible, scale); else
+#endif
+            softmax_row_scalar(row, visible, scale);
+            memset(row + visible, 0, (keys - visible) * sizeof(float));
+        }
+    }
+}
+
+void ck_silu_mul(const float *gate, float *up, size_t count) {
+#ifdef CK_AVX2
+    if (use_avx2()) { silu_mul_avx2(gate, up, count); return; }
+#endif
+    for (size_t i = 0; i < count; i++) up[i] *= gate[i] / (1.0f + expf(-gate[i]));
+}
+
+int ck_has_avx2(void) {
+#ifdef CK_AVX2
+    return use_avx2();
+#else
+    return 0;
+#endif
+}

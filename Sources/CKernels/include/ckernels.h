@@ -1,0 +1,17 @@
+#ifndef CKERNELS_H
+#define CKERNELS_H
+#include <stddef.h>
+
+/// Causal softmax of `blocks` score blocks of [queries × keys] floats, one after another, in place.
+/// Row i of a block belongs to position keys − queries + i: its first keys − queries + i + 1 entries
+/// become softmax(scale · s) (max-subtracted exponentials), the rest 0. `scale` must be positive.
+/// AVX2 + glibc's vector expf (libmvec, ≤ 4 ulp) when the CPU has AVX2 and FMA; scalar expf otherwise.
+void ck_causal_softmax(float *scores, size_t blocks, size_t queries, size_t keys, float scale);
+
+/// SwiGLU's gate in place: up[i] ← up[i] · g / (1 + exp(−g)), g = gate[i], for `count` values.
+/// Same vector/scalar paths as `ck_causal_softmax`.
+void ck_silu_mul(const float *gate, float *up, size_t count);
+
+/// 1 when the AVX2 path is in use on this CPU.
+int ck_has_avx2(void);
+#endif

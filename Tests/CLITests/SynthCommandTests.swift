@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+import MLACheckpoint
+import MLALinalg
+import MLATensor
+
+/// `mla-bench synth`: the synthetic checkpoints the scale measurements of docs/performance.md use.
+@Suite(.serialized) struct SynthCommandTests {
+    /// A loadable sharded Llama checkpoint of the requested shape whose matrices have the designed
+    /// spectrum (not white noise), whose norms sit around 1, and whose bytes the seed alone fixes.
+    @Test func smallShapeIsLoadableStructuredAndSeeded() throws {
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func synth(_ name: String, seed: Int) throws -> String {
+            let out = dir + "/" + name
+            let r = try CLI.run("mla-bench", ["synth", "--shape", "small", "--layers", "1", "--seed", String(seed),
+                                              "--max-shard-size", "100MB", "-o", out])
+            #expect(r.status == 0, "\(r.stderr)")
+            return out
+        }
+        let a = try synth("a", seed: 7)
+        let checkpoint = try Checkpoint.open(a)
+        let c = checkpoint.config
+        #expect(c.family == .llama && c.numLayers == 1 && c.hiddenSize == 1024 && c.intermediateSize == 2816)
+        #expect(c.numHeads == 8 && c.numKVHeads == 2 && c.headDim == 128 && c.vocabSize == 32000)
+        #expect(c.ropeTheta == 10000 && c.rmsNormEps == 1e-5 && !c.tiedEmbeddings)
+        let files = try FileManager.default.contentsOfDirectory(atPath: a).sorted()
+        #expect(files == ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                          "model.safetensors.index.json"])
+        #expect(checkpoint.store.names.count == 12)
+        for name in checkpoint.store.names { #expect(try checkpoint.store.tensor(name).dtype == .bf16, "\(name)") }
+
+        // W = c·A·diag(σ)·B + E·diag(τ) with 90 % of the energy in the rank-256 part: the top 256
+        // singular values hold at least that, and at most that plus the top-256 share of the colored
+        // noise's 10 % (88 %, numpy). Past 256 the spectrum keeps decaying: σ₇₆₇/σ₂₅₆ is 0.14 where a
+        // white-noise tail (Marchenko–Pastur) gives 0.31. Elements have RMS 1/√1024.
+        let q = Matrix<Float>(try checkpoint.store.tensor(LayerTensorNames(layer: 0).qProj))
+        let sigma = try svd(q).s.map { Double($0) }
+        let top = sigma.prefix(256).reduce(0) { $0 + $1 * $1 } / sigma.reduce(0) { $0 + $1 * $1 }
+        #expect(top > 0.9 && top < 0.9 + 0.1 * 0.88 + 0.01, "energy in the top 256: \(top)")
+        #expect(sigma[767] / sigma[256] < 0.2, "tail ratio \(sigma[767] / sigma[256])")
+        let rms = (q.frobeniusNorm * q.frobeniusNorm / Double(q.values.count)).squareRoot()
+        #expect(abs(rms * 32 - 1) < 0.01, "element RMS \(rms)")
+        // Norm weights exp(u/2), u uniform in [-1, 1]: inside [e^-½, e^½] = [0.607, 1.649] widened by
+        // BF16 rounding (2^-8 relative), mean sinh(½)/½ = 1.042.
+        let norm = try checkpoint.store.tensor(LayerTensorNames(layer: 0).inputNorm).floats()
+        #expect(norm.allSatisfy { $0 > 0.604 && $0 < 1.656 })
+        #expect(abs(norm.reduce(0, +) / 1024 - 1.042) < 0.02)
+
+        func contents(_ dir: String) throws -> [Data] {
+            try files.map { try Data(contentsOf: URL(fileURLWithPath: dir + "/" + $0)) }
+        }
+        let same = try synth("b", seed: 7), other = try synth("c", seed: 8)
+        #expect(try contents(a) == contents(same))
+        #expect(try contents(a)[1] != contents(other)[1])
+    }
+}
