@@ -9,7 +9,7 @@ public enum EigenMethod: Sendable, Equatable {
     case full
     /// The top ones only (`?syevr`, range "I", MRRR). Exact; reduces the whole matrix to tridiagonal
     /// form like syevd (about (4/3)·n³ flops, half of them matrix-vector) but computes and
-    /// back-transforms only r eigenvectors: 1.5-2.3x faster than syevd at n = 2048...8192, r = 512.
+    /// back-transforms only r eigenvectors: 1.5-1.8x faster than syevd at n = 2048...8192, r = 512.
     case partial
     /// Randomized subspace iteration on r + `oversampling` columns until the captured energy has
     /// converged to `tolerance` (see `randomizedSymmetricEigen`). Approximate; each iteration is one
@@ -25,12 +25,12 @@ public enum EigenMethod: Sendable, Equatable {
     }
 
     /// The method `topEigen` picks for n × n and `rank`, from `mla-bench eig` on this project's 2-core
-    /// machine kind (docs/performance.md, F32): syevd up to n = 1024 (0.2 s at r = 512, where syevr
+    /// machine kind (docs/performance.md, F32): syevd up to n = 1024 (0.20 s at r = 512, where syevr
     /// ties and the randomized method takes 1 s) and when r > n/4 (n = 4096, r = 2048: 12 s against
     /// syevr's 22 s; at r = 1024 syevr still wins, 10 s against 12.6 s); syevr at n = 2048 and 4096,
-    /// r = 512 (0.7 s and 4.7 s against syevd's 1.1 s and 10.6 s; randomized 2.4 s and 5.6 s); the
-    /// randomized method once its basis of 2r columns is at most n/8 (n = 8192, r = 512: 15 s against
-    /// syevr's 46 s and syevd's 74 s): its cost grows with r·n² per iteration, the others' with n³.
+    /// r = 512 (0.71 s and 4.3 s against syevd's 1.0 s and 7.9 s; randomized 2.2 s and 5.1 s); the
+    /// randomized method once its basis of 2r columns is at most n/8 (n = 8192, r = 512: 18 s against
+    /// syevr's 35 s and syevd's 55 s): its cost grows with r·n² per iteration, the others' with n³.
     public static func automatic(n: Int, rank: Int) -> EigenMethod {
         if n <= 1024 || 4 * rank > n { return .full }
         if 16 * rank <= n { return randomized(rank: rank) }
@@ -96,7 +96,8 @@ public func randomizedSymmetricEigen<T: LAPACKScalar>(_ a: Matrix<T>, rank: Int,
                                                       maxIterations: Int = 50, seed: UInt64 = 0) throws -> (values: [T], vectors: Matrix<T>) {
     precondition(a.rows == a.cols, "randomizedSymmetricEigen: \(a.rows)×\(a.cols) is not square")
     let n = a.rows
-    precondition(rank >= 1 && rank <= n && oversampling >= 0, "randomizedSymmetricEigen: rank \(rank) outside 1...\(n)")
+    precondition(rank >= 1 && rank <= n && oversampling >= 0 && maxIterations >= 1,
+                 "randomizedSymmetricEigen: rank \(rank) outside 1...\(n), negative oversampling or no iterations")
     var q = matmul(a, uniformRandomMatrix(n, min(n, rank + oversampling), seed: seed, as: T.self))
     var convergence = EnergyConvergence(tolerance: tolerance)
     var b: Matrix<T>
@@ -119,7 +120,8 @@ public func randomizedSymmetricEigen<T: LAPACKScalar>(_ a: Matrix<T>, rank: Int,
 public func randomizedSVD<T: LAPACKScalar>(_ a: Matrix<T>, rank: Int, oversampling: Int, tolerance: Double,
                                            maxIterations: Int = 50, seed: UInt64 = 0) throws -> (u: Matrix<T>, s: [T], vt: Matrix<T>) {
     let m = a.rows, n = a.cols
-    precondition(rank >= 1 && rank <= min(m, n) && oversampling >= 0, "randomizedSVD: rank \(rank) outside 1...\(min(m, n))")
+    precondition(rank >= 1 && rank <= min(m, n) && oversampling >= 0 && maxIterations >= 1,
+                 "randomizedSVD: rank \(rank) outside 1...\(min(m, n)), negative oversampling or no iterations")
     var q = matmul(a, uniformRandomMatrix(n, min(m, n, rank + oversampling), seed: seed, as: T.self))
     var convergence = EnergyConvergence(tolerance: tolerance)
     var z: Matrix<T>
