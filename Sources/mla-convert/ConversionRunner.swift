@@ -82,6 +82,8 @@ struct ConversionOutputOptions: ParsableArguments {
             throw ValidationError("--dtype must be f32 or bf16, not '\(dtype)' (f16 cannot hold the latent norm's scales)")
         }
         guard parseByteSize(maxShardSize) != nil else { throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB") }
+        // Before any calibration or conversion: an existing output or a missing parent fails now.
+        try AtomicOutput.checkReplaceable(output, force: force)
     }
 
     /// The output dtype for `checkpoint`: the option, else its first float weight's dtype (F16 and quantized -> F32).
@@ -121,30 +123,49 @@ struct ConversionRunner {
         } else {
             ranks = try conversion.ranks(budget: budget, allocation: allocation)
         }
-        let progress = Progress(total: layers, label: "convert")
-        let converted = try conversion.convert(ranks: ranks) { _, _ in progress.step() }
-        progress.finish()
-        let weights = converted.map(\.0), reports = converted.map(\.1)
         let ropeValues = try conversion.ropeValuesPerToken()
         let dtype = output.resolvedDType(for: checkpoint)
-        var summary = ConversionSummary(
-            method: method, source: checkpoint.path, calibration: calibration, format: format.rawValue,
-            settings: settings + [("dtype", dtype.rawValue)], layers: reports,
-            sourceCacheValues: conversion.sourceCacheValues * layers,
-            convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,
-            seconds: MonotonicClock.now() - start, peakResidentBytes: ResourceUsage.peakResidentBytes)
+        func summary(_ reports: [LayerConversionReport]) -> ConversionSummary {
+            ConversionSummary(
+                method: method, source: checkpoint.path, calibration: calibration, format: format.rawValue,
+                settings: settings + [("dtype", dtype.rawValue)], layers: reports,
+                sourceCacheValues: conversion.sourceCacheValues * layers,
+                convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,
+                seconds: MonotonicClock.now() - start, peakResidentBytes: ResourceUsage.peakResidentBytes)
+        }
+        let progress = Progress(total: layers, label: "convert")
+        var reports: [LayerConversionReport] = []
+        var streamed: [Int: LayerConversionReport] = [:]
         switch format {
         case .native:
+            // The native format stores every layer's F64 RoPE table ahead of the weights (safetensors
+            // dtype order), so its layers are converted first and held.
+            let converted = try conversion.convert(ranks: ranks) { _, _ in progress.step() }
+            reports = converted.map(\.1)
             let provenance: [(String, JSONValue)] = [
                 ("source", .string(checkpoint.path)), ("method", .string(method)), ("calibration", .string(calibration)),
             ]
-            try NativeMLAWriter.write(to: output.output, source: checkpoint, layers: weights, provenance: provenance,
+            try NativeMLAWriter.write(to: output.output, source: checkpoint, layers: converted.map(\.0), provenance: provenance,
                                       layerExtras: reports.map(ConversionSummary.layerEntry), dtype: dtype,
-                                      summary: summary.json, writer: output.writer)
+                                      summary: summary(reports).json, writer: output.writer)
         case .deepseek:
-            try DeepSeekV3Export.write(to: output.output, source: checkpoint, layers: weights, dtype: dtype,
-                                       summary: summary.json, writer: output.writer)
+            // Streamed: each layer is converted when the writer reaches it and released after.
+            // The writer asks in name order (0, 1, 10, ...); a layer split across shards is converted again.
+            let (template, first) = try conversion.layer(0).weights(rank: ranks[0])
+            streamed[0] = first
+            progress.step()
+            func ordered() -> [LayerConversionReport] { streamed.keys.sorted().compactMap { streamed[$0] } }
+            try DeepSeekV3Export.write(to: output.output, source: checkpoint, template: template, dtype: dtype,
+                                       writer: output.writer, summary: { summary(ordered()).json }) { l in
+                guard l > 0 else { return template }
+                let (weights, report) = try conversion.layer(l).weights(rank: ranks[l])
+                if streamed.updateValue(report, forKey: l) == nil { progress.step() }
+                return weights
+            }
+            reports = ordered()
         }
+        progress.finish()
+        var summary = summary(reports)
         summary.seconds = MonotonicClock.now() - start
         summary.peakResidentBytes = ResourceUsage.peakResidentBytes
         if output.json {

@@ -60,6 +60,10 @@ public enum AtomicOutput {
         if exists(path) && !isEmptyDirectory(path) && !force {
             throw CheckpointError.outputExists(path: finalPath)
         }
+        let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        guard isDirectory(parent) else {
+            throw CheckpointError.writeFailed(path: finalPath, reason: "parent directory \(parent) does not exist")
+        }
     }
 
     static func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }

@@ -28,9 +28,11 @@ public struct CheckpointWriter {
     }
 
     /// Writes `config` (the config.json object), every entry's tensor, safetensors `metadata` and the
-    /// side files to `path`. `inputs` are paths the output must not overwrite.
+    /// side files to `path`. `inputs` are paths the output must not overwrite. `lateFiles` are side
+    /// files known only once every tensor is written (a streaming converter's summary); `.hf` writes
+    /// them after the tensors, `.hdf5` asks for them first.
     public func write(to path: String, config: JSONValue, entries: [TensorWriteEntry], metadata: [String: String],
-                      auxiliaryFiles: [String: [UInt8]], inputs: [String],
+                      auxiliaryFiles: [String: [UInt8]], lateFiles: () throws -> [String: [UInt8]] = { [:] }, inputs: [String],
                       tensor: (String) throws -> Tensor) throws {
         switch format {
         case .hf:
@@ -41,11 +43,15 @@ public struct CheckpointWriter {
                 }
                 _ = try SafetensorsWriter.writeDirectory(dir, entries: entries, metadata: metadata,
                                                          maxShardBytes: maxShardBytes, tensor: tensor)
+                for (name, bytes) in try lateFiles().sorted(by: { $0.key < $1.key }) {
+                    try writeFile(dir + "/" + name, bytes)
+                }
             }
         case .hdf5:
             try AtomicOutput.write(to: path, directory: false, force: force, inputs: inputs) { file in
+                let files = auxiliaryFiles.merging(try lateFiles()) { _, late in late }
                 try HDF5Writer.write(path: file, config: config, entries: entries, deflateLevel: deflateLevel,
-                                     files: auxiliaryFiles, tensor: tensor)
+                                     files: files, tensor: tensor)
             }
         }
     }

@@ -85,7 +85,18 @@ public enum DeepSeekV3Export {
     /// `mla_convert.json` beside the weights.
     public static func write(to path: String, source: Checkpoint, layers: [MLALayerWeights], dtype: DType,
                              summary: JSONValue, writer: CheckpointWriter) throws {
-        if let reason = unsupportedReason(layers: layers, source: source.config) {
+        guard let first = layers.first else { throw CheckpointError.unsupportedModel(file: source.path, reason: "no layers to export") }
+        try write(to: path, source: source, template: first, dtype: dtype, writer: writer, summary: { summary }) { layers[$0] }
+    }
+
+    /// Streaming form: `layer(l)` is asked for each layer once, when its first tensor is written, and
+    /// released after its last, so memory holds one converted layer. `template` (layer 0) fixes the shapes
+    /// of every layer (DeepSeek-V3 has one rank); each layer is checked as it arrives, and a failure
+    /// leaves no output. `summary()` is called after the last tensor.
+    public static func write(to path: String, source: Checkpoint, template: MLALayerWeights, dtype: DType,
+                             writer: CheckpointWriter, summary: () throws -> JSONValue,
+                             layer: (Int) throws -> MLALayerWeights) throws {
+        if let reason = unsupportedReason(layers: [template], source: source.config) {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot export as DeepSeek-V3: " + reason)
         }
         guard dtype == .f32 || dtype == .bf16 else {
@@ -93,30 +104,21 @@ public enum DeepSeekV3Export {
         }
         let c = source.config, store = source.store
         let alpha = (eps / c.rmsNormEps).squareRoot()
-        var mla: [String: Tensor] = [:]
         var entries: [TensorWriteEntry] = []
-        func add(_ name: String, _ values: [Float], _ shape: [Int]) {
-            mla[name] = Tensor(floats: values, shape: shape)
-            entries.append(TensorWriteEntry(name: name, dtype: dtype, shape: shape))
+        for l in 0..<c.numLayers {
+            entries += attentionShapes(template, layer: l).map { TensorWriteEntry(name: $0.0, dtype: dtype, shape: $0.1) }
         }
-        for (l, w) in layers.enumerated() {
-            let p = "model.layers.\(l).self_attn.", d = w.hiddenSize, qRows = w.numHeads * w.qHeadWidth
-            let inputNorm = try store.floats(LayerTensorNames(layer: l).inputNorm, shape: [d]).map(Double.init)
-            let norm = try LinearRegimeNorm(rows: Matrix(rows: w.kvRank, cols: d, values: w.kvA.map(Double.init)), bias: nil,
-                                            inputNorm: inputNorm, eps: eps)
-            switch w.query {
-            case let .full(proj, _):
-                add(p + "q_proj.weight", proj, [qRows, d])
-            case let .lowRank(rank, a, _, qNorm, _, b):
-                add(p + "q_a_proj.weight", a, [rank, d])
-                add(p + "q_a_layernorm.weight", qNorm, [rank])
-                add(p + "q_b_proj.weight", b, [qRows, rank])
+        var current: (layer: Int, tensors: [String: Tensor])?
+        func attentionTensor(_ name: String, layer l: Int) throws -> Tensor? {
+            if current?.layer != l {
+                current = nil
+                let w = try layer(l)
+                if let reason = unsupportedReason(layers: [template, w], source: c) {
+                    throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot export as DeepSeek-V3: " + reason)
+                }
+                current = (l, try attentionTensors(w, layer: l, store: store, alpha: alpha))
             }
-            let s = norm.rowScale
-            add(p + "kv_a_proj_with_mqa.weight", w.kvA.map { Float(Double($0) * s) } + w.kRope, [w.kvRank + w.dRope, d])
-            add(p + "kv_a_layernorm.weight", [Float](repeating: Float(norm.weight), count: w.kvRank), [w.kvRank])
-            add(p + "kv_b_proj.weight", w.kvB, [w.numHeads * (w.dNope + w.dV), w.kvRank])
-            add(p + "o_proj.weight", w.oProj.map { Float(Double($0) * alpha) }, [d, w.numHeads * w.dV])
+            return current?.tensors[name]
         }
         let attention = Set((0..<c.numLayers).flatMap { l -> [String] in
             let n = LayerTensorNames(layer: l)
@@ -131,14 +133,17 @@ public enum DeepSeekV3Export {
             entries.append(TensorWriteEntry(name: ModelTensorNames.lmHead, dtype: dtype, shape: info.shape))
         }
         var aux = try BPETokenizer.sideFiles(for: source)
-        aux["mla_convert.json"] = Array((summary.serialized(indent: 2) + "\n").utf8)
         aux["config.json"] = nil
         let types = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })
-        try writer.write(to: path, config: config(source: c, layer: layers[0], dtype: dtype), entries: entries,
-                         metadata: ["mla_convert.kind": "deepseek-v3", "source": source.path],
-                         auxiliaryFiles: aux, inputs: [source.path]) { name in
+        let attentionPrefix = "model.layers."
+        try writer.write(to: path, config: config(source: c, layer: template, dtype: dtype), entries: entries,
+                         metadata: ["mla_convert.kind": "deepseek-v3", "source": source.path], auxiliaryFiles: aux,
+                         lateFiles: { ["mla_convert.json": Array((try summary().serialized(indent: 2) + "\n").utf8)] },
+                         inputs: [source.path]) { name in
             let tensor: Tensor
-            if let t = mla[name] {
+            if name.hasPrefix(attentionPrefix), name.contains(".self_attn."),
+               let l = Int(name.dropFirst(attentionPrefix.count).prefix { $0 != "." }),
+               let t = try attentionTensor(name, layer: l) {
                 tensor = t
             } else if name == ModelTensorNames.lmHead, !store.contains(name) {
                 tensor = try store.tensor(ModelTensorNames.embedding)
@@ -151,5 +156,41 @@ public enum DeepSeekV3Export {
             let target = types[name] ?? tensor.dtype
             return tensor.dtype == target ? tensor : tensor.converted(to: target)
         }
+    }
+
+    /// Names and shapes of layer `l`'s attention tensors for a layer shaped like `w`.
+    static func attentionShapes(_ w: MLALayerWeights, layer l: Int) -> [(String, [Int])] {
+        let p = "model.layers.\(l).self_attn.", d = w.hiddenSize, qRows = w.numHeads * w.qHeadWidth
+        var shapes: [(String, [Int])] = []
+        switch w.query {
+        case .full:
+            shapes.append((p + "q_proj.weight", [qRows, d]))
+        case let .lowRank(rank, _, _, _, _, _):
+            shapes += [(p + "q_a_proj.weight", [rank, d]), (p + "q_a_layernorm.weight", [rank]), (p + "q_b_proj.weight", [qRows, rank])]
+        }
+        return shapes + [
+            (p + "kv_a_proj_with_mqa.weight", [w.kvRank + w.dRope, d]), (p + "kv_a_layernorm.weight", [w.kvRank]),
+            (p + "kv_b_proj.weight", [w.numHeads * (w.dNope + w.dV), w.kvRank]), (p + "o_proj.weight", [d, w.numHeads * w.dV]),
+        ]
+    }
+
+    /// Layer `l`'s attention tensors (F32), in the order and shapes of `attentionShapes`: the latent rows
+    /// scaled into the linear regime of `kv_a_layernorm`, o_proj times the residual scale α.
+    static func attentionTensors(_ w: MLALayerWeights, layer l: Int, store: any TensorStore, alpha: Double) throws -> [String: Tensor] {
+        let d = w.hiddenSize
+        let inputNorm = try store.floats(LayerTensorNames(layer: l).inputNorm, shape: [d]).map(Double.init)
+        let norm = try LinearRegimeNorm(rows: Matrix(rows: w.kvRank, cols: d, values: w.kvA.map(Double.init)), bias: nil,
+                                        inputNorm: inputNorm, eps: eps)
+        var values: [[Float]] = []
+        switch w.query {
+        case let .full(proj, _):
+            values.append(proj)
+        case let .lowRank(_, a, _, qNorm, _, b):
+            values += [a, qNorm, b]
+        }
+        let s = norm.rowScale
+        values += [w.kvA.map { Float(Double($0) * s) } + w.kRope, [Float](repeating: Float(norm.weight), count: w.kvRank), w.kvB,
+                   w.oProj.map { Float(Double($0) * alpha) }]
+        return Dictionary(uniqueKeysWithValues: zip(attentionShapes(w, layer: l), values).map { ($0.0.0, Tensor(floats: $0.1, shape: $0.0.1)) })
     }
 }
