@@ -105,8 +105,9 @@ public struct LayerConversion: Sendable {
             var sum = Matrix<Double>.zeros(nope.rows, nope.rows)
             let queryMoments = queryMoments()
             for h in 0..<s.numHeads {
-                let n = split.nopeToKey(kvHead: s.kvHead(ofQueryHead: h), headDim: s.headDim)
-                sum.values = zip(sum.values, matmul(matmul(n, queryMoments[h], transA: true), n).values).map(+)
+                let n = split.nopeToKey(kvHead: s.kvHead(ofQueryHead: h))
+                let term = matmul(matmul(n, queryMoments[h], transA: true), n)
+                for i in 0..<sum.values.count { sum.values[i] += term.values[i] }
             }
             return sum
         }
@@ -175,13 +176,14 @@ public struct LayerConversion: Sendable {
         var kvB = Matrix<Double>.zeros(nh * (hd + hd), rank)
         var query = Matrix<Double>.zeros(nh * qWidth, d)
         var queryBias: [Double]? = s.qBias.map { _ in [Double](repeating: 0, count: nh * qWidth) }
+        let keyUp = (0..<s.numKVHeads).map { matmul(rope.nopeToKey(kvHead: $0), bNope) }
         for h in 0..<nh {
             let j = s.kvHead(ofQueryHead: h)
-            let uk = matmul(rope.nopeToKey(kvHead: j, headDim: hd), bNope)
+            let uk = keyUp[j]
             kvB.values.replaceSubrange((h * 2 * hd * rank)..<((h * 2 + 1) * hd * rank), with: uk.values)
             kvB.values.replaceSubrange(((h * 2 + 1) * hd * rank)..<((h + 1) * 2 * hd * rank),
                                        with: bValue.values[(j * hd * rank)..<((j + 1) * hd * rank)])
-            let block = rope.ropeBlock(ropeHead: rope.ropeHeadOfQueryHead[h], kvHead: j, headDim: hd)
+            let block = rope.ropeBlock(ropeHead: rope.ropeHeadOfQueryHead[h], kvHead: j)
             let qh = s.queryHead(h)
             let rows = qh.values + matmul(block, qh).values
             query.values.replaceSubrange((h * qWidth * d)..<((h + 1) * qWidth * d), with: rows.map { $0 * gamma })

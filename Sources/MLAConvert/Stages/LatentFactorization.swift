@@ -66,16 +66,22 @@ public struct LatentFactorization: Sendable {
                 weighting: LatentWeighting, queryWeight: () -> Matrix<Double>, outputWeight: () -> Matrix<Double>) throws {
         let keyRoot = try weighting.keys == .query ? Self.root(queryWeight()) : nil
         let valueRoot = try weighting.values == .output ? Self.root(outputWeight()) : nil
-        var gk = keyRoot.map { matmul($0.root, nope) } ?? nope
+        let gk = keyRoot.map { matmul($0.root, nope) } ?? nope
         let gv = valueRoot.map { matmul($0.root, values) } ?? values
-        // Balance: scale the key block to the value block's energy (exactly undone in G⁻¹).
-        let ek = trace(outputMoment(gk, moment)), ev = trace(outputMoment(gv, moment))
-        let balance = ek > 0 && ev > 0 ? (ev / ek).squareRoot() : 1
-        gk.values = gk.values.map { $0 * balance }
         let nN = nope.rows, nV = values.rows, nZ = nN + nV
         var z = Matrix<Double>.zeros(nZ, nope.cols)
         z.values.replaceSubrange(0..<(nN * z.cols), with: gk.values)
         z.values.replaceSubrange((nN * z.cols)..<(nZ * z.cols), with: gv.values)
+        // One moment S = Z C Zᵀ; its diagonal blocks give the key and value energies. Balance: scale the
+        // key block to the value block's energy (exactly undone in G⁻¹), i.e. key rows of Z and key rows
+        // and columns of S by `balance`.
+        var zm = outputMoment(z, moment)
+        let ek = (0..<nN).reduce(0.0) { $0 + zm[$1, $1] }, ev = (nN..<nZ).reduce(0.0) { $0 + zm[$1, $1] }
+        let balance = ek > 0 && ev > 0 ? (ev / ek).squareRoot() : 1
+        for i in 0..<(nN * z.cols) { z.values[i] *= balance }
+        for r in 0..<nZ {
+            for c in 0..<nZ { zm[r, c] *= (r < nN ? balance : 1) * (c < nN ? balance : 1) }
+        }
         var inverse = Matrix<Double>.zeros(nZ, nZ)
         for (offset, count, root, scale) in [(0, nN, keyRoot, balance), (nN, nV, valueRoot, 1.0)] {
             for a in 0..<count {
@@ -85,7 +91,7 @@ public struct LatentFactorization: Sendable {
                 }
             }
         }
-        let (lambda, u) = try symmetricEigen(outputMoment(z, moment))
+        let (lambda, u) = try symmetricEigen(zm)
         eigenvalues = lambda.map { max($0, 0) }
         vectors = u
         weightedZ = z

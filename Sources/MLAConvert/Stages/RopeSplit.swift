@@ -28,6 +28,11 @@ public struct RopeSplit: Sendable {
     /// source pair in it (sums to 1): which frequencies the component lost.
     public let nopePairMix: [[Double]]
 
+    /// [nRopeHeads][n_kv] of `ropeBlock` and [n_kv] of `nopeToKey`, cut from `basis` once (a layer
+    /// asks for them once per query head).
+    private let ropeBlocks: [[Matrix<Double>]]
+    private let nopeToKeyBlocks: [Matrix<Double>]
+
     public var ropeRows: Int { nRopeHeads * dRope }
     public var nopeRows: Int { basis.rows - ropeRows }
 
@@ -60,7 +65,7 @@ public struct RopeSplit: Sendable {
         }
         return RopeSplit(basis: basis, nRopeHeads: s.numKVHeads, dRope: 2 * pairs,
                          ropeHeadOfQueryHead: (0..<s.numHeads).map(s.kvHead(ofQueryHead:)),
-                         invFreq: kept.map { $0.map { invFreq[$0] } }, keptPairs: kept, nopePairMix: mix, keyMoment: keyMoment)
+                         invFreq: kept.map { $0.map { invFreq[$0] } }, keptPairs: kept, nopePairMix: mix, keyMoment: keyMoment, headDim: s.headDim)
     }
 
     /// RoRoPE with FreqFold (TransMLA): one shared rope head of `dRope` dims keeping the source pairs
@@ -116,11 +121,11 @@ public struct RopeSplit: Sendable {
             basis.values.replaceSubrange(((dRope + i) * n)..<((dRope + i + 1) * n), with: row)
         }
         return RopeSplit(basis: basis, nRopeHeads: 1, dRope: dRope, ropeHeadOfQueryHead: Array(repeating: 0, count: s.numHeads),
-                         invFreq: [slotPairs.map { invFreq[$0] }], keptPairs: [slotPairs], nopePairMix: mix, keyMoment: keyMoment)
+                         invFreq: [slotPairs.map { invFreq[$0] }], keptPairs: [slotPairs], nopePairMix: mix, keyMoment: keyMoment, headDim: s.headDim)
     }
 
     private init(basis: Matrix<Double>, nRopeHeads: Int, dRope: Int, ropeHeadOfQueryHead: [Int], invFreq: [[Double]],
-                 keptPairs: [[Int]], nopePairMix: [[Double]], keyMoment: Matrix<Double>) {
+                 keptPairs: [[Int]], nopePairMix: [[Double]], keyMoment: Matrix<Double>, headDim: Int) {
         self.nopePairMix = nopePairMix
         self.basis = basis
         self.nRopeHeads = nRopeHeads
@@ -128,7 +133,13 @@ public struct RopeSplit: Sendable {
         self.ropeHeadOfQueryHead = ropeHeadOfQueryHead
         self.invFreq = invFreq
         self.keptPairs = keptPairs
-        let ropeBasis = basis.rows(0..<(nRopeHeads * dRope))
+        let ropeBasis = basis.rows(0..<(nRopeHeads * dRope)), nopeBasis = basis.rows((nRopeHeads * dRope)..<basis.rows)
+        let kvHeads = basis.cols / headDim
+        ropeBlocks = (0..<nRopeHeads).map { rho in
+            let rows = ropeBasis.rows((rho * dRope)..<((rho + 1) * dRope))
+            return (0..<kvHeads).map { rows.columns(($0 * headDim)..<(($0 + 1) * headDim)) }
+        }
+        nopeToKeyBlocks = (0..<kvHeads).map { nopeBasis.columns(($0 * headDim)..<(($0 + 1) * headDim)).transposed }
         let total = (0..<keyMoment.rows).reduce(0.0) { $0 + keyMoment[$1, $1] }
         let rope = outputMoment(ropeBasis, keyMoment)
         ropeEnergyRetained = total > 0 ? (0..<rope.rows).reduce(0.0) { $0 + rope[$1, $1] } / total : 1
@@ -136,12 +147,8 @@ public struct RopeSplit: Sendable {
 
     /// Rope head ρ's rows of the basis restricted to KV head j's coordinates: [dRope × d_h]. The rope
     /// query of a query head h in group j is this times q_h.
-    public func ropeBlock(ropeHead rho: Int, kvHead j: Int, headDim: Int) -> Matrix<Double> {
-        basis.rows((rho * dRope)..<((rho + 1) * dRope)).columns((j * headDim)..<((j + 1) * headDim))
-    }
+    public func ropeBlock(ropeHead rho: Int, kvHead j: Int) -> Matrix<Double> { ropeBlocks[rho][j] }
 
     /// N_j = E_j R_Nᵀ [d_h × nopeRows]: maps NoPE coordinates back to KV head j's key (in source order).
-    public func nopeToKey(kvHead j: Int, headDim: Int) -> Matrix<Double> {
-        basis.rows(ropeRows..<basis.rows).columns((j * headDim)..<((j + 1) * headDim)).transposed
-    }
+    public func nopeToKey(kvHead j: Int) -> Matrix<Double> { nopeToKeyBlocks[j] }
 }
