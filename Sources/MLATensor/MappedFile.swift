@@ -65,6 +65,19 @@ public final class MappedFile: @unchecked Sendable {
         return try body(UnsafeRawBufferPointer(start: base + offset, count: count))
     }
 
+    /// Drops the pages wholly inside `[offset, offset + count)` from this process's resident set
+    /// (`madvise(MADV_DONTNEED)`). The mapping is read-only and private, so nothing is lost: a later
+    /// access reads the bytes again from the page cache. Streaming readers call it once they have
+    /// consumed a tensor, so peak RSS follows what is held, not every page ever touched (a 15 GB
+    /// checkpoint read once through counted 14.8 GiB of RSS before).
+    public func release(offset: Int, count: Int) {
+        guard let base, count > 0, offset >= 0, offset <= size - count else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = (offset + page - 1) / page * page, last = (offset + count) / page * page
+        guard last > first else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + first), last - first, Int32(MADV_DONTNEED))
+    }
+
     /// Copies `count` bytes at `offset` (bounds as in `withBytes`).
     public func bytes(offset: Int, count: Int) -> [UInt8] {
         withBytes(offset: offset, count: count) { Array($0) }

@@ -64,13 +64,21 @@ public struct Tensor: Sendable {
     }
 
     /// The values widened to F32 (F64 rounded to nearest). `precondition`: a floating dtype.
+    /// A mapped tensor's pages are released after the copy (`releaseMappedPages`).
     public func floats() -> [Float] {
         precondition(dtype.isComputeFloat, "Tensor.floats(): dtype \(dtype) is not a float type")
         let n = elementCount
+        defer { releaseMappedPages() }
         return [Float](unsafeUninitializedCapacity: n) { out, initialized in
             withRawBytes { raw in FloatConversion.widen(raw, dtype: dtype, into: out) }
             initialized = n
         }
+    }
+
+    /// For mapped storage, drops the tensor's pages from the process's resident set once the caller
+    /// has consumed them (`MappedFile.release`); a no-op for owned storage.
+    public func releaseMappedPages() {
+        if case let .mapped(file, offset, count) = storage { file.release(offset: offset, count: count) }
     }
 
     /// The values widened to F64 (exact for every floating dtype).
@@ -88,6 +96,23 @@ public struct Tensor: Sendable {
         if target == .f64 { return Tensor(doubles: doubles(), shape: shape) }
         let values = floats()
         return Tensor(dtype: target, shape: shape, storage: .owned(FloatConversion.narrow(values, to: target)))
+    }
+
+    /// Rows `range` of the first dimension as a tensor of shape [range.count, shape[1...]]: a view for
+    /// mapped storage (nothing read), a copy of those bytes for owned storage. `precondition`: at least
+    /// one dimension and `range` inside it.
+    public func rows(_ range: Range<Int>) -> Tensor {
+        precondition(!shape.isEmpty && range.lowerBound >= 0 && range.upperBound <= shape[0], "Tensor.rows: \(range) outside \(shape)")
+        let rowBytes = shape.dropFirst().reduce(dtype.byteSize, *)
+        let newShape = [range.count] + shape.dropFirst()
+        switch storage {
+        case let .mapped(file, offset, _):
+            return Tensor(dtype: dtype, shape: newShape,
+                          storage: .mapped(file, offset: offset + range.lowerBound * rowBytes, count: range.count * rowBytes))
+        case let .owned(bytes):
+            return Tensor(dtype: dtype, shape: newShape,
+                          storage: .owned(Array(bytes[(range.lowerBound * rowBytes)..<(range.upperBound * rowBytes)])))
+        }
     }
 
     /// A copy with a new shape of the same element count.
