@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mla-bench",
         abstract: "Measure open, GEMM and forward-pass speed and memory on this machine.",
-        subcommands: [Open.self, GEMM.self, Forward.self, Decode.self, Synth.self, Eig.self])
+        subcommands: [Open.self, GEMM.self, Forward.self, Decode.self, Synth.self, Eig.self, Layer.self])
 }
 
 extension Bench {
@@ -36,23 +36,36 @@ extension Bench {
     }
 
     struct GEMM: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Large single-precision GEMM rate (the machine's reference).")
+        static let configuration = CommandConfiguration(
+            abstract: "Single-precision GEMM rate: n³ (the machine's reference) or given shapes.",
+            discussion: "--shape M,N,K times C[M×N] = A[M×K]·B[N×K]ᵀ, the layout of a linear layer on M tokens.")
         @Option var size = 2048
+        @Option(parsing: .upToNextOption, help: "Shapes M,N,K (several allowed) instead of --size.")
+        var shape: [String] = []
         @OptionGroup var runtime: RuntimeOptions
 
-        func run() {
+        func run() throws {
             runtime.apply()
-            let n = size
-            let a = [Float](repeating: 0.5, count: n * n), b = a
-            var c = [Float](repeating: 0, count: n * n)
-            var best = Double.infinity
-            for _ in 0..<3 {
-                let t0 = MonotonicClock.now()
-                Float.gemm(transA: false, transB: true, m: n, n: n, k: n, alpha: 1, a: a, lda: n, b: b, ldb: n, beta: 0, c: &c, ldc: n)
-                best = min(best, MonotonicClock.now() - t0)
+            var shapes: [(Int, Int, Int)] = []
+            for text in shape {
+                let parts = text.split(separator: ",").compactMap { Int($0) }
+                guard parts.count == 3, parts.allSatisfy({ $0 > 0 }) else { throw ValidationError("--shape '\(text)' is not M,N,K") }
+                shapes.append((parts[0], parts[1], parts[2]))
             }
-            print(String(format: "sgemm %d^3: %.1f ms, %.1f GFLOP/s (%d BLAS threads)", n, best * 1e3,
-                         2 * pow(Double(n), 3) / best / 1e9, BLASThreads.current))
+            if shapes.isEmpty { shapes = [(size, size, size)] }
+            for (m, n, k) in shapes {
+                let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: n * k)
+                var c = [Float](repeating: 0, count: m * n)
+                var best = Double.infinity
+                for _ in 0..<3 {
+                    let t0 = MonotonicClock.now()
+                    Float.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: k, beta: 0, c: &c, ldc: n)
+                    best = min(best, MonotonicClock.now() - t0)
+                }
+                let label = m == n && n == k ? "\(m)^3" : "\(m)x\(n)x\(k)"
+                print(String(format: "sgemm %@: %.2f ms, %.1f GFLOP/s (%d BLAS threads)", label, best * 1e3,
+                             2 * Double(m) * Double(n) * Double(k) / best / 1e9, BLASThreads.current))
+            }
         }
     }
 
@@ -143,6 +156,43 @@ extension Bench {
                 }
                 print(line)
             }
+        }
+    }
+}
+
+extension Bench {
+    struct Layer: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time one layer's gqa2mla conversion (read, rank-independent work, weights at a rank) and its memory.",
+            discussion: "Weights only (C = I) unless --moment-identity-scale is given; the cost does not depend on C's values.")
+        @Argument var model: String
+        @Option var layer = 0
+        @Option var rank = 512
+        @Option(help: "Shared rope key dims (default min(64, head_dim)).") var ropeDim: Int?
+        @Flag(help: "Use a calibration-like moment (identity) so the activation-aware path is timed.") var withMoment = false
+        @OptionGroup var runtime: RuntimeOptions
+
+        func run() throws {
+            runtime.apply()
+            let checkpoint = try Checkpoint.open(model)
+            let c = checkpoint.config
+            let options = LayerConversionOptions(rope: .shared(dims: ropeDim ?? min(64, c.headDim), stride: 1, fold: 1),
+                                                 weighting: LatentWeighting(keys: .plain, values: .output), foldSoftmaxScale: true)
+            let moment: Matrix<Double>? = withMoment ? .identity(c.hiddenSize) : nil
+            var t = MonotonicClock.now()
+            let source = try SourceLayer(config: c, store: checkpoint.store, layer: layer)
+            let read = MonotonicClock.now() - t
+            t = MonotonicClock.now()
+            let conversion = try LayerConversion(source: source, moment: moment, rope: RopeFrequencies(config: c), options: options)
+            let prepare = MonotonicClock.now() - t
+            var cut = Double.infinity
+            for _ in 0..<3 {
+                t = MonotonicClock.now()
+                _ = try conversion.weights(rank: rank)
+                cut = min(cut, MonotonicClock.now() - t)
+            }
+            print(String(format: "layer %d: read %.2f s, rank-independent work %.2f s, weights at rank %d %.2f s (best of 3); peak RSS %@",
+                         layer, read, prepare, rank, cut, formatBytes(ResourceUsage.peakResidentBytes)))
         }
     }
 }
