@@ -123,6 +123,21 @@ public struct LayerTensorNames: Sendable {
     public let prefix: String
     public init(layer: Int) { prefix = "model.layers.\(layer)." }
 
+    /// The layer of an attention tensor `model.layers.{l}.self_attn.…`, else nil.
+    public static func attentionLayer(of name: String) -> Int? {
+        let start = "model.layers."
+        guard name.hasPrefix(start), name.contains(".self_attn.") else { return nil }
+        return Int(name.dropFirst(start.count).prefix { $0 != "." })
+    }
+
+    /// Layers in the order a writer first reaches their attention tensors, given its tensor order
+    /// (`CheckpointWriter.writeOrder`).
+    public static func attentionLayerOrder(_ names: [String]) -> [Int] {
+        var seen = Set<Int>(), order: [Int] = []
+        for name in names { if let l = attentionLayer(of: name), seen.insert(l).inserted { order.append(l) } }
+        return order
+    }
+
     public var inputNorm: String { prefix + "input_layernorm.weight" }
     public var postAttentionNorm: String { prefix + "post_attention_layernorm.weight" }
     public var qProj: String { prefix + "self_attn.q_proj.weight" }

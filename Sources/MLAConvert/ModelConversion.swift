@@ -35,7 +35,7 @@ public enum CacheBudget: Sendable, Equatable {
 }
 
 /// Converts every attention layer of a source model, one layer at a time.
-public struct ModelConversion {
+public struct ModelConversion: Sendable {
     public let config: ModelConfig
     public let store: any TensorStore
     public let statistics: CalibrationStatistics?

@@ -134,36 +134,35 @@ struct ConversionRunner {
                 seconds: MonotonicClock.now() - start, peakResidentBytes: ResourceUsage.peakResidentBytes)
         }
         let progress = Progress(total: layers, label: "convert")
-        var reports: [LayerConversionReport] = []
+        // Streamed: each layer is converted on a background thread one layer ahead of the writer and
+        // released once written. Layer 0, converted first, plans every layer's tensors.
+        let (template, firstReport) = try conversion.layer(0).weights(rank: ranks[0])
+        let conversion = self.conversion
+        let convert: @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) = { l in
+            l == 0 ? (template, firstReport) : try conversion.layer(l).weights(rank: ranks[l])
+        }
         var streamed: [Int: LayerConversionReport] = [:]
+        func received(_ l: Int, _ report: LayerConversionReport) {
+            streamed[l] = report
+            progress.step()
+        }
+        func ordered() -> [LayerConversionReport] { streamed.keys.sorted().compactMap { streamed[$0] } }
         switch format {
         case .native:
-            // The native format stores every layer's F64 RoPE table ahead of the weights (safetensors
-            // dtype order), so its layers are converted first and held.
-            let converted = try conversion.convert(ranks: ranks) { _, _ in progress.step() }
-            reports = converted.map(\.1)
             let provenance: [(String, JSONValue)] = [
                 ("source", .string(checkpoint.path)), ("method", .string(method)), ("calibration", .string(calibration)),
             ]
-            try NativeMLAWriter.write(to: output.output, source: checkpoint, layers: converted.map(\.0), provenance: provenance,
-                                      layerExtras: reports.map(ConversionSummary.layerEntry), dtype: dtype,
-                                      summary: summary(reports).json, writer: output.writer)
+            try NativeMLAWriter.write(to: output.output, source: checkpoint, template: template, ranks: ranks, provenance: provenance,
+                                      dtype: dtype, summary: { summary(ordered()).json }, writer: output.writer,
+                                      layer: { l in
+                                          let (weights, report) = try convert(l)
+                                          return (weights, ConversionSummary.layerEntry(report), report)
+                                      }, received: received)
         case .deepseek:
-            // Streamed: each layer is converted when the writer reaches it and released after.
-            // The writer asks in name order (0, 1, 10, ...); a layer split across shards is converted again.
-            let (template, first) = try conversion.layer(0).weights(rank: ranks[0])
-            streamed[0] = first
-            progress.step()
-            func ordered() -> [LayerConversionReport] { streamed.keys.sorted().compactMap { streamed[$0] } }
             try DeepSeekV3Export.write(to: output.output, source: checkpoint, template: template, dtype: dtype,
-                                       writer: output.writer, summary: { summary(ordered()).json }) { l in
-                guard l > 0 else { return template }
-                let (weights, report) = try conversion.layer(l).weights(rank: ranks[l])
-                if streamed.updateValue(report, forKey: l) == nil { progress.step() }
-                return weights
-            }
-            reports = ordered()
+                                       writer: output.writer, summary: { summary(ordered()).json }, layer: convert, received: received)
         }
+        let reports = ordered()
         progress.finish()
         var summary = summary(reports)
         summary.seconds = MonotonicClock.now() - start

@@ -21,9 +21,9 @@ import MLATensor
         let byName = Dictionary(uniqueKeysWithValues: tensors)
         let path = dir + "/m.h5"
         let files = ["tokenizer.json": Array("{\"a\": 1}".utf8), "empty.txt": []]
-        try HDF5Writer.write(path: path, config: Self.config,
+        try HDF5Writer.write(path: path, config: { Self.config },
                              entries: tensors.map { TensorWriteEntry(name: $0.0, dtype: $0.1.dtype, shape: $0.1.shape) },
-                             deflateLevel: deflate, files: files) { byName[$0]! }
+                             deflateLevel: deflate, files: { files }) { byName[$0]! }
         let store = try HDF5Store(path: path)
         #expect(store.configJSON == Self.config)
         #expect(Set(store.names) == Set(byName.keys))
@@ -75,7 +75,7 @@ import MLATensor
         }
         // A valid HDF5 file that is not in our layout.
         let foreign = dir + "/foreign.h5"
-        try HDF5Writer.write(path: foreign, config: Self.config, entries: [], deflateLevel: nil, files: [:]) { _ in fatalError() }
+        try HDF5Writer.write(path: foreign, config: { Self.config }, entries: [], deflateLevel: nil, files: { [:] }) { _ in fatalError() }
         var bytes = try Data(contentsOf: URL(fileURLWithPath: foreign))
         if let r = bytes.range(of: Data("mla-convert-hdf5".utf8)) { bytes.replaceSubrange(r, with: Data("xxx-convert-hdf5".utf8)) }
         try bytes.write(to: URL(fileURLWithPath: foreign))
@@ -89,8 +89,8 @@ import MLATensor
         let path = dir + "/partial.h5"
         struct Boom: Error {}
         #expect(throws: Boom.self) {
-            try HDF5Writer.write(path: path, config: Self.config, entries: [TensorWriteEntry(name: "a", dtype: .f32, shape: [1])],
-                                 deflateLevel: nil, files: [:]) { _ in throw Boom() }
+            try HDF5Writer.write(path: path, config: { Self.config }, entries: [TensorWriteEntry(name: "a", dtype: .f32, shape: [1])],
+                                 deflateLevel: nil, files: { [:] }) { _ in throw Boom() }
         }
         #expect(!FileManager.default.fileExists(atPath: path))
     }

@@ -9,7 +9,7 @@ struct MLANativeFormatTests {
     /// converter and a loader would.
     static func config(for weights: [MLALayerWeights]) throws -> JSONValue {
         let object = JSONValue.object([
-            ("format_version", JSONValue(1)),
+            ("format_version", JSONValue(2)),
             ("attention", weights[0].nativeAttentionEntry),
             ("layers", .array(weights.map(\.nativeLayerEntry))),
         ])
@@ -30,16 +30,20 @@ struct MLANativeFormatTests {
             #expect(loaded == layers[i])
         }
         let prefix = "model.layers.0.self_attn."
-        let freq = try store.tensor(prefix + "rope_inv_freq")
-        #expect(freq.dtype == .f64 && freq.shape == [spec.nRope, spec.dRope / 2])
-        #expect(freq.doubles() == spec.freqs.flatMap { $0 })
+        // The RoPE table travels in config.json as decimal text and must come back bit for bit.
+        let loaded = try MLALayerWeights.nativeLayer(config: config, store: store, layer: 0)
+        #expect(loaded.ropeInvFreq == spec.freqs)
+        #expect(!store.names.contains { $0.contains("rope_inv_freq") })
+        #expect(layers[0].nativeTensorShapes(prefix: prefix, kvRank: spec.r).map(\.1)
+                == layers[0].nativeTensors(prefix: prefix).map(\.1.shape))
+        #expect(layers[0].nativeTensorShapes(prefix: prefix, kvRank: spec.r + 3).first { $0.0.hasSuffix("kv_b_proj.weight") }?.1.last == spec.r + 3)
         #expect(store.contains(prefix + "kv_a_layernorm.weight") == spec.latentNorm)
         #expect(store.contains(prefix + "q_proj.weight") == (spec.qRank == nil))
         #expect(store.info(prefix + "k_rope_proj.weight")?.shape == [spec.nRope * spec.dRope, spec.d])
         #expect(store.info(prefix + "kv_a_proj.weight")?.shape == [spec.r, spec.d])
     }
 
-    @Test("config entries carry the cache layout; a wrong rope_inv_freq dtype is refused by name")
+    @Test("config entries carry the cache layout; a malformed rope_inv_freq is refused by name")
     func entriesAndRefusal() throws {
         let spec = MLASpec.all[1]
         var w = spec.weights(seed: 23)
@@ -53,13 +57,16 @@ struct MLANativeFormatTests {
 
         var store = InMemoryTensorStore(label: "model.safetensors")
         for (name, tensor) in w.nativeTensors(prefix: w.label) { store.set(name, tensor) }
-        store.set(w.label + "rope_inv_freq", Tensor(floats: [1, 2, 3, 4], shape: [2, 2]))
+        let good = try Self.config(for: [w])
+        guard case var .array(layers) = good["layers"] else { Issue.record("no layers"); return }
+        layers[0] = layers[0].setting("rope_inv_freq", .array([.array([JSONValue(1.0)])]))
+        let bad = good.setting("layers", .array(layers))
         do {
-            _ = try MLALayerWeights.nativeLayer(config: try Self.config(for: [w]), store: store, layer: 0)
-            Issue.record("expected F32 rope_inv_freq to be refused")
+            _ = try MLALayerWeights.nativeLayer(config: bad, store: store, layer: 0)
+            Issue.record("expected a short rope_inv_freq to be refused")
         } catch {
             let message = String(describing: error)
-            #expect(message.contains("model.safetensors") && message.contains("rope_inv_freq") && message.contains("F64"))
+            #expect(message.contains("config.json") && message.contains("mla_convert.layers[0].rope_inv_freq"))
         }
     }
 }

@@ -7,9 +7,10 @@ import MLATensor
 public enum HDF5Writer {
     /// Writes `path` (a new file). `deflateLevel` 1-9 stores datasets in chunks of whole rows (about
     /// 1 MiB) with shuffle + deflate; nil keeps them contiguous so readers can memory-map them.
-    /// A failed write removes the file.
-    public static func write(path: String, config: JSONValue, entries: [TensorWriteEntry], deflateLevel: Int?,
-                             files: [String: [UInt8]], tensor: (String) throws -> Tensor) throws {
+    /// A failed write removes the file. `config()` and `files()` are asked for after the tensors (a
+    /// streaming converter knows them only then).
+    public static func write(path: String, config: () throws -> JSONValue, entries: [TensorWriteEntry], deflateLevel: Int?,
+                             files: () throws -> [String: [UInt8]], tensor: (String) throws -> Tensor) throws {
         do {
             try writeUnchecked(path: path, config: config, entries: entries, deflateLevel: deflateLevel, files: files, tensor: tensor)
         } catch {
@@ -18,20 +19,13 @@ public enum HDF5Writer {
         }
     }
 
-    private static func writeUnchecked(path: String, config: JSONValue, entries: [TensorWriteEntry], deflateLevel: Int?,
-                                       files: [String: [UInt8]], tensor: (String) throws -> Tensor) throws {
+    private static func writeUnchecked(path: String, config: () throws -> JSONValue, entries: [TensorWriteEntry], deflateLevel: Int?,
+                                       files: () throws -> [String: [UInt8]], tensor: (String) throws -> Tensor) throws {
         func fail(_ what: String) -> CheckpointError { .writeFailed(path: path, reason: what) }
         let file = HDF5Library.withLock { H5Fcreate(path, mla_h5f_acc_trunc(), mla_h5p_default(), mla_h5p_default()) }
         guard file >= 0 else { throw fail("HDF5 cannot create the file") }
         var closed = false
         defer { if !closed { _ = HDF5Library.withLock { H5Fclose(file) } } }
-        try HDF5Library.withLock {
-            guard HDF5Library.writeStringAttribute(file, "format", HDF5Library.formatName),
-                  HDF5Library.writeStringAttribute(file, "format_version", HDF5Library.formatVersion),
-                  HDF5Library.writeStringAttribute(file, "config_json", config.serialized()) else {
-                throw fail("cannot write the root attributes")
-            }
-        }
         for entry in entries {
             guard !entry.name.contains("/"), !entry.name.isEmpty, entry.name != "files" else {
                 throw CheckpointError.malformedTensor(file: path, tensor: entry.name, reason: "name cannot be an HDF5 root dataset name")
@@ -43,6 +37,15 @@ public enum HDF5Writer {
             }
             try HDF5Library.withLock {
                 try writeDataset(file, name: entry.name, tensor: t, deflateLevel: deflateLevel, path: path)
+            }
+        }
+        let configText = try config().serialized()
+        let files = try files()
+        try HDF5Library.withLock {
+            guard HDF5Library.writeStringAttribute(file, "format", HDF5Library.formatName),
+                  HDF5Library.writeStringAttribute(file, "format_version", HDF5Library.formatVersion),
+                  HDF5Library.writeStringAttribute(file, "config_json", configText) else {
+                throw fail("cannot write the root attributes")
             }
         }
         if !files.isEmpty {

@@ -29,36 +29,102 @@ public struct CheckpointWriter {
 
     /// Writes `config` (the config.json object), every entry's tensor, safetensors `metadata` and the
     /// side files to `path`. `inputs` are paths the output must not overwrite. `lateFiles` are side
-    /// files known only once every tensor is written (a streaming converter's summary); `.hf` writes
-    /// them after the tensors, `.hdf5` asks for them first.
+    /// files known only once every tensor is written (a streaming converter's summary); both formats
+    /// ask for them after the tensors.
     public func write(to path: String, config: JSONValue, entries: [TensorWriteEntry], metadata: [String: String],
                       auxiliaryFiles: [String: [UInt8]], lateFiles: () throws -> [String: [UInt8]] = { [:] }, inputs: [String],
                       tensor: (String) throws -> Tensor) throws {
+        try write(to: path, config: { config }, entries: entries, metadata: metadata, auxiliaryFiles: auxiliaryFiles,
+                  lateFiles: lateFiles, inputs: inputs) { .whole(try tensor($0)) }
+    }
+
+    /// The general form: `config()` may depend on what the tensors produced (both formats ask for it after the
+    /// tensors), and each entry's data comes as a `TensorPayload`,
+    /// so a large derived tensor can be written in row blocks without ever being whole in memory.
+    public func write(to path: String, config: () throws -> JSONValue, entries: [TensorWriteEntry], metadata: [String: String],
+                      auxiliaryFiles: [String: [UInt8]], lateFiles: () throws -> [String: [UInt8]] = { [:] }, inputs: [String],
+                      payload: (String) throws -> TensorPayload) throws {
         switch format {
         case .hf:
             try AtomicOutput.write(to: path, directory: true, force: force, inputs: inputs) { dir in
-                try writeFile(dir + "/config.json", Array((config.serialized(indent: 2) + "\n").utf8))
                 for (name, bytes) in auxiliaryFiles.sorted(by: { $0.key < $1.key }) {
                     try writeFile(dir + "/" + name, bytes)
                 }
-                _ = try SafetensorsWriter.writeDirectory(dir, entries: entries, metadata: metadata,
-                                                         maxShardBytes: maxShardBytes, tensor: tensor)
+                _ = try SafetensorsWriter.writeDirectoryInPieces(dir, entries: entries, metadata: metadata,
+                                                                 maxShardBytes: maxShardBytes) { sink in
+                    try payload(sink.entry.name).write(to: sink)
+                }
+                try writeFile(dir + "/config.json", Array((try config().serialized(indent: 2) + "\n").utf8))
                 for (name, bytes) in try lateFiles().sorted(by: { $0.key < $1.key }) {
                     try writeFile(dir + "/" + name, bytes)
                 }
             }
         case .hdf5:
             try AtomicOutput.write(to: path, directory: false, force: force, inputs: inputs) { file in
-                let files = auxiliaryFiles.merging(try lateFiles()) { _, late in late }
                 try HDF5Writer.write(path: file, config: config, entries: entries, deflateLevel: deflateLevel,
-                                     files: files, tensor: tensor)
+                                     files: { auxiliaryFiles.merging(try lateFiles()) { _, late in late } }) { name in try payload(name).whole(entry: entries.first { $0.name == name }) }
             }
+        }
+    }
+
+    /// The order in which `write` asks for the entries' data.
+    public func writeOrder(_ entries: [TensorWriteEntry]) -> [String] {
+        switch format {
+        case .hf: return SafetensorsWriter.writeOrder(entries, maxShardBytes: maxShardBytes)
+        case .hdf5: return entries.map(\.name)
         }
     }
 
     private func writeFile(_ path: String, _ bytes: [UInt8]) throws {
         guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else {
             throw CheckpointError.writeFailed(path: path, reason: "cannot create file")
+        }
+    }
+}
+
+/// One entry's data for a writer.
+public enum TensorPayload {
+    /// The whole tensor, in the entry's dtype and shape.
+    case whole(Tensor)
+    /// The tensor as `count` consecutive blocks of rows (first dimension), each in the entry's dtype;
+    /// `block(i)` is asked for in order and released after writing.
+    case rowBlocks(count: Int, block: (Int) throws -> Tensor)
+
+    /// Writes the payload's bytes through `sink`, checking dtypes and, for a whole tensor, the shape
+    /// (the sink checks the byte count).
+    func write(to sink: TensorByteSink) throws {
+        let e = sink.entry
+        func check(_ t: Tensor, shapeMatters: Bool) throws {
+            guard t.dtype == e.dtype, !shapeMatters || t.shape == e.shape else {
+                throw CheckpointError.malformedTensor(
+                    file: sink.path, tensor: e.name,
+                    reason: "writer expected \(e.dtype.rawValue) \(e.shape) but got \(t.dtype.rawValue) \(t.shape)")
+            }
+            try t.withRawBytes { try sink.write($0) }
+            t.releaseMappedPages()
+        }
+        switch self {
+        case let .whole(t):
+            try check(t, shapeMatters: true)
+        case let .rowBlocks(count, block):
+            for i in 0..<count { try check(try block(i), shapeMatters: false) }
+        }
+    }
+
+    /// The whole tensor (row blocks joined), for writers that need it at once (HDF5).
+    func whole(entry: TensorWriteEntry?) throws -> Tensor {
+        switch self {
+        case let .whole(t):
+            return t
+        case let .rowBlocks(count, block):
+            var bytes: [UInt8] = []
+            var dtype = entry?.dtype ?? .f32
+            for i in 0..<count {
+                let t = try block(i)
+                dtype = t.dtype
+                t.withRawBytes { bytes.append(contentsOf: $0) }
+            }
+            return Tensor(dtype: dtype, shape: entry?.shape ?? [bytes.count / dtype.byteSize], storage: .owned(bytes))
         }
     }
 }

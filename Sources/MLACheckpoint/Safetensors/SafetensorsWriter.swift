@@ -23,16 +23,7 @@ public enum SafetensorsWriter {
     @discardableResult
     public static func writeDirectoryInPieces(_ directory: String, entries: [TensorWriteEntry], metadata: [String: String],
                                               maxShardBytes: Int?, pieces: (TensorByteSink) throws -> Void) throws -> [String] {
-        var shards: [[TensorWriteEntry]] = [[]]
-        var filled = 0
-        for e in entries {
-            if let limit = maxShardBytes, filled > 0, filled + e.byteCount > limit {
-                shards.append([])
-                filled = 0
-            }
-            shards[shards.count - 1].append(e)
-            filled += e.byteCount
-        }
+        let shards = shardPlan(entries, maxShardBytes: maxShardBytes)
         if shards.count == 1 {
             try writeFileInPieces(directory + "/model.safetensors", entries: entries, metadata: metadata, pieces: pieces)
             return ["model.safetensors"]
@@ -61,6 +52,33 @@ public enum SafetensorsWriter {
         return names
     }
 
+    /// Entries per shard: greedy fill in entry order; a tensor larger than the limit gets its own shard.
+    static func shardPlan(_ entries: [TensorWriteEntry], maxShardBytes: Int?) -> [[TensorWriteEntry]] {
+        var shards: [[TensorWriteEntry]] = [[]]
+        var filled = 0
+        for e in entries {
+            if let limit = maxShardBytes, filled > 0, filled + e.byteCount > limit {
+                shards.append([])
+                filled = 0
+            }
+            shards[shards.count - 1].append(e)
+            filled += e.byteCount
+        }
+        return shards
+    }
+
+    /// The order in which `writeDirectoryInPieces` asks for the entries' data (shard by shard, each
+    /// file in the reference order), so a producer can prepare tensors ahead of the writer.
+    public static func writeOrder(_ entries: [TensorWriteEntry], maxShardBytes: Int?) -> [String] {
+        shardPlan(entries, maxShardBytes: maxShardBytes).flatMap { fileOrder($0).map(\.name) }
+    }
+
+    /// One file's entries in the reference writer's order.
+    static func fileOrder(_ entries: [TensorWriteEntry]) -> [TensorWriteEntry] {
+        func rank(_ d: DType) -> Int { referenceOrder.firstIndex(of: d) ?? referenceOrder.count }
+        return entries.sorted { (rank($0.dtype), $0.name) < (rank($1.dtype), $1.name) }
+    }
+
     /// The reference writer's (safetensors 0.8) tensor order: by this dtype list, then by name. It
     /// puts larger elements first, which keeps every tensor aligned to its element size.
     static let referenceOrder: [DType] = [.u64, .i64, .f64, .f32, .u32, .i32, .bf16, .f16, .u16, .i16, .f8e4m3, .f8e5m2, .i8, .u8, .bool]
@@ -78,8 +96,7 @@ public enum SafetensorsWriter {
     /// exactly its entry's byte count, else the write fails naming the tensor.
     public static func writeFileInPieces(_ path: String, entries: [TensorWriteEntry], metadata: [String: String],
                                          pieces: (TensorByteSink) throws -> Void) throws {
-        func rank(_ d: DType) -> Int { referenceOrder.firstIndex(of: d) ?? referenceOrder.count }
-        let ordered = entries.sorted { (rank($0.dtype), $0.name) < (rank($1.dtype), $1.name) }
+        let ordered = fileOrder(entries)
         var header: [(String, JSONValue)] = []
         var meta: [(String, JSONValue)] = [("format", .string("pt"))]
         for (k, v) in metadata.sorted(by: { $0.key < $1.key }) where k != "format" { meta.append((k, .string(v))) }
@@ -120,13 +137,7 @@ public enum SafetensorsWriter {
 
     /// Writes a whole tensor after checking it matches its entry.
     private static func write(_ t: Tensor, to sink: TensorByteSink) throws {
-        let e = sink.entry
-        guard t.dtype == e.dtype, t.shape == e.shape else {
-            throw CheckpointError.malformedTensor(
-                file: sink.file.path, tensor: e.name,
-                reason: "writer expected \(e.dtype.rawValue) \(e.shape) but got \(t.dtype.rawValue) \(t.shape)")
-        }
-        try t.withRawBytes { try sink.write($0) }
+        try TensorPayload.whole(t).write(to: sink)
     }
 }
 
@@ -138,6 +149,8 @@ public final class TensorByteSink {
     /// Bytes written so far.
     public private(set) var written = 0
     fileprivate let file: FileOutput
+    /// The file being written (for error messages).
+    public var path: String { file.path }
 
     fileprivate init(entry: TensorWriteEntry, file: FileOutput) {
         self.entry = entry

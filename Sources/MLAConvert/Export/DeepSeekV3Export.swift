@@ -86,39 +86,33 @@ public enum DeepSeekV3Export {
     public static func write(to path: String, source: Checkpoint, layers: [MLALayerWeights], dtype: DType,
                              summary: JSONValue, writer: CheckpointWriter) throws {
         guard let first = layers.first else { throw CheckpointError.unsupportedModel(file: source.path, reason: "no layers to export") }
-        try write(to: path, source: source, template: first, dtype: dtype, writer: writer, summary: { summary }) { layers[$0] }
+        try write(to: path, source: source, template: first, dtype: dtype, writer: writer, summary: { summary },
+                  layer: { (layers[$0], ()) }, received: { _, _ in })
     }
 
-    /// Streaming form: `layer(l)` is asked for each layer once, when its first tensor is written, and
-    /// released after its last, so memory holds one converted layer. `template` (layer 0) fixes the shapes
-    /// of every layer (DeepSeek-V3 has one rank); each layer is checked as it arrives, and a failure
-    /// leaves no output. `summary()` is called after the last tensor.
-    public static func write(to path: String, source: Checkpoint, template: MLALayerWeights, dtype: DType,
-                             writer: CheckpointWriter, summary: () throws -> JSONValue,
-                             layer: (Int) throws -> MLALayerWeights) throws {
+    /// Streaming form: `layer(l)` converts layer l (with anything the caller keeps of it, `Extra`); it
+    /// runs on a background thread one layer ahead of the writer (`StreamedLayerTensors`), and
+    /// `received(l, extra)` is called on this thread when the writer reaches the layer. Memory holds
+    /// about two converted layers. `template` (layer 0) fixes the shapes of every layer (DeepSeek-V3 has
+    /// one rank); each layer is checked as it arrives, and a failure leaves no output. `summary()` is
+    /// called after the last tensor. The embeddings and `down_proj` (times α) and the untied LM head
+    /// are written in row blocks, never widened whole (a 128256 × 4096 table is 2 GiB in F32).
+    public static func write<Extra: Sendable>(
+        to path: String, source: Checkpoint, template: MLALayerWeights, dtype: DType, writer: CheckpointWriter,
+        summary: () throws -> JSONValue, layer: @escaping @Sendable (Int) throws -> (MLALayerWeights, Extra),
+        received: @escaping (Int, Extra) -> Void
+    ) throws {
         if let reason = unsupportedReason(layers: [template], source: source.config) {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot export as DeepSeek-V3: " + reason)
         }
         guard dtype == .f32 || dtype == .bf16 else {
             throw CheckpointError.unsupportedModel(file: path, reason: "DeepSeek-V3 export needs --dtype bf16 or f32: the linear-regime kv_a_layernorm weight (2^k) and scaled latent rows underflow and overflow \(dtype.rawValue)")
         }
-        let c = source.config, store = source.store
+        let c = source.config, store = source.store, sourcePath = source.path
         let alpha = (eps / c.rmsNormEps).squareRoot()
         var entries: [TensorWriteEntry] = []
         for l in 0..<c.numLayers {
             entries += attentionShapes(template, layer: l).map { TensorWriteEntry(name: $0.0, dtype: dtype, shape: $0.1) }
-        }
-        var current: (layer: Int, tensors: [String: Tensor])?
-        func attentionTensor(_ name: String, layer l: Int) throws -> Tensor? {
-            if current?.layer != l {
-                current = nil
-                let w = try layer(l)
-                if let reason = unsupportedReason(layers: [template, w], source: c) {
-                    throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot export as DeepSeek-V3: " + reason)
-                }
-                current = (l, try attentionTensors(w, layer: l, store: store, alpha: alpha))
-            }
-            return current?.tensors[name]
         }
         let attention = Set((0..<c.numLayers).flatMap { l -> [String] in
             let n = LayerTensorNames(layer: l)
@@ -129,32 +123,50 @@ public enum DeepSeekV3Export {
             guard let info = store.info(name) else { continue }
             entries.append(TensorWriteEntry(name: name, dtype: info.dtype.isComputeFloat ? dtype : info.dtype, shape: info.shape))
         }
-        if !store.contains(ModelTensorNames.lmHead), let info = store.info(ModelTensorNames.embedding) {
+        let untiedHead = !store.contains(ModelTensorNames.lmHead)
+        if untiedHead, let info = store.info(ModelTensorNames.embedding) {
             entries.append(TensorWriteEntry(name: ModelTensorNames.lmHead, dtype: dtype, shape: info.shape))
         }
         var aux = try BPETokenizer.sideFiles(for: source)
         aux["config.json"] = nil
         let types = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })
-        let attentionPrefix = "model.layers."
-        try writer.write(to: path, config: config(source: c, layer: template, dtype: dtype), entries: entries,
+        let layers = StreamedLayerTensors<Extra>(
+            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)),
+            produce: { l in
+                let (w, extra) = try layer(l)
+                if let reason = unsupportedReason(layers: [template, w], source: c) {
+                    throw CheckpointError.unsupportedModel(file: sourcePath, reason: "cannot export as DeepSeek-V3: " + reason)
+                }
+                return (try attentionTensors(w, layer: l, store: store, alpha: alpha).mapValues { $0.converted(to: dtype) }, extra)
+            },
+            received: received)
+        defer { layers.cancel() }
+        try writer.write(to: path, config: { config(source: c, layer: template, dtype: dtype) }, entries: entries,
                          metadata: ["mla_convert.kind": "deepseek-v3", "source": source.path], auxiliaryFiles: aux,
                          lateFiles: { ["mla_convert.json": Array((try summary().serialized(indent: 2) + "\n").utf8)] },
                          inputs: [source.path]) { name in
-            let tensor: Tensor
-            if name.hasPrefix(attentionPrefix), name.contains(".self_attn."),
-               let l = Int(name.dropFirst(attentionPrefix.count).prefix { $0 != "." }),
-               let t = try attentionTensor(name, layer: l) {
-                tensor = t
-            } else if name == ModelTensorNames.lmHead, !store.contains(name) {
-                tensor = try store.tensor(ModelTensorNames.embedding)
-            } else if scaled.contains(name) {
-                let t = try store.tensor(name)
-                tensor = Tensor(floats: t.floats().map { Float(Double($0) * alpha) }, shape: t.shape)
-            } else {
-                tensor = try store.tensor(name)
+            if let l = LayerTensorNames.attentionLayer(of: name) { return .whole(try layers.tensor(name, layer: l)) }
+            let target = types[name] ?? dtype
+            if untiedHead, name == ModelTensorNames.lmHead {
+                return rowBlocks(try store.tensor(ModelTensorNames.embedding), scale: nil, to: target)
             }
-            let target = types[name] ?? tensor.dtype
-            return tensor.dtype == target ? tensor : tensor.converted(to: target)
+            return rowBlocks(try store.tensor(name), scale: scaled.contains(name) ? alpha : nil, to: target)
+        }
+    }
+
+    /// `t` (times `scale`, if given) as `target`, in blocks of about 8 M values: mapped rows that need
+    /// no change pass through untouched, others are widened, scaled and narrowed one block at a time.
+    static func rowBlocks(_ t: Tensor, scale: Double?, to target: DType) -> TensorPayload {
+        guard scale != nil || t.dtype != target, t.shape.count >= 1, t.shape[0] > 0 else {
+            return .whole(t.dtype == target ? t : t.converted(to: target))
+        }
+        let rows = t.shape[0], rowSize = max(t.elementCount / rows, 1)
+        let perBlock = max(1, (8 << 20) / rowSize), blocks = (rows + perBlock - 1) / perBlock
+        return .rowBlocks(count: blocks) { i in
+            let block = t.rows((i * perBlock)..<min((i + 1) * perBlock, rows))
+            guard let scale else { return block.converted(to: target) }
+            defer { block.releaseMappedPages() }
+            return Tensor(floats: block.floats().map { Float(Double($0) * scale) }, shape: block.shape).converted(to: target)
         }
     }
 

@@ -111,39 +111,37 @@ extension MLALayerWeights {
         public static let kvA = "kv_a_proj.weight", kvABias = "kv_a_proj.bias", kvANorm = "kv_a_layernorm.weight"
         public static let kRope = "k_rope_proj.weight", kRopeBias = "k_rope_proj.bias"
         public static let kvB = "kv_b_proj.weight", oProj = "o_proj.weight", oBias = "o_proj.bias"
-        public static let ropeInvFreq = "rope_inv_freq", ropeAttentionFactor = "rope_attention_factor"
     }
 
-    /// The layer's native tensors, names = `prefix` + `NativeName`: all matrices F32 with their shapes from
-    /// the property docs, `rope_inv_freq` F64 `[nRopeHeads, dRope/2]`, `rope_attention_factor` F64 `[]`.
-    /// Optional tensors (biases, norms, the q path not in use) are omitted.
+    /// The layer's native tensors, names = `prefix` + `NativeName`: all matrices F32 with the shapes of
+    /// `nativeTensorShapes`. Optional tensors (biases, norms, the q path not in use) are omitted.
     public func nativeTensors(prefix: String) -> [(String, Tensor)] {
+        nativeParts(kvRank: kvRank).compactMap { name, values, shape in values.map { (prefix + name, Tensor(floats: $0, shape: shape)) } }
+    }
+
+    /// Names and shapes of the native tensors of a layer shaped like this one but with latent width
+    /// `kvRank` (a streaming writer plans every layer's entries from one converted layer).
+    public func nativeTensorShapes(prefix: String, kvRank r: Int) -> [(String, [Int])] {
+        nativeParts(kvRank: r).compactMap { name, values, shape in values == nil ? nil : (prefix + name, shape) }
+    }
+
+    /// (name, values or nil when absent, shape at latent width r), in one place for both lists above.
+    private func nativeParts(kvRank r: Int) -> [(String, [Float]?, [Int])] {
         let d = hiddenSize, qRows = numHeads * qHeadWidth, ropeRows = nRopeHeads * dRope
-        var out: [(String, Tensor)] = []
-        func add(_ name: String, _ values: [Float]?, _ shape: [Int]) {
-            if let values { out.append((prefix + name, Tensor(floats: values, shape: shape))) }
-        }
+        var parts: [(String, [Float]?, [Int])] = []
         switch query {
         case let .full(proj, bias):
-            add(NativeName.qProj, proj, [qRows, d])
-            add(NativeName.qBias, bias, [qRows])
+            parts += [(NativeName.qProj, proj, [qRows, d]), (NativeName.qBias, bias, [qRows])]
         case let .lowRank(rank, a, aBias, norm, _, b):
-            add(NativeName.qA, a, [rank, d])
-            add(NativeName.qABias, aBias, [rank])
-            add(NativeName.qANorm, norm, [rank])
-            add(NativeName.qB, b, [qRows, rank])
+            parts += [(NativeName.qA, a, [rank, d]), (NativeName.qABias, aBias, [rank]), (NativeName.qANorm, norm, [rank]),
+                      (NativeName.qB, b, [qRows, rank])]
         }
-        add(NativeName.kvA, kvA, [kvRank, d])
-        add(NativeName.kvABias, kvABias, [kvRank])
-        add(NativeName.kvANorm, latentNorm?.weight, [kvRank])
-        add(NativeName.kRope, kRope, [ropeRows, d])
-        add(NativeName.kRopeBias, kRopeBias, [ropeRows])
-        add(NativeName.kvB, kvB, [numHeads * (dNope + dV), kvRank])
-        add(NativeName.oProj, oProj, [d, numHeads * dV])
-        add(NativeName.oBias, oBias, [d])
-        out.append((prefix + NativeName.ropeInvFreq, Tensor(doubles: ropeInvFreq.flatMap { $0 }, shape: [nRopeHeads, dRope / 2])))
-        out.append((prefix + NativeName.ropeAttentionFactor, Tensor(doubles: [ropeAttentionFactor], shape: [])))
-        return out
+        return parts + [
+            (NativeName.kvA, kvA, [r, d]), (NativeName.kvABias, kvABias, [r]), (NativeName.kvANorm, latentNorm?.weight, [r]),
+            (NativeName.kRope, kRope, [ropeRows, d]), (NativeName.kRopeBias, kRopeBias, [ropeRows]),
+            (NativeName.kvB, kvB, [numHeads * (dNope + dV), r]), (NativeName.oProj, oProj, [d, numHeads * dV]),
+            (NativeName.oBias, oBias, [d]),
+        ]
     }
 
     /// Names of the bias tensors present, as listed in the native config's per-layer `biases`.
@@ -174,8 +172,8 @@ extension MLALayerWeights {
         ])
     }
 
-    /// The structural part of this layer's `mla_convert.layers[i]` entry (converters add `kept_pairs`
-    /// and `errors`).
+    /// The structural part of this layer's `mla_convert.layers[i]` entry, RoPE table included (F64
+    /// values in shortest round-trip decimal, so exact); converters add `kept_pairs` and `errors`.
     public var nativeLayerEntry: JSONValue {
         .object([
             ("kv_rank", JSONValue(kvRank)), ("n_rope_heads", JSONValue(nRopeHeads)),
@@ -183,6 +181,8 @@ extension MLALayerWeights {
             ("rope_dims", JSONValue(dRope)),
             ("latent_norm", latentNorm.map { .object([("eps", JSONValue(Double($0.eps)))]) } ?? .null),
             ("biases", .array(nativeBiasNames.map { .string($0) })),
+            ("rope_inv_freq", .array(ropeInvFreq.map { .array($0.map { JSONValue($0) }) })),
+            ("rope_attention_factor", JSONValue(ropeAttentionFactor)),
         ])
     }
 
@@ -208,7 +208,7 @@ extension MLALayerWeights {
             throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.attention.softmax_scale")
         }
         guard attention["rope_layout"]?.string == "interleaved" else {
-            throw CheckpointError.invalidConfig(file: file, key: "mla_convert.attention.rope_layout", reason: "only \"interleaved\" is defined by format_version 1")
+            throw CheckpointError.invalidConfig(file: file, key: "mla_convert.attention.rope_layout", reason: "only \"interleaved\" is defined by format_version 2")
         }
         let r = try configInt(entry, "kv_rank", file: file, path: entryPath)
         let nRope = try configInt(entry, "n_rope_heads", file: file, path: entryPath)
@@ -255,16 +255,13 @@ extension MLALayerWeights {
             }
             latentNorm = LatentNorm(weight: try store.floats(prefix + NativeName.kvANorm, shape: [r]), eps: Float(eps))
         }
-        let freqName = prefix + NativeName.ropeInvFreq
-        let freqTensor = try store.tensor(freqName)
-        guard freqTensor.shape == [nRope, dRope / 2], freqTensor.dtype == .f64 else {
-            throw CheckpointError.malformedTensor(file: store.info(freqName)?.file ?? "<store>", tensor: freqName, reason: "must be F64 [\(nRope), \(dRope / 2)], found \(freqTensor.dtype.rawValue) \(freqTensor.shape); write the exact frequencies in F64")
+        guard let freqRows = entry["rope_inv_freq"]?.array, freqRows.count == nRope,
+              case let freqs = freqRows.map({ $0.array?.compactMap(\.double) ?? [] }),
+              freqs.allSatisfy({ $0.count == dRope / 2 }) else {
+            throw CheckpointError.invalidConfig(file: file, key: entryPath + "rope_inv_freq", reason: "needs \(nRope) arrays of \(dRope / 2) numbers (radians per position)")
         }
-        let freqs = freqTensor.doubles()
-        let factorName = prefix + NativeName.ropeAttentionFactor
-        let factorTensor = try store.tensor(factorName)
-        guard factorTensor.elementCount == 1, factorTensor.shape.count <= 1, factorTensor.dtype.isComputeFloat else {
-            throw CheckpointError.malformedTensor(file: store.info(factorName)?.file ?? "<store>", tensor: factorName, reason: "must be a float scalar, found \(factorTensor.dtype.rawValue) \(factorTensor.shape)")
+        guard let attentionFactor = entry["rope_attention_factor"]?.double else {
+            throw CheckpointError.invalidConfig(file: file, key: entryPath + "rope_attention_factor", reason: "must be a number")
         }
         let weights = MLALayerWeights(
             label: prefix, hiddenSize: d, numHeads: nh, dNope: dNope, dRope: dRope, dV: dV, kvRank: r,
@@ -276,8 +273,7 @@ extension MLALayerWeights {
             kvB: try store.floats(prefix + NativeName.kvB, shape: [nh * (dNope + dV), r]),
             oProj: try store.floats(prefix + NativeName.oProj, shape: [d, nh * dV]),
             oBias: try bias("o_proj", NativeName.oBias, d),
-            ropeInvFreq: (0..<nRope).map { Array(freqs[($0 * (dRope / 2))..<(($0 + 1) * (dRope / 2))]) },
-            ropeAttentionFactor: factorTensor.doubles()[0], softmaxScale: Float(scale))
+            ropeInvFreq: freqs, ropeAttentionFactor: attentionFactor, softmaxScale: Float(scale))
         try weights.validate()
         return weights
     }

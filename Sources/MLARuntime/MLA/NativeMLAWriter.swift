@@ -6,37 +6,56 @@ import MLATensor
 /// every layer, and config.json with the `mla_convert` object.
 public enum NativeMLAWriter {
     /// The config.json object: the source config with model_type/architectures replaced and the
-    /// `mla_convert` object (format version, toolkit, attention, per-layer entries, provenance).
-    /// `provenance` members (source, method, calibration, ...) are added to `mla_convert` as given;
-    /// `layerExtras[i]` members (kept_pairs, errors) to layer i's entry.
-    public static func config(source: ModelConfig, layers: [MLALayerWeights], provenance: [(String, JSONValue)],
-                              layerExtras: [[(String, JSONValue)]] = []) -> JSONValue {
+    /// `mla_convert` object (format version, toolkit, `provenance` members as given, the shared
+    /// `attention` object and one entry per layer).
+    public static func config(source: ModelConfig, attention: JSONValue, layerEntries: [JSONValue],
+                              provenance: [(String, JSONValue)]) -> JSONValue {
         var raw = source.raw.setting("model_type", .string("mla_convert"))
             .setting("architectures", .array([.string("MLAConvertForCausalLM")]))
         raw = raw.removing("mla_convert")
-        let entries: [JSONValue] = layers.enumerated().map { i, layer in
-            var entry = layer.nativeLayerEntry
-            for (k, v) in i < layerExtras.count ? layerExtras[i] : [] { entry = entry.setting(k, v) }
-            return entry
-        }
         var mla: [(String, JSONValue)] = [
-            ("format_version", JSONValue(1)),
+            ("format_version", JSONValue(2)),
             ("toolkit", .object([("version", .string(ToolkitVersion.string))])),
         ]
         mla += provenance
-        mla.append(("attention", layers.first?.nativeAttentionEntry ?? .null))
-        mla.append(("layers", .array(entries)))
+        mla.append(("attention", attention))
+        mla.append(("layers", .array(layerEntries)))
         return raw.setting("mla_convert", .object(mla))
     }
 
-    /// Writes the native model to `path` (atomically, streaming the source's non-attention tensors).
-    /// Source attention tensors (q/k/v/o projections and biases) are dropped; the MLA tensors of each
-    /// layer take their place. Float tensors are stored as `dtype` (the F64 RoPE tables stay F64);
-    /// `summary`, when given, is written as `mla_convert.json` beside the weights.
+    /// Writes converted `layers` (layer i from source layer i); `layerExtras[i]` members (kept_pairs,
+    /// errors) are added to layer i's config entry. See the streaming form.
     public static func write(to path: String, source: Checkpoint, layers: [MLALayerWeights], provenance: [(String, JSONValue)],
                              layerExtras: [[(String, JSONValue)]] = [], dtype: DType = .f32, summary: JSONValue? = nil,
                              writer: CheckpointWriter) throws {
-        let attentionNames: Set<String> = Set((0..<source.config.numLayers).flatMap { l -> [String] in
+        guard let first = layers.first else { throw CheckpointError.unsupportedModel(file: source.path, reason: "no layers to write") }
+        try write(to: path, source: source, template: first, ranks: layers.map(\.kvRank), provenance: provenance, dtype: dtype,
+                  summary: { summary }, writer: writer,
+                  layer: { (layers[$0], $0 < layerExtras.count ? layerExtras[$0] : [], ()) }, received: { _, _ in })
+    }
+
+    /// Writes the native model to `path` atomically, streaming: the source's non-attention tensors are
+    /// copied as they are reached, and `layer(l)` (the converted layer, the members to add to its config
+    /// entry, and anything the caller keeps, `Extra`) runs on a background thread one layer ahead of the
+    /// writer (`StreamedLayerTensors`); `received(l, extra)` is called on this thread when the writer
+    /// reaches layer l. Memory holds about two converted layers.
+    ///
+    /// `template` (a converted layer) and `ranks[l]` (each layer's latent width) plan every layer's
+    /// tensors before any is converted; a layer that arrives with other tensors or shapes fails the
+    /// write, which leaves no output. Source attention tensors (q/k/v/o projections and biases) are
+    /// dropped. Float tensors are stored as `dtype`; config.json and `summary()` (as `mla_convert.json`)
+    /// are written after the tensors.
+    public static func write<Extra: Sendable>(
+        to path: String, source: Checkpoint, template: MLALayerWeights, ranks: [Int], provenance: [(String, JSONValue)],
+        dtype: DType, summary: () throws -> JSONValue?, writer: CheckpointWriter,
+        layer: @escaping @Sendable (Int) throws -> (MLALayerWeights, [(String, JSONValue)], Extra),
+        received: @escaping (Int, Extra) -> Void
+    ) throws {
+        let c = source.config
+        guard ranks.count == c.numLayers else {
+            throw CheckpointError.unsupportedModel(file: source.path, reason: "\(ranks.count) layer ranks for \(c.numLayers) layers")
+        }
+        let attentionNames: Set<String> = Set((0..<c.numLayers).flatMap { l -> [String] in
             let n = LayerTensorNames(layer: l)
             return [n.qProj, n.kProj, n.vProj, n.oProj, n.qBias, n.kBias, n.vBias, n.oBias]
         })
@@ -45,24 +64,44 @@ public enum NativeMLAWriter {
             guard let info = source.store.info(name) else { continue }
             entries.append(TensorWriteEntry(name: name, dtype: info.dtype.isComputeFloat ? dtype : info.dtype, shape: info.shape))
         }
-        var mlaTensors: [String: Tensor] = [:]
-        for (i, layer) in layers.enumerated() {
-            for (name, tensor) in layer.nativeTensors(prefix: "model.layers.\(i).self_attn.") {
-                mlaTensors[name] = tensor
-                entries.append(TensorWriteEntry(name: name, dtype: tensor.dtype == .f64 ? .f64 : dtype, shape: tensor.shape))
-            }
-        }
-        let config = Self.config(source: source.config, layers: layers, provenance: provenance, layerExtras: layerExtras)
+        let planned = (0..<c.numLayers).map { template.nativeTensorShapes(prefix: prefix($0), kvRank: ranks[$0]) }
+        entries += planned.flatMap { $0.map { TensorWriteEntry(name: $0.0, dtype: dtype, shape: $0.1) } }
         var aux = try BPETokenizer.sideFiles(for: source)
         aux["config.json"] = nil
-        if let summary { aux["mla_convert.json"] = Array((summary.serialized(indent: 2) + "\n").utf8) }
         let types = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })
-        try writer.write(to: path, config: config, entries: entries,
-                         metadata: ["mla_convert.kind": "native-mla", "source": source.path],
-                         auxiliaryFiles: aux, inputs: [source.path]) { name in
-            let tensor = try mlaTensors[name] ?? source.store.tensor(name)
+        var layerEntries = [JSONValue](repeating: .null, count: c.numLayers)
+        let sourcePath = source.path
+        let layers = StreamedLayerTensors<(JSONValue, Extra)>(
+            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)),
+            produce: { l in
+                let (w, extras, extra) = try layer(l)
+                let tensors = w.nativeTensors(prefix: prefix(l))
+                let shapes = tensors.map { ($0.0, $0.1.shape) }
+                guard shapes.count == planned[l].count, zip(shapes, planned[l]).allSatisfy({ $0.0 == $1.0 && $0.1 == $1.1 }) else {
+                    throw CheckpointError.unsupportedModel(file: sourcePath, reason: "converted layer \(l) has tensors \(shapes), planned \(planned[l])")
+                }
+                var entry = w.nativeLayerEntry
+                for (k, v) in extras { entry = entry.setting(k, v) }
+                return (Dictionary(uniqueKeysWithValues: tensors.map { ($0.0, $0.1.converted(to: dtype)) }), (entry, extra))
+            },
+            received: { l, value in
+                layerEntries[l] = value.0
+                received(l, value.1)
+            })
+        defer { layers.cancel() }
+        try writer.write(
+            to: path,
+            config: { config(source: c, attention: template.nativeAttentionEntry, layerEntries: layerEntries, provenance: provenance) },
+            entries: entries, metadata: ["mla_convert.kind": "native-mla", "source": source.path], auxiliaryFiles: aux,
+            lateFiles: { try summary().map { ["mla_convert.json": Array(($0.serialized(indent: 2) + "\n").utf8)] } ?? [:] },
+            inputs: [source.path]
+        ) { name in
+            if let l = LayerTensorNames.attentionLayer(of: name) { return .whole(try layers.tensor(name, layer: l)) }
+            let tensor = try source.store.tensor(name)
             let target = types[name] ?? tensor.dtype
-            return tensor.dtype == target ? tensor : tensor.converted(to: target)
+            return .whole(tensor.dtype == target ? tensor : tensor.converted(to: target))
         }
     }
+
+    static func prefix(_ layer: Int) -> String { "model.layers.\(layer).self_attn." }
 }
