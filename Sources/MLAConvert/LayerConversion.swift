@@ -84,51 +84,55 @@ public struct LayerConversion: Sendable {
         self.options = options
         invFreq = frequencies.inverseFrequencies
         attentionFactor = frequencies.attentionFactor
-        let keyMoment = outputMoment(s.k, moment)
-        // E[q_h q_hᵀ] per head: only 2-norm selection and query-weighted keys need them.
+        // E[q_h q_hᵀ] per head: only query-weighted keys need them (2-norm reads their diagonals).
         let queryMoments = { (0..<s.numHeads).map { outputMoment(s.queryHead($0), moment) } }
         switch options.rope {
         case let .shared(dims, stride, fold):
-            rope = try RopeSplit.rotated(source: s, dRope: dims, stride: stride, fold: fold, invFreq: invFreq, keyMoment: keyMoment)
+            rope = try RopeSplit.rotated(source: s, dRope: dims, stride: stride, fold: fold, invFreq: invFreq,
+                                         keyMoment: outputMoment(s.k, moment))
         case let .partial(.rorope, pairs, _, _):
-            rope = try RopeSplit.rotated(source: s, dRope: 2 * pairs, stride: 1, fold: 1, invFreq: invFreq, keyMoment: keyMoment)
+            rope = try RopeSplit.rotated(source: s, dRope: 2 * pairs, stride: 1, fold: 1, invFreq: invFreq,
+                                         keyMoment: outputMoment(s.k, moment))
         case let .partial(strategy, pairs, start, combination):
-            let kept = PartialRope.keptPairs(strategy: strategy, pairs: pairs, start: start, combination: combination,
-                                             source: s, keyMoment: keyMoment, queryMoments: queryMoments())
-            rope = RopeSplit.partial(source: s, kept: kept, invFreq: invFreq, keyMoment: keyMoment)
+            let keyEnergy = momentDiagonal(s.k, moment)
+            let kept = PartialRope.keptPairs(strategy: strategy, pairs: pairs, start: start, combination: combination, source: s,
+                                             keyEnergy: keyEnergy, queryEnergy: { (0..<s.numHeads).map { momentDiagonal(s.queryHead($0), moment) } })
+            rope = RopeSplit.partial(source: s, kept: kept, invFreq: invFreq, keyEnergy: keyEnergy)
         }
-        let nope = matmul(rope.basis.rows(rope.ropeRows..<rope.basis.rows), s.k)
+        let nope = rope.transform(s.k, rows: rope.ropeRows..<rope.keyRows)
         let factorMoment = options.activationAware ? moment : nil
         self.factorMoment = factorMoment
         let split = rope
-        func queryWeight() -> Matrix<Double> {
-            var sum = Matrix<Double>.zeros(nope.rows, nope.rows)
+        // Diagonal blocks of Σ_j N_jᵀ Q_j N_j along the NoPE groups, and of Σ_{h∈j} W_o,hᵀ W_o,h per KV head.
+        func keyWeight() -> [Matrix<Double>] {
+            var blocks = split.nopeGroups.map { Matrix<Double>.zeros($0.count, $0.count) }
             let queryMoments = queryMoments()
             for h in 0..<s.numHeads {
-                let n = split.nopeToKey(kvHead: s.kvHead(ofQueryHead: h))
+                let j = s.kvHead(ofQueryHead: h), n = split.nopeToKey(kvHead: j)
                 let term = matmul(matmul(n, queryMoments[h], transA: true), n)
-                for i in 0..<sum.values.count { sum.values[i] += term.values[i] }
+                let g = split.nopeGroupOfKVHead[j]
+                for i in 0..<term.values.count { blocks[g].values[i] += term.values[i] }
             }
-            return sum
+            return blocks
         }
-        let outputWeight = {
-            var w = Matrix<Double>.zeros(s.numKVHeads * s.headDim, s.numKVHeads * s.headDim)
+        func valueWeight() -> [Matrix<Double>] {
+            var blocks = (0..<s.numKVHeads).map { _ in Matrix<Double>.zeros(s.headDim, s.headDim) }
             for h in 0..<s.numHeads {
-                let j = s.kvHead(ofQueryHead: h), block = matmul(s.outputHead(h), s.outputHead(h), transA: true)
-                for a in 0..<s.headDim { for b in 0..<s.headDim { w[j * s.headDim + a, j * s.headDim + b] += block[a, b] } }
+                let block = gram(s.outputHead(h)), j = s.kvHead(ofQueryHead: h)
+                for i in 0..<block.values.count { blocks[j].values[i] += block.values[i] }
             }
-            return w
+            return blocks
         }
         switch options.mode {
         case .joint:
             latents = [try LatentFactorization(nope: nope, values: s.v, moment: factorMoment, weighting: options.weighting,
-                                               queryWeight: queryWeight, outputWeight: outputWeight)]
+                                               keyWeight: keyWeight, valueWeight: valueWeight)]
         case .split:
             let empty = Matrix<Double>.zeros(0, s.hiddenSize)
             latents = [try LatentFactorization(nope: nope, values: empty, moment: factorMoment, weighting: options.weighting,
-                                               queryWeight: queryWeight, outputWeight: { .zeros(0, 0) }),
+                                               keyWeight: keyWeight, valueWeight: { [] }),
                        try LatentFactorization(nope: empty, values: s.v, moment: factorMoment, weighting: options.weighting,
-                                               queryWeight: { .zeros(0, 0) }, outputWeight: outputWeight)]
+                                               keyWeight: { [] }, valueWeight: valueWeight)]
         }
     }
 
@@ -159,15 +163,27 @@ public struct LayerConversion: Sendable {
                                    reason: "rank \(rank) exceeds the \(latent.eigenvalues.count) latent directions this layer has")
         }
         // Latent rows A [r × d] and up-projections B_N [nN × r], B_V [nV × r] (split: block diagonal).
-        var a = Matrix<Double>.zeros(rank, d)
-        var bNope = Matrix<Double>.zeros(rope.nopeRows, rank), bValue = Matrix<Double>.zeros(s.numKVHeads * hd, rank)
-        var offset = 0
-        for (latent, r) in zip(latents, ranks) where r > 0 {
-            let f = latent.factors(rank: r, sigma: options.sigma)
-            a.values.replaceSubrange((offset * d)..<((offset + r) * d), with: f.a.values)
-            for row in 0..<f.bNope.rows { for c in 0..<r { bNope[row, offset + c] = f.bNope[row, c] } }
-            for row in 0..<f.bValue.rows { for c in 0..<r { bValue[row, offset + c] = f.bValue[row, c] } }
-            offset += r
+        let parts = try zip(latents, ranks).map { latent, r in
+            do {
+                return try latent.factors(rank: r, sigma: options.sigma)
+            } catch let error as LAPACKError {
+                throw MLAError.invalid(layer: "layer \(s.layer)", field: "kv_lora_rank",
+                                       reason: "rank \(rank) is beyond this layer's numerical rank (\(error)); use a smaller rank")
+            }
+        }
+        var a: Matrix<Double>, bNope: Matrix<Double>, bValue: Matrix<Double>
+        if parts.count == 1 {
+            (a, bNope, bValue) = parts[0]
+        } else {
+            a = Matrix(stacking: parts.map(\.a))
+            bNope = .zeros(rope.nopeRows, rank)
+            bValue = .zeros(s.numKVHeads * hd, rank)
+            var offset = 0
+            for (f, r) in zip(parts, ranks) {
+                for row in 0..<f.bNope.rows { for c in 0..<r { bNope[row, offset + c] = f.bNope[row, c] } }
+                for row in 0..<f.bValue.rows { for c in 0..<r { bValue[row, offset + c] = f.bValue[row, c] } }
+                offset += r
+            }
         }
         let dRope = rope.dRope, qWidth = hd + dRope
         let scale = 1 / Double(hd).squareRoot()
@@ -176,7 +192,7 @@ public struct LayerConversion: Sendable {
         var kvB = Matrix<Double>.zeros(nh * (hd + hd), rank)
         var query = Matrix<Double>.zeros(nh * qWidth, d)
         var queryBias: [Double]? = s.qBias.map { _ in [Double](repeating: 0, count: nh * qWidth) }
-        let keyUp = (0..<s.numKVHeads).map { matmul(rope.nopeToKey(kvHead: $0), bNope) }
+        let keyUp = (0..<s.numKVHeads).map { matmul(rope.nopeToKey(kvHead: $0), bNope.rows(rope.nopeGroups[rope.nopeGroupOfKVHead[$0]])) }
         for h in 0..<nh {
             let j = s.kvHead(ofQueryHead: h)
             let uk = keyUp[j]
@@ -193,9 +209,8 @@ public struct LayerConversion: Sendable {
                 queryBias!.replaceSubrange((h * qWidth)..<((h + 1) * qWidth), with: (bh + ropeBias).map { $0 * gamma })
             }
         }
-        let ropeBasis = rope.basis.rows(0..<rope.ropeRows)
-        let kRope = matmul(ropeBasis, s.k)
-        let kRopeBias = s.kBias.map { matmul(ropeBasis, Matrix(rows: $0.count, cols: 1, values: $0)).values }
+        let kRope = rope.transform(s.k, rows: 0..<rope.ropeRows)
+        let kRopeBias = s.kBias.map { rope.transform(Matrix(rows: $0.count, cols: 1, values: $0), rows: 0..<rope.ropeRows).values }
         // Value bias: rows of p sum to 1, so it moves to o_proj's bias exactly; NoPE key bias is dropped
         // exactly (a constant shift of a score row).
         var oBias = s.oBias
@@ -218,13 +233,13 @@ public struct LayerConversion: Sendable {
             queryEnergy = lowRank.energyRetained
             queryForm = lowRank.form
         } else {
-            queryForm = .full(proj: query.values.map(Float.init), bias: queryBias?.map(Float.init))
+            queryForm = .full(proj: narrowed(query.values), bias: queryBias?.map(Float.init))
         }
         let weights = MLALayerWeights(
             label: "model.layers.\(s.layer).self_attn.", hiddenSize: d, numHeads: nh, dNope: hd, dRope: dRope, dV: hd,
             kvRank: rank, nRopeHeads: rope.nRopeHeads, ropeHeadOfQueryHead: rope.ropeHeadOfQueryHead, query: queryForm,
-            kvA: a.values.map(Float.init), kvABias: nil, latentNorm: nil, kRope: kRope.values.map(Float.init),
-            kRopeBias: kRopeBias?.map(Float.init), kvB: kvB.values.map(Float.init), oProj: s.o.values.map(Float.init),
+            kvA: narrowed(a.values), kvABias: nil, latentNorm: nil, kRope: narrowed(kRope.values),
+            kRopeBias: kRopeBias?.map(Float.init), kvB: narrowed(kvB.values), oProj: narrowed(s.o.values),
             oBias: oBias?.map(Float.init), ropeInvFreq: rope.invFreq, ropeAttentionFactor: attentionFactor,
             softmaxScale: Float(newScale))
         try weights.validate()

@@ -24,7 +24,7 @@ public struct SourceLayer: Sendable {
         let n = LayerTensorNames(layer: layer)
         let d = c.hiddenSize, hd = c.headDim, nh = c.numHeads, nkv = c.numKVHeads
         func matrix(_ name: String, _ rows: Int, _ cols: Int) throws -> Matrix<Double> {
-            let values = try store.floats(name, shape: rows == 1 ? [cols] : [rows, cols]).map(Double.init)
+            let values = widened(try store.floats(name, shape: rows == 1 ? [cols] : [rows, cols]))
             guard let bad = values.firstIndex(where: { !$0.isFinite }) else { return Matrix(rows: rows, cols: cols, values: values) }
             throw CheckpointError.malformedTensor(file: store.info(name)?.file ?? "<store>", tensor: name,
                                                   reason: "holds a non-finite value at row \(bad / cols), column \(bad % cols); the checkpoint is damaged")
@@ -60,4 +60,11 @@ public struct SourceLayer: Sendable {
 public func outputMoment(_ w: Matrix<Double>, _ c: Matrix<Double>?) -> Matrix<Double> {
     guard let c else { return matmul(w, w, transB: true) }
     return matmul(matmul(w, c), w, transB: true)
+}
+
+/// The diagonal of `outputMoment(w, c)`, E[(Wx)_i²] [rows of w], without the off-diagonal products:
+/// row norms of W (weights only) or of (W C) ∘ W.
+public func momentDiagonal(_ w: Matrix<Double>, _ c: Matrix<Double>?) -> [Double] {
+    let wc = c.map { matmul(w, $0) } ?? w
+    return (0..<w.rows).map { r in (0..<w.cols).reduce(0.0) { $0 + wc[r, $1] * w[r, $1] } }
 }

@@ -11,6 +11,9 @@ public protocol LinalgScalar: BinaryFloatingPoint & Sendable {
     /// dimensions; the strict lower triangle of C is not touched. Half the flops of the GEMM.
     static func syrkTransposed(n: Int, k: Int, alpha: Self, a: UnsafePointer<Self>, lda: Int,
                                beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+    /// B[m×n] ← op(T)⁻¹·B (`left`) or B·op(T)⁻¹ with T triangular (`lower` or upper), row-major.
+    static func trsm(left: Bool, lower: Bool, transT: Bool, m: Int, n: Int, t: UnsafePointer<Self>, ldt: Int,
+                     b: UnsafeMutablePointer<Self>, ldb: Int)
 }
 
 extension Float: LinalgScalar {
@@ -27,6 +30,12 @@ extension Float {
                                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(n), blasint(k), alpha, a, blasint(lda), beta, c, blasint(ldc))
     }
+
+    public static func trsm(left: Bool, lower: Bool, transT: Bool, m: Int, n: Int, t: UnsafePointer<Float>, ldt: Int,
+                            b: UnsafeMutablePointer<Float>, ldb: Int) {
+        cblas_strsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
+                    CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb))
+    }
 }
 
 extension Double: LinalgScalar {
@@ -42,6 +51,12 @@ extension Double {
     public static func syrkTransposed(n: Int, k: Int, alpha: Double, a: UnsafePointer<Double>, lda: Int,
                                       beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(n), blasint(k), alpha, a, blasint(lda), beta, c, blasint(ldc))
+    }
+
+    public static func trsm(left: Bool, lower: Bool, transT: Bool, m: Int, n: Int, t: UnsafePointer<Double>, ldt: Int,
+                            b: UnsafeMutablePointer<Double>, ldb: Int) {
+        cblas_dtrsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
+                    CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb))
     }
 }
 

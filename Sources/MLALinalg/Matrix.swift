@@ -57,6 +57,14 @@ public struct Matrix<T: LinalgScalar>: Sendable, Equatable {
         return Matrix(rows: cols, cols: rows, values: out)
     }
 
+    /// The matrices' rows one after another (all with the same column count).
+    @inlinable
+    public init(stacking parts: [Matrix]) {
+        let cols = parts.first?.cols ?? 0
+        precondition(parts.allSatisfy { $0.cols == cols }, "Matrix(stacking:): column counts differ")
+        self.init(rows: parts.reduce(0) { $0 + $1.rows }, cols: cols, values: parts.flatMap(\.values))
+    }
+
     /// Rows `range` as a new matrix.
     @inlinable
     public func rows(_ range: Range<Int>) -> Matrix {
@@ -88,7 +96,7 @@ public struct Matrix<T: LinalgScalar>: Sendable, Equatable {
 extension Matrix where T == Float {
     /// The matrix in double precision (exact).
     @inlinable
-    public var toDouble: Matrix<Double> { Matrix<Double>(rows: rows, cols: cols, values: values.map(Double.init)) }
+    public var toDouble: Matrix<Double> { Matrix<Double>(rows: rows, cols: cols, values: widened(values)) }
 
     /// A 2-D floating tensor as a matrix (widened to F32).
     public init(_ tensor: Tensor) {
@@ -100,7 +108,29 @@ extension Matrix where T == Float {
 extension Matrix where T == Double {
     /// The matrix rounded to single precision.
     @inlinable
-    public var toFloat: Matrix<Float> { Matrix<Float>(rows: rows, cols: cols, values: values.map(Float.init)) }
+    public var toFloat: Matrix<Float> { Matrix<Float>(rows: rows, cols: cols, values: narrowed(values)) }
+}
+
+/// The values rounded to single precision (a plain loop over unsafe buffers: `map` does not vectorize).
+@inlinable
+public func narrowed(_ values: [Double]) -> [Float] {
+    [Float](unsafeUninitializedCapacity: values.count) { out, count in
+        values.withUnsafeBufferPointer { v in
+            for i in 0..<v.count { out[i] = Float(v[i]) }
+        }
+        count = values.count
+    }
+}
+
+/// The values in double precision (exact).
+@inlinable
+public func widened(_ values: [Float]) -> [Double] {
+    [Double](unsafeUninitializedCapacity: values.count) { out, count in
+        values.withUnsafeBufferPointer { v in
+            for i in 0..<v.count { out[i] = Double(v[i]) }
+        }
+        count = values.count
+    }
 }
 
 /// op(A)·op(B) through BLAS GEMM.
@@ -121,4 +151,35 @@ public func matmul<T>(_ a: Matrix<T>, _ b: Matrix<T>, transA: Bool = false, tran
         }
     }
     return c
+}
+
+/// Aᵀ·A [n × n] for A [k × n], through one SYRK (half the flops of the GEMM), both triangles filled.
+@inlinable
+public func gram<T>(_ a: Matrix<T>) -> Matrix<T> {
+    let n = a.cols
+    var c = Matrix<T>.zeros(n, n)
+    guard n > 0, a.rows > 0 else { return c }
+    a.values.withUnsafeBufferPointer { ap in
+        c.values.withUnsafeMutableBufferPointer { cp in
+            T.syrkTransposed(n: n, k: a.rows, alpha: 1, a: ap.baseAddress!, lda: n, beta: 0, c: cp.baseAddress!, ldc: n)
+        }
+    }
+    for r in 1..<n { for col in 0..<r { c.values[r * n + col] = c.values[col * n + r] } }
+    return c
+}
+
+/// X with op(T)·X = B (`left`) or X·op(T) = B, for T [n × n] lower (`lower`) or upper triangular;
+/// op(T) = Tᵀ when `transposed`. Forward/back substitution through BLAS TRSM.
+@inlinable
+public func triangularSolve<T>(_ t: Matrix<T>, lower: Bool, transposed: Bool = false, _ b: Matrix<T>, left: Bool = true) -> Matrix<T> {
+    precondition(t.rows == t.cols && t.rows == (left ? b.rows : b.cols), "triangularSolve: \(t.rows)×\(t.cols) against \(b.rows)×\(b.cols)")
+    var x = b
+    guard b.rows > 0, b.cols > 0 else { return x }
+    t.values.withUnsafeBufferPointer { tp in
+        x.values.withUnsafeMutableBufferPointer { xp in
+            T.trsm(left: left, lower: lower, transT: transposed, m: b.rows, n: b.cols, t: tp.baseAddress!, ldt: t.cols,
+                   b: xp.baseAddress!, ldb: b.cols)
+        }
+    }
+    return x
 }

@@ -64,6 +64,65 @@ import Testing
         }
     }
 
+    @Test("The input-side (d × d) latent factorization matches the output side, and is exact at full rank (real weights)")
+    func inputSideFactorizationMatchesOutputSide() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let s = try SourceLayer(config: checkpoint.config, store: checkpoint.store, layer: 5)
+        let moment = try Self.calibration.get().secondMoment(layer: 5)
+        let split = RopeSplit.partial(source: s, kept: Array(repeating: Array(0..<8), count: s.numKVHeads),
+                                      invFreq: RopeFrequencies(config: checkpoint.config).inverseFrequencies,
+                                      keyEnergy: momentDiagonal(s.k, moment))
+        // Independent of LayerConversion: Σ_{h∈j} W_o,hᵀ W_o,h per KV head by explicit loops.
+        let valueWeight = (0..<s.numKVHeads).map { j in
+            var w = Matrix<Double>.zeros(s.headDim, s.headDim)
+            for h in 0..<s.numHeads where s.kvHead(ofQueryHead: h) == j {
+                for a in 0..<s.headDim { for b in 0..<s.headDim { for r in 0..<s.hiddenSize {
+                    w[a, b] += s.o[r, h * s.headDim + a] * s.o[r, h * s.headDim + b]
+                } } }
+            }
+            return w
+        }
+        /// ‖x − y‖ / ‖y‖ in the metric of C (E‖(x − y)·t‖² over the calibration tokens t; plain without C).
+        /// The calibration's 256 tokens leave C singular: the objective fixes B·A only on C's range.
+        func distance(_ x: Matrix<Double>, _ y: Matrix<Double>, _ c: Matrix<Double>?) -> Double {
+            let e = Matrix(rows: x.rows, cols: x.cols, values: zip(x.values, y.values).map(-))
+            guard let c else { return e.frobeniusNorm / y.frobeniusNorm }
+            func energy(_ m: Matrix<Double>) -> Double { zip(matmul(m, c).values, m.values).reduce(0.0) { $0 + $1.0 * $1.1 } }
+            return (max(energy(e), 0) / energy(y)).squareRoot()
+        }
+        func product(_ f: LatentFactorization, _ rank: Int, _ sigma: SigmaPlacement) throws -> Matrix<Double> {
+            let (a, bn, bv) = try f.factors(rank: rank, sigma: sigma)
+            return matmul(Matrix(stacking: [bn, bv]), a)
+        }
+        // GQA shapes (the sample's NoPE keys and values, n_Z = 336 < d = 576), and MHA shapes: the real
+        // q_proj rows standing in for 9 heads' NoPE keys, n_Z = 768 > d, where full rank is d.
+        let nope = split.transform(s.k, rows: split.ropeRows..<split.keyRows)
+        for (keys, fullRank) in [(nope, false), (s.q, true)] {
+            let z = Matrix(stacking: [keys, s.v]), rank = min(z.rows, z.cols)
+            for c in [moment, nil] {
+                func factor(_ side: LatentFactorization.Side) throws -> LatentFactorization {
+                    try LatentFactorization(nope: keys, values: s.v, moment: c, weighting: LatentWeighting(keys: .plain, values: .output),
+                                            keyWeight: { [] }, valueWeight: { valueWeight }, side: side)
+                }
+                let output = try factor(.output), input = try factor(.input)
+                #expect(input.eigenvalues.count == rank)
+                let top = output.eigenvalues[0]
+                #expect(zip(input.eigenvalues, output.eigenvalues).map { abs($0 - $1) }.max()! < 1e-5 * top)
+                // Lossy: the same subspace up to the single-precision eigenvectors of the input side.
+                for sigma in SigmaPlacement.allCases {
+                    let lossy = distance(try product(input, 128, sigma), try product(output, 128, sigma), c)
+                    #expect(lossy < 1e-3, "n_Z \(z.rows), rank 128, sigma \(sigma), moment \(c != nil): \(lossy)")
+                }
+                if fullRank {
+                    let inputError = distance(try product(input, rank, .down), z, c), outputError = distance(try product(output, rank, .down), z, c)
+                    #expect(inputError < 1e-5, "input side at full rank, moment \(c != nil): \(inputError)")
+                    #expect(outputError < 1e-9, "output side at full rank, moment \(c != nil): \(outputError)")
+                }
+            }
+        }
+    }
+
     @Test("RoRoPE rotation keeps every q·k before truncation (real weights, float64)")
     func roropeRotationIsExact() throws {
         guard TestData.require() else { return }

@@ -91,16 +91,16 @@ public enum DeepSeekV3Export {
     }
 
     /// Streaming form: `layer(l)` converts layer l (with anything the caller keeps of it, `Extra`); it
-    /// runs on a background thread one layer ahead of the writer (`StreamedLayerTensors`), and
+    /// runs on `workers` background threads ahead of the writer (`StreamedLayerTensors`), and
     /// `received(l, extra)` is called on this thread when the writer reaches the layer. Memory holds
-    /// about two converted layers. `template` (layer 0) fixes the shapes of every layer (DeepSeek-V3 has
+    /// about workers + 1 converted layers. `template` (layer 0) fixes the shapes of every layer (DeepSeek-V3 has
     /// one rank); each layer is checked as it arrives, and a failure leaves no output. `summary()` is
     /// called after the last tensor. The embeddings and `down_proj` (times α) and the untied LM head
     /// are written in row blocks, never widened whole (a 128256 × 4096 table is 2 GiB in F32).
     public static func write<Extra: Sendable>(
         to path: String, source: Checkpoint, template: MLALayerWeights, dtype: DType, writer: CheckpointWriter,
         summary: () throws -> JSONValue, layer: @escaping @Sendable (Int) throws -> (MLALayerWeights, Extra),
-        received: @escaping (Int, Extra) -> Void
+        workers: Int = 1, received: @escaping (Int, Extra) -> Void
     ) throws {
         if let reason = unsupportedReason(layers: [template], source: source.config) {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot export as DeepSeek-V3: " + reason)
@@ -131,7 +131,7 @@ public enum DeepSeekV3Export {
         aux["config.json"] = nil
         let types = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })
         let layers = StreamedLayerTensors<Extra>(
-            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)),
+            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)), workers: workers,
             produce: { l in
                 let (w, extra) = try layer(l)
                 if let reason = unsupportedReason(layers: [template, w], source: c) {

@@ -22,10 +22,10 @@ public enum NormCombination: String, Sendable, CaseIterable {
 /// Pair selection for the per-KV-head strategies (all but `rorope`).
 public enum PartialRope {
     /// The kept pairs of every KV head, ascending: [n_kv][pairs].
-    /// - `keyMoment`: E[k kᵀ] of the stacked source keys [n_kv·d_h]², `queryMoments[h]`: E[q_h q_hᵀ] [d_h]²
+    /// - `keyEnergy` [n_kv·d_h]: E[k_i²] of the stacked source keys, `queryEnergy()[h]` [d_h]: E[q_h,i²]
     ///   (only 2-norm reads them; RMS norms stand in for mean norms, which C cannot give).
     public static func keptPairs(strategy: PartialRopeStrategy, pairs r: Int, start: Int, combination: NormCombination,
-                                 source s: SourceLayer, keyMoment: Matrix<Double>, queryMoments: [Matrix<Double>]) -> [[Int]] {
+                                 source s: SourceLayer, keyEnergy: [Double], queryEnergy: () -> [[Double]]) -> [[Int]] {
         let p = s.pairs
         switch strategy {
         case .high, .rorope:
@@ -35,12 +35,12 @@ public enum PartialRope {
         case .uniform:
             return Array(repeating: (0..<r).map { (start + $0 * p / r) % p }.sorted(), count: s.numKVHeads)
         case .twoNorm:
+            let queryEnergy = queryEnergy()
             return (0..<s.numKVHeads).map { j in
                 let score = (0..<p).map { l -> Double in
-                    let k = (keyMoment[s.keyRow(kvHead: j, pair: l, part: 0), s.keyRow(kvHead: j, pair: l, part: 0)]
-                        + keyMoment[s.keyRow(kvHead: j, pair: l, part: 1), s.keyRow(kvHead: j, pair: l, part: 1)]).squareRoot()
+                    let k = (keyEnergy[s.keyRow(kvHead: j, pair: l, part: 0)] + keyEnergy[s.keyRow(kvHead: j, pair: l, part: 1)]).squareRoot()
                     return (0..<s.numHeads).filter { s.kvHead(ofQueryHead: $0) == j }.reduce(0.0) { sum, h in
-                        let q = (queryMoments[h][l, l] + queryMoments[h][l + p, l + p]).squareRoot()
+                        let q = (queryEnergy[h][l] + queryEnergy[h][l + p]).squareRoot()
                         return sum + (combination == .product ? q * k : q + k)
                     }
                 }

@@ -12,7 +12,16 @@ import MLALinalg
 public struct RopeSplit: Sendable {
     /// Orthogonal [n_kv·d_h × n_kv·d_h]. Rows [ρ·dRope, (ρ+1)·dRope) are rope head ρ (row 2i real part,
     /// 2i+1 imaginary part of slot i); rows [nRopeHeads·dRope, n_kv·d_h) are the NoPE coordinates.
-    public let basis: Matrix<Double>
+    /// A permutation basis (partial RoPE) is kept as `sourceRows` and expanded only when asked for.
+    public var basis: Matrix<Double> {
+        guard let sourceRows else { return rotation! }
+        var p = Matrix<Double>.zeros(keyRows, keyRows)
+        for (r, c) in sourceRows.enumerated() { p[r, c] = 1 }
+        return p
+    }
+    /// n_kv·d_h: the rows (and columns) of `basis`.
+    public let keyRows: Int
+    private let rotation: Matrix<Double>?
     public let nRopeHeads: Int
     /// Rope dims per rope head (2 per slot).
     public let dRope: Int
@@ -28,44 +37,64 @@ public struct RopeSplit: Sendable {
     /// source pair in it (sums to 1): which frequencies the component lost.
     public let nopePairMix: [[Double]]
 
+    /// The NoPE rows split into groups that read disjoint KV heads (partial RoPE: one group per KV
+    /// head; RoRoPE: one group, the rotation mixes heads), relative to the first NoPE row. Weights
+    /// built from NoPE coordinates are block diagonal along these groups.
+    public let nopeGroups: [Range<Int>]
+    /// [n_kv]: the NoPE group holding KV head j's coordinates.
+    public let nopeGroupOfKVHead: [Int]
+    /// For a permutation basis (partial RoPE), the source key row of each basis row: keys are then
+    /// gathered instead of multiplied.
+    private let sourceRows: [Int]?
     /// [nRopeHeads][n_kv] of `ropeBlock` and [n_kv] of `nopeToKey`, cut from `basis` once (a layer
     /// asks for them once per query head).
     private let ropeBlocks: [[Matrix<Double>]]
     private let nopeToKeyBlocks: [Matrix<Double>]
 
     public var ropeRows: Int { nRopeHeads * dRope }
-    public var nopeRows: Int { basis.rows - ropeRows }
+    public var nopeRows: Int { keyRows - ropeRows }
 
     /// Partial RoPE (MHA2MLA): KV head j keeps RoPE on `kept[j]` (source pair indices), one rope head
     /// per KV head; every other coordinate becomes NoPE. No rotation: the basis is a permutation.
-    public static func partial(source s: SourceLayer, kept: [[Int]], invFreq: [Double], keyMoment: Matrix<Double>) -> RopeSplit {
+    /// - `keyEnergy` [n_kv·d_h]: E[k_i²] of the stacked source keys (the diagonal of their second moment).
+    public static func partial(source s: SourceLayer, kept: [[Int]], invFreq: [Double], keyEnergy: [Double]) -> RopeSplit {
         let n = s.numKVHeads * s.headDim, pairs = kept.first?.count ?? 0
         var basis = Matrix<Double>.zeros(n, n)
         var used = Set<Int>()
+        var sourceRows: [Int] = []
         var row = 0
         for j in 0..<s.numKVHeads {
             for l in kept[j] {
                 for t in 0..<2 {
                     let col = s.keyRow(kvHead: j, pair: l, part: t)
                     basis[row, col] = 1
+                    sourceRows.append(col)
                     used.insert(col)
                     row += 1
                 }
             }
         }
+        let ropeRows = row
         var mix: [[Double]] = []
+        var groups: [Range<Int>] = []
         for j in 0..<s.numKVHeads {
+            let first = row - ropeRows
             for l in 0..<s.pairs where !used.contains(s.keyRow(kvHead: j, pair: l, part: 0)) {
                 for t in 0..<2 {
                     basis[row, s.keyRow(kvHead: j, pair: l, part: t)] = 1
+                    sourceRows.append(s.keyRow(kvHead: j, pair: l, part: t))
                     row += 1
                 }
                 mix.append((0..<s.pairs).map { $0 == l ? 1 : 0 })
             }
+            groups.append(first..<(row - ropeRows))
         }
-        return RopeSplit(basis: basis, nRopeHeads: s.numKVHeads, dRope: 2 * pairs,
+        let total = keyEnergy.reduce(0, +)
+        let ropeEnergy = total > 0 ? sourceRows[..<ropeRows].reduce(0.0) { $0 + keyEnergy[$1] } / total : 1
+        return RopeSplit(basis: basis, sourceRows: sourceRows, nRopeHeads: s.numKVHeads, dRope: 2 * pairs,
                          ropeHeadOfQueryHead: (0..<s.numHeads).map(s.kvHead(ofQueryHead:)),
-                         invFreq: kept.map { $0.map { invFreq[$0] } }, keptPairs: kept, nopePairMix: mix, keyMoment: keyMoment, headDim: s.headDim)
+                         invFreq: kept.map { $0.map { invFreq[$0] } }, keptPairs: kept, nopePairMix: mix,
+                         nopeGroups: groups, nopeGroupOfKVHead: Array(0..<s.numKVHeads), ropeEnergyRetained: ropeEnergy, headDim: s.headDim)
     }
 
     /// RoRoPE with FreqFold (TransMLA): one shared rope head of `dRope` dims keeping the source pairs
@@ -120,14 +149,24 @@ public struct RopeSplit: Sendable {
         for (i, row) in nopeRows.enumerated() {
             basis.values.replaceSubrange(((dRope + i) * n)..<((dRope + i + 1) * n), with: row)
         }
-        return RopeSplit(basis: basis, nRopeHeads: 1, dRope: dRope, ropeHeadOfQueryHead: Array(repeating: 0, count: s.numHeads),
-                         invFreq: [slotPairs.map { invFreq[$0] }], keptPairs: [slotPairs], nopePairMix: mix, keyMoment: keyMoment, headDim: s.headDim)
+        let total = trace(keyMoment)
+        let ropeEnergy = total > 0 ? trace(outputMoment(basis.rows(0..<dRope), keyMoment)) / total : 1
+        return RopeSplit(basis: basis, sourceRows: nil, nRopeHeads: 1, dRope: dRope, ropeHeadOfQueryHead: Array(repeating: 0, count: s.numHeads),
+                         invFreq: [slotPairs.map { invFreq[$0] }], keptPairs: [slotPairs], nopePairMix: mix,
+                         nopeGroups: [0..<(n - dRope)], nopeGroupOfKVHead: Array(repeating: 0, count: nkv),
+                         ropeEnergyRetained: ropeEnergy, headDim: s.headDim)
     }
 
-    private init(basis: Matrix<Double>, nRopeHeads: Int, dRope: Int, ropeHeadOfQueryHead: [Int], invFreq: [[Double]],
-                 keptPairs: [[Int]], nopePairMix: [[Double]], keyMoment: Matrix<Double>, headDim: Int) {
+    private init(basis: Matrix<Double>, sourceRows: [Int]?, nRopeHeads: Int, dRope: Int, ropeHeadOfQueryHead: [Int], invFreq: [[Double]],
+                 keptPairs: [[Int]], nopePairMix: [[Double]], nopeGroups: [Range<Int>], nopeGroupOfKVHead: [Int],
+                 ropeEnergyRetained: Double, headDim: Int) {
         self.nopePairMix = nopePairMix
-        self.basis = basis
+        rotation = sourceRows == nil ? basis : nil
+        keyRows = basis.rows
+        self.sourceRows = sourceRows
+        self.nopeGroups = nopeGroups
+        self.nopeGroupOfKVHead = nopeGroupOfKVHead
+        self.ropeEnergyRetained = ropeEnergyRetained
         self.nRopeHeads = nRopeHeads
         self.dRope = dRope
         self.ropeHeadOfQueryHead = ropeHeadOfQueryHead
@@ -139,16 +178,27 @@ public struct RopeSplit: Sendable {
             let rows = ropeBasis.rows((rho * dRope)..<((rho + 1) * dRope))
             return (0..<kvHeads).map { rows.columns(($0 * headDim)..<(($0 + 1) * headDim)) }
         }
-        nopeToKeyBlocks = (0..<kvHeads).map { nopeBasis.columns(($0 * headDim)..<(($0 + 1) * headDim)).transposed }
-        let total = (0..<keyMoment.rows).reduce(0.0) { $0 + keyMoment[$1, $1] }
-        let rope = outputMoment(ropeBasis, keyMoment)
-        ropeEnergyRetained = total > 0 ? (0..<rope.rows).reduce(0.0) { $0 + rope[$1, $1] } / total : 1
+        nopeToKeyBlocks = (0..<kvHeads).map { j in
+            nopeBasis.rows(nopeGroups[nopeGroupOfKVHead[j]]).columns((j * headDim)..<((j + 1) * headDim)).transposed
+        }
+    }
+
+    /// Rows `rows` of the basis times `w` [n_kv·d_h × m] (the stacked keys' weights or bias): the rope
+    /// keys (rows ..< ropeRows) or NoPE coordinates of `w`. A permutation basis gathers rows.
+    public func transform(_ w: Matrix<Double>, rows: Range<Int>) -> Matrix<Double> {
+        guard let sourceRows else { return matmul(rotation!.rows(rows), w) }
+        var out = Matrix<Double>.zeros(rows.count, w.cols)
+        for (i, r) in rows.enumerated() {
+            out.values.replaceSubrange((i * w.cols)..<((i + 1) * w.cols), with: w.values[(sourceRows[r] * w.cols)..<((sourceRows[r] + 1) * w.cols)])
+        }
+        return out
     }
 
     /// Rope head ρ's rows of the basis restricted to KV head j's coordinates: [dRope × d_h]. The rope
     /// query of a query head h in group j is this times q_h.
     public func ropeBlock(ropeHead rho: Int, kvHead j: Int) -> Matrix<Double> { ropeBlocks[rho][j] }
 
-    /// N_j = E_j R_Nᵀ [d_h × nopeRows]: maps NoPE coordinates back to KV head j's key (in source order).
+    /// N_j = E_j R_Nᵀ restricted to the NoPE group of KV head j, [d_h × nopeGroups[g].count]: maps that
+    /// group's NoPE coordinates back to KV head j's key (in source order); other groups do not reach it.
     public func nopeToKey(kvHead j: Int) -> Matrix<Double> { nopeToKeyBlocks[j] }
 }
