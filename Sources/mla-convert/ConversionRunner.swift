@@ -77,7 +77,11 @@ struct ConversionOutputOptions: ParsableArguments {
     @Flag(help: "Print the conversion summary as JSON on standard output.")
     var json = false
 
+    @Option(help: "Layers converted at the same time, on their own threads, each using --threads BLAS threads (memory grows by one layer's working set per worker; see docs/performance.md).")
+    var layerWorkers = 1
+
     func validate() throws {
+        guard layerWorkers >= 1 else { throw ValidationError("--layer-workers must be at least 1") }
         if let dtype, ![DType.f32, .bf16].contains(DType(userName: dtype)) {
             throw ValidationError("--dtype must be f32 or bf16, not '\(dtype)' (f16 cannot hold the latent norm's scales)")
         }
@@ -134,8 +138,8 @@ struct ConversionRunner {
                 seconds: MonotonicClock.now() - start, peakResidentBytes: ResourceUsage.peakResidentBytes)
         }
         let progress = Progress(total: layers, label: "convert")
-        // Streamed: each layer is converted on a background thread one layer ahead of the writer and
-        // released once written. Layer 0, converted first, plans every layer's tensors.
+        // Streamed: each layer is converted on background threads (--layer-workers) ahead of the writer
+        // and released once written. Layer 0, converted first, plans every layer's tensors.
         let (template, firstReport) = try conversion.layer(0).weights(rank: ranks[0])
         let conversion = self.conversion
         let convert: @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) = { l in
@@ -157,10 +161,11 @@ struct ConversionRunner {
                                       layer: { l in
                                           let (weights, report) = try convert(l)
                                           return (weights, ConversionSummary.layerEntry(report), report)
-                                      }, received: received)
+                                      }, workers: output.layerWorkers, received: received)
         case .deepseek:
             try DeepSeekV3Export.write(to: output.output, source: checkpoint, template: template, dtype: dtype,
-                                       writer: output.writer, summary: { summary(ordered()).json }, layer: convert, received: received)
+                                       writer: output.writer, summary: { summary(ordered()).json }, layer: convert,
+                                       workers: output.layerWorkers, received: received)
         }
         let reports = ordered()
         progress.finish()

@@ -38,7 +38,7 @@ public enum NativeMLAWriter {
     /// copied as they are reached, and `layer(l)` (the converted layer, the members to add to its config
     /// entry, and anything the caller keeps, `Extra`) runs on a background thread one layer ahead of the
     /// writer (`StreamedLayerTensors`); `received(l, extra)` is called on this thread when the writer
-    /// reaches layer l. Memory holds about two converted layers.
+    /// reaches layer l. Memory holds about workers + 1 converted layers.
     ///
     /// `template` (a converted layer) and `ranks[l]` (each layer's latent width) plan every layer's
     /// tensors before any is converted; a layer that arrives with other tensors or shapes fails the
@@ -49,7 +49,7 @@ public enum NativeMLAWriter {
         to path: String, source: Checkpoint, template: MLALayerWeights, ranks: [Int], provenance: [(String, JSONValue)],
         dtype: DType, summary: () throws -> JSONValue?, writer: CheckpointWriter,
         layer: @escaping @Sendable (Int) throws -> (MLALayerWeights, [(String, JSONValue)], Extra),
-        received: @escaping (Int, Extra) -> Void
+        workers: Int = 1, received: @escaping (Int, Extra) -> Void
     ) throws {
         let c = source.config
         guard ranks.count == c.numLayers else {
@@ -72,7 +72,7 @@ public enum NativeMLAWriter {
         var layerEntries = [JSONValue](repeating: .null, count: c.numLayers)
         let sourcePath = source.path
         let layers = StreamedLayerTensors<(JSONValue, Extra)>(
-            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)),
+            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)), workers: workers,
             produce: { l in
                 let (w, extras, extra) = try layer(l)
                 let tensors = w.nativeTensors(prefix: prefix(l))
