@@ -5,15 +5,19 @@ import MLATensor
 
 /// Per-layer activation statistics for activation-aware conversion: the sum of x·xᵀ over calibration
 /// tokens of each layer's attention input x (the output of the input RMSNorm, weight applied),
-/// accumulated in F64 with one GEMM per window, never storing activations. Memory: L·d² doubles
-/// (30 × 576² × 8 B = 80 MB for the sample model) plus one window's activations.
+/// accumulated in F64 with one GEMM per window, never storing activations. Memory while collecting:
+/// L·d² doubles (30 × 576² × 8 B = 80 MB for the sample model) plus one window's activations; loaded
+/// statistics stay in their memory-mapped file and each layer is read when asked for (an 8B model's
+/// are 4.3 GB).
 public struct CalibrationStatistics: Sendable {
     public let numLayers: Int
     public let hiddenSize: Int
     /// Tokens accumulated (rows of x per layer).
     public private(set) var tokenCount: Int
-    /// Per layer Σ x xᵀ, [d × d] row-major (symmetric).
+    /// Per layer Σ x xᵀ, [d × d] row-major (symmetric), of statistics being collected (empty when
+    /// loaded: `layerSum` reads the file).
     public private(set) var sums: [[Double]]
+    private let file: SafetensorsFile?
     /// Provenance: model, text source, sha256 of the token ids, windows, ... (free-form strings).
     public var tags: [String: String]
 
@@ -23,6 +27,7 @@ public struct CalibrationStatistics: Sendable {
         tokenCount = 0
         sums = Array(repeating: [Double](repeating: 0, count: hiddenSize * hiddenSize), count: numLayers)
         self.tags = tags
+        file = nil
     }
 
     /// Adds Xᵀ·X for x [tokens × d] of `layer` (counted once per window, by layer 0).
@@ -44,10 +49,21 @@ public struct CalibrationStatistics: Sendable {
         if layer == 0 { tokenCount += tokens }
     }
 
+    /// Σ x xᵀ of `layer`, [d × d] row-major.
+    public func layerSum(_ layer: Int) -> [Double] {
+        guard let file else { return sums[layer] }
+        // Checked when the file was opened.
+        let t = try! file.tensor(Self.momentName(layer))
+        defer { t.releaseMappedPages() }
+        return t.doubles()
+    }
+
     /// C = E[x xᵀ] of `layer`, [d × d].
     public func secondMoment(layer: Int) -> Matrix<Double> {
         let scale = tokenCount > 0 ? 1 / Double(tokenCount) : 0
-        return Matrix(rows: hiddenSize, cols: hiddenSize, values: sums[layer].map { $0 * scale })
+        var sum = layerSum(layer)
+        for i in 0..<sum.count { sum[i] *= scale }
+        return Matrix(rows: hiddenSize, cols: hiddenSize, values: sum)
     }
 
     static func momentName(_ layer: Int) -> String { "calibration.layers.\(layer).attention_input_second_moment_sum" }
@@ -67,7 +83,7 @@ public struct CalibrationStatistics: Sendable {
                     return Tensor(dtype: .i64, shape: [], storage: .owned(withUnsafeBytes(of: Int64(tokenCount).littleEndian) { Array($0) }))
                 }
                 let layer = Int(name.split(separator: ".")[2]) ?? 0
-                return Tensor(doubles: sums[layer], shape: [hiddenSize, hiddenSize])
+                return Tensor(doubles: layerSum(layer), shape: [hiddenSize, hiddenSize])
             }
         }
     }
@@ -78,13 +94,16 @@ public struct CalibrationStatistics: Sendable {
         guard file.metadata["mla_convert.kind"] == "calibration-statistics" else {
             throw CheckpointError.malformed(file: path, reason: "not a calibration statistics file (written by mla-convert calibrate)")
         }
-        self.init(numLayers: numLayers, hiddenSize: hiddenSize, tags: file.metadata)
+        self.numLayers = numLayers
+        self.hiddenSize = hiddenSize
+        tags = file.metadata
+        sums = []
+        self.file = file
         for layer in 0..<numLayers {
-            let t = try file.tensor(Self.momentName(layer))
-            guard t.dtype == .f64, t.shape == [hiddenSize, hiddenSize] else {
-                throw CheckpointError.shapeMismatch(file: path, tensor: Self.momentName(layer), expected: [hiddenSize, hiddenSize], found: t.shape)
+            let info = file.info(Self.momentName(layer))
+            guard let info, info.dtype == .f64, info.shape == [hiddenSize, hiddenSize] else {
+                throw CheckpointError.shapeMismatch(file: path, tensor: Self.momentName(layer), expected: [hiddenSize, hiddenSize], found: info?.shape ?? [])
             }
-            sums[layer] = t.doubles()
         }
         if file.names.count != numLayers + 1 {
             throw CheckpointError.malformed(file: path, reason: "holds statistics for \(file.names.count - 1) layers, the model has \(numLayers)")

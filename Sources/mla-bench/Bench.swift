@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mla-bench",
         abstract: "Measure open, GEMM and forward-pass speed and memory on this machine.",
-        subcommands: [Open.self, GEMM.self, Forward.self, Decode.self, Synth.self, Eig.self, Layer.self])
+        subcommands: [Open.self, GEMM.self, Forward.self, Decode.self, Synth.self, SynthStats.self, Eig.self, Layer.self])
 }
 
 extension Bench {
@@ -37,11 +37,12 @@ extension Bench {
 
     struct GEMM: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Single-precision GEMM rate: n³ (the machine's reference) or given shapes.",
+            abstract: "GEMM rate (single precision, or --double): n³ (the machine's reference) or given shapes.",
             discussion: "--shape M,N,K times C[M×N] = A[M×K]·B[N×K]ᵀ, the layout of a linear layer on M tokens.")
         @Option var size = 2048
         @Option(parsing: .upToNextOption, help: "Shapes M,N,K (several allowed) instead of --size.")
         var shape: [String] = []
+        @Flag(help: "Double precision (the converters' factorizations) instead of single.") var double = false
         @OptionGroup var runtime: RuntimeOptions
 
         func run() throws {
@@ -54,18 +55,24 @@ extension Bench {
             }
             if shapes.isEmpty { shapes = [(size, size, size)] }
             for (m, n, k) in shapes {
-                let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: n * k)
-                var c = [Float](repeating: 0, count: m * n)
-                var best = Double.infinity
-                for _ in 0..<3 {
-                    let t0 = MonotonicClock.now()
-                    Float.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: k, beta: 0, c: &c, ldc: n)
-                    best = min(best, MonotonicClock.now() - t0)
-                }
+                let best = double ? Self.time(Double.self, m, n, k) : Self.time(Float.self, m, n, k)
                 let label = m == n && n == k ? "\(m)^3" : "\(m)x\(n)x\(k)"
-                print(String(format: "sgemm %@: %.2f ms, %.1f GFLOP/s (%d BLAS threads)", label, best * 1e3,
+                print(String(format: "%@gemm %@: %.2f ms, %.1f GFLOP/s (%d BLAS threads)", double ? "d" : "s", label, best * 1e3,
                              2 * Double(m) * Double(n) * Double(k) / best / 1e9, BLASThreads.current))
             }
+        }
+
+        /// Best of 3 seconds for C[m×n] = A[m×k]·B[n×k]ᵀ.
+        static func time<T: LinalgScalar>(_: T.Type, _ m: Int, _ n: Int, _ k: Int) -> Double {
+            let a = [T](repeating: 0.5, count: m * k), b = [T](repeating: 0.25, count: n * k)
+            var c = [T](repeating: 0, count: m * n)
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let t0 = MonotonicClock.now()
+                T.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: k, beta: 0, c: &c, ldc: n)
+                best = min(best, MonotonicClock.now() - t0)
+            }
+            return best
         }
     }
 
@@ -163,12 +170,14 @@ extension Bench {
 extension Bench {
     struct Layer: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Time one layer's gqa2mla conversion (read, rank-independent work, weights at a rank) and its memory.",
+            abstract: "Time one layer's gqa2mla (or, with --rope-pairs, mha2mla) conversion (read, rank-independent work, weights at a rank) and its memory.",
             discussion: "Weights only (C = I) unless --moment-identity-scale is given; the cost does not depend on C's values.")
         @Argument var model: String
         @Option var layer = 0
         @Option var rank = 512
         @Option(help: "Shared rope key dims (default min(64, head_dim)).") var ropeDim: Int?
+        @Option(help: "Time mha2mla's partial RoPE instead: this many highest-frequency pairs per KV head (strategy high).")
+        var ropePairs: Int?
         @Flag(help: "Use a calibration-like moment (identity) so the activation-aware path is timed.") var withMoment = false
         @OptionGroup var runtime: RuntimeOptions
 
@@ -176,7 +185,9 @@ extension Bench {
             runtime.apply()
             let checkpoint = try Checkpoint.open(model)
             let c = checkpoint.config
-            let options = LayerConversionOptions(rope: .shared(dims: ropeDim ?? min(64, c.headDim), stride: 1, fold: 1),
+            let rope: RopePlan = ropePairs.map { .partial(strategy: .high, pairs: $0, start: 0, combination: .product) }
+                ?? .shared(dims: ropeDim ?? min(64, c.headDim), stride: 1, fold: 1)
+            let options = LayerConversionOptions(rope: rope,
                                                  weighting: LatentWeighting(keys: .plain, values: .output), foldSoftmaxScale: true)
             let moment: Matrix<Double>? = withMoment ? .identity(c.hiddenSize) : nil
             var t = MonotonicClock.now()
