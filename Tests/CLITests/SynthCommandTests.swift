@@ -6,6 +6,32 @@ import MLATensor
 
 /// `mla-bench synth`: the synthetic checkpoints the scale measurements of docs/performance.md use.
 @Suite(.serialized) struct SynthCommandTests {
+    /// An interrupted write leaves neither the output nor its temporary sibling, and the process ends
+    /// by the signal it got.
+    @Test func interruptRemovesThePartialOutput() throws {
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLI.binDirectory + "/mla-bench")
+        process.arguments = ["synth", "--shape", "medium", "-o", dir + "/out"]
+        process.standardError = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let partial = "\(dir)/.out.partial-\(process.processIdentifier)"
+        let deadline = Date().addingTimeInterval(60)
+        // Wait until the temporary output exists, so the signal lands mid-write.
+        while Date() < deadline, process.isRunning, !FileManager.default.fileExists(atPath: partial) {
+            usleep(20_000)
+        }
+        usleep(500_000)
+        #expect(process.isRunning, "the write finished before it could be interrupted")
+        process.terminate()
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGTERM,
+                "ended by \(process.terminationReason == .exit ? "exit" : "signal") \(process.terminationStatus)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+
     /// A loadable sharded Llama checkpoint of the requested shape whose matrices have the designed
     /// spectrum (not white noise), whose norms sit around 1, and whose bytes the seed alone fixes.
     @Test func smallShapeIsLoadableStructuredAndSeeded() throws {

@@ -2,7 +2,8 @@ import Foundation
 
 /// Writes an output file or directory so that a failure leaves nothing behind: the body writes to a
 /// temporary sibling (`.NAME.partial-PID`), which is flushed and renamed into place only when the body
-/// returns. An existing non-empty output is replaced only with `force`.
+/// returns. An existing non-empty output is replaced only with `force`. An interrupt (SIGINT, SIGTERM,
+/// SIGHUP) during the body removes the temporary output before the process ends.
 public enum AtomicOutput {
     /// Runs `body(temporaryPath)` and moves the result to `finalPath`.
     /// - `directory`: the temporary path is created as an empty directory before `body` runs;
@@ -25,11 +26,16 @@ public enum AtomicOutput {
         }
         let temp = parent + "/." + finalURL.lastPathComponent + ".partial-\(ProcessInfo.processInfo.processIdentifier)"
         try? fm.removeItem(atPath: temp)
+        InterruptCleanup.shared.register(temp)
+        defer { InterruptCleanup.shared.unregister(temp) }
         do {
             if directory { try fm.createDirectory(atPath: temp, withIntermediateDirectories: false) }
             try body(temp)
             try syncTree(temp)
         } catch {
+            // The body failed because an interrupt removed its output: let the signal end the process
+            // instead of reporting a misleading write error.
+            InterruptCleanup.shared.waitIfInterrupted()
             try? fm.removeItem(atPath: temp)
             throw error
         }
@@ -39,6 +45,7 @@ public enum AtomicOutput {
                 try fm.moveItem(atPath: finalURL.path, toPath: trash)
                 try fm.moveItem(atPath: temp, toPath: finalURL.path)
             } catch {
+                InterruptCleanup.shared.waitIfInterrupted()
                 try? fm.removeItem(atPath: temp)
                 throw CheckpointError.writeFailed(path: finalPath, reason: "cannot move the finished output into place (\(error))")
             }
@@ -47,6 +54,7 @@ public enum AtomicOutput {
             do {
                 try fm.moveItem(atPath: temp, toPath: finalURL.path)
             } catch {
+                InterruptCleanup.shared.waitIfInterrupted()
                 try? fm.removeItem(atPath: temp)
                 throw CheckpointError.writeFailed(path: finalPath, reason: "cannot move the finished output into place (\(error))")
             }
@@ -87,5 +95,59 @@ public enum AtomicOutput {
             let fd = open(file, O_RDONLY)
             if fd >= 0 { fsync(fd); close(fd) }
         }
+    }
+}
+
+/// Removes registered temporary outputs when the process is interrupted, then ends it by the same
+/// signal (so the exit status still says what happened).
+private final class InterruptCleanup: @unchecked Sendable {
+    // @unchecked: `paths` is guarded by `lock`; the sources are only touched in init.
+    static let shared = InterruptCleanup()
+    private let lock = NSLock()
+    private var paths = Set<String>()
+    private var interrupted = false
+    private var sources: [any DispatchSourceSignal] = []
+
+    private init() {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [unowned self] in
+                lock.lock()
+                interrupted = true
+                for path in paths { try? FileManager.default.removeItem(atPath: path) }
+                lock.unlock()
+                // libdispatch blocks the signal in every thread (it reads it from a signalfd):
+                // unblock it here and re-raise it with the default action to end the process.
+                var set = sigset_t()
+                sigemptyset(&set)
+                sigaddset(&set, sig)
+                pthread_sigmask(SIG_UNBLOCK, &set, nil)
+                signal(sig, SIG_DFL)
+                raise(sig)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    /// Blocks for good once an interrupt is being handled (its handler is about to end the process).
+    func waitIfInterrupted() {
+        lock.lock()
+        let wait = interrupted
+        lock.unlock()
+        while wait { pause() }
+    }
+
+    func register(_ path: String) {
+        lock.lock()
+        paths.insert(path)
+        lock.unlock()
+    }
+
+    func unregister(_ path: String) {
+        lock.lock()
+        paths.remove(path)
+        lock.unlock()
     }
 }
