@@ -97,3 +97,16 @@ int ck_has_avx2(void) {
     return 0;
 #endif
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold) {
+    return mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold);
+}
+#else
+int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold) {
+    (void)mmap_threshold;
+    (void)trim_threshold;
+    return 0;
+}
+#endif

@@ -1,10 +1,14 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Progress on standard error for long work: a single updating line on a terminal, a line every
-/// `logEvery` steps otherwise (CI logs), and the elapsed time at the end.
-public final class Progress {
+/// `logEvery` steps otherwise (CI logs), and the elapsed time at the end. Safe to update from
+/// several threads.
+public final class Progress: @unchecked Sendable {
+    // @unchecked: `done` is guarded by `lock`, the rest is immutable.
+    private let lock = NSLock()
     private let total: Int
     private let label: String
     private let interactive: Bool
@@ -20,10 +24,24 @@ public final class Progress {
     }
 
     public func step(_ detail: String = "") {
-        done += 1
+        lock.lock()
+        defer { lock.unlock() }
+        report(done + 1, detail)
+    }
+
+    /// Sets the steps done to `count` (from work that reports its own count).
+    public func advance(to count: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        report(count, "")
+    }
+
+    private func report(_ count: Int, _ detail: String) {
+        let previous = done
+        done = count
         if interactive {
             write("\r\(label): \(done)/\(total) \(detail)\u{1B}[K")
-        } else if done % logEvery == 0 || done == total {
+        } else if done / logEvery > previous / logEvery || done == total {
             write("\(label): \(done)/\(total) \(detail)\n")
         }
     }

@@ -14,9 +14,11 @@ public struct RuntimeOptions: ParsableArguments {
 
     public init() {}
 
-    /// Sets the BLAS thread count and, with `--stats`, arranges for `ResourceUsage.summary` to be
-    /// printed at process exit (also after an error), so every command gets it without its own code.
+    /// Sets the BLAS thread count and the allocator (`AllocatorTuning`) and, with `--stats`, arranges
+    /// for `ResourceUsage.summary` to be printed at process exit (also after an error), so every
+    /// command gets it without its own code.
     public func apply() {
+        AllocatorTuning.reuseFreedBuffers()
         if let threads { BLASThreads.set(threads) }
         if stats { atexit { writeStandardError("stats: " + ResourceUsage.summary + "\n") } }
     }

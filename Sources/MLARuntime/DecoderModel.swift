@@ -3,17 +3,18 @@ import MLACheckpoint
 import MLALinalg
 
 /// Callbacks into a forward pass, per layer, without copying the model. Calibration observes the
-/// attention inputs; per-layer drift measurement observes outputs or replaces them.
+/// attention inputs; per-layer drift measurement observes outputs or replaces them. Each gets the
+/// batch's sequence lengths (see `AttentionBlock`); x has their sum as rows.
 public struct LayerHooks {
-    /// Called with (layer, x [T × d] = the attention input after the layer's input norm, T).
-    public var attentionInput: ((Int, [Float], Int) throws -> Void)?
-    /// Called with (layer, x, attention output [T × d], T); a non-nil result replaces the output.
-    public var attentionOutput: ((Int, [Float], [Float], Int) throws -> [Float]?)?
+    /// Called with (layer, x [N × d] = the attention input after the layer's input norm, sequences).
+    public var attentionInput: ((Int, [Float], [Int]) throws -> Void)?
+    /// Called with (layer, x, attention output [N × d], sequences); a non-nil result replaces the output.
+    public var attentionOutput: ((Int, [Float], [Float], [Int]) throws -> [Float]?)?
     /// Stop after this many layers (skips the final norm and LM head); nil runs the whole model.
     public var stopAfterLayers: Int?
 
-    public init(attentionInput: ((Int, [Float], Int) throws -> Void)? = nil,
-                attentionOutput: ((Int, [Float], [Float], Int) throws -> [Float]?)? = nil,
+    public init(attentionInput: ((Int, [Float], [Int]) throws -> Void)? = nil,
+                attentionOutput: ((Int, [Float], [Float], [Int]) throws -> [Float]?)? = nil,
                 stopAfterLayers: Int? = nil) {
         self.attentionInput = attentionInput
         self.attentionOutput = attentionOutput
@@ -79,13 +80,21 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// The hidden states after the layers (before the final norm), [T × d].
     public func hiddenStates(_ tokens: [Int], hooks: LayerHooks = LayerHooks()) throws -> [Float] {
-        try runLayers(tokens, hooks: hooks) { layer, h, t in try attention[layer].forward(h, tokens: t) }
+        try hiddenStates(batch: [tokens], hooks: hooks)
     }
 
-    /// Embeds `tokens` and runs the layers, calling `attend(layer, x, T)` for each layer's attention.
-    func runLayers(_ tokens: [Int], hooks: LayerHooks,
-                   attend: (Int, [Float], Int) throws -> [Float]) throws -> [Float] {
-        let d = config.hiddenSize, f = config.intermediateSize, T = tokens.count
+    /// The hidden states of independent sequences run as one batch, stacked by rows [Σ T × d]: the
+    /// projections and the MLP see all rows at once (larger, faster GEMMs), attention each sequence.
+    public func hiddenStates(batch: [[Int]], hooks: LayerHooks = LayerHooks()) throws -> [Float] {
+        try runLayers(batch, hooks: hooks) { layer, h, sequences in try attention[layer].forward(h, sequences: sequences) }
+    }
+
+    /// Embeds the sequences of `batch` (stacked by rows) and runs the layers, calling
+    /// `attend(layer, x, sequence lengths)` for each layer's attention.
+    func runLayers(_ batch: [[Int]], hooks: LayerHooks,
+                   attend: (Int, [Float], [Int]) throws -> [Float]) throws -> [Float] {
+        let d = config.hiddenSize, f = config.intermediateSize
+        let sequences = batch.map(\.count), tokens = batch.flatMap { $0 }, T = tokens.count
         var x = [Float](repeating: 0, count: T * d)
         for (t, id) in tokens.enumerated() {
             guard id >= 0 && id < config.vocabSize else {
@@ -97,9 +106,9 @@ public final class DecoderModel: @unchecked Sendable {
         for l in 0..<layerCount {
             let w = layers[l]
             let h = Kernels.rmsNorm(x, tokens: T, weight: w.inputNorm, eps: config.rmsNormEps)
-            try hooks.attentionInput?(l, h, T)
-            var a = try attend(l, h, T)
-            if let replacement = try hooks.attentionOutput?(l, h, a, T) { a = replacement }
+            try hooks.attentionInput?(l, h, sequences)
+            var a = try attend(l, h, sequences)
+            if let replacement = try hooks.attentionOutput?(l, h, a, sequences) { a = replacement }
             for i in 0..<x.count { x[i] += a[i] }
             let h2 = Kernels.rmsNorm(x, tokens: T, weight: w.postAttentionNorm, eps: config.rmsNormEps)
             let g = Kernels.linear(h2, tokens: T, weight: w.gate, outFeatures: f, inFeatures: d, bias: w.gateBias)
@@ -157,11 +166,11 @@ public final class DecoderModel: @unchecked Sendable {
         precondition(caches.count == config.numLayers, "decode: one latent cache per layer")
         let start = caches[0].count
         let positions = Array(start..<(start + tokens.count))
-        let x = try runLayers(tokens, hooks: LayerHooks()) { layer, h, t in
+        let x = try runLayers([tokens], hooks: LayerHooks()) { layer, h, _ in
             guard let block = attention[layer] as? MLAAttentionBlock else {
                 throw RuntimeError.notMLA(layer: layer)
             }
-            return try MLAAttention.prefill(block.weights, x: h, tokens: t, positions: positions, cache: &caches[layer], form: block.form)
+            return try MLAAttention.prefill(block.weights, x: h, tokens: tokens.count, positions: positions, cache: &caches[layer], form: block.form)
         }
         return head(x, tokens: tokens)
     }

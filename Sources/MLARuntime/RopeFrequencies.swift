@@ -63,7 +63,7 @@ public struct RopeFrequencies: Sendable, Equatable {
     }
 
     /// cos and sin tables `[positions × pairs]` (row-major), each times `attentionFactor`.
-    public func tables(positions: Range<Int>) -> (cos: [Float], sin: [Float]) {
+    public func tables(positions: some Collection<Int>) -> (cos: [Float], sin: [Float]) {
         let pairs = inverseFrequencies.count
         var c = [Float](repeating: 0, count: positions.count * pairs)
         var s = c

@@ -4,7 +4,16 @@ import MLACheckpoint
 /// RMSNorm) at positions 0..<T, output [T × d] (after o_proj, before the residual add).
 /// The source attention below is one implementation; MLA attention is another.
 public protocol AttentionBlock: Sendable {
-    func forward(_ x: [Float], tokens: Int) throws -> [Float]
+    /// A batch of independent sequences stacked by rows: x [Σ sequences × d], sequence s in its own
+    /// rows at positions 0..<sequences[s], attending only to itself; output likewise [Σ sequences × d].
+    func forward(_ x: [Float], sequences: [Int]) throws -> [Float]
+}
+
+extension AttentionBlock {
+    /// One sequence: x [T × d] at positions 0..<T.
+    public func forward(_ x: [Float], tokens: Int) throws -> [Float] {
+        try forward(x, sequences: [tokens])
+    }
 }
 
 /// Multi-head / grouped-query / multi-query attention with rotate-half RoPE, as in Llama, Mistral and
@@ -40,42 +49,49 @@ public struct SourceAttention: AttentionBlock {
         scale = Float(1 / Double(c.headDim).squareRoot())
     }
 
-    /// Queries and keys after RoPE, values: [T × nh·dh], [T × nkv·dh], [T × nkv·dh].
-    public func projections(_ x: [Float], tokens T: Int) -> (q: [Float], k: [Float], v: [Float]) {
-        let qw = numHeads * headDim, kw = numKVHeads * headDim
-        var q = Kernels.linear(x, tokens: T, weight: wq, outFeatures: qw, inFeatures: hiddenSize, bias: bq)
-        var k = Kernels.linear(x, tokens: T, weight: wk, outFeatures: kw, inFeatures: hiddenSize, bias: bk)
-        let v = Kernels.linear(x, tokens: T, weight: wv, outFeatures: kw, inFeatures: hiddenSize, bias: bv)
-        let (cos, sin) = rope.tables(positions: 0..<T)
-        Kernels.applyRotateHalf(&q, tokens: T, rowWidth: qw, heads: numHeads, headDim: headDim, cos: cos, sin: sin)
-        Kernels.applyRotateHalf(&k, tokens: T, rowWidth: kw, heads: numKVHeads, headDim: headDim, cos: cos, sin: sin)
+    /// Queries and keys after RoPE, values of a batch (see `AttentionBlock`): [N × nh·dh],
+    /// [N × nkv·dh], [N × nkv·dh] for N = Σ sequences rows.
+    public func projections(_ x: [Float], sequences: [Int]) -> (q: [Float], k: [Float], v: [Float]) {
+        let qw = numHeads * headDim, kw = numKVHeads * headDim, rows = sequences.reduce(0, +)
+        var q = Kernels.linear(x, tokens: rows, weight: wq, outFeatures: qw, inFeatures: hiddenSize, bias: bq)
+        var k = Kernels.linear(x, tokens: rows, weight: wk, outFeatures: kw, inFeatures: hiddenSize, bias: bk)
+        let v = Kernels.linear(x, tokens: rows, weight: wv, outFeatures: kw, inFeatures: hiddenSize, bias: bv)
+        let (cos, sin) = rope.tables(positions: sequences.flatMap { 0..<$0 })
+        Kernels.applyRotateHalf(&q, tokens: rows, rowWidth: qw, heads: numHeads, headDim: headDim, cos: cos, sin: sin)
+        Kernels.applyRotateHalf(&k, tokens: rows, rowWidth: kw, heads: numKVHeads, headDim: headDim, cos: cos, sin: sin)
         return (q, k, v)
     }
 
-    public func forward(_ x: [Float], tokens T: Int) throws -> [Float] {
-        let (q, k, v) = projections(x, tokens: T)
+    /// The projections run on all rows of the batch at once (larger GEMMs), attention per sequence.
+    public func forward(_ x: [Float], sequences: [Int]) throws -> [Float] {
+        let (q, k, v) = projections(x, sequences: sequences)
         let qw = numHeads * headDim, kw = numKVHeads * headDim, group = numHeads / numKVHeads
-        var o = [Float](repeating: 0, count: T * qw)
-        var scores = [Float](repeating: 0, count: T * T)
+        let rows = sequences.reduce(0, +), longest = sequences.max() ?? 0
+        var o = [Float](repeating: 0, count: rows * qw)
+        var scores = [Float](repeating: 0, count: longest * longest)
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in
                     o.withUnsafeMutableBufferPointer { op in
                         scores.withUnsafeMutableBufferPointer { sp in
-                            for h in 0..<numHeads {
-                                let j = h / group
-                                Kernels.causalAttentionHead(
-                                    q: qp.baseAddress! + h * headDim, qStride: qw,
-                                    k: kp.baseAddress! + j * headDim, kStride: kw,
-                                    v: vp.baseAddress! + j * headDim, vStride: kw,
-                                    tokens: T, dk: headDim, dv: headDim, scale: scale, scores: sp.baseAddress!,
-                                    out: op.baseAddress! + h * headDim, outStride: qw)
+                            var first = 0
+                            for T in sequences {
+                                for h in 0..<numHeads {
+                                    let j = h / group
+                                    Kernels.causalAttentionHead(
+                                        q: qp.baseAddress! + first * qw + h * headDim, qStride: qw,
+                                        k: kp.baseAddress! + first * kw + j * headDim, kStride: kw,
+                                        v: vp.baseAddress! + first * kw + j * headDim, vStride: kw,
+                                        tokens: T, dk: headDim, dv: headDim, scale: scale, scores: sp.baseAddress!,
+                                        out: op.baseAddress! + first * qw + h * headDim, outStride: qw)
+                                }
+                                first += T
                             }
                         }
                     }
                 }
             }
         }
-        return Kernels.linear(o, tokens: T, weight: wo, outFeatures: hiddenSize, inFeatures: qw, bias: bo)
+        return Kernels.linear(o, tokens: rows, weight: wo, outFeatures: hiddenSize, inFeatures: qw, bias: bo)
     }
 }

@@ -106,9 +106,10 @@ public func verify(original: DecoderModel, converted: DecoderModel, tokens: [Int
     for (w, s) in starts.enumerated() {
         let chunk = Array(tokens[s..<min(s + window, tokens.count)])
         guard chunk.count >= 2 else { continue }
-        let hooks = LayerHooks(attentionOutput: { layer, x, output, t in
+        let hooks = LayerHooks(attentionOutput: { layer, x, output, sequences in
             guard selected.contains(layer) else { return nil }
-            let convertedOutput = try converted.attention[layer].forward(x, tokens: t)
+            let t = chunk.count
+            let convertedOutput = try converted.attention[layer].forward(x, sequences: sequences)
             outputs[layer].add(reference: output, residualScale == 1 ? convertedOutput : convertedOutput.map { $0 / residualScale })
             if values[layer] != nil {
                 if let vc = try perHeadValues(converted.attention[layer], x: x, tokens: t),
@@ -207,10 +208,10 @@ func mlaCoreCheck(_ model: DecoderModel, tokens: [Int], logits: [Float]) throws 
     let blocks = model.attention.compactMap { $0 as? MLAAttentionBlock }
     guard !blocks.isEmpty, blocks.count == model.attention.count else { return nil }
     var layerDifference = [Double](repeating: 0, count: blocks.count)
-    let hooks = LayerHooks(attentionOutput: { layer, x, output, t in
+    let hooks = LayerHooks(attentionOutput: { layer, x, output, sequences in
         let block = blocks[layer]
         let other = try MLAAttentionBlock(weights: block.weights, form: block.form == .naive ? .absorbed : .naive)
-            .forward(x, tokens: t)
+            .forward(x, sequences: sequences)
         layerDifference[layer] = block.form == .naive ? maxRelativeDifference(other, output) : maxRelativeDifference(output, other)
         return other
     })

@@ -80,7 +80,11 @@ extension Bench {
         static let configuration = CommandConfiguration(abstract: "Forward-pass throughput on windows of the sample text.")
         @Argument var model: String
         @Option var window = 512
+        @Option(help: "Windows per batch for the batched and calibration measurements (calibration batches 2048 tokens).")
+        var batch = 4
         @Option var repeats = 3
+        @Option(help: "Calibration workers for the last measurement (one BLAS thread each).")
+        var workers = 2
         @OptionGroup var runtime: RuntimeOptions
 
         func run() throws {
@@ -90,30 +94,35 @@ extension Bench {
             let decoder = try DecoderModel(config: checkpoint.config, store: checkpoint.store)
             let load = MonotonicClock.now() - t0
             let c = checkpoint.config
-            let tokens = (0..<window).map { ($0 * 7919) % c.vocabSize }
-            var bestLogits = Double.infinity, bestHidden = Double.infinity, bestCalibration = Double.infinity
-            for _ in 0..<repeats {
-                var t = MonotonicClock.now()
-                _ = try decoder.logits(tokens)
-                bestLogits = min(bestLogits, MonotonicClock.now() - t)
-                t = MonotonicClock.now()
-                _ = try decoder.hiddenStates(tokens)
-                bestHidden = min(bestHidden, MonotonicClock.now() - t)
-                t = MonotonicClock.now()
-                _ = try collectCalibration(model: decoder, windows: [tokens])
-                bestCalibration = min(bestCalibration, MonotonicClock.now() - t)
+            let windows = (0..<batch).map { w in (0..<window).map { ($0 * 7919 + w * 104729) % c.vocabSize } }
+            func best(_ body: () throws -> Void) rethrows -> Double {
+                var best = Double.infinity
+                for _ in 0..<repeats {
+                    let t = MonotonicClock.now()
+                    try body()
+                    best = min(best, MonotonicClock.now() - t)
+                }
+                return best
             }
+            let logits = try best { _ = try decoder.logits(windows[0]) }
+            let hidden = try best { _ = try decoder.hiddenStates(windows[0]) }
+            let batched = try best { _ = try decoder.hiddenStates(batch: windows) }
+            let calibration = try best { _ = try collectCalibration(model: decoder, windows: windows, batchTokens: batch * window) }
+            let parallel = try best { _ = try collectCalibration(model: decoder, windows: windows, workers: workers) }
             // Matmul FLOPs per token without the LM head: 2·(q,k,v,o + MLP) + attention (2·T/2·2·nh·dh on average).
             let d = Double(c.hiddenSize), q = Double(c.numHeads * c.headDim), kv = Double(c.numKVHeads * c.headDim)
             let perToken = 2 * (d * (q + 2 * kv) + q * d + 3 * d * Double(c.intermediateSize)) * Double(c.numLayers)
                 + 2 * Double(window) * q * Double(c.numLayers)
             let head = 2 * d * Double(c.vocabSize)
-            print(String(format: "load %.2f s; window %d: logits %.3f s (%.0f tokens/s), layers only %.3f s (%.0f tokens/s, %.1f GFLOP/s at %.3f GFLOP/token)",
-                         load, window, bestLogits, Double(window) / bestLogits, bestHidden, Double(window) / bestHidden,
-                         perToken * Double(window) / bestHidden / 1e9, perToken / 1e9))
-            print(String(format: "  calibration (layers + F64 second moments): %.3f s (%.0f tokens/s, %.1f GFLOP/s of forward work)",
-                         bestCalibration, Double(window) / bestCalibration, perToken * Double(window) / bestCalibration / 1e9))
-            print(String(format: "  LM head: %.3f GFLOP/token; peak RSS %@", head / 1e9, formatBytes(ResourceUsage.peakResidentBytes)))
+            func rate(_ tokens: Int, _ seconds: Double) -> String {
+                String(format: "%.3f s (%.0f tokens/s, %.1f GFLOP/s)", seconds, Double(tokens) / seconds, perToken * Double(tokens) / seconds / 1e9)
+            }
+            print(String(format: "load %.2f s; %.3f GFLOP/token of layers at window %d, LM head %.3f GFLOP/token", load, perToken / 1e9, window, head / 1e9))
+            print(String(format: "  one window: logits %.3f s (%.0f tokens/s); layers only ", logits, Double(window) / logits) + rate(window, hidden))
+            print("  \(batch) windows as one batch: layers only " + rate(batch * window, batched))
+            print("  calibration of the batch (layers + second moments, last layer's input norm only): " + rate(batch * window, calibration))
+            print("  calibration of the \(batch) windows on \(workers) workers × 1 BLAS thread: " + rate(batch * window, parallel))
+            print("  peak RSS " + formatBytes(ResourceUsage.peakResidentBytes))
         }
     }
 }
@@ -123,8 +132,8 @@ extension Bench {
         static let configuration = CommandConfiguration(
             abstract: "MLA decode speed and cache memory, absorbed vs naive, at several context lengths.",
             discussion: """
-            The model is the exact head merge of MODEL (a GQA source) into MLA: latent r = n_kv·d_h plus n_kv rope
-            key heads of d_h. Caches are filled with random latents of the right size (decode cost does not depend
+            The model is the exact head merge of MODEL (a GQA source) into MLA: latent r = n_kv·d_h plus n_kv rope \
+            key heads of d_h. Caches are filled with random latents of the right size (decode cost does not depend \
             on their values), then new tokens are decoded one at a time through the whole model.
             """)
         @Argument var model: String
@@ -171,7 +180,7 @@ extension Bench {
     struct Layer: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Time one layer's gqa2mla (or, with --rope-pairs, mha2mla) conversion (read, rank-independent work, weights at a rank) and its memory.",
-            discussion: "Weights only (C = I) unless --moment-identity-scale is given; the cost does not depend on C's values.")
+            discussion: "Weights only (C = I) unless --with-moment is given; the cost does not depend on C's values.")
         @Argument var model: String
         @Option var layer = 0
         @Option var rank = 512

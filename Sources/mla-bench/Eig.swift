@@ -8,9 +8,9 @@ extension Bench {
         static let configuration = CommandConfiguration(
             abstract: "Top-r eigenpairs of S = W·Wᵀ: full syevd vs partial syevr vs randomized, time and accuracy.",
             discussion: """
-            W [n × d] is a synthetic weight matrix (the generator of `synth`), so S has the decaying spectrum of
-            the converters' S = W·C·Wᵀ; n = 1024, 2048, 4096, 8192 with d = 4096 are the k_proj and stacked
-            k/v_proj heights of Llama-3-8B and Llama-2-7B. Accuracy is the captured energy Σ vᵢᵀ·S·vᵢ of each
+            W [n × d] is a synthetic weight matrix (the generator of `synth`), so S has the decaying spectrum of \
+            the converters' S = W·C·Wᵀ; n = 1024, 2048, 4096, 8192 with d = 4096 are the k_proj and stacked \
+            k/v_proj heights of Llama-3-8B and Llama-2-7B. Accuracy is the captured energy Σ vᵢᵀ·S·vᵢ of each \
             method's vectors relative to syevd's top-r eigenvalue sum. F32, as the converters hold weights.
             """)
         @Option(parsing: .upToNextOption) var sizes = [1024, 2048, 4096, 8192]

@@ -177,9 +177,9 @@ extension Bench {
         static let configuration = CommandConfiguration(
             abstract: "Write a synthetic Llama checkpoint (HF directory, BF16 shards) with realistic weight spectra.",
             discussion: """
-            Shapes: llama2-7b (MHA 32/32, d 4096), llama3-8b (GQA 32/8, d 4096, vocab 128256), medium (8 layers,
-            d 2048, GQA 16/4), small (4 layers, d 1024, GQA 8/2). Every matrix is low rank with a decaying
-            spectrum plus noise (see SyntheticWeights), generated block by block and written as it is made:
+            Shapes: llama2-7b (MHA 32/32, d 4096), llama3-8b (GQA 32/8, d 4096, vocab 128256), medium (8 layers, \
+            d 2048, GQA 16/4), small (4 layers, d 1024, GQA 8/2). Every matrix is low rank with a decaying \
+            spectrum plus noise (see SyntheticWeights), generated block by block and written as it is made: \
             memory holds one block of rows, never a whole tensor. The same seed gives the same bytes.
             """)
         @Option(help: "llama2-7b, llama3-8b, medium or small.") var shape: String

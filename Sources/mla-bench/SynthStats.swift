@@ -11,10 +11,10 @@ extension Bench {
             commandName: "synth-stats",
             abstract: "Write calibration statistics for a model from synthetic activations (to time calibrated conversions).",
             discussion: """
-            Each layer's attention inputs are --tokens rows drawn like the synthetic weights (SyntheticWeights: a
-            low-rank part with a decaying spectrum plus column-scaled noise, so a few features are far larger than
-            the rest, as in real hidden states) and accumulated exactly as `mla-convert calibrate` does. The file
-            is what `--calib-stats` reads; converting from it costs what converting from real statistics costs.
+            Each layer's attention inputs are --tokens rows drawn like the synthetic weights (SyntheticWeights: a \
+            low-rank part with a decaying spectrum plus column-scaled noise, so a few features are far larger than \
+            the rest, as in real hidden states) and accumulated exactly as `mla-convert calibrate` does. The file \
+            is what `--calib-stats` reads; converting from it costs what converting from real statistics costs. \
             Memory holds every layer's d × d sums (4.3 GB for d = 4096 and 32 layers) while writing.
             """)
         @Argument(help: "The model the statistics are for (its layer count and hidden size).") var model: String

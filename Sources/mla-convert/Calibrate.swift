@@ -9,12 +9,12 @@ extension MLAConvertCommand {
         static let configuration = CommandConfiguration(
             abstract: "Collect activation statistics for activation-aware conversion and save them.",
             discussion: """
-            Streams calibration text through the model and accumulates, per layer, the second moment E[x xᵀ] of
-            the attention input (F64), without storing activations. The result is a safetensors file that
+            Streams calibration text through the model and accumulates, per layer, the second moment E[x xᵀ] of \
+            the attention input (F64 sums of F32 blocks), without storing activations. The result is a safetensors file that \
             conversions can reuse (calibrate once, convert many times).
 
-            Default text: the sample corpus's modern-spelling plays other than Hamlet (Hamlet is evaluation
-            text), in file-name order, sampled round-robin: window i of every play, then window i+1, skipping
+            Default text: the sample corpus's modern-spelling plays other than Hamlet (Hamlet is evaluation \
+            text), in file-name order, sampled round-robin: window i of every play, then window i+1, skipping \
             each play's first 256 tokens of front matter.
             """)
 

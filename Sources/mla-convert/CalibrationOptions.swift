@@ -16,6 +16,10 @@ struct CalibrationOptions: ParsableArguments {
     @Option(help: "Calibration window length in tokens.")
     var calibWindow: Int = 512
 
+    @Option(help: ArgumentHelp("Calibration windows run at once, each on one BLAS thread (default: one per core).",
+                               discussion: "Measured faster than one window at a time on multithreaded BLAS (docs/performance.md); each worker holds its own statistics (layers × hidden² doubles)."))
+    var calibWorkers: Int?
+
     @Option(help: "Saved statistics from 'mla-convert calibrate' (skips the calibration pass).")
     var calibStats: String?
 
@@ -25,6 +29,7 @@ struct CalibrationOptions: ParsableArguments {
     func validate() throws {
         guard calibTokens > 0 else { throw ValidationError("--calib-tokens must be positive") }
         guard calibWindow >= 1 else { throw ValidationError("--calib-window must be positive") }
+        if let calibWorkers, calibWorkers < 1 { throw ValidationError("--calib-workers must be at least 1") }
         if noCalib, calibStats != nil || !calib.isEmpty {
             throw ValidationError("--no-calib cannot be combined with --calib or --calib-stats")
         }
@@ -46,9 +51,9 @@ struct CalibrationOptions: ParsableArguments {
         let decoder = try DecoderModel(config: c, store: checkpoint.store)
         let progress = Progress(total: windows.count, label: label)
         let stats = try collectCalibration(
-            model: decoder, windows: windows,
+            model: decoder, windows: windows, workers: calibWorkers ?? ProcessInfo.processInfo.activeProcessorCount,
             tags: ["model": checkpoint.path, "text": files.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ","),
-                   "windows": String(windows.count), "window": String(calibWindow)]) { _, _ in progress.step() }
+                   "windows": String(windows.count), "window": String(calibWindow)]) { done, _ in progress.advance(to: done) }
         progress.finish()
         return stats
     }

@@ -9,8 +9,8 @@ extension MLAConvertCommand {
         static let configuration = CommandConfiguration(
             abstract: "Rewrite a checkpoint in another format (e.g. a GGUF as a Hugging Face safetensors directory).",
             discussion: """
-            Quantized GGUF tensors are dequantized to F32 and llama Q/K rows are restored to the Hugging Face
-            rotate-half layout. From a GGUF source, tokenizer.json and tokenizer_config.json are built from the
+            Quantized GGUF tensors are dequantized to F32 and llama Q/K rows are restored to the Hugging Face \
+            rotate-half layout. From a GGUF source, tokenizer.json and tokenizer_config.json are built from the \
             embedded tokenizer so the output is a complete Hugging Face model directory.
             """)
 

@@ -10,16 +10,16 @@ extension MLAConvertCommand {
             abstract: "Convert MHA/GQA attention to MLA by partial RoPE and a joint low-rank KV latent (MHA2MLA method).",
             discussion: """
             Stages (mla-math.md §5-6): each KV head keeps RoPE on --rope-pairs frequency pairs (2 dims each) chosen by
-            --rope-strategy; all other key dims become NoPE; the NoPE keys and the values of all KV heads are factored
-            into one latent (joint, default) or two (split) of kv_lora_rank, activation-aware from calibration
+            --rope-strategy; all other key dims become NoPE; the NoPE keys and the values of all KV heads are factored \
+            into one latent (joint, default) or two (split) of kv_lora_rank, activation-aware from calibration \
             (minimizing the error on real activations) or from the weights alone with --no-calib (MHA2MLA's SVD).
 
-            Strategies: high (fastest pairs), low (slowest), uniform (evenly spaced from --uniform-start), 2-norm (per KV
-            head, the pairs with the largest calibration query·key norms), rorope (rotate across KV heads per frequency
+            Strategies: high (fastest pairs), low (slowest), uniform (evenly spaced from --uniform-start), 2-norm (per KV \
+            head, the pairs with the largest calibration query·key norms), rorope (rotate across KV heads per frequency \
             and keep one shared rope key: fewer cache values for rope, and exportable as DeepSeek-V3).
 
-            Cache per token per layer: n_kv·2·rope-pairs + kv_lora_rank (rorope: 2·rope-pairs + kv_lora_rank).
-            The default output is the native MLA format; --format deepseek works for rorope (and high/uniform from pair
+            Cache per token per layer: n_kv·2·rope-pairs + kv_lora_rank (rorope: 2·rope-pairs + kv_lora_rank). \
+            The default output is the native MLA format; --format deepseek works for rorope (and high/uniform from pair \
             0 with one KV head).
             """)
 

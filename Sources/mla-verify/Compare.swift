@@ -11,21 +11,25 @@ extension MLAVerifyCommand {
             commandName: "compare",
             abstract: "Measure how much CONVERTED drifted from ORIGINAL (the default: mla-verify ORIGINAL CONVERTED).",
             discussion: """
-            Per layer, teacher-forced: the converted attention receives the original model's attention input and its
-            output is compared with the original attention output (relative error, cosine). End to end, each model
-            runs on its own over the same windows: perplexity of both, KL(original ‖ converted) of the next-token
+            Per layer, teacher-forced: the converted attention receives the original model's attention input and its \
+            output is compared with the original attention output (relative error, cosine). End to end, each model \
+            runs on its own over the same windows: perplexity of both, KL(original ‖ converted) of the next-token \
             distributions (mean, p95, max), top-1 agreement. Also the KV cache per token of both.
-            Per-head values are compared where the head counts and value widths match (MLA: W_UV,h ĉ; source: the
-            v of the head's KV group); keys are not (MLA splits them into a latent part and RoPE key heads). When
+
+            Per-head values are compared where the head counts and value widths match (MLA: W_UV,h ĉ; source: the \
+            v of the head's KV group); keys are not (MLA splits them into a latent part and RoPE key heads). When \
             CONVERTED has MLA attention, its first window also runs in the other MLA form (absorbed vs naive).
-            Text: --text files (default: Hamlet from the sample corpus, the evaluation text), tokenized without BOS,
+
+            Text: --text files (default: Hamlet from the sample corpus, the evaluation text), tokenized without BOS, \
             first --tokens tokens, independent windows of --window tokens.
-            JSON keys: tokens, original.{perplexity,nll,top1}, converted.{...}, perplexity_ratio, kl.{mean,p95,max},
-            top1_agreement, kv_cache.{original_values_per_token,converted_values_per_token,...},
-            mla_core.{tokens,absorbed_vs_naive_max_rel,layers_absorbed_vs_naive_max_rel} (null without MLA),
+
+            JSON keys: tokens, original.{perplexity,nll,top1}, converted.{...}, perplexity_ratio, kl.{mean,p95,max}, \
+            top1_agreement, kv_cache.{original_values_per_token,converted_values_per_token,...}, \
+            mla_core.{tokens,absorbed_vs_naive_max_rel,layers_absorbed_vs_naive_max_rel} (null without MLA), \
             layers[{layer,rel_error,cosine,values_rel_error,values_cosine,keys_comparable}], seconds.
-            --report DIR writes DIR/index.html, a self-contained page (no scripts or external files) with these
-            numbers, plots of per-layer drift, of the KV rank and energy retained per layer (from CONVERTED's
+
+            --report DIR writes DIR/index.html, a self-contained page (no scripts or external files) with these \
+            numbers, plots of per-layer drift, of the KV rank and energy retained per layer (from CONVERTED's \
             mla_convert.layers in config.json or mla_convert.json) and of the KL distribution.
             """)
 

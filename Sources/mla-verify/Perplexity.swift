@@ -10,10 +10,10 @@ extension MLAVerifyCommand {
         static let configuration = CommandConfiguration(
             abstract: "Perplexity, mean NLL and top-1 accuracy of a model on a text.",
             discussion: """
-            The text is tokenized without BOS (unless --bos) and without special tokens. Its first N tokens
-            (--tokens; default all) are split into independent windows of W tokens (--window, default 512; no
-            context is carried across windows; the last window may be shorter). Every position of a window except
-            the last predicts the next token: perplexity = exp(mean NLL over all predicted positions of all
+            The text is tokenized without BOS (unless --bos) and without special tokens. Its first N tokens \
+            (--tokens; default all) are split into independent windows of W tokens (--window, default 512; no \
+            context is carried across windows; the last window may be shorter). Every position of a window except \
+            the last predicts the next token: perplexity = exp(mean NLL over all predicted positions of all \
             windows), top-1 = the fraction of those positions whose highest logit is the next token.
             """)
 

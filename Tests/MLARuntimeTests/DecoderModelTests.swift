@@ -68,9 +68,9 @@ import MLACheckpoint
         let model = try DecoderModel(config: config, store: store)
         let base = try model.logits(Self.tokens)
         var seen: [Int] = []
-        let identity = LayerHooks(attentionInput: { layer, x, t in
+        let identity = LayerHooks(attentionInput: { layer, x, sequences in
             seen.append(layer)
-            #expect(x.count == t * config.hiddenSize)
+            #expect(sequences == [Self.tokens.count] && x.count == Self.tokens.count * config.hiddenSize)
         }, attentionOutput: { _, _, output, _ in output })
         #expect(try model.logits(Self.tokens, hooks: identity) == base)
         #expect(seen == [0, 1])

@@ -106,3 +106,29 @@ extension MLAModelTests {
         #expect(json["layers"]?.array?[7]["values_rel_error"]?.double == broken.layers[7].valuesRelativeError)
     }
 }
+
+extension MLAModelTests {
+    /// A batch of sequences of different lengths (stacked rows, one GEMM per projection) gives each
+    /// sequence the hidden states it gets on its own, to F32 rounding: for the source attention and
+    /// for MLA attention (the exact head merge, which runs sequence by sequence).
+    @Test func batchedSequencesMatchSeparateRuns() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
+        let ids = tokenizer.encode(try TestData.hamletExcerpt())
+        let batch = [Array(ids[0..<96]), Array(ids[100..<300]), Array(ids[300..<301]), Array(ids[400..<529])]
+        let c = checkpoint.config
+        let merged = try DecoderModel(config: c, store: checkpoint.store,
+                                      attention: (0..<c.numLayers).map {
+                                          MLAAttentionBlock(weights: try HeadMerge().layer(c, checkpoint.store, layer: $0), form: .absorbed)
+                                      })
+        for model in [box.model, merged] {
+            let stacked = try model.hiddenStates(batch: batch)
+            let separate = try batch.flatMap { try model.hiddenStates($0) }
+            #expect(stacked.count == separate.count)
+            let scale = Double(separate.map(abs).max()!)
+            let difference = zip(stacked, separate).map { Double(abs($0 - $1)) }.max()!
+            #expect(difference / scale < 1e-5, "max difference \(difference / scale) relative")
+        }
+    }
+}

@@ -14,4 +14,9 @@ void ck_silu_mul(const float *gate, float *up, size_t count);
 
 /// 1 when the AVX2 path is in use on this CPU.
 int ck_has_avx2(void);
+
+/// glibc malloc: serve allocations below `mmap_threshold` bytes from the heap and keep up to
+/// `trim_threshold` bytes of freed heap memory (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD).
+/// Returns 1 when both took effect; does nothing (0) on other C libraries.
+int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold);
 #endif

@@ -187,14 +187,21 @@ public struct LatentFactorization: Sendable {
         }
     }
 
-    /// The lower Cholesky factor L of C = L Lᵀ; a C that is only semidefinite (fewer calibration tokens
-    /// than d) is damped by 1e-9 of its mean diagonal first.
+    /// The lower Cholesky factor L of C = L Lᵀ. A C that is only semidefinite (fewer calibration
+    /// tokens than d, or directions the activations never take) is damped by the smallest of 1e-9,
+    /// 1e-7, 1e-5, 1e-3 of its mean diagonal that makes it definite: the moments are summed in F32
+    /// blocks (`CalibrationStatistics.accumulate`), whose rounding can leave eigenvalues of about
+    /// 1e-6·√d of the mean diagonal on either side of zero.
     static func momentFactor(_ c: Matrix<Double>) throws -> Matrix<Double> {
         if let l = try? cholesky(c) { return l }
-        var damped = c
-        let delta = 1e-9 * trace(c) / Double(c.rows)
-        for i in 0..<c.rows { damped[i, i] += delta }
-        return try cholesky(damped)
+        let mean = trace(c) / Double(c.rows)
+        var failure: (any Error)?
+        for damping in [1e-9, 1e-7, 1e-5, 1e-3] {
+            var damped = c
+            for i in 0..<c.rows { damped[i, i] += damping * mean }
+            do { return try cholesky(damped) } catch { failure = error }
+        }
+        throw failure!
     }
 
     /// Row i of `a` times f_i and column i of `b` divided by it (BA unchanged).

@@ -10,7 +10,21 @@ public struct MLAAttentionBlock: AttentionBlock {
         self.form = form
     }
 
-    public func forward(_ x: [Float], tokens: Int) throws -> [Float] {
+    /// Each sequence of the batch runs on its own.
+    public func forward(_ x: [Float], sequences: [Int]) throws -> [Float] {
+        if sequences.count == 1 { return try forward(sequence: x, tokens: sequences[0]) }
+        let d = weights.hiddenSize
+        var out: [Float] = []
+        out.reserveCapacity(x.count)
+        var first = 0
+        for T in sequences {
+            out += try forward(sequence: Array(x[(first * d)..<((first + T) * d)]), tokens: T)
+            first += T
+        }
+        return out
+    }
+
+    private func forward(sequence x: [Float], tokens: Int) throws -> [Float] {
         let positions = Array(0..<tokens)
         switch form {
         case .naive: return try MLAAttention.naive(weights, x: x, tokens: tokens, positions: positions)
