@@ -111,25 +111,30 @@ extension Matrix where T == Double {
     public var toFloat: Matrix<Float> { Matrix<Float>(rows: rows, cols: cols, values: narrowed(values)) }
 }
 
-/// The values rounded to single precision (a plain loop over unsafe buffers: `map` does not vectorize).
+/// The values rounded to single precision.
 @inlinable
-public func narrowed(_ values: [Double]) -> [Float] {
-    [Float](unsafeUninitializedCapacity: values.count) { out, count in
+public func narrowed(_ values: [Double]) -> [Float] { converted(values, Float.init) }
+
+/// The values in double precision (exact).
+@inlinable
+public func widened(_ values: [Float]) -> [Double] { converted(values, Double.init) }
+
+/// Element-wise `convert`, as a plain loop over unsafe buffers (`map` does not vectorize).
+@inlinable
+func converted<A, B>(_ values: [A], _ convert: (A) -> B) -> [B] {
+    [B](unsafeUninitializedCapacity: values.count) { out, count in
         values.withUnsafeBufferPointer { v in
-            for i in 0..<v.count { out[i] = Float(v[i]) }
+            for i in 0..<v.count { out.initializeElement(at: i, to: convert(v[i])) }
         }
         count = values.count
     }
 }
 
-/// The values in double precision (exact).
+/// Copies the upper triangle of the row-major [n × n] `values` onto the lower one (symmetric result).
 @inlinable
-public func widened(_ values: [Float]) -> [Double] {
-    [Double](unsafeUninitializedCapacity: values.count) { out, count in
-        values.withUnsafeBufferPointer { v in
-            for i in 0..<v.count { out[i] = Double(v[i]) }
-        }
-        count = values.count
+public func mirrorUpperTriangle<T>(_ values: inout [T], n: Int) {
+    values.withUnsafeMutableBufferPointer { v in
+        for r in 1..<max(n, 1) { for c in 0..<r { v[r * n + c] = v[c * n + r] } }
     }
 }
 
@@ -164,7 +169,7 @@ public func gram<T>(_ a: Matrix<T>) -> Matrix<T> {
             T.syrkTransposed(n: n, k: a.rows, alpha: 1, a: ap.baseAddress!, lda: n, beta: 0, c: cp.baseAddress!, ldc: n)
         }
     }
-    for r in 1..<n { for col in 0..<r { c.values[r * n + col] = c.values[col * n + r] } }
+    mirrorUpperTriangle(&c.values, n: n)
     return c
 }
 

@@ -76,11 +76,8 @@ public struct CalibrationStatistics: Sendable {
     /// Σ x xᵀ of `layer`, [d × d] row-major (symmetric).
     public func layerSum(_ layer: Int) -> [Double] {
         guard let file else {
-            let d = hiddenSize
             var sum = upperSums[layer]
-            for i in 0..<d {
-                for j in (i + 1)..<d { sum[j * d + i] = sum[i * d + j] }
-            }
+            mirrorUpperTriangle(&sum, n: hiddenSize)
             return sum
         }
         // Checked when the file was opened.

@@ -28,15 +28,18 @@ public enum AtomicOutput {
         try? fm.removeItem(atPath: temp)
         InterruptCleanup.shared.register(temp)
         defer { InterruptCleanup.shared.unregister(temp) }
+        /// Removes the temporary output after a failure. When the failure is an interrupt having
+        /// removed it, the signal ends the process instead of a misleading write error.
+        func discard() {
+            InterruptCleanup.shared.waitIfInterrupted()
+            try? fm.removeItem(atPath: temp)
+        }
         do {
             if directory { try fm.createDirectory(atPath: temp, withIntermediateDirectories: false) }
             try body(temp)
             try syncTree(temp)
         } catch {
-            // The body failed because an interrupt removed its output: let the signal end the process
-            // instead of reporting a misleading write error.
-            InterruptCleanup.shared.waitIfInterrupted()
-            try? fm.removeItem(atPath: temp)
+            discard()
             throw error
         }
         if exists(finalURL.path) {
@@ -45,8 +48,7 @@ public enum AtomicOutput {
                 try fm.moveItem(atPath: finalURL.path, toPath: trash)
                 try fm.moveItem(atPath: temp, toPath: finalURL.path)
             } catch {
-                InterruptCleanup.shared.waitIfInterrupted()
-                try? fm.removeItem(atPath: temp)
+                discard()
                 throw CheckpointError.writeFailed(path: finalPath, reason: "cannot move the finished output into place (\(error))")
             }
             try? fm.removeItem(atPath: trash)
@@ -54,8 +56,7 @@ public enum AtomicOutput {
             do {
                 try fm.moveItem(atPath: temp, toPath: finalURL.path)
             } catch {
-                InterruptCleanup.shared.waitIfInterrupted()
-                try? fm.removeItem(atPath: temp)
+                discard()
                 throw CheckpointError.writeFailed(path: finalPath, reason: "cannot move the finished output into place (\(error))")
             }
         }

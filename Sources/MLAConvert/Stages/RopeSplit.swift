@@ -13,12 +13,7 @@ public struct RopeSplit: Sendable {
     /// Orthogonal [n_kv·d_h × n_kv·d_h]. Rows [ρ·dRope, (ρ+1)·dRope) are rope head ρ (row 2i real part,
     /// 2i+1 imaginary part of slot i); rows [nRopeHeads·dRope, n_kv·d_h) are the NoPE coordinates.
     /// A permutation basis (partial RoPE) is kept as `sourceRows` and expanded only when asked for.
-    public var basis: Matrix<Double> {
-        guard let sourceRows else { return rotation! }
-        var p = Matrix<Double>.zeros(keyRows, keyRows)
-        for (r, c) in sourceRows.enumerated() { p[r, c] = 1 }
-        return p
-    }
+    public var basis: Matrix<Double> { sourceRows.map(Self.permutation) ?? rotation! }
     /// n_kv·d_h: the rows (and columns) of `basis`.
     public let keyRows: Int
     private let rotation: Matrix<Double>?
@@ -58,8 +53,7 @@ public struct RopeSplit: Sendable {
     /// per KV head; every other coordinate becomes NoPE. No rotation: the basis is a permutation.
     /// - `keyEnergy` [n_kv·d_h]: E[k_i²] of the stacked source keys (the diagonal of their second moment).
     public static func partial(source s: SourceLayer, kept: [[Int]], invFreq: [Double], keyEnergy: [Double]) -> RopeSplit {
-        let n = s.numKVHeads * s.headDim, pairs = kept.first?.count ?? 0
-        var basis = Matrix<Double>.zeros(n, n)
+        let pairs = kept.first?.count ?? 0
         var used = Set<Int>()
         var sourceRows: [Int] = []
         var row = 0
@@ -67,7 +61,6 @@ public struct RopeSplit: Sendable {
             for l in kept[j] {
                 for t in 0..<2 {
                     let col = s.keyRow(kvHead: j, pair: l, part: t)
-                    basis[row, col] = 1
                     sourceRows.append(col)
                     used.insert(col)
                     row += 1
@@ -81,7 +74,6 @@ public struct RopeSplit: Sendable {
             let first = row - ropeRows
             for l in 0..<s.pairs where !used.contains(s.keyRow(kvHead: j, pair: l, part: 0)) {
                 for t in 0..<2 {
-                    basis[row, s.keyRow(kvHead: j, pair: l, part: t)] = 1
                     sourceRows.append(s.keyRow(kvHead: j, pair: l, part: t))
                     row += 1
                 }
@@ -91,7 +83,7 @@ public struct RopeSplit: Sendable {
         }
         let total = keyEnergy.reduce(0, +)
         let ropeEnergy = total > 0 ? sourceRows[..<ropeRows].reduce(0.0) { $0 + keyEnergy[$1] } / total : 1
-        return RopeSplit(basis: basis, sourceRows: sourceRows, nRopeHeads: s.numKVHeads, dRope: 2 * pairs,
+        return RopeSplit(basis: permutation(sourceRows), sourceRows: sourceRows, nRopeHeads: s.numKVHeads, dRope: 2 * pairs,
                          ropeHeadOfQueryHead: (0..<s.numHeads).map(s.kvHead(ofQueryHead:)),
                          invFreq: kept.map { $0.map { invFreq[$0] } }, keptPairs: kept, nopePairMix: mix,
                          nopeGroups: groups, nopeGroupOfKVHead: Array(0..<s.numKVHeads), ropeEnergyRetained: ropeEnergy, headDim: s.headDim)
@@ -181,6 +173,13 @@ public struct RopeSplit: Sendable {
         nopeToKeyBlocks = (0..<kvHeads).map { j in
             nopeBasis.rows(nopeGroups[nopeGroupOfKVHead[j]]).columns((j * headDim)..<((j + 1) * headDim)).transposed
         }
+    }
+
+    /// The permutation matrix P with P[r, sourceRows[r]] = 1, [n × n].
+    private static func permutation(_ sourceRows: [Int]) -> Matrix<Double> {
+        var p = Matrix<Double>.zeros(sourceRows.count, sourceRows.count)
+        for (r, c) in sourceRows.enumerated() { p[r, c] = 1 }
+        return p
     }
 
     /// Rows `rows` of the basis times `w` [n_kv·d_h × m] (the stacked keys' weights or bias): the rope
