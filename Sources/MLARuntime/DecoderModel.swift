@@ -44,6 +44,23 @@ public struct DecoderLayerWeights: Sendable {
     }
 }
 
+extension DecoderLayerWeights {
+    /// One pre-norm decoder layer on the residual stream x [rows × d], in place: x += attend(norm(x)),
+    /// then x += MLP(norm(x)). `attend` gets the normed attention input [rows × d] and returns the
+    /// attention output [rows × d].
+    public func forward(_ x: inout [Float], rows: Int, eps: Double, attend: ([Float]) throws -> [Float]) rethrows {
+        let d = inputNorm.count, f = gate.count / max(d, 1)
+        let a = try attend(Kernels.rmsNorm(x, tokens: rows, weight: inputNorm, eps: eps))
+        for i in 0..<x.count { x[i] += a[i] }
+        let h = Kernels.rmsNorm(x, tokens: rows, weight: postAttentionNorm, eps: eps)
+        let g = Kernels.linear(h, tokens: rows, weight: gate, outFeatures: f, inFeatures: d, bias: gateBias)
+        var u = Kernels.linear(h, tokens: rows, weight: up, outFeatures: f, inFeatures: d, bias: upBias)
+        Kernels.swiGLU(gate: g, up: &u)
+        let m = Kernels.linear(u, tokens: rows, weight: down, outFeatures: d, inFeatures: f, bias: downBias)
+        for i in 0..<x.count { x[i] += m[i] }
+    }
+}
+
 /// A decoder-only transformer (Llama, Mistral, Qwen2 and, with MLA attention blocks, converted
 /// models): embeddings, pre-norm layers, final norm, tied or separate LM head. F32 on BLAS GEMMs.
 public final class DecoderModel: @unchecked Sendable {
@@ -93,29 +110,15 @@ public final class DecoderModel: @unchecked Sendable {
     /// `attend(layer, x, sequence lengths)` for each layer's attention.
     func runLayers(_ batch: [[Int]], hooks: LayerHooks,
                    attend: (Int, [Float], [Int]) throws -> [Float]) throws -> [Float] {
-        let d = config.hiddenSize, f = config.intermediateSize
-        let sequences = batch.map(\.count), tokens = batch.flatMap { $0 }, T = tokens.count
-        var x = [Float](repeating: 0, count: T * d)
-        for (t, id) in tokens.enumerated() {
-            guard id >= 0 && id < config.vocabSize else {
-                throw RuntimeError.invalidToken(id: id, vocabSize: config.vocabSize)
-            }
-            for i in 0..<d { x[t * d + i] = embedding[id * d + i] }
-        }
+        let sequences = batch.map(\.count), tokens = batch.flatMap { $0 }
+        var x = try embed(tokens)
         let layerCount = min(hooks.stopAfterLayers ?? config.numLayers, config.numLayers)
         for l in 0..<layerCount {
-            let w = layers[l]
-            let h = Kernels.rmsNorm(x, tokens: T, weight: w.inputNorm, eps: config.rmsNormEps)
-            try hooks.attentionInput?(l, h, sequences)
-            var a = try attend(l, h, sequences)
-            if let replacement = try hooks.attentionOutput?(l, h, a, sequences) { a = replacement }
-            for i in 0..<x.count { x[i] += a[i] }
-            let h2 = Kernels.rmsNorm(x, tokens: T, weight: w.postAttentionNorm, eps: config.rmsNormEps)
-            let g = Kernels.linear(h2, tokens: T, weight: w.gate, outFeatures: f, inFeatures: d, bias: w.gateBias)
-            var u = Kernels.linear(h2, tokens: T, weight: w.up, outFeatures: f, inFeatures: d, bias: w.upBias)
-            Kernels.swiGLU(gate: g, up: &u)
-            let m = Kernels.linear(u, tokens: T, weight: w.down, outFeatures: d, inFeatures: f, bias: w.downBias)
-            for i in 0..<x.count { x[i] += m[i] }
+            try layers[l].forward(&x, rows: tokens.count, eps: config.rmsNormEps) { h in
+                try hooks.attentionInput?(l, h, sequences)
+                let a = try attend(l, h, sequences)
+                return try hooks.attentionOutput?(l, h, a, sequences) ?? a
+            }
         }
         return x
     }

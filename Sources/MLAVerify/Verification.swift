@@ -1,5 +1,6 @@
 import Foundation
 import MLACheckpoint
+import MLALinalg
 import MLARuntime
 
 /// Drift of one layer's attention, teacher-forced: both attentions get the original model's input.
@@ -77,13 +78,16 @@ public enum VerificationError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// Compares `converted` with `original` on `tokens` split into independent windows of `window`.
-/// Per layer (those in `layers`, all when nil) the converted attention is fed the original model's
-/// attention input and compared with the original attention output, and so are the per-head values
-/// where comparable; end to end each model runs on its own. When `converted` has MLA attention its
-/// first window also runs in the other MLA form (`MLACoreCheck`). `progress(done, total)` is called
-/// after each window.
-public func verify(original: DecoderModel, converted: DecoderModel, tokens: [Int], window: Int, layers: Set<Int>? = nil,
+/// Compares `converted` with `original` on `tokens` split into independent windows of `window`,
+/// layer-major (`WindowStates`): every window passes layer ℓ of the original, then layer ℓ of the
+/// converted model, so two `StreamedModel`s need one layer's weights at a time. Per layer (those in
+/// `layers`, all when nil) the converted attention is fed the original model's attention input and
+/// compared with the original attention output, and so are the per-head values where comparable;
+/// end to end each model runs on its own. When every layer of `converted` is MLA, its first window
+/// also runs in the other MLA form (`MLACoreCheck`). `workers` windows run at once.
+/// `progress(done, total)` counts the layers and the LM head.
+public func verify(original: some LayerwiseModel, converted: some LayerwiseModel, tokens: [Int], window: Int,
+                   layers: Set<Int>? = nil, workers: Int = BLASThreads.current,
                    progress: ((Int, Int) -> Void)? = nil) throws -> VerificationReport {
     let o = original.config, c = converted.config
     for (what, a, b) in [("vocab_size", o.vocabSize, c.vocabSize), ("num_hidden_layers", o.numLayers, c.numLayers),
@@ -91,70 +95,140 @@ public func verify(original: DecoderModel, converted: DecoderModel, tokens: [Int
         throw VerificationError.mismatch(what: what, original: a, converted: b)
     }
     let start = Date()
+    let windows = evaluationWindows(tokens, window: window)
+    guard !windows.isEmpty else { throw RuntimeError.emptyInput("the evaluation text (need at least 2 tokens)") }
     let selected = layers ?? Set(0..<o.numLayers)
     // A stock DeepSeek-V3 export carries the residual stream scaled by α (eps rescale, mla-math.md §8c):
     // embeddings and every writer are α×, the norms undo it. Attention outputs are compared after
     // dividing by α, the least-squares ratio of the two embedding tables (1 for other conversions).
-    let residualScale = residualStreamScale(original: original.embedding, converted: converted.embedding)
-    var outputs = [DriftSums](repeating: DriftSums(), count: o.numLayers)
-    var values: [DriftSums?] = Array(repeating: DriftSums(), count: o.numLayers)
-    var mlaCore: MLACoreCheck?
-    var kl: [Double] = []
-    var nllO = 0.0, nllC = 0.0, hitsO = 0, hitsC = 0, agree = 0
-    let v = o.vocabSize
-    let starts = Array(stride(from: 0, to: tokens.count, by: window))
-    for (w, s) in starts.enumerated() {
-        let chunk = Array(tokens[s..<min(s + window, tokens.count)])
-        guard chunk.count >= 2 else { continue }
-        let hooks = LayerHooks(attentionOutput: { layer, x, output, sequences in
-            guard selected.contains(layer) else { return nil }
-            let t = chunk.count
-            let convertedOutput = try converted.attention[layer].forward(x, sequences: sequences)
-            outputs[layer].add(reference: output, residualScale == 1 ? convertedOutput : convertedOutput.map { $0 / residualScale })
-            if values[layer] != nil {
-                if let vc = try perHeadValues(converted.attention[layer], x: x, tokens: t),
-                   let vo = try perHeadValues(original.attention[layer], x: x, tokens: t),
-                   vc.heads == vo.heads, vc.width == vo.width {
-                    values[layer]?.add(reference: vo.values, vc.values)
-                } else {
-                    values[layer] = nil
+    let residualScale = try residualStreamScale(original: original, converted: converted)
+    var statesO = try WindowStates(model: original, windows: windows)
+    var statesC = try WindowStates(model: converted, windows: windows)
+    // The first window in the other MLA form, while every layer so far was MLA.
+    var core: (states: WindowStates, layerDifference: [Double], form: MLAAttention.Form)?
+    var drift: [LayerDrift] = []
+    let steps = o.numLayers + 1
+    for l in 0..<o.numLayers {
+        let compare = selected.contains(l)
+        let samples = ParallelSlots<LayerSample>(count: windows.count)
+        do {
+            let layer = try original.layer(l)
+            try statesO.advance(through: layer, eps: o.rmsNormEps, workers: workers) { w, x, output in
+                if compare {
+                    samples[w] = LayerSample(input: x, output: output,
+                                             values: try perHeadValues(layer.attention, x: x, tokens: windows[w].count))
+                }
+                return nil
+            }
+        }
+        let layer = try converted.layer(l)
+        if compare { drift.append(try layerDrift(l, layer.attention, samples: samples, windows: windows, residualScale: residualScale, workers: workers)) }
+        try statesC.advance(through: layer, eps: c.rmsNormEps, workers: workers)
+        if let block = layer.attention as? MLAAttentionBlock {
+            if l == 0 { core = (try WindowStates(model: converted, windows: [windows[0]]), [], block.form) }
+            if var check = core {
+                let other = MLAAttentionBlock(weights: block.weights, form: block.form == .naive ? .absorbed : .naive)
+                let difference = ParallelSlots<Double>(count: 1)
+                try check.states.advance(through: DecoderLayer(weights: layer.weights, attention: other), eps: c.rmsNormEps, workers: 1) { _, x, output in
+                    let own = try block.forward(x, tokens: x.count / c.hiddenSize)
+                    difference[0] = block.form == .naive ? maxRelativeDifference(output, own) : maxRelativeDifference(own, output)
+                    return nil
+                }
+                check.layerDifference.append(difference[0] ?? 0)
+                core = check
+            }
+        } else {
+            core = nil
+        }
+        progress?(l + 1, steps)
+    }
+    let targets = nextTokenTargets(windows), rows = targets.count
+    let normedO = statesO.normed(finalNorm: original.finalNorm, eps: o.rmsNormEps)
+    let normedC = statesC.normed(finalNorm: converted.finalNorm, eps: c.rmsNormEps)
+    let normedCore = core.map { $0.states.normed(finalNorm: converted.finalNorm, eps: c.rmsNormEps) }
+    var scores = [SoftmaxPairStats](repeating: SoftmaxPairStats(), count: rows)
+    var coreDifference = 0.0, coreScale = 0.0
+    for range in vocabularyChunks(vocabSize: o.vocabSize, hiddenSize: o.hiddenSize) {
+        let zo = try logits(normedO, rows: rows, model: original, vocabulary: range)
+        let zc = try logits(normedC, rows: rows, model: converted, vocabulary: range)
+        zo.withUnsafeBufferPointer { op in
+            zc.withUnsafeBufferPointer { cp in
+                scores.withUnsafeMutableBufferPointer { sp in
+                    nonisolated(unsafe) let slots = sp.baseAddress!, op = op, cp = cp
+                    forEachRowBlock(rows, workers: workers) { block in
+                        for r in block {
+                            let row = (r * range.count)..<((r + 1) * range.count)
+                            slots[r].add(UnsafeBufferPointer(rebasing: op[row]), UnsafeBufferPointer(rebasing: cp[row]),
+                                         first: range.lowerBound, target: targets[r])
+                        }
+                    }
                 }
             }
-            return nil
-        })
-        let lo = try original.logits(chunk, hooks: hooks)
-        let lc = try converted.logits(chunk)
-        if w == 0 { mlaCore = try mlaCoreCheck(converted, tokens: chunk, logits: lc) }
-        for p in 0..<(chunk.count - 1) {
-            let ro = Array(lo[(p * v)..<((p + 1) * v)]), rc = Array(lc[(p * v)..<((p + 1) * v)])
-            let (lpo, ao) = logSoftmax(ro), (lpc, ac) = logSoftmax(rc)
-            var k = 0.0
-            for i in 0..<v where lpo[i] > -60 { k += exp(lpo[i]) * (lpo[i] - lpc[i]) }
-            kl.append(max(k, 0))
-            let next = chunk[p + 1]
-            nllO -= lpo[next]
-            nllC -= lpc[next]
-            if ao == next { hitsO += 1 }
-            if ac == next { hitsC += 1 }
-            if ao == ac { agree += 1 }
         }
-        progress?(w + 1, starts.count)
+        if let normedCore, let form = core?.form {
+            // The model's own form against the other one over the first window; the naive logits are the scale.
+            let zk = try logits(normedCore, rows: windows[0].count, model: converted, vocabulary: range)
+            for i in 0..<zk.count {
+                coreDifference = max(coreDifference, Double(abs(zk[i] - zc[i])))
+                coreScale = max(coreScale, Double(abs(form == .naive ? zc[i] : zk[i])))
+            }
+        }
     }
-    guard !kl.isEmpty else { throw RuntimeError.emptyInput("the evaluation text (need at least 2 tokens)") }
-    let n = Double(kl.count)
+    progress?(steps, steps)
+    let scored = zip(scores, targets).compactMap { s, t in t.map { (s, $0) } }
+    let n = Double(scored.count)
+    let kl = scored.map(\.0.kl)
     let sorted = kl.sorted()
-    let drift = selected.sorted().map { l in
-        LayerDrift(layer: l, relativeError: outputs[l].relativeError, cosine: outputs[l].cosine,
-                   valuesRelativeError: values[l]?.relativeError, valuesCosine: values[l]?.cosine)
+    func stats(_ pick: (SoftmaxPairStats) -> SoftmaxStats) -> VerificationReport.PerplexityStats {
+        let nll = scored.reduce(0.0) { $0 + pick($1.0).nll } / n
+        return .init(perplexity: exp(nll), nll: nll, top1: Double(scored.filter { pick($0.0).argmax == $0.1 }.count) / n)
+    }
+    let mlaCore = core.map {
+        MLACoreCheck(tokens: windows[0].count, logitsMaxRelative: coreDifference == 0 ? 0 : coreDifference / max(coreScale, .leastNonzeroMagnitude),
+                     layerMaxRelative: $0.layerDifference)
     }
     return VerificationReport(
-        tokens: kl.count,
-        original: .init(perplexity: exp(nllO / n), nll: nllO / n, top1: Double(hitsO) / n),
-        converted: .init(perplexity: exp(nllC / n), nll: nllC / n, top1: Double(hitsC) / n),
+        tokens: scored.count, original: stats(\.p), converted: stats(\.q),
         klMean: kl.reduce(0, +) / n, klP95: sorted[min(sorted.count - 1, Int((0.95 * n).rounded(.up)) - 1)],
-        klMax: sorted.last ?? 0, klValues: kl, top1Agreement: Double(agree) / n, layers: drift, mlaCore: mlaCore,
+        klMax: sorted.last ?? 0, klValues: kl, top1Agreement: Double(scored.filter { $0.0.p.argmax == $0.0.q.argmax }.count) / n,
+        layers: drift, mlaCore: mlaCore,
         originalCacheValuesPerToken: o.kvCacheValuesPerToken, convertedCacheValuesPerToken: c.kvCacheValuesPerToken,
         seconds: Date().timeIntervalSince(start))
+}
+
+/// One window's view of an original layer, kept for the converted layer (`verify`): the attention
+/// input [T × d] and output [T × d] and the per-head values.
+struct LayerSample: Sendable {
+    let input: [Float], output: [Float]
+    let values: (values: [Float], heads: Int, width: Int)?
+}
+
+/// Layer `layer`'s drift: `attention` (converted) on each window's original input against the
+/// original output (divided by `residualScale`), and the per-head values where both have them with
+/// the same shape. Windows run in parallel, their sums are added in window order.
+func layerDrift(_ layer: Int, _ attention: any AttentionBlock, samples: ParallelSlots<LayerSample>, windows: [[Int]],
+                residualScale: Float, workers: Int) throws -> LayerDrift {
+    let sums = ParallelSlots<(output: DriftSums, values: DriftSums?)>(count: windows.count)
+    try inParallel(windows.count, workers: workers) { w in
+        guard let sample = samples[w] else { return }
+        let t = windows[w].count
+        let output = try attention.forward(sample.input, tokens: t)
+        var outputSums = DriftSums(), valueSums: DriftSums?
+        outputSums.add(reference: sample.output, residualScale == 1 ? output : output.map { $0 / residualScale })
+        if let vo = sample.values, let vc = try perHeadValues(attention, x: sample.input, tokens: t), vc.heads == vo.heads, vc.width == vo.width {
+            valueSums = DriftSums()
+            valueSums?.add(reference: vo.values, vc.values)
+        }
+        sums[w] = (outputSums, valueSums)
+    }
+    var output = DriftSums()
+    var values: DriftSums? = DriftSums()
+    for case let part? in sums.all {
+        output.add(part.output)
+        if let v = part.values { values?.add(v) } else { values = nil }
+    }
+    return LayerDrift(layer: layer, relativeError: output.relativeError, cosine: output.cosine,
+                      valuesRelativeError: values?.relativeError, valuesCosine: values?.cosine)
 }
 
 /// Running sums for the relative error and cosine of a converted tensor against its reference, over
@@ -170,6 +244,13 @@ struct DriftSums {
             convertedNorm += b * b
             dot += a * b
         }
+    }
+
+    mutating func add(_ other: DriftSums) {
+        difference += other.difference
+        referenceNorm += other.referenceNorm
+        convertedNorm += other.convertedNorm
+        dot += other.dot
     }
 
     /// ‖converted − reference‖ / ‖reference‖.
@@ -201,28 +282,6 @@ func perHeadValues(_ block: any AttentionBlock, x: [Float], tokens: Int) throws 
     }
 }
 
-/// Runs `model` (MLA attention in every layer) on `tokens` in the other MLA form: each layer's
-/// attention output is replaced by the other form's on the same input, and the result is compared
-/// with `logits` `[tokens, vocab]`, the model's own run. Nil when a layer is not MLA.
-func mlaCoreCheck(_ model: DecoderModel, tokens: [Int], logits: [Float]) throws -> MLACoreCheck? {
-    let blocks = model.attention.compactMap { $0 as? MLAAttentionBlock }
-    guard !blocks.isEmpty, blocks.count == model.attention.count else { return nil }
-    var layerDifference = [Double](repeating: 0, count: blocks.count)
-    let hooks = LayerHooks(attentionOutput: { layer, x, output, sequences in
-        let block = blocks[layer]
-        let other = try MLAAttentionBlock(weights: block.weights, form: block.form == .naive ? .absorbed : .naive)
-            .forward(x, sequences: sequences)
-        layerDifference[layer] = block.form == .naive ? maxRelativeDifference(other, output) : maxRelativeDifference(output, other)
-        return other
-    })
-    let otherLogits = try model.logits(tokens, hooks: hooks)
-    let naiveFirst = blocks[0].form == .naive
-    return MLACoreCheck(
-        tokens: tokens.count,
-        logitsMaxRelative: naiveFirst ? maxRelativeDifference(otherLogits, logits) : maxRelativeDifference(logits, otherLogits),
-        layerMaxRelative: layerDifference)
-}
-
 /// max_i |a_i − b_i| / max_i |b_i| (0 when both are zero).
 func maxRelativeDifference(_ a: [Float], _ b: [Float]) -> Double {
     var difference = 0.0, scale = 0.0
@@ -231,15 +290,6 @@ func maxRelativeDifference(_ a: [Float], _ b: [Float]) -> Double {
         scale = max(scale, Double(abs(b[i])))
     }
     return difference == 0 ? 0 : difference / max(scale, .leastNonzeroMagnitude)
-}
-
-/// Log-probabilities of a logit row (Double) and its argmax.
-func logSoftmax(_ row: [Float]) -> ([Double], Int) {
-    var best = 0
-    for i in 1..<row.count where row[i] > row[best] { best = i }
-    let m = Double(row[best])
-    let logZ = m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) })
-    return (row.map { Double($0) - logZ }, best)
 }
 
 extension VerificationReport {
@@ -281,14 +331,32 @@ extension VerificationReport {
     }
 }
 
-/// α with converted ≈ α·original for the embedding tables (least squares), rounded to 1 when within 1e-6.
-func residualStreamScale(original: [Float], converted: [Float]) -> Float {
-    var dot = 0.0, norm = 0.0
-    for (a, b) in zip(original, converted) {
-        dot += Double(a) * Double(b)
-        norm += Double(a) * Double(a)
+/// α with converted ≈ α·original for the embedding tables (least squares), rounded to 1 when within
+/// 1e-6; read in vocabulary chunks.
+func residualStreamScale(original: some LayerwiseModel, converted: some LayerwiseModel) throws -> Float {
+    var sums = (dot: 0.0, norm: 0.0)
+    for range in vocabularyChunks(vocabSize: original.config.vocabSize, hiddenSize: original.config.hiddenSize) {
+        accumulateScale(&sums, original: try original.embeddingRows(range), converted: try converted.embeddingRows(range))
     }
-    guard norm > 0 else { return 1 }
-    let alpha = dot / norm
+    return scale(sums)
+}
+
+/// `residualStreamScale` of two tables in memory.
+func residualStreamScale(original: [Float], converted: [Float]) -> Float {
+    var sums = (dot: 0.0, norm: 0.0)
+    accumulateScale(&sums, original: original, converted: converted)
+    return scale(sums)
+}
+
+private func accumulateScale(_ sums: inout (dot: Double, norm: Double), original: [Float], converted: [Float]) {
+    for (a, b) in zip(original, converted) {
+        sums.dot += Double(a) * Double(b)
+        sums.norm += Double(a) * Double(a)
+    }
+}
+
+private func scale(_ sums: (dot: Double, norm: Double)) -> Float {
+    guard sums.norm > 0 else { return 1 }
+    let alpha = sums.dot / sums.norm
     return abs(alpha - 1) < 1e-6 ? 1 : Float(alpha)
 }

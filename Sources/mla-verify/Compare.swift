@@ -20,8 +20,13 @@ extension MLAVerifyCommand {
             v of the head's KV group); keys are not (MLA splits them into a latent part and RoPE key heads). When \
             CONVERTED has MLA attention, its first window also runs in the other MLA form (absorbed vs naive).
 
-            Text: --text files (default: Hamlet from the sample corpus, the evaluation text), tokenized without BOS, \
-            first --tokens tokens, independent windows of --window tokens.
+            Text: --text files (default: Hamlet from the sample corpus, the evaluation text), tokenized without BOS \
+            with ORIGINAL's tokenizer, or --ids (token ids, e.g. for a model without a tokenizer); first --tokens \
+            tokens, independent windows of --window tokens.
+
+            Both models are read one layer at a time: every window passes layer l of ORIGINAL, then layer l of \
+            CONVERTED, before layer l + 1 is read, and the LM heads are applied in vocabulary chunks. Memory stays \
+            near one layer's weights in F32 plus the windows' hidden states, whatever the model size.
 
             JSON keys: tokens, original.{perplexity,nll,top1}, converted.{...}, perplexity_ratio, kl.{mean,p95,max}, \
             top1_agreement, kv_cache.{original_values_per_token,converted_values_per_token,...}, \
@@ -36,6 +41,7 @@ extension MLAVerifyCommand {
         @Argument(help: "The source model.") var original: String
         @Argument(help: "The converted (MLA) model.") var converted: String
         @Option(parsing: .upToNextOption, help: "Evaluation text files.") var text: [String] = []
+        @Option(help: "Comma-separated token ids to evaluate instead of a text.") var ids: String?
         @Option(help: "Tokens to evaluate.") var tokens: Int = 2048
         @Option(help: "Window length.") var window: Int = 512
         @Option(help: "Comma-separated layer indices for the per-layer part (default all).") var layers: String?
@@ -47,6 +53,7 @@ extension MLAVerifyCommand {
 
         func validate() throws {
             guard tokens >= 2, window >= 2 else { throw ValidationError("--tokens and --window must be at least 2") }
+            guard text.isEmpty || ids == nil else { throw ValidationError("give --text FILES or --ids LIST, not both") }
         }
 
         func run() throws {
@@ -54,15 +61,18 @@ extension MLAVerifyCommand {
             if let report { try AtomicOutput.checkReplaceable(report, force: force) }
             let source = try Checkpoint.open(original), target = try Checkpoint.open(converted)
             let metadata = report == nil ? nil : try ConversionMetadata.load(target)
-            let files = text.isEmpty ? [try defaultText()] : text
-            let tokenizer = try BPETokenizer.forCheckpoint(source)
             var ids: [Int] = []
-            for file in files {
-                guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
-                    throw ValidationError("\(file): cannot read it as UTF-8 text")
+            if let list = self.ids {
+                ids = try parseTokenIds(list, vocabSize: source.config.vocabSize)
+            } else {
+                let tokenizer = try BPETokenizer.forCheckpoint(source)
+                for file in text.isEmpty ? [try defaultText()] : text {
+                    guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
+                        throw ValidationError("\(file): cannot read it as UTF-8 text")
+                    }
+                    ids += tokenizer.encode(s)
+                    if ids.count >= tokens { break }
                 }
-                ids += tokenizer.encode(s)
-                if ids.count >= tokens { break }
             }
             ids = Array(ids.prefix(tokens))
             let selected = try layers.map { list in
@@ -73,9 +83,9 @@ extension MLAVerifyCommand {
                     return l
                 })
             }
-            let progress = Progress(total: (ids.count + window - 1) / window, label: "verify")
-            let result = try verify(original: try DecoderModel.load(source), converted: try DecoderModel.load(target),
-                                    tokens: ids, window: window, layers: selected) { _, _ in progress.step() }
+            let progress = Progress(total: source.config.numLayers + 1, label: "verify")
+            let result = try verify(original: try StreamedModel(source), converted: try StreamedModel(target),
+                                    tokens: ids, window: window, layers: selected) { done, _ in progress.advance(to: done) }
             progress.finish()
             if let report {
                 try HTMLReport(report: result, metadata: metadata, originalPath: original, convertedPath: converted)

@@ -15,6 +15,10 @@ extension MLAVerifyCommand {
             context is carried across windows; the last window may be shorter). Every position of a window except \
             the last predicts the next token: perplexity = exp(mean NLL over all predicted positions of all \
             windows), top-1 = the fraction of those positions whose highest logit is the next token.
+
+            The model is read one layer at a time (all windows pass a layer before the next is read) and the LM \
+            head in vocabulary chunks, so memory stays near one layer's weights in F32 plus the windows' hidden \
+            states.
             """)
 
         @Argument(help: "The model (HF directory, .safetensors, .gguf or .h5).")
@@ -52,12 +56,7 @@ extension MLAVerifyCommand {
             let checkpoint = try Checkpoint.open(model)
             var tokenIds: [Int]
             if let ids {
-                tokenIds = try ids.split(separator: ",").map { piece -> Int in
-                    guard let v = Int(piece.trimmingCharacters(in: .whitespaces)), v >= 0, v < checkpoint.config.vocabSize else {
-                        throw ValidationError("--ids: '\(piece)' is not a token id below \(checkpoint.config.vocabSize)")
-                    }
-                    return v
-                }
+                tokenIds = try parseTokenIds(ids, vocabSize: checkpoint.config.vocabSize)
             } else {
                 let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
                 let textPath = text ?? ""
@@ -71,8 +70,11 @@ extension MLAVerifyCommand {
             }
             if let tokens { tokenIds = Array(tokenIds.prefix(tokens)) }
             guard tokenIds.count >= 2 else { throw ValidationError("need at least 2 tokens, the input has \(tokenIds.count)") }
-            let model = try DecoderModel.load(checkpoint)
-            let result = try evaluatePerplexity(model: model, tokens: tokenIds, window: window)
+            let progress = Progress(total: checkpoint.config.numLayers + 1, label: "perplexity")
+            let result = try evaluatePerplexity(model: try StreamedModel(checkpoint), tokens: tokenIds, window: window) { done, _ in
+                progress.advance(to: done)
+            }
+            progress.finish()
             let seconds = MonotonicClock.now() - start
             if json {
                 print(JSONValue.object([

@@ -7,20 +7,29 @@ import MLAConvert
 import MLAVerify
 
 @Suite(.serialized) struct MLAModelTests {
+    /// The exact head merge of every layer of `checkpoint`.
+    static func headMerge(_ checkpoint: Checkpoint) throws -> [MLALayerWeights] {
+        try (0..<checkpoint.config.numLayers).map { try HeadMerge().layer(checkpoint.config, checkpoint.store, layer: $0) }
+    }
+
+    /// `layers` written as a native MLA checkpoint in a new temporary directory (removed by the caller).
+    static func writeNative(_ layers: [MLALayerWeights], source: Checkpoint) throws -> (Checkpoint, String) {
+        let dir = NSTemporaryDirectory() + "mla-native-\(UUID().uuidString.prefix(8))"
+        try NativeMLAWriter.write(to: dir, source: source, layers: layers,
+                                  provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
+                                  writer: CheckpointWriter(format: .hf))
+        return (try Checkpoint.open(dir), dir)
+    }
+
     /// On the real sample model: the exact merge, written in the native format and read back, gives
     /// the source's logits to float rounding, in the naive and the absorbed form, with a latent cache
     /// of r + n_rope·d_rope = 192 + 3·64 values per layer.
     @Test func exactMergeOfRealModelMatchesSource() throws {
         guard TestData.require() else { return }
         let (checkpoint, box) = try TestData.sampleModel.get()
-        let c = checkpoint.config
-        let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
-        let dir = NSTemporaryDirectory() + "mla-native-\(UUID().uuidString.prefix(8))"
+        let layers = try Self.headMerge(checkpoint)
+        let (native, dir) = try Self.writeNative(layers, source: checkpoint)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try NativeMLAWriter.write(to: dir, source: checkpoint, layers: layers,
-                                  provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
-                                  writer: CheckpointWriter(format: .hf))
-        let native = try Checkpoint.open(dir)
         #expect(native.config.family == .mlaNative)
         #expect(native.config.cacheValuesPerLayer == Array(repeating: 192 + 3 * 64, count: 30))
         let tokenizer = try BPETokenizer.forCheckpoint(native)
@@ -46,7 +55,7 @@ extension MLAModelTests {
         guard TestData.require() else { return }
         let (checkpoint, _) = try TestData.sampleModel.get()
         let c = checkpoint.config
-        let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
+        let layers = try Self.headMerge(checkpoint)
         let model = try DecoderModel(config: c, store: checkpoint.store,
                                      attention: layers.map { MLAAttentionBlock(weights: $0, form: .absorbed) })
         #expect(try model.generate(prompt: [6403, 1980, 253, 655], maxNewTokens: 10)
@@ -73,7 +82,7 @@ extension MLAModelTests {
         guard TestData.require() else { return }
         let (checkpoint, box) = try TestData.sampleModel.get()
         let c = checkpoint.config
-        var layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
+        var layers = try Self.headMerge(checkpoint)
         let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
         let ids = Array(tokenizer.encode(try TestData.hamletExcerpt()).prefix(256))
         func model(_ l: [MLALayerWeights]) throws -> DecoderModel {
@@ -130,5 +139,53 @@ extension MLAModelTests {
             let difference = zip(stacked, separate).map { Double(abs($0 - $1)) }.max()!
             #expect(difference / scale < 1e-5, "max difference \(difference / scale) relative")
         }
+    }
+}
+
+extension MLAModelTests {
+    /// Layer-major evaluation of checkpoints read one layer at a time (`StreamedModel`, two vocabulary
+    /// chunks for the sample's 49,152 entries) against the whole loaded models' full logits, window by
+    /// window, scored with a plain Double log-softmax here: the same NLL, argmax and KL per position
+    /// to float rounding. The converted side is a lossy native MLA checkpoint (the exact merge with
+    /// layer 7's kv_b_proj scaled), so the KL is far from 0.
+    @Test func streamedEvaluationMatchesWholeModelLogits() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let c = checkpoint.config
+        var layers = try Self.headMerge(checkpoint)
+        layers[7].kvB = layers[7].kvB.map { $0 * 1.5 }
+        let (native, dir) = try Self.writeNative(layers, source: checkpoint)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
+        let ids = Array(tokenizer.encode(try TestData.hamletExcerpt()).prefix(300))
+        #expect(vocabularyChunks(vocabSize: c.vocabSize, hiddenSize: c.hiddenSize).count == 2)
+
+        let report = try verify(original: try StreamedModel(checkpoint), converted: try StreamedModel(native), tokens: ids, window: 128)
+        let loaded = try DecoderModel.load(native)
+        var kl: [Double] = [], nllO = 0.0, nllC = 0.0, agree = 0
+        let v = c.vocabSize
+        for window in evaluationWindows(ids, window: 128) {
+            let lo = try box.model.logits(window), lc = try loaded.logits(window)
+            for p in 0..<(window.count - 1) {
+                func logSoftmax(_ z: ArraySlice<Float>) -> (values: [Double], argmax: Int) {
+                    let m = Double(z.max()!)
+                    let logZ = m + log(z.reduce(0.0) { $0 + exp(Double($1) - m) })
+                    return (z.map { Double($0) - logZ }, z.firstIndex(of: z.max()!)! - z.startIndex)
+                }
+                let (a, ia) = logSoftmax(lo[(p * v)..<((p + 1) * v)]), (b, ib) = logSoftmax(lc[(p * v)..<((p + 1) * v)])
+                kl.append(zip(a, b).reduce(0.0) { $0 + exp($1.0) * ($1.0 - $1.1) })
+                nllO -= a[window[p + 1]]
+                nllC -= b[window[p + 1]]
+                if ia == ib { agree += 1 }
+            }
+        }
+        #expect(report.tokens == kl.count && kl.count == 297)
+        #expect(zip(report.klValues, kl).allSatisfy { abs($0 - $1) < 1e-5 + 1e-4 * $1 }, "KL per position")
+        #expect(report.klMean > 1e-3)
+        #expect(abs(report.original.nll - nllO / 297) < 1e-5 && abs(report.converted.nll - nllC / 297) < 1e-5)
+        #expect(abs(report.top1Agreement - Double(agree) / 297) <= 1.0 / 297)
+        let streamed = try evaluatePerplexity(model: try StreamedModel(native), tokens: ids, window: 128)
+        #expect(abs(streamed.nll - nllC / 297) < 1e-5, "evaluatePerplexity on the streamed checkpoint")
+        #expect(try #require(report.mlaCore).logitsMaxRelative < 1e-4)
     }
 }

@@ -46,23 +46,40 @@ extension DecoderModel {
 
     /// The MLA attention weights of every layer of a DeepSeek-V3 or native MLA checkpoint.
     public static func mlaLayers(_ checkpoint: Checkpoint) throws -> [MLALayerWeights] {
+        let reader = try MLALayerReader(checkpoint)
+        return try (0..<checkpoint.config.numLayers).map { try reader.layer($0) }
+    }
+}
+
+/// Reads the MLA attention weights of one layer at a time from a DeepSeek-V3 or native MLA checkpoint.
+public struct MLALayerReader: Sendable {
+    public let checkpoint: Checkpoint
+    /// DeepSeek-V3's RoPE table (b^(-2i/d_rope) with the source scaling applied over d_rope dims);
+    /// native checkpoints store theirs per layer.
+    private let deepSeekRope: RopeFrequencies?
+
+    /// Throws `CheckpointError.unsupportedModel` for a checkpoint without MLA attention.
+    public init(_ checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
         let config = checkpoint.config
         switch config.family {
         case .deepseekV3:
-            let raw = config.raw
-            let dRope = raw["qk_rope_head_dim"]?.int ?? 0
-            // DeepSeek's table is b^(-2i/d_rope) with the source scaling applied over d_rope dims.
-            let rope = RopeFrequencies(headDim: dRope, theta: config.ropeTheta, scaling: config.ropeScaling,
-                                       maxPositions: config.maxPositions)
-            return try (0..<config.numLayers).map {
-                try MLALayerWeights.deepSeekV3Layer(config: raw, store: checkpoint.store, layer: $0,
-                                                    ropeInvFreq: rope.inverseFrequencies, attentionFactor: rope.attentionFactor)
-            }
+            deepSeekRope = RopeFrequencies(headDim: config.raw["qk_rope_head_dim"]?.int ?? 0, theta: config.ropeTheta,
+                                           scaling: config.ropeScaling, maxPositions: config.maxPositions)
         case .mlaNative:
-            let mla = config.raw["mla_convert"] ?? .null
-            return try (0..<config.numLayers).map { try MLALayerWeights.nativeLayer(config: mla, store: checkpoint.store, layer: $0) }
+            deepSeekRope = nil
         default:
             throw CheckpointError.unsupportedModel(file: checkpoint.path, reason: "\(config.family.rawValue) has no MLA attention")
         }
+    }
+
+    /// Layer `layer`'s MLA attention weights (F32).
+    public func layer(_ layer: Int) throws -> MLALayerWeights {
+        let config = checkpoint.config
+        if let rope = deepSeekRope {
+            return try MLALayerWeights.deepSeekV3Layer(config: config.raw, store: checkpoint.store, layer: layer,
+                                                       ropeInvFreq: rope.inverseFrequencies, attentionFactor: rope.attentionFactor)
+        }
+        return try MLALayerWeights.nativeLayer(config: config.raw["mla_convert"] ?? .null, store: checkpoint.store, layer: layer)
     }
 }
