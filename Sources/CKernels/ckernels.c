@@ -110,3 +110,17 @@ int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold) {
     return 0;
 }
 #endif
+
+#if defined(__GLIBC__)
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void ck_exit_now(int status, void *arg) {
+    (void)arg;
+    fflush(NULL);
+    _exit(status);
+}
+int ck_exit_without_library_destructors(void) { return on_exit(ck_exit_now, NULL) == 0; }
+#else
+int ck_exit_without_library_destructors(void) { return 0; }
+#endif

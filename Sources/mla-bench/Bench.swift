@@ -10,6 +10,11 @@ import MLATensor
 /// Benchmarks whose numbers go into docs/performance.md (scripts/bench runs them all).
 @main
 struct Bench: ParsableCommand {
+    static func main() {
+        ProcessExit.skipLibraryDestructors()
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "mla-bench",
         abstract: "Measure open, GEMM and forward-pass speed and memory on this machine.",

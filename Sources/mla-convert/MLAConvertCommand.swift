@@ -4,6 +4,11 @@ import MLACheckpoint
 
 @main
 struct MLAConvertCommand: ParsableCommand {
+    static func main() {
+        ProcessExit.skipLibraryDestructors()
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "mla-convert",
         abstract: "Convert the attention of an LLM checkpoint (MHA or GQA with RoPE) to Multi-head Latent Attention.",

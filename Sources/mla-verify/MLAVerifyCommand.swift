@@ -1,9 +1,15 @@
 import ArgumentParser
+import MLACLI
 import MLACheckpoint
 import MLALinalg
 
 @main
 struct MLAVerifyCommand: ParsableCommand {
+    static func main() {
+        ProcessExit.skipLibraryDestructors()
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "mla-verify",
         abstract: "Run models and measure what a conversion changed.",

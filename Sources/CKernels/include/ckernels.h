@@ -19,4 +19,11 @@ int ck_has_avx2(void);
 /// `trim_threshold` bytes of freed heap memory (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD).
 /// Returns 1 when both took effect; does nothing (0) on other C libraries.
 int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold);
+
+/// Makes exit() end the process right after the exit handlers registered after this call (and
+/// stdio flushing), skipping shared-library destructors: OpenBLAS 0.3.21's destructor
+/// (blas_thread_shutdown_) can deadlock joining a worker thread that was just going to sleep (the
+/// worker overwrites the wake-up status the shutdown set, then waits on its condition forever).
+/// Uses glibc's on_exit, which passes the exit status; returns 1 when registered, 0 elsewhere.
+int ck_exit_without_library_destructors(void);
 #endif
