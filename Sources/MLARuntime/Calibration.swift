@@ -166,17 +166,15 @@ public func collectCalibration(model: DecoderModel, windows: [[Int]], batchToken
     }
     let threads = max(1, min(workers, batches.count))
     let run = CalibrationRun(model: model, batches: batches, windows: windows.count, progress: progress)
-    if threads == 1 {
-        var stats = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize, tags: tags)
-        for batch in batches { try run.accumulate(batch, into: &stats) }
-        return stats
+    // Worker w takes every threads-th batch into its own sums; they are added in worker order.
+    let parts = ParallelSlots<CalibrationStatistics>(count: threads)
+    try inParallel(threads, workers: threads) { w in
+        var part = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize)
+        for b in stride(from: w, to: run.batches.count, by: threads) { try run.accumulate(run.batches[b], into: &part) }
+        parts[w] = part
     }
-    let previous = BLASThreads.current
-    BLASThreads.set(1)
-    defer { BLASThreads.set(previous) }
-    let parts = try run.inParallel(threads: threads)
     var stats = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize, tags: tags)
-    for part in parts { stats.add(part) }
+    for case let part? in parts.all { stats.add(part) }
     return stats
 }
 
@@ -216,24 +214,6 @@ private final class CalibrationRun: @unchecked Sendable {
         let count = done
         lock.unlock()
         progress?(count, windows)
-    }
-
-    /// Each of `threads` workers takes every `threads`-th batch into its own statistics.
-    func inParallel(threads: Int) throws -> [CalibrationStatistics] {
-        let c = model.config
-        var parts = [Result<CalibrationStatistics, any Error>?](repeating: nil, count: threads)
-        parts.withUnsafeMutableBufferPointer { buffer in
-            // Each worker writes only its own slot.
-            nonisolated(unsafe) let slots = buffer.baseAddress!
-            DispatchQueue.concurrentPerform(iterations: threads) { w in
-                slots[w] = Result {
-                    var stats = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize)
-                    for b in stride(from: w, to: batches.count, by: threads) { try accumulate(batches[b], into: &stats) }
-                    return stats
-                }
-            }
-        }
-        return try parts.map { try $0!.get() }
     }
 }
 

@@ -58,6 +58,25 @@ import MLACheckpoint
         #expect(worst < 1e-6 && worstFrobenius < 1e-6, "max \(worst), Frobenius \(worstFrobenius)")
     }
 
+    /// Calibration on two workers (one BLAS thread each, a window each at a time, sums added at the
+    /// end) gives the statistics of one worker on the real sample model: the same token count and every
+    /// layer's moment to F32 block rounding (the BLAS thread counts differ, so the rounding may).
+    @Test func parallelWorkersMatchOneWorker() throws {
+        guard TestData.require() else { return }
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
+        let ids = tokenizer.encode(try TestData.hamletExcerpt())
+        let windows = (0..<5).map { Array(ids[($0 * 100)..<($0 * 100 + 96)]) }
+        let one = try collectCalibration(model: box.model, windows: windows, workers: 1)
+        let two = try collectCalibration(model: box.model, windows: windows, workers: 2)
+        #expect(one.tokenCount == 480 && two.tokenCount == 480)
+        for layer in 0..<checkpoint.config.numLayers {
+            let a = one.layerSum(layer), b = two.layerSum(layer)
+            let scale = a.map(abs).max()!
+            #expect(zip(a, b).map { abs($0 - $1) }.max()! / scale < 1e-6, "layer \(layer)")
+        }
+    }
+
     @Test func saveAndLoadRoundTrip() throws {
         let (config, store) = SyntheticModel.make()
         let model = try DecoderModel(config: config, store: store)

@@ -1,0 +1,73 @@
+import Foundation
+import MLALinalg
+
+/// Calls `body(0..<count)` on up to `workers` threads. With more than one worker each runs one BLAS
+/// thread (restored afterwards): on 2 cores two windows at once on one BLAS thread each beat one
+/// window on two, since the element-wise work between GEMMs runs in parallel too (measured for
+/// calibration, `docs/performance.md`). The first error thrown is rethrown after all finish.
+public func inParallel(_ count: Int, workers: Int, _ body: @Sendable (Int) throws -> Void) throws {
+    let threads = max(1, min(workers, count))
+    if threads == 1 {
+        for i in 0..<count { try body(i) }
+        return
+    }
+    let previous = BLASThreads.current
+    BLASThreads.set(1)
+    defer { BLASThreads.set(previous) }
+    let errors = ErrorSlot()
+    let next = Counter()
+    DispatchQueue.concurrentPerform(iterations: threads) { _ in
+        while let i = next.take(below: count), !errors.isSet {
+            do { try body(i) } catch { errors.set(error) }
+        }
+    }
+    if let error = errors.error { throw error }
+}
+
+/// A shared index handed out once each (`inParallel`).
+private final class Counter: @unchecked Sendable {
+    // @unchecked: `value` is guarded by `lock`.
+    private let lock = NSLock()
+    private var value = 0
+
+    func take(below limit: Int) -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard value < limit else { return nil }
+        value += 1
+        return value - 1
+    }
+}
+
+/// The first error of parallel work (`inParallel`).
+private final class ErrorSlot: @unchecked Sendable {
+    // @unchecked: `stored` is guarded by `lock`.
+    private let lock = NSLock()
+    private var stored: (any Error)?
+
+    var error: (any Error)? { lock.lock(); defer { lock.unlock() }; return stored }
+    var isSet: Bool { error != nil }
+
+    func set(_ error: any Error) {
+        lock.lock()
+        if stored == nil { stored = error }
+        lock.unlock()
+    }
+}
+
+/// One result slot per index for parallel work (`inParallel`), lock-protected.
+public final class ParallelSlots<Element>: @unchecked Sendable {
+    // @unchecked: `values` is guarded by `lock`.
+    private let lock = NSLock()
+    private var values: [Element?]
+
+    public init(count: Int) { values = Array(repeating: nil, count: count) }
+
+    public subscript(index: Int) -> Element? {
+        get { lock.lock(); defer { lock.unlock() }; return values[index] }
+        set { lock.lock(); values[index] = newValue; lock.unlock() }
+    }
+
+    /// The slots in index order (nil where nothing was stored).
+    public var all: [Element?] { lock.lock(); defer { lock.unlock() }; return values }
+}
