@@ -58,6 +58,32 @@ __attribute__((target("avx2,fma"))) static void silu_mul_avx2(const float *gate,
     for (; i < count; i++) up[i] *= gate[i] / (1.0f + expf(-gate[i]));
 }
 
+/* Sum of squares in F64 (4 lanes), then y = w · (x · inv) in F32 as the scalar path does. */
+__attribute__((target("avx2,fma"))) static void rms_norm_row_avx2(const float *x, const float *weight, float *y,
+                                                                   size_t d, double eps) {
+    __m256d vss = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 4 <= d; i += 4) {
+        __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+        vss = _mm256_fmadd_pd(v, v, vss);
+    }
+    __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(vss), _mm256_extractf128_pd(vss, 1));
+    double ss = _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)));
+    for (; i < d; i++) ss += (double)x[i] * x[i];
+    const float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= d; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(weight + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv)));
+    for (; i < d; i++) y[i] = weight[i] * (x[i] * inv);
+}
+
+__attribute__((target("avx2,fma"))) static void add_widened_avx2(double *sum, const float *x, size_t count) {
+    size_t i = 0;
+    for (; i + 4 <= count; i += 4)
+        _mm256_storeu_pd(sum + i, _mm256_add_pd(_mm256_loadu_pd(sum + i), _mm256_cvtps_pd(_mm_loadu_ps(x + i))));
+    for (; i < count; i++) sum[i] += x[i];
+}
+
 /* __builtin_cpu_supports reads flags set once at load time: cheap enough per row, and thread-safe. */
 static int use_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 #endif
@@ -88,6 +114,29 @@ void ck_silu_mul(const float *gate, float *up, size_t count) {
     if (use_avx2()) { silu_mul_avx2(gate, up, count); return; }
 #endif
     for (size_t i = 0; i < count; i++) up[i] *= gate[i] / (1.0f + expf(-gate[i]));
+}
+
+static void rms_norm_row_scalar(const float *x, const float *weight, float *y, size_t d, double eps) {
+    double ss = 0;
+    for (size_t i = 0; i < d; i++) ss += (double)x[i] * x[i];
+    const float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
+    for (size_t i = 0; i < d; i++) y[i] = weight[i] * (x[i] * inv);
+}
+
+void ck_rms_norm(const float *x, const float *weight, float *y, size_t tokens, size_t d, double eps) {
+    for (size_t t = 0; t < tokens; t++) {
+#ifdef CK_AVX2
+        if (use_avx2()) { rms_norm_row_avx2(x + t * d, weight, y + t * d, d, eps); continue; }
+#endif
+        rms_norm_row_scalar(x + t * d, weight, y + t * d, d, eps);
+    }
+}
+
+void ck_add_widened(double *sum, const float *x, size_t count) {
+#ifdef CK_AVX2
+    if (use_avx2()) { add_widened_avx2(sum, x, count); return; }
+#endif
+    for (size_t i = 0; i < count; i++) sum[i] += x[i];
 }
 
 int ck_has_avx2(void) {

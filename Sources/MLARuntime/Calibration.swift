@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import MLACheckpoint
 import MLALinalg
@@ -39,7 +40,8 @@ public struct CalibrationStatistics: Sendable {
     /// (≈ 1/√tokens, 0.6 % at 32k tokens). The lower triangle is filled in when the sum is read.
     public mutating func accumulate(layer: Int, x: [Float], tokens: Int) {
         let d = hiddenSize
-        var block = [Float](repeating: 0, count: d * d)
+        // Written by each ssyrk (beta = 0) before it is read; only its upper triangle is used.
+        var block = [Float](unsafeUninitializedCapacity: d * d) { $1 = d * d }
         x.withUnsafeBufferPointer { xp in
             block.withUnsafeMutableBufferPointer { bp in
                 upperSums[layer].withUnsafeMutableBufferPointer { sp in
@@ -47,9 +49,7 @@ public struct CalibrationStatistics: Sendable {
                         let rows = min(Self.f32Rows, tokens - first)
                         Float.syrkTransposed(n: d, k: rows, alpha: 1, a: xp.baseAddress! + first * d, lda: d, beta: 0,
                                              c: bp.baseAddress!, ldc: d)
-                        for i in 0..<d {
-                            for j in i..<d { sp[i * d + j] += Double(bp[i * d + j]) }
-                        }
+                        for i in 0..<d { ck_add_widened(sp.baseAddress! + i * d + i, bp.baseAddress! + i * d + i, d - i) }
                     }
                 }
             }

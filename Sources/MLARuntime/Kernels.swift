@@ -7,20 +7,21 @@ public enum Kernels {
     /// y[T × out] = x[T × in] · Wᵀ (+ bias), W row-major [out × in] as stored in checkpoints.
     public static func linear(_ x: [Float], tokens: Int, weight: [Float], outFeatures: Int, inFeatures: Int,
                               bias: [Float]? = nil) -> [Float] {
-        var y = [Float](repeating: 0, count: tokens * outFeatures)
-        guard tokens > 0, outFeatures > 0 else { return y }
-        if inFeatures == 0 {
+        guard tokens > 0, outFeatures > 0, inFeatures > 0 else {
+            var y = [Float](repeating: 0, count: tokens * outFeatures)
             if let bias { for t in 0..<tokens { for o in 0..<outFeatures { y[t * outFeatures + o] = bias[o] } } }
             return y
         }
-        x.withUnsafeBufferPointer { xp in
-            weight.withUnsafeBufferPointer { wp in
-                y.withUnsafeMutableBufferPointer { yp in
+        // beta = 0: the GEMM writes every entry of y without reading it, so y starts uninitialized.
+        var y = [Float](unsafeUninitializedCapacity: tokens * outFeatures) { yp, count in
+            x.withUnsafeBufferPointer { xp in
+                weight.withUnsafeBufferPointer { wp in
                     Float.gemm(transA: false, transB: true, m: tokens, n: outFeatures, k: inFeatures, alpha: 1,
                                a: xp.baseAddress!, lda: inFeatures, b: wp.baseAddress!, ldb: inFeatures,
                                beta: 0, c: yp.baseAddress!, ldc: outFeatures)
                 }
             }
+            count = tokens * outFeatures
         }
         if let bias {
             for t in 0..<tokens {
@@ -30,17 +31,19 @@ public enum Kernels {
         return y
     }
 
-    /// RMSNorm of each row of x [T × d]: w ⊙ x / sqrt(mean(x²) + eps), accumulated in Double.
+    /// RMSNorm of each row of x [T × d]: w ⊙ x / sqrt(mean(x²) + eps), accumulated in Double
+    /// (`ck_rms_norm`, AVX2 when the CPU has it).
     public static func rmsNorm(_ x: [Float], tokens: Int, weight: [Float], eps: Double) -> [Float] {
         let d = weight.count
-        var y = [Float](repeating: 0, count: x.count)
-        for t in 0..<tokens {
-            var ss = 0.0
-            for i in 0..<d { let v = Double(x[t * d + i]); ss += v * v }
-            let inv = Float(1 / (ss / Double(d) + eps).squareRoot())
-            for i in 0..<d { y[t * d + i] = weight[i] * (x[t * d + i] * inv) }
+        precondition(x.count >= tokens * d, "rmsNorm: \(x.count) values for \(tokens) × \(d)")
+        return [Float](unsafeUninitializedCapacity: tokens * d) { y, count in
+            x.withUnsafeBufferPointer { xp in
+                weight.withUnsafeBufferPointer { wp in
+                    ck_rms_norm(xp.baseAddress!, wp.baseAddress!, y.baseAddress!, tokens, d, eps)
+                }
+            }
+            count = tokens * d
         }
-        return y
     }
 
     /// Applies rotate-half RoPE in place to `heads` heads of width `headDim` in each row of x

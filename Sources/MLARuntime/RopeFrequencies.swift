@@ -8,6 +8,8 @@ public struct RopeFrequencies: Sendable, Equatable {
     public let inverseFrequencies: [Double]
     /// Multiplier applied to cos and sin (YaRN's attention factor; 1 otherwise).
     public let attentionFactor: Double
+    /// The tables last computed: every layer of a forward pass asks for the same positions.
+    private let recent = RecentTables()
 
     public init(inverseFrequencies: [Double], attentionFactor: Double = 1) {
         self.inverseFrequencies = inverseFrequencies
@@ -62,8 +64,14 @@ public struct RopeFrequencies: Sendable, Equatable {
                   maxPositions: config.maxPositions)
     }
 
+    public static func == (a: Self, b: Self) -> Bool {
+        a.inverseFrequencies == b.inverseFrequencies && a.attentionFactor == b.attentionFactor
+    }
+
     /// cos and sin tables `[positions × pairs]` (row-major), each times `attentionFactor`.
     public func tables(positions: some Collection<Int>) -> (cos: [Float], sin: [Float]) {
+        let positions = Array(positions)
+        if let hit = recent.tables(for: positions) { return hit }
         let pairs = inverseFrequencies.count
         var c = [Float](repeating: 0, count: positions.count * pairs)
         var s = c
@@ -74,6 +82,28 @@ public struct RopeFrequencies: Sendable, Equatable {
                 s[row * pairs + l] = Float(sin(angle) * attentionFactor)
             }
         }
+        recent.store(positions: positions, cos: c, sin: s)
         return (c, s)
+    }
+}
+
+/// The most recent tables of a `RopeFrequencies` and their positions, shared by its copies (which
+/// have the same frequencies) and by threads.
+private final class RecentTables: @unchecked Sendable {
+    // @unchecked: `entry` is guarded by `lock`.
+    private let lock = NSLock()
+    private var entry: (positions: [Int], cos: [Float], sin: [Float])?
+
+    func tables(for positions: [Int]) -> (cos: [Float], sin: [Float])? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let entry, entry.positions == positions else { return nil }
+        return (entry.cos, entry.sin)
+    }
+
+    func store(positions: [Int], cos: [Float], sin: [Float]) {
+        lock.lock()
+        entry = (positions, cos, sin)
+        lock.unlock()
     }
 }

@@ -67,8 +67,9 @@ public struct SourceAttention: AttentionBlock {
         let (q, k, v) = projections(x, sequences: sequences)
         let qw = numHeads * headDim, kw = numKVHeads * headDim, group = numHeads / numKVHeads
         let rows = sequences.reduce(0, +), longest = sequences.max() ?? 0
-        var o = [Float](repeating: 0, count: rows * qw)
-        var scores = [Float](repeating: 0, count: longest * longest)
+        // Both are written before they are read (GEMMs with beta = 0; the softmax zeroes masked scores).
+        var o = [Float](unsafeUninitializedCapacity: rows * qw) { $1 = rows * qw }
+        var scores = [Float](unsafeUninitializedCapacity: longest * longest) { $1 = longest * longest }
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in

@@ -70,13 +70,15 @@ struct CalibrationOptions: ParsableArguments {
     private func textWindows(for checkpoint: Checkpoint, tokens: Int) throws -> ([String], [[Int]]) {
         let files = try calib.isEmpty ? CalibrationCorpus.defaultFiles(in: try Self.defaultCorpusDirectory()) : calib
         let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
-        var streams: [[Int]] = []
-        for file in files {
-            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-                throw ValidationError("\(file): cannot read it as UTF-8 text")
+        // One file per worker at a time (the tokenizer is thread-safe); streams stay in file order.
+        let encoded = ParallelSlots<[Int]>(count: files.count)
+        try inParallel(files.count, workers: ProcessInfo.processInfo.activeProcessorCount) { i in
+            guard let data = FileManager.default.contents(atPath: files[i]), let text = String(data: data, encoding: .utf8) else {
+                throw ValidationError("\(files[i]): cannot read it as UTF-8 text")
             }
-            streams.append(tokenizer.encode(text))
+            encoded[i] = tokenizer.encode(text)
         }
+        let streams = encoded.all.map { $0 ?? [] }
         let windows = CalibrationCorpus.windows(streams: streams, window: calibWindow, totalTokens: tokens, skip: calib.isEmpty ? 256 : 0)
         guard !windows.isEmpty else { throw ValidationError("the calibration text holds no complete window of \(calibWindow) tokens") }
         return (files, windows)

@@ -36,6 +36,23 @@ import MLATestSupport
         }
     }
 
+    /// d = 579: vector lanes of 4 (squares) and 8 (products) plus scalar tails.
+    @Test func rmsNormMatchesFloat64() {
+        let tokens = 7, d = 579, eps = 1e-5
+        var g = SplitMix64(seed: 7)
+        let x = g.floats(tokens * d, scale: 30), weight = g.floats(d, scale: 2)
+        let y = Kernels.rmsNorm(x, tokens: tokens, weight: weight, eps: eps)
+        #expect(y.count == tokens * d)
+        for t in 0..<tokens {
+            let row = x[(t * d)..<((t + 1) * d)].map(Double.init)
+            let inv = 1 / (row.reduce(0) { $0 + $1 * $1 } / Double(d) + eps).squareRoot()
+            for i in 0..<d {
+                let expected = Double(weight[i]) * row[i] * inv
+                #expect(abs(Double(y[t * d + i]) - expected) <= 4 * 0x1p-24 * abs(expected), "row \(t), column \(i)")
+            }
+        }
+    }
+
     /// Blocked causal attention (query blocks of 128 against the keys they see) equals the plain
     /// masked formula, for T = 300 (two full blocks and a partial one).
     @Test func blockedCausalAttentionMatchesFloat64() {

@@ -97,6 +97,17 @@ import MLACheckpoint
         #expect(pre.split(text).joined() == text)
     }
 
+    /// The ASCII shortcut of the scanners' character classes agrees with the Unicode properties.
+    @Test func asciiClassesMatchUnicodeProperties() {
+        for value in UInt8(0)...UInt8(127) {
+            let s = Unicode.Scalar(value)
+            let category = s.properties.generalCategory
+            #expect(PreTokenizer.isLetter(s) == [.uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter].contains(category), "\(value)")
+            #expect(PreTokenizer.isNumber(s) == [.decimalNumber, .letterNumber, .otherNumber].contains(category), "\(value)")
+            #expect(PreTokenizer.isSpace(s) == s.properties.isWhitespace, "\(value)")
+        }
+    }
+
     @Test func llama3PreTokenizerPieces() {
         // Pieces per the Llama 3 regex (hand-derived): digits in groups of three, a leading
         // non-letter glued to letters, newlines kept with preceding whitespace.

@@ -12,6 +12,13 @@ void ck_causal_softmax(float *scores, size_t blocks, size_t queries, size_t keys
 /// Same vector/scalar paths as `ck_causal_softmax`.
 void ck_silu_mul(const float *gate, float *up, size_t count);
 
+/// RMSNorm of `tokens` rows of x [tokens × d]: y = weight · x / sqrt(mean(x²) + eps), the sum of
+/// squares in F64, the products in F32. Same vector/scalar paths as `ck_causal_softmax`.
+void ck_rms_norm(const float *x, const float *weight, float *y, size_t tokens, size_t d, double eps);
+
+/// sum[i] += x[i] widened to F64, for `count` values (AVX2 when the CPU has it).
+void ck_add_widened(double *sum, const float *x, size_t count);
+
 /// 1 when the AVX2 path is in use on this CPU.
 int ck_has_avx2(void);
 

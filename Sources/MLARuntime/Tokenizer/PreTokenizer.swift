@@ -34,7 +34,10 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
         return pieces
     }
 
+    // ASCII (most text) is classified directly; the Unicode property lookups cost most of `split`.
+
     static func isLetter(_ s: Unicode.Scalar) -> Bool {
+        if s.isASCII { return (s.value | 0x20) >= 0x61 && (s.value | 0x20) <= 0x7A }
         switch s.properties.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return true
         default: return false
@@ -42,20 +45,29 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
     }
 
     static func isNumber(_ s: Unicode.Scalar) -> Bool {
+        if s.isASCII { return s.value >= 0x30 && s.value <= 0x39 }
         switch s.properties.generalCategory {
         case .decimalNumber, .letterNumber, .otherNumber: return true
         default: return false
         }
     }
 
-    static func isSpace(_ s: Unicode.Scalar) -> Bool { s.properties.isWhitespace }
+    /// White_Space: in ASCII tab, line feed, vertical tab, form feed, carriage return and space.
+    static func isSpace(_ s: Unicode.Scalar) -> Bool {
+        s.isASCII ? s.value == 0x20 || (s.value >= 0x09 && s.value <= 0x0D) : s.properties.isWhitespace
+    }
 
     static func isOther(_ s: Unicode.Scalar) -> Bool { !isSpace(s) && !isLetter(s) && !isNumber(s) }
 
+    /// Appends s[range] as a String, written as UTF-8 in place (at most 4 bytes a scalar).
     private static func emit(_ s: ArraySlice<Unicode.Scalar>, _ range: Range<Int>, into pieces: inout [String]) {
-        var view = String.UnicodeScalarView()
-        view.append(contentsOf: s[range])
-        pieces.append(String(view))
+        pieces.append(String(unsafeUninitializedCapacity: 4 * range.count) { bytes in
+            var n = 0
+            for scalar in s[range] {
+                UTF8.encode(scalar) { bytes[n] = $0; n += 1 }
+            }
+            return n
+        })
     }
 
     /// Length of the contraction at i ('s 't 'm 'd 're 've 'll), 0 if none.
