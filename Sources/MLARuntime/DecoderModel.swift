@@ -77,7 +77,7 @@ public final class DecoderModel: @unchecked Sendable {
     /// Loads every weight of a source model as F32 (a 135M model takes about 540 MB).
     public convenience init(config: ModelConfig, store: any TensorStore) throws {
         let rope = RopeFrequencies(config: config)
-        let attention: [any AttentionBlock] = try (0..<config.numLayers).map {
+        let attention: [any AttentionBlock] = try Self.loadLayers(config.numLayers) {
             try SourceAttention(config: config, store: store, layer: $0, rope: rope)
         }
         try self.init(config: config, store: store, attention: attention)
@@ -91,8 +91,15 @@ public final class DecoderModel: @unchecked Sendable {
         embedding = try store.floats(ModelTensorNames.embedding, shape: [v, d])
         finalNorm = try store.floats(ModelTensorNames.finalNorm, shape: [d])
         lmHead = config.tiedEmbeddings ? embedding : try store.floats(ModelTensorNames.lmHead, shape: [v, d])
-        layers = try (0..<config.numLayers).map { try DecoderLayerWeights(config: config, store: store, layer: $0) }
+        layers = try Self.loadLayers(config.numLayers) { try DecoderLayerWeights(config: config, store: store, layer: $0) }
         self.attention = attention
+    }
+
+    /// `load(layer)` for every layer, on all cores (reading and widening weights is per-tensor work).
+    private static func loadLayers<T>(_ count: Int, _ load: @Sendable (Int) throws -> T) throws -> [T] {
+        let slots = ParallelSlots<T>(count: count)
+        try inParallel(count, workers: ProcessInfo.processInfo.activeProcessorCount) { slots[$0] = try load($0) }
+        return slots.all.map { $0! }
     }
 
     /// The hidden states after the layers (before the final norm), [T × d].

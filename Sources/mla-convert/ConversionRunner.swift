@@ -3,6 +3,7 @@ import Foundation
 import MLACLI
 import MLACheckpoint
 import MLAConvert
+import MLALinalg
 import MLARuntime
 import MLATensor
 
@@ -77,11 +78,13 @@ struct ConversionOutputOptions: ParsableArguments {
     @Flag(help: "Print the conversion summary as JSON on standard output.")
     var json = false
 
-    @Option(help: "Layers converted at the same time, on their own threads, each using --threads BLAS threads (memory grows by one layer's working set per worker; see docs/performance.md).")
-    var layerWorkers = 1
+    @Option(help: ArgumentHelp(
+        "Layers converted at the same time, on their own threads, each using --threads BLAS threads (default: one per core on one BLAS thread each when the extra layers' F32 weights fit in 512 MiB, else 1).",
+        discussion: "Memory grows by one layer's working set per worker. Measured in docs/performance.md: two layers on one BLAS thread each are faster than one layer on two, which is the default only for large layers (a 7B-8B layer is about 0.85 GB in F32)."))
+    var layerWorkers: Int?
 
     func validate() throws {
-        guard layerWorkers >= 1 else { throw ValidationError("--layer-workers must be at least 1") }
+        if let layerWorkers, layerWorkers < 1 { throw ValidationError("--layer-workers must be at least 1") }
         if let dtype, ![DType.f32, .bf16].contains(DType(userName: dtype)) {
             throw ValidationError("--dtype must be f32 or bf16, not '\(dtype)' (f16 cannot hold the latent norm's scales)")
         }
@@ -95,6 +98,22 @@ struct ConversionOutputOptions: ParsableArguments {
         if let dtype, let t = DType(userName: dtype) { return t }
         let stored = checkpoint.store.info(LayerTensorNames(layer: 0).qProj)?.dtype
         return stored == .bf16 ? .bf16 : .f32
+    }
+
+    /// Extra memory the automatic choice may spend on more than one layer in flight.
+    static let extraLayerBytes = 512 << 20
+
+    /// Layers converted at once and the BLAS threads each uses (nil: leave the setting alone):
+    /// --layer-workers, else one per core on one BLAS thread (unless --threads is given) when the
+    /// additional layers' F32 weights fit in `extraLayerBytes`, else one.
+    func layerParallelism(for checkpoint: Checkpoint, threads: Int?) -> (workers: Int, blasThreads: Int?) {
+        if let layerWorkers { return (layerWorkers, nil) }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let prefix = LayerTensorNames(layer: 0).prefix
+        let layerBytes = checkpoint.store.names.filter { $0.hasPrefix(prefix) }
+            .reduce(0) { $0 + 4 * (checkpoint.store.info($1)?.elementCount ?? 0) }
+        guard cores > 1, (cores - 1) * layerBytes <= Self.extraLayerBytes else { return (1, nil) }
+        return (cores, threads == nil ? 1 : nil)
     }
 
     var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: parseByteSize(maxShardSize), force: force) }
@@ -116,9 +135,15 @@ struct ConversionRunner {
     let output: ConversionOutputOptions
     let settings: [(String, String)]
     let calibration: String
+    /// --threads, if given.
+    let threads: Int?
 
     func run(start: Double) throws {
         let layers = checkpoint.config.numLayers
+        let (workers, blasThreads) = output.layerParallelism(for: checkpoint, threads: threads)
+        let previousThreads = BLASThreads.current
+        if let blasThreads { BLASThreads.set(blasThreads) }
+        defer { BLASThreads.set(previousThreads) }
         let ranks: [Int]
         if allocation == .greedy {
             let progress = Progress(total: layers, label: "spectra")
@@ -132,7 +157,9 @@ struct ConversionRunner {
         func summary(_ reports: [LayerConversionReport]) -> ConversionSummary {
             ConversionSummary(
                 method: method, source: checkpoint.path, calibration: calibration, format: format.rawValue,
-                settings: settings + [("dtype", dtype.rawValue)], layers: reports,
+                settings: settings + [("dtype", dtype.rawValue),
+                                      ("parallelism", "\(workers) layer worker\(workers == 1 ? "" : "s") × \(BLASThreads.current) BLAS thread\(BLASThreads.current == 1 ? "" : "s")")],
+                layers: reports,
                 sourceCacheValues: conversion.sourceCacheValues * layers,
                 convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,
                 seconds: MonotonicClock.now() - start, peakResidentBytes: ResourceUsage.peakResidentBytes)
@@ -161,11 +188,11 @@ struct ConversionRunner {
                                       layer: { l in
                                           let (weights, report) = try convert(l)
                                           return (weights, ConversionSummary.layerEntry(report), report)
-                                      }, workers: output.layerWorkers, received: received)
+                                      }, workers: workers, received: received)
         case .deepseek:
             try DeepSeekV3Export.write(to: output.output, source: checkpoint, template: template, dtype: dtype,
                                        writer: output.writer, summary: { summary(ordered()).json }, layer: convert,
-                                       workers: output.layerWorkers, received: received)
+                                       workers: workers, received: received)
         }
         let reports = ordered()
         progress.finish()

@@ -98,7 +98,7 @@ extension MLAConvertCommand {
             ]
             try ConversionRunner(method: "gqa2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
                                  allocation: budget.rankAllocation, format: format, output: output, settings: settings,
-                                 calibration: calibration.description).run(start: start)
+                                 calibration: calibration.description, threads: runtime.threads).run(start: start)
         }
     }
 }

@@ -88,7 +88,7 @@ extension MLAConvertCommand {
             ]
             try ConversionRunner(method: "mha2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
                                  allocation: budget.rankAllocation, format: format, output: output, settings: settings,
-                                 calibration: calibration.description).run(start: start)
+                                 calibration: calibration.description, threads: runtime.threads).run(start: start)
         }
     }
 }

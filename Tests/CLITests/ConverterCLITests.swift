@@ -42,6 +42,32 @@ import Testing
         #expect(abs(separate / ppl - 1) < 1e-6, "\(separate) vs \(ppl)")
     }
 
+    /// Two layers converted at once on one BLAS thread each (the default for small layers on
+    /// several cores) write the same tensors as one layer at a time on two BLAS threads.
+    @Test func layerWorkersWriteTheSameModel() throws {
+        guard let sample = CLI.sample() else { return }
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var outputs: [Checkpoint] = []
+        for (name, options) in [("one", ["--layer-workers", "1", "--threads", "2"]), ("two", ["--layer-workers", "2", "--threads", "1"])] {
+            let r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", dir + "/" + name, "--kv-budget", "0.5", "--no-calib", "--json"] + options)
+            #expect(r.status == 0, "\(r.stderr)")
+            let workers = name == "one" ? "1 layer worker × 2 BLAS threads" : "2 layer workers × 1 BLAS thread"
+            #expect(try JSONValue.parse(r.stdout)["settings"]?["parallelism"]?.string == workers)
+            outputs.append(try Checkpoint.open(dir + "/" + name))
+        }
+        let (one, two) = (outputs[0].store, outputs[1].store)
+        #expect(one.names.sorted() == two.names.sorted())
+        for name in one.names {
+            let a = try one.tensor(name), b = try two.tensor(name)
+            #expect(a.shape == b.shape, "\(name)")
+            let x = a.floats(), y = b.floats()
+            let scale = max(x.map(abs).max() ?? 0, 1e-30)
+            let diff = zip(x, y).map { abs($0 - $1) }.max() ?? 0
+            #expect(diff / scale < 1e-5, "\(name): \(diff / scale)")
+        }
+    }
+
     @Test("impossible requests fail with one line before any work and write nothing", arguments: [
         ["gqa2mla", "--kv-budget", "1.5"],
         ["gqa2mla", "--kv-lora-rank", "5000"],
