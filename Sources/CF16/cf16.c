@@ -102,3 +102,76 @@ void cf16_float_to_half(const float *src, uint16_t *dst, size_t count) {
 #endif
     for (size_t i = 0; i < count; i++) dst[i] = float_to_half_scalar(src[i]);
 }
+
+/* BF16 is the top half of an F32: widening shifts the bits up; narrowing rounds to nearest even
+   (adding 0x7FFF plus the lowest kept bit) and turns a NaN into a quiet NaN of the same sign and top
+   payload. Loads and stores go through memcpy or unaligned vector moves: memory-mapped tensors need
+   not be 2-byte aligned. */
+static uint16_t float_to_bf16_scalar(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if (f != f) return (uint16_t)((u >> 16) | 0x0040);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static void bf16_to_float_scalar(const uint8_t *src, float *dst, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        uint32_t u = (uint32_t)h << 16;
+        memcpy(dst + i, &u, 4);
+    }
+}
+
+static void float_to_bf16_scalar_run(const float *src, uint8_t *dst, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        uint16_t h = float_to_bf16_scalar(src[i]);
+        memcpy(dst + 2 * i, &h, 2);
+    }
+}
+
+#ifdef CF16_X86
+__attribute__((target("avx2")))
+static void bf16_to_float_avx2(const uint8_t *src, float *dst, size_t count) {
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(src + 2 * i));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    bf16_to_float_scalar(src + 2 * i, dst + i, count - i);
+}
+
+__attribute__((target("avx2")))
+static void float_to_bf16_avx2(const float *src, uint8_t *dst, size_t count) {
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFF), quiet = _mm256_set1_epi32(0x0040);
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 f = _mm256_loadu_ps(src + i);
+        __m256i u = _mm256_castps_si256(f), high = _mm256_srli_epi32(u, 16);
+        __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(high, one)), 16);
+        __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+        __m256i r = _mm256_blendv_epi8(rounded, _mm256_or_si256(high, quiet), nan);
+        /* Every lane holds a value below 2^16, so the saturating pack is exact; the permute undoes
+           its per-128-bit-lane interleaving. */
+        __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
+        _mm_storeu_si128((__m128i *)(dst + 2 * i), _mm256_castsi256_si128(packed));
+    }
+    float_to_bf16_scalar_run(src + i, dst + 2 * i, count - i);
+}
+
+static int has_avx2(void) { return __builtin_cpu_supports("avx2"); }
+#endif
+
+void cf16_bf16_to_float(const void *src, float *dst, size_t count) {
+#ifdef CF16_X86
+    if (has_avx2()) { bf16_to_float_avx2(src, dst, count); return; }
+#endif
+    bf16_to_float_scalar(src, dst, count);
+}
+
+void cf16_float_to_bf16(const float *src, void *dst, size_t count) {
+#ifdef CF16_X86
+    if (has_avx2()) { float_to_bf16_avx2(src, dst, count); return; }
+#endif
+    float_to_bf16_scalar_run(src, dst, count);
+}

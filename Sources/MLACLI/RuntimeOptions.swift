@@ -6,7 +6,7 @@ import MLALinalg
 
 /// Options every subcommand that does numeric work shares.
 public struct RuntimeOptions: ParsableArguments {
-    @Option(help: "BLAS threads (default: all cores).")
+    @Option(help: "BLAS threads (default: all cores; parallel layer or calibration workers use one each unless this is given).")
     public var threads: Int?
 
     @Flag(help: "Print peak memory, wall and CPU time to standard error when the command ends.")

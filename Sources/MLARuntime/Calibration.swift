@@ -166,15 +166,16 @@ public func collectCalibration(model: DecoderModel, windows: [[Int]], batchToken
     }
     let threads = max(1, min(workers, batches.count))
     let run = CalibrationRun(model: model, batches: batches, windows: windows.count, progress: progress)
-    // Worker w takes every threads-th batch into its own sums; they are added in worker order.
-    let parts = ParallelSlots<CalibrationStatistics>(count: threads)
-    try inParallel(threads, workers: threads) { w in
+    // Worker w takes every threads-th batch into its own sums; they are added in worker order into
+    // the first worker's (moved out of the array, so not copied): one set of sums per worker in all.
+    var parts = try parallelMap(threads, workers: threads) { w in
         var part = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize)
         for b in stride(from: w, to: run.batches.count, by: threads) { try run.accumulate(run.batches[b], into: &part) }
-        parts[w] = part
+        return part
     }
-    var stats = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize, tags: tags)
-    for case let part? in parts.all { stats.add(part) }
+    var stats = parts.removeFirst()
+    while !parts.isEmpty { stats.add(parts.removeFirst()) }
+    stats.tags = tags
     return stats
 }
 

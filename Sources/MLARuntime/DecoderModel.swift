@@ -95,11 +95,9 @@ public final class DecoderModel: @unchecked Sendable {
         self.attention = attention
     }
 
-    /// `load(layer)` for every layer, on all cores (reading and widening weights is per-tensor work).
+    /// `load(layer)` for every layer, on all cores (reading and widening weights, no BLAS).
     private static func loadLayers<T>(_ count: Int, _ load: @Sendable (Int) throws -> T) throws -> [T] {
-        let slots = ParallelSlots<T>(count: count)
-        try inParallel(count, workers: ProcessInfo.processInfo.activeProcessorCount) { slots[$0] = try load($0) }
-        return slots.all.map { $0! }
+        try parallelMap(count, workers: ProcessInfo.processInfo.activeProcessorCount, oneBLASThreadEach: false, load)
     }
 
     /// The hidden states after the layers (before the final norm), [T × d].

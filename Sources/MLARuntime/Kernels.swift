@@ -36,6 +36,7 @@ public enum Kernels {
     public static func rmsNorm(_ x: [Float], tokens: Int, weight: [Float], eps: Double) -> [Float] {
         let d = weight.count
         precondition(x.count >= tokens * d, "rmsNorm: \(x.count) values for \(tokens) × \(d)")
+        guard tokens > 0, d > 0 else { return [] }
         return [Float](unsafeUninitializedCapacity: tokens * d) { y, count in
             x.withUnsafeBufferPointer { xp in
                 weight.withUnsafeBufferPointer { wp in

@@ -1,19 +1,22 @@
 import Foundation
 import MLALinalg
 
-/// Calls `body(0..<count)` on up to `workers` threads. With more than one worker each runs one BLAS
-/// thread (restored afterwards): on 2 cores two windows at once on one BLAS thread each beat one
-/// window on two, since the element-wise work between GEMMs runs in parallel too (measured for
-/// calibration, `docs/performance.md`). The first error thrown is rethrown after all finish.
-public func inParallel(_ count: Int, workers: Int, _ body: @Sendable (Int) throws -> Void) throws {
+/// Calls `body(0..<count)` on up to `workers` threads. With more than one worker and
+/// `oneBLASThreadEach` each runs one BLAS thread (restored afterwards): on 2 cores two windows at once
+/// on one BLAS thread each beat one window on two, since the element-wise work between GEMMs runs in
+/// parallel too (measured for calibration, `docs/performance.md`). Work without BLAS calls passes
+/// false and leaves the process-wide BLAS setting alone. The first error thrown is rethrown after all
+/// finish.
+public func inParallel(_ count: Int, workers: Int, oneBLASThreadEach: Bool = true,
+                       _ body: @Sendable (Int) throws -> Void) throws {
     let threads = max(1, min(workers, count))
     if threads == 1 {
         for i in 0..<count { try body(i) }
         return
     }
     let previous = BLASThreads.current
-    BLASThreads.set(1)
-    defer { BLASThreads.set(previous) }
+    if oneBLASThreadEach { BLASThreads.set(1) }
+    defer { if oneBLASThreadEach { BLASThreads.set(previous) } }
     let errors = ErrorSlot()
     let next = Counter()
     DispatchQueue.concurrentPerform(iterations: threads) { _ in
@@ -22,6 +25,15 @@ public func inParallel(_ count: Int, workers: Int, _ body: @Sendable (Int) throw
         }
     }
     if let error = errors.error { throw error }
+}
+
+/// `transform(i)` for i in 0..<count in index order, computed by `inParallel` (same arguments).
+public func parallelMap<T>(_ count: Int, workers: Int, oneBLASThreadEach: Bool = true,
+                           _ transform: @Sendable (Int) throws -> T) throws -> [T] {
+    let slots = ParallelSlots<T>(count: count)
+    try inParallel(count, workers: workers, oneBLASThreadEach: oneBLASThreadEach) { slots[$0] = try transform($0) }
+    // Every slot is filled: inParallel returns only when every index ran without throwing.
+    return slots.all.map { $0! }
 }
 
 /// A shared index handed out once each (`inParallel`).

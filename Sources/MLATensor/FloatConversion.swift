@@ -43,7 +43,7 @@ public enum FloatConversion {
         case .f64:
             for i in 0..<n { out[i] = Float(raw.loadUnaligned(fromByteOffset: i * 8, as: Double.self)) }
         case .bf16:
-            for i in 0..<n { out[i] = bf16ToFloat(raw.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) }
+            if n > 0 { cf16_bf16_to_float(raw.baseAddress!, out.baseAddress!, n) }
         case .f16:
             if let base = raw.baseAddress, Int(bitPattern: base) % 2 == 0 {
                 halfToFloat(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt16.self), count: n), into: out)
@@ -64,7 +64,10 @@ public enum FloatConversion {
         case .f64:
             return values.map(Double.init).withUnsafeBytes { Array($0) }
         case .bf16:
-            return values.map(floatToBF16).withUnsafeBytes { Array($0) }
+            return [UInt8](unsafeUninitializedCapacity: 2 * values.count) { bytes, count in
+                values.withUnsafeBufferPointer { if let src = $0.baseAddress { cf16_float_to_bf16(src, bytes.baseAddress!, $0.count) } }
+                count = 2 * values.count
+            }
         case .f16:
             var halves = [UInt16](repeating: 0, count: values.count)
             values.withUnsafeBufferPointer { src in halves.withUnsafeMutableBufferPointer { floatToHalf(src, into: $0) } }

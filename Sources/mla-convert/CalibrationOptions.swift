@@ -71,14 +71,12 @@ struct CalibrationOptions: ParsableArguments {
         let files = try calib.isEmpty ? CalibrationCorpus.defaultFiles(in: try Self.defaultCorpusDirectory()) : calib
         let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
         // One file per worker at a time (the tokenizer is thread-safe); streams stay in file order.
-        let encoded = ParallelSlots<[Int]>(count: files.count)
-        try inParallel(files.count, workers: ProcessInfo.processInfo.activeProcessorCount) { i in
+        let streams = try parallelMap(files.count, workers: ProcessInfo.processInfo.activeProcessorCount, oneBLASThreadEach: false) { i in
             guard let data = FileManager.default.contents(atPath: files[i]), let text = String(data: data, encoding: .utf8) else {
                 throw ValidationError("\(files[i]): cannot read it as UTF-8 text")
             }
-            encoded[i] = tokenizer.encode(text)
+            return tokenizer.encode(text)
         }
-        let streams = encoded.all.map { $0 ?? [] }
         let windows = CalibrationCorpus.windows(streams: streams, window: calibWindow, totalTokens: tokens, skip: calib.isEmpty ? 256 : 0)
         guard !windows.isEmpty else { throw ValidationError("the calibration text holds no complete window of \(calibWindow) tokens") }
         return (files, windows)

@@ -79,8 +79,8 @@ struct ConversionOutputOptions: ParsableArguments {
     var json = false
 
     @Option(help: ArgumentHelp(
-        "Layers converted at the same time, on their own threads, each using --threads BLAS threads (default: one per core on one BLAS thread each when the extra layers' F32 weights fit in 512 MiB, else 1).",
-        discussion: "Memory grows by one layer's working set per worker. Measured in docs/performance.md: two layers on one BLAS thread each are faster than one layer on two, which is the default only for large layers (a 7B-8B layer is about 0.85 GB in F32)."))
+        "Layers converted at the same time, on their own threads (default: as many as the cores allow whose extra layers' F32 weights fit in 512 MiB, on cores / workers BLAS threads each, or on --threads each when given).",
+        discussion: "Memory grows by about one layer's working set per worker; a layer's F32 source weights are the size proxy (a 7B-8B layer is about 0.85 GB, so one layer on all BLAS threads remains the default there). Two layers on one BLAS thread each measured faster than one layer on two (docs/performance.md)."))
     var layerWorkers: Int?
 
     func validate() throws {
@@ -98,22 +98,6 @@ struct ConversionOutputOptions: ParsableArguments {
         if let dtype, let t = DType(userName: dtype) { return t }
         let stored = checkpoint.store.info(LayerTensorNames(layer: 0).qProj)?.dtype
         return stored == .bf16 ? .bf16 : .f32
-    }
-
-    /// Extra memory the automatic choice may spend on more than one layer in flight.
-    static let extraLayerBytes = 512 << 20
-
-    /// Layers converted at once and the BLAS threads each uses (nil: leave the setting alone):
-    /// --layer-workers, else one per core on one BLAS thread (unless --threads is given) when the
-    /// additional layers' F32 weights fit in `extraLayerBytes`, else one.
-    func layerParallelism(for checkpoint: Checkpoint, threads: Int?) -> (workers: Int, blasThreads: Int?) {
-        if let layerWorkers { return (layerWorkers, nil) }
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        let prefix = LayerTensorNames(layer: 0).prefix
-        let layerBytes = checkpoint.store.names.filter { $0.hasPrefix(prefix) }
-            .reduce(0) { $0 + 4 * (checkpoint.store.info($1)?.elementCount ?? 0) }
-        guard cores > 1, (cores - 1) * layerBytes <= Self.extraLayerBytes else { return (1, nil) }
-        return (cores, threads == nil ? 1 : nil)
     }
 
     var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: parseByteSize(maxShardSize), force: force) }
@@ -140,10 +124,16 @@ struct ConversionRunner {
 
     func run(start: Double) throws {
         let layers = checkpoint.config.numLayers
-        let (workers, blasThreads) = output.layerParallelism(for: checkpoint, threads: threads)
-        let previousThreads = BLASThreads.current
-        if let blasThreads { BLASThreads.set(blasThreads) }
-        defer { BLASThreads.set(previousThreads) }
+        let parallelism = LayerParallelism.choose(requested: output.layerWorkers, layerBytes: LayerParallelism.sourceLayerBytes(checkpoint),
+                                                  cores: ProcessInfo.processInfo.activeProcessorCount, threads: threads)
+        let workers = parallelism.workers, workerThreads = parallelism.blasThreads ?? BLASThreads.current
+        // Runs the streamed write (the layers' conversion) on the chosen BLAS threads per worker.
+        func onWorkerThreads(_ write: () throws -> Void) throws {
+            let previous = BLASThreads.current
+            BLASThreads.set(workerThreads)
+            defer { BLASThreads.set(previous) }
+            try write()
+        }
         let ranks: [Int]
         if allocation == .greedy {
             let progress = Progress(total: layers, label: "spectra")
@@ -158,7 +148,7 @@ struct ConversionRunner {
             ConversionSummary(
                 method: method, source: checkpoint.path, calibration: calibration, format: format.rawValue,
                 settings: settings + [("dtype", dtype.rawValue),
-                                      ("parallelism", "\(workers) layer worker\(workers == 1 ? "" : "s") × \(BLASThreads.current) BLAS thread\(BLASThreads.current == 1 ? "" : "s")")],
+                                      ("parallelism", "\(workers) layer worker\(workers == 1 ? "" : "s") × \(workerThreads) BLAS thread\(workerThreads == 1 ? "" : "s")")],
                 layers: reports,
                 sourceCacheValues: conversion.sourceCacheValues * layers,
                 convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,
@@ -183,16 +173,18 @@ struct ConversionRunner {
             let provenance: [(String, JSONValue)] = [
                 ("source", .string(checkpoint.path)), ("method", .string(method)), ("calibration", .string(calibration)),
             ]
-            try NativeMLAWriter.write(to: output.output, source: checkpoint, template: template, ranks: ranks, provenance: provenance,
+            try onWorkerThreads { try NativeMLAWriter.write(to: output.output, source: checkpoint, template: template, ranks: ranks, provenance: provenance,
                                       dtype: dtype, summary: { summary(ordered()).json }, writer: output.writer,
                                       layer: { l in
                                           let (weights, report) = try convert(l)
                                           return (weights, ConversionSummary.layerEntry(report), report)
-                                      }, workers: workers, received: received)
+                                      }, workers: workers, received: received) }
         case .deepseek:
-            try DeepSeekV3Export.write(to: output.output, source: checkpoint, template: template, dtype: dtype,
-                                       writer: output.writer, summary: { summary(ordered()).json }, layer: convert,
-                                       workers: workers, received: received)
+            try onWorkerThreads {
+                try DeepSeekV3Export.write(to: output.output, source: checkpoint, template: template, dtype: dtype,
+                                           writer: output.writer, summary: { summary(ordered()).json }, layer: convert,
+                                           workers: workers, received: received)
+            }
         }
         let reports = ordered()
         progress.finish()

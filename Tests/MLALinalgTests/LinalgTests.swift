@@ -70,6 +70,25 @@ func diagonalProduct<T: LinalgScalar>(_ u: Matrix<T>, _ s: [T], _ vt: Matrix<T>)
         }
     }
 
+    /// beta = 0 overwrites C without reading it: the runtime hands GEMM and SYRK uninitialized (reused)
+    /// buffers, which may hold NaN patterns that 0 · NaN would keep.
+    @Test func betaZeroIgnoresWhatCHeld() {
+        let a = (0..<(6 * 4)).map { Float($0 % 5) - 2 }, b = (0..<(5 * 4)).map { Float($0 % 3) - 1 }
+        var c = [Float](repeating: .nan, count: 6 * 5)
+        Float.gemm(transA: false, transB: true, m: 6, n: 5, k: 4, alpha: 1, a: a, lda: 4, b: b, ldb: 4, beta: 0, c: &c, ldc: 5)
+        for i in 0..<6 {
+            for j in 0..<5 {
+                #expect(c[i * 5 + j] == (0..<4).reduce(Float(0)) { $0 + a[i * 4 + $1] * b[j * 4 + $1] })
+            }
+        }
+        // Σ over 6 rows of xᵀx for x [6 × 4] = a: the upper triangle is written, exact in small integers.
+        var s = [Float](repeating: .nan, count: 4 * 4)
+        Float.syrkTransposed(n: 4, k: 6, alpha: 1, a: a, lda: 4, beta: 0, c: &s, ldc: 4)
+        for i in 0..<4 {
+            for j in i..<4 { #expect(s[i * 4 + j] == (0..<6).reduce(Float(0)) { $0 + a[$1 * 4 + i] * a[$1 * 4 + j] }) }
+        }
+    }
+
     @Test func svdFloatAndDouble() throws {
         for (i, (m, n)) in Self.shapes.enumerated() {
             try checkSVD(randomMatrix(m, n, seed: UInt64(i), as: Float.self))

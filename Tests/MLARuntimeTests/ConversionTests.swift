@@ -316,3 +316,28 @@ import Testing
         }
     }
 }
+
+/// The automatic layer parallelism of the converters (`LayerParallelism.choose`).
+@Suite struct LayerParallelismTests {
+    @Test func smallLayersRunOnePerCoreOnOneBLASThreadEach() {
+        // The sample: 14 MB layers, 2 cores.
+        #expect(LayerParallelism.choose(requested: nil, layerBytes: 14 << 20, cores: 2, threads: nil) == LayerParallelism(workers: 2, blasThreads: 1))
+        // 64 cores: as many workers as 512 MiB of extra layers hold (1 + 36), 1 BLAS thread each.
+        #expect(LayerParallelism.choose(requested: nil, layerBytes: 14 << 20, cores: 64, threads: nil) == LayerParallelism(workers: 37, blasThreads: 1))
+        // 16 cores, 200 MB layers: 1 + 2 workers, 5 BLAS threads each.
+        #expect(LayerParallelism.choose(requested: nil, layerBytes: 200 << 20, cores: 16, threads: nil) == LayerParallelism(workers: 3, blasThreads: 5))
+    }
+
+    @Test func largeLayersRunOneAtATimeOnAllBLASThreads() {
+        // A 7B-8B layer in F32 is about 0.85 GB.
+        #expect(LayerParallelism.choose(requested: nil, layerBytes: 870 << 20, cores: 2, threads: nil) == LayerParallelism(workers: 1, blasThreads: nil))
+        #expect(LayerParallelism.choose(requested: nil, layerBytes: 870 << 20, cores: 64, threads: nil) == LayerParallelism(workers: 1, blasThreads: nil))
+    }
+
+    @Test func explicitSettingsWin() {
+        #expect(LayerParallelism.choose(requested: 3, layerBytes: 870 << 20, cores: 2, threads: nil) == LayerParallelism(workers: 3, blasThreads: nil))
+        // --threads 2 on 2 cores: one worker (no oversubscription); on 8 cores four.
+        #expect(LayerParallelism.choose(requested: nil, layerBytes: 14 << 20, cores: 2, threads: 2) == LayerParallelism(workers: 1, blasThreads: nil))
+        #expect(LayerParallelism.choose(requested: nil, layerBytes: 14 << 20, cores: 8, threads: 2) == LayerParallelism(workers: 4, blasThreads: nil))
+    }
+}

@@ -50,6 +50,29 @@ import Testing
         #expect(FloatConversion.bf16ToFloat(FloatConversion.floatToBF16(.infinity)) == .infinity)
     }
 
+    /// The vectorized BF16 paths (`widen`, `narrow`) give the scalar conversions' bits for every kind
+    /// of value (NaNs, infinities, subnormals, the rounding boundaries), from and to unaligned bytes,
+    /// with a scalar tail (count not a multiple of 8).
+    @Test func bulkBF16MatchesScalar() {
+        var state: UInt64 = 11  // a 64-bit LCG: every 32-bit pattern is as likely
+        var values = (0..<100_003).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(bitPattern: UInt32(truncatingIfNeeded: state >> 32))
+        }
+        values += [.nan, -.nan, .infinity, -.infinity, 0, -0.0, .leastNonzeroMagnitude, Float(bitPattern: 0x7F7F_8000),
+                   Float(bitPattern: 0x7F7F_7FFF), Float(bitPattern: 0xFFFF_FFFF), Float(bitPattern: 0x3F80_8000)]
+        let narrowed = FloatConversion.narrow(values, to: .bf16)
+        let scalar = values.map(FloatConversion.floatToBF16)
+        #expect(narrowed == scalar.withUnsafeBytes { Array($0) })
+        // Widen from an odd address: one byte of padding in front.
+        let shifted = [UInt8(0)] + narrowed
+        var widened = [Float](repeating: 0, count: values.count)
+        shifted.withUnsafeBytes { raw in
+            widened.withUnsafeMutableBufferPointer { FloatConversion.widen(UnsafeRawBufferPointer(rebasing: raw[1...]), dtype: .bf16, into: $0) }
+        }
+        #expect(widened.map(\.bitPattern) == scalar.map { FloatConversion.bf16ToFloat($0).bitPattern })
+    }
+
     @Test func tensorConversionsRoundTrip() {
         let values: [Float] = [1.5, -2.25, 0, 1024, 3.140625]
         let t = Tensor(floats: values, shape: [5])

@@ -10,6 +10,14 @@ void cf16_half_to_float(const uint16_t *src, float *dst, size_t count);
 /// Narrows `count` float32 values to IEEE half precision, round-to-nearest-even, NaNs stay NaN.
 void cf16_float_to_half(const float *src, uint16_t *dst, size_t count);
 
+/// Widens `count` BF16 values (little-endian bit patterns at `src`, any alignment) to float32. Exact.
+/// AVX2 when the CPU has it.
+void cf16_bf16_to_float(const void *src, float *dst, size_t count);
+
+/// Narrows `count` float32 values to BF16 bit patterns at `dst` (any alignment), round-to-nearest-even;
+/// NaNs become quiet NaNs. AVX2 when the CPU has it.
+void cf16_float_to_bf16(const float *src, void *dst, size_t count);
+
 /// 1 when the F16C fast path is in use on this CPU.
 int cf16_has_f16c(void);
 #endif

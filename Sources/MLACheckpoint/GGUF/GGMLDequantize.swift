@@ -25,7 +25,7 @@ public enum GGMLDequantize {
         case .f16:
             FloatConversion.widen(raw, dtype: .f16, into: out)
         case .bf16:
-            for i in 0..<blocks { dst[i] = FloatConversion.bf16ToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+            FloatConversion.widen(raw, dtype: .bf16, into: out)
         case .q4_0: q4_0(src, blocks, dst)
         case .q4_1: q4_1(src, blocks, dst)
         case .q5_0: q5_0(src, blocks, dst)

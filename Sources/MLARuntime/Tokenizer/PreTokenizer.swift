@@ -22,7 +22,7 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
             var start = 0
             for (i, s) in scalars.enumerated() where Self.isNumber(s) {
                 if start < i { Self.gpt2(scalars[start..<i], into: &pieces) }
-                pieces.append(String(String.UnicodeScalarView([s])))
+                Self.emit(scalars[...], i..<(i + 1), into: &pieces)
                 start = i + 1
             }
             if start < scalars.count { Self.gpt2(scalars[start...], into: &pieces) }
