@@ -7,7 +7,8 @@ import MLATensor
 /// Per-layer activation statistics for activation-aware conversion: the sum of x·xᵀ over calibration
 /// tokens of each layer's attention input x (the output of the input RMSNorm, weight applied),
 /// summed in F64 from F32 blocks of 256 tokens (`accumulate`), never storing activations. Memory while collecting:
-/// L·d² doubles (30 × 576² × 8 B = 80 MB for the sample model) plus one window's activations; loaded
+/// L·d² doubles (30 × 576² × 8 B = 80 MB for the sample model) plus one window's activations, per
+/// calibration worker (`collectCalibration`); loaded
 /// statistics stay in their memory-mapped file and each layer is read when asked for (an 8B model's
 /// are 4.3 GB).
 public struct CalibrationStatistics: Sendable {
