@@ -78,8 +78,10 @@ public struct LayerConversion: Sendable {
 
     /// - `moment`: the layer's calibration second moment C [d × d], or nil (weights only: C = I).
     /// - `rope`: the source's RoPE table (scaled).
+    /// - `upToRank`: the largest rank `weights(rank:)` will be asked for (nil: any; 0: only the spectrum,
+    ///   for `energyRetained`); eigenvectors beyond it are never computed.
     public init(source s: SourceLayer, moment: Matrix<Double>?, rope frequencies: RopeFrequencies,
-                options: LayerConversionOptions) throws {
+                options: LayerConversionOptions, upToRank: Int? = nil) throws {
         source = s
         self.options = options
         invFreq = frequencies.inverseFrequencies
@@ -123,16 +125,17 @@ public struct LayerConversion: Sendable {
             }
             return blocks
         }
+        let latentRanks = upToRank.map { Self.splitRanks($0, mode: options.mode) }
         switch options.mode {
         case .joint:
             latents = [try LatentFactorization(nope: nope, values: s.v, moment: factorMoment, weighting: options.weighting,
-                                               keyWeight: keyWeight, valueWeight: valueWeight)]
+                                               keyWeight: keyWeight, valueWeight: valueWeight, upToRank: latentRanks?[0])]
         case .split:
             let empty = Matrix<Double>.zeros(0, s.hiddenSize)
             latents = [try LatentFactorization(nope: nope, values: empty, moment: factorMoment, weighting: options.weighting,
-                                               keyWeight: keyWeight, valueWeight: { [] }),
+                                               keyWeight: keyWeight, valueWeight: { [] }, upToRank: latentRanks?[0]),
                        try LatentFactorization(nope: empty, values: s.v, moment: factorMoment, weighting: options.weighting,
-                                               keyWeight: { [] }, valueWeight: valueWeight)]
+                                               keyWeight: { [] }, valueWeight: valueWeight, upToRank: latentRanks?[1])]
         }
     }
 
@@ -142,8 +145,10 @@ public struct LayerConversion: Sendable {
     }
 
     /// Ranks of the key and value latents for a total `rank` (split mode: half each, keys first).
-    func splitRanks(_ rank: Int) -> [Int] {
-        latents.count == 1 ? [rank] : [rank / 2, rank - rank / 2]
+    func splitRanks(_ rank: Int) -> [Int] { Self.splitRanks(rank, mode: options.mode) }
+
+    static func splitRanks(_ rank: Int, mode: FactorizationMode) -> [Int] {
+        mode == .joint ? [rank] : [rank / 2, rank - rank / 2]
     }
 
     /// The weighted energy a total `rank` keeps.
@@ -161,6 +166,9 @@ public struct LayerConversion: Sendable {
         for (latent, r) in zip(latents, ranks) where r > latent.eigenvalues.count || r < 0 {
             throw MLAError.invalid(layer: "layer \(s.layer)", field: "kv_lora_rank",
                                    reason: "rank \(rank) exceeds the \(latent.eigenvalues.count) latent directions this layer has")
+        }
+        for (latent, r) in zip(latents, ranks) {
+            precondition(r <= latent.vectorCount, "LayerConversion: rank \(rank) asked of a conversion built up to a smaller rank")
         }
         // Latent rows A [r × d] and up-projections B_N [nN × r], B_V [nV × r] (split: block diagonal).
         let parts = try zip(latents, ranks).map { latent, r in

@@ -51,12 +51,13 @@ public struct ModelConversion: Sendable {
     /// Cache values per token per layer of the source (2·n_kv·d_h).
     public var sourceCacheValues: Int { 2 * config.numKVHeads * config.headDim }
 
-    /// The rank-independent conversion work of layer `layer`.
-    public func layer(_ layer: Int) throws -> LayerConversion {
+    /// The rank-independent conversion work of layer `layer`, for ranks up to `upToRank` (nil: any;
+    /// 0: the spectrum alone, see `LayerConversion.init`).
+    public func layer(_ layer: Int, upToRank: Int? = nil) throws -> LayerConversion {
         let c = config
         return try LayerConversion(source: SourceLayer(config: c, store: store, layer: layer),
                                    moment: statistics?.secondMoment(layer: layer), rope: RopeFrequencies(config: c),
-                                   options: options)
+                                   options: options, upToRank: upToRank)
     }
 
     /// Per-layer ranks for `budget` with `allocation`. Greedy needs every layer's spectrum first
@@ -68,7 +69,7 @@ public struct ModelConversion: Sendable {
         guard allocation == .greedy else { return Array(repeating: rank, count: layers) }
         var spectra: [[Double]] = []
         for l in 0..<layers {
-            let conversion = try self.layer(l)
+            let conversion = try self.layer(l, upToRank: 0)
             let directions = conversion.maxRank
             // Marginal gain of the i-th direction: its share of the layer's weighted energy.
             spectra.append((1...directions).map { conversion.energyRetained(rank: $0) - conversion.energyRetained(rank: $0 - 1) })
@@ -139,7 +140,7 @@ public struct ModelConversion: Sendable {
     /// Every layer converted at `ranks[layer]`, in order; `progress(done, total)` after each layer.
     public func convert(ranks: [Int], progress: ((Int, Int) -> Void)? = nil) throws -> [(MLALayerWeights, LayerConversionReport)] {
         try (0..<config.numLayers).map { l in
-            let result = try layer(l).weights(rank: ranks[l])
+            let result = try layer(l, upToRank: ranks[l]).weights(rank: ranks[l])
             progress?(l + 1, ranks.count)
             return result
         }

@@ -48,6 +48,16 @@ public protocol LAPACKScalar: LinalgScalar {
     static func syevr(_ n: Int32, _ a: UnsafeMutablePointer<Self>, _ il: Int32, _ iu: Int32, _ found: UnsafeMutablePointer<Int32>,
                       _ w: UnsafeMutablePointer<Self>, _ z: UnsafeMutablePointer<Self>, _ isuppz: UnsafeMutablePointer<Int32>,
                       _ work: UnsafeMutablePointer<Self>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32
+    /// Reduces a symmetric matrix (lower triangle) to tridiagonal form Qᵀ·A·Q = T: diagonal `d`, off-diagonal
+    /// `e`, Q's reflectors left in `a` and `tau`.
+    static func sytrd(_ n: Int32, _ a: UnsafeMutablePointer<Self>, _ d: UnsafeMutablePointer<Self>, _ e: UnsafeMutablePointer<Self>,
+                      _ tau: UnsafeMutablePointer<Self>, _ work: UnsafeMutablePointer<Self>, _ lwork: Int32) -> Int32
+    /// Every eigenpair of the tridiagonal (`d`, `e`) by divide and conquer: values ascending in `d`, vectors in `z` [n × n].
+    static func stedc(_ n: Int32, _ d: UnsafeMutablePointer<Self>, _ e: UnsafeMutablePointer<Self>, _ z: UnsafeMutablePointer<Self>,
+                      _ work: UnsafeMutablePointer<Self>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32
+    /// C [n × cols] ← Q·C with the Q that `sytrd` left in `a` and `tau`.
+    static func ormtr(_ n: Int32, _ cols: Int32, _ a: UnsafeMutablePointer<Self>, _ tau: UnsafeMutablePointer<Self>,
+                      _ c: UnsafeMutablePointer<Self>, _ work: UnsafeMutablePointer<Self>, _ lwork: Int32) -> Int32
     static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Self>) -> Int32
     static func gelqf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Self>, _ tau: UnsafeMutablePointer<Self>,
                       _ work: UnsafeMutablePointer<Self>, _ lwork: Int32) -> Int32
@@ -84,6 +94,19 @@ extension Float: LAPACKScalar {
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
         LAPACKE_ssyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
                              il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork)
+    }
+    public static func sytrd(_ n: Int32, _ a: UnsafeMutablePointer<Float>, _ d: UnsafeMutablePointer<Float>, _ e: UnsafeMutablePointer<Float>,
+                             _ tau: UnsafeMutablePointer<Float>, _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
+        LAPACKE_ssytrd_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n, d, e, tau, work, lwork)
+    }
+    public static func stedc(_ n: Int32, _ d: UnsafeMutablePointer<Float>, _ e: UnsafeMutablePointer<Float>, _ z: UnsafeMutablePointer<Float>,
+                             _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
+        LAPACKE_sstedc_work(colMajor, CChar(UInt8(ascii: "I")), n, d, e, z, n, work, lwork, iwork, liwork)
+    }
+    public static func ormtr(_ n: Int32, _ cols: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
+                             _ c: UnsafeMutablePointer<Float>, _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
+        LAPACKE_sormtr_work(colMajor, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), n, cols, a, n, tau, c, n,
+                              work, lwork)
     }
     public static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Float>) -> Int32 {
         LAPACKE_spotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n)
@@ -129,6 +152,19 @@ extension Double: LAPACKScalar {
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
         LAPACKE_dsyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
                              il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork)
+    }
+    public static func sytrd(_ n: Int32, _ a: UnsafeMutablePointer<Double>, _ d: UnsafeMutablePointer<Double>, _ e: UnsafeMutablePointer<Double>,
+                             _ tau: UnsafeMutablePointer<Double>, _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
+        LAPACKE_dsytrd_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n, d, e, tau, work, lwork)
+    }
+    public static func stedc(_ n: Int32, _ d: UnsafeMutablePointer<Double>, _ e: UnsafeMutablePointer<Double>, _ z: UnsafeMutablePointer<Double>,
+                             _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
+        LAPACKE_dstedc_work(colMajor, CChar(UInt8(ascii: "I")), n, d, e, z, n, work, lwork, iwork, liwork)
+    }
+    public static func ormtr(_ n: Int32, _ cols: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
+                             _ c: UnsafeMutablePointer<Double>, _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
+        LAPACKE_dormtr_work(colMajor, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), n, cols, a, n, tau, c, n,
+                              work, lwork)
     }
     public static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Double>) -> Int32 {
         LAPACKE_dpotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n)

@@ -5,7 +5,8 @@
 
 /// How `topEigen` finds the top eigenpairs of a symmetric matrix.
 public enum EigenMethod: Sendable, Equatable {
-    /// Every eigenpair by divide and conquer (`?syevd`), the top ones kept. Exact; O(n³).
+    /// Every eigenvalue by divide and conquer, the top r vectors back-transformed
+    /// (`symmetricEigen(_:vectors:)`, the steps of `?syevd`). Exact; O(n³).
     case full
     /// The top ones only (`?syevr`, range "I", MRRR). Exact; reduces the whole matrix to tridiagonal
     /// form like syevd (about (4/3)·n³ flops, half of them matrix-vector) but computes and
@@ -47,8 +48,8 @@ public func topEigen<T: LAPACKScalar>(_ s: Matrix<T>, rank: Int, method: EigenMe
     precondition(rank >= 1 && rank <= s.rows, "topEigen: rank \(rank) outside 1...\(s.rows)")
     switch method ?? .automatic(n: s.rows, rank: rank) {
     case .full:
-        let (values, vectors) = try symmetricEigen(s)
-        return (Array(values.prefix(rank)), vectors.columns(0..<rank))
+        let (values, vectors) = try symmetricEigen(s, vectors: rank)
+        return (Array(values.prefix(rank)), vectors)
     case .partial:
         return try partialSymmetricEigen(s, rank: rank)
     case let .randomized(p, tolerance):

@@ -208,7 +208,8 @@ extension Bench {
             let source = try SourceLayer(config: c, store: checkpoint.store, layer: layer)
             let read = MonotonicClock.now() - t
             t = MonotonicClock.now()
-            let conversion = try LayerConversion(source: source, moment: moment, rope: RopeFrequencies(config: c), options: options)
+            let conversion = try LayerConversion(source: source, moment: moment, rope: RopeFrequencies(config: c), options: options,
+                                                 upToRank: rank)
             let prepare = MonotonicClock.now() - t
             var cut = Double.infinity
             for _ in 0..<3 {

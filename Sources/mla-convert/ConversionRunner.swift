@@ -157,10 +157,10 @@ struct ConversionRunner {
         let progress = Progress(total: layers, label: "convert")
         // Streamed: each layer is converted on background threads (--layer-workers) ahead of the writer
         // and released once written. Layer 0, converted first, plans every layer's tensors.
-        let (template, firstReport) = try conversion.layer(0).weights(rank: ranks[0])
+        let (template, firstReport) = try conversion.layer(0, upToRank: ranks[0]).weights(rank: ranks[0])
         let conversion = self.conversion
         let convert: @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) = { l in
-            l == 0 ? (template, firstReport) : try conversion.layer(l).weights(rank: ranks[l])
+            l == 0 ? (template, firstReport) : try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l])
         }
         var streamed: [Int: LayerConversionReport] = [:]
         func received(_ l: Int, _ report: LayerConversionReport) {

@@ -38,6 +38,29 @@ func orthonormalityError<T: LinalgScalar>(_ v: Matrix<T>) -> Double {
         #expect(zip(wf, w).allSatisfy { abs(Double($0) - $1) < 1e-4 * w[0] })
     }
 
+    /// Back-transforming only the top `count` tridiagonal eigenvectors gives syevd's top eigenpairs to
+    /// rounding, in both precisions, on a real weight Gram (q_proj of layer 27, S = W·Wᵀ, 576²);
+    /// `count` 0 gives the eigenvalues alone.
+    @Test func topVectorsMatchFullEigendecomposition() throws {
+        guard SampleData.require() else { return }
+        let w = Matrix<Float>(try Checkpoint.open(SampleData.modelPath).store.tensor(LayerTensorNames(layer: 27).qProj)).toDouble
+        let s = matmul(w, w, transB: true)
+        func check<T: LAPACKScalar>(_ s: Matrix<T>, tolerance: Double) throws {
+            let (w, v) = try symmetricEigen(s)
+            for count in [0, 1, 100, 575] {
+                let (wc, vc) = try symmetricEigen(s, vectors: count)
+                #expect(vc.rows == 576 && vc.cols == count)
+                #expect(zip(wc, w).map { abs(Double($0) - Double($1)) }.max()! <= tolerance * Double(w[0]), "\(T.self) count \(count)")
+                guard count > 0 else { continue }
+                #expect(maxAbsDiff(vc, v.columns(0..<count)) < tolerance, "\(T.self) count \(count)")
+                let residual = matmul(s, vc).values.enumerated().map { i, x in abs(Double(x) - Double(wc[i % count]) * Double(vc.values[i])) }.max()!
+                #expect(residual < 10 * tolerance * Double(w[0]), "\(T.self) count \(count): ‖S v − λ v‖ \(residual)")
+            }
+        }
+        try check(s, tolerance: 1e-12)
+        try check(s.toFloat, tolerance: 1e-5)
+    }
+
     /// A PSD matrix of exact rank k ≤ r + p lies in the sampled range, so the randomized method is
     /// exact to rounding after one step, in either precision, whether it stops there or iterates on.
     @Test(arguments: [1, 5]) func randomizedIsExactOnLowRank(maxIterations: Int) throws {

@@ -108,6 +108,23 @@ import Testing
                 let output = try factor(.output), input = try factor(.input)
                 #expect(input.eigenvalues.count == rank)
                 let top = output.eigenvalues[0]
+                // Built for rank 128 only (top vectors alone back-transformed) or for the spectrum alone:
+                // the same spectrum, and at rank 128 the same factors to rounding.
+                for side in [LatentFactorization.Side.output, .input] {
+                    let all = side == .output ? output : input
+                    let cut = try LatentFactorization(nope: keys, values: s.v, moment: c, weighting: LatentWeighting(keys: .plain, values: .output),
+                                                      keyWeight: { [] }, valueWeight: { valueWeight }, side: side, upToRank: 128)
+                    let spectrum = try LatentFactorization(nope: keys, values: s.v, moment: c, weighting: LatentWeighting(keys: .plain, values: .output),
+                                                           keyWeight: { [] }, valueWeight: { valueWeight }, side: side, upToRank: 0)
+                    #expect(cut.vectorCount == 128 && spectrum.vectorCount == 0 && all.vectorCount == all.eigenvalues.count)
+                    // F32 on the input side: the spectrum alone comes from a different tridiagonal solver.
+                    let tolerance = side == .output ? 1e-9 : 1e-5
+                    for f in [cut, spectrum] {
+                        #expect(zip(f.eigenvalues, all.eigenvalues).map { abs($0 - $1) }.max()! < tolerance * top)
+                    }
+                    let error = distance(try product(cut, 128, .sqrt), try product(all, 128, .sqrt), c)
+                    #expect(error < (side == .output ? 1e-9 : 1e-5), "\(side) side built up to rank 128, moment \(c != nil): \(error)")
+                }
                 #expect(zip(input.eigenvalues, output.eigenvalues).map { abs($0 - $1) }.max()! < 1e-5 * top)
                 // Lossy: the same subspace up to the single-precision eigenvectors of the input side.
                 for sigma in SigmaPlacement.allCases {

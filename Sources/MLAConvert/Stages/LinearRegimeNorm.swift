@@ -47,8 +47,7 @@ struct LowRankQuery {
         guard rank >= 1, rank <= min(query.rows, query.cols) else {
             throw MLAError.invalid(layer: "query", field: "q_lora_rank", reason: "\(rank) is outside 1...\(min(query.rows, query.cols)) (query rows, hidden size)")
         }
-        let (lambda, u) = try symmetricEigen(outputMoment(query, moment))
-        let ur = u.columns(0..<rank)
+        let (lambda, ur) = try symmetricEigen(outputMoment(query, moment), vectors: rank)
         let a = matmul(ur, query, transA: true)
         let norm = try LinearRegimeNorm(rows: a, bias: nil, inputNorm: inputNorm, eps: Self.eps)
         let positive = lambda.map { max($0, 0) }
