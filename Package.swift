@@ -65,11 +65,8 @@ let package = Package(
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLACheckpoint", "MLATestSupport"]),
+        .testTarget(name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(
-            name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"],
-            resources: [.copy("Fixtures")]),
-        .testTarget(
-            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLAVerify", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"],
-            resources: [.copy("Fixtures")]),
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLAVerify", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"]),
     ]
 )

@@ -2,7 +2,7 @@ import MLACheckpoint
 import MLATensor
 import Testing
 
-/// Block decoders against gguf-py 0.19.0 `quants.dequantize` on random blocks (Fixtures/gguf/make_fixtures.py).
+/// Block decoders against gguf-py 0.19.0 `quants.dequantize` on random blocks (fixtures/gguf/make_fixtures.py).
 @Suite("GGUF dequantization")
 struct GGUFDequantTests {
     static let types: [GGMLType] = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q6_K]

@@ -1,23 +1,13 @@
 import Foundation
 import MLATensor
 import Testing
+import MLATestSupport
 
 /// Paths and byte builders shared by the GGUF suites.
 enum GGUFTestSupport {
-    /// `Tests/MLACheckpointTests/Fixtures/gguf`, found from this file's path.
-    static let fixtures: String = {
-        let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        return here.appendingPathComponent("Fixtures/gguf").path
-    }()
+    static let fixtures = Fixtures.path("gguf")
 
-    /// The shared cache: `MLA_CACHE`, else `<package root>/.cache`.
-    static let cache: String = {
-        if let env = ProcessInfo.processInfo.environment["MLA_CACHE"], !env.isEmpty { return env }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        return root.appendingPathComponent(".cache").path
-    }()
-
-    static let samplePath = cache + "/sample.gguf"
+    static let samplePath = SampleData.modelPath
     static let isCI = ProcessInfo.processInfo.environment["CI"] == "true"
     static let sampleAvailable = FileManager.default.fileExists(atPath: samplePath)
 

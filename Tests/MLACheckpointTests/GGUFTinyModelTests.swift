@@ -2,7 +2,7 @@ import MLACheckpoint
 import MLATensor
 import Testing
 
-/// The tiny llama written by gguf-py's GGUFWriter (Fixtures/gguf/make_fixtures.py), read back and compared
+/// The tiny llama written by gguf-py's GGUFWriter (fixtures/gguf/make_fixtures.py), read back and compared
 /// with the HF-layout values the script computed with numpy (dequantized by gguf-py, un-permuted).
 @Suite("GGUF tiny llama fixture")
 struct GGUFTinyModelTests {

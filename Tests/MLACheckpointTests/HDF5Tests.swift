@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import MLATestSupport
 import MLATensor
 @testable import MLACheckpoint
 
@@ -40,7 +41,7 @@ import MLATensor
 
     /// A file written by h5py (script beside the fixture) reads with the documented meaning.
     @Test func readsFileWrittenByH5py() throws {
-        let store = try HDF5Store(path: fixturePath("hdf5/reference.h5"))
+        let store = try HDF5Store(path: Fixtures.path("hdf5/reference.h5"))
         #expect(store.configJSON["hidden_size"]?.int == 8)
         #expect(try store.tensor("w.f32").floats() == [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])
         #expect(try store.tensor("w.f16").dtype == .f16)
@@ -57,7 +58,7 @@ import MLATensor
     @Test func rejectsBadFiles() throws {
         let dir = temporaryDirectory()
         defer { cleanup(dir) }
-        let reference = try Data(contentsOf: URL(fileURLWithPath: fixturePath("hdf5/reference.h5")))
+        let reference = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("hdf5/reference.h5")))
         let cases: [(String, Data, String)] = [
             ("garbage.h5", Data("this is not hdf5 at all".utf8), "not an HDF5 file"),
             ("truncated.h5", reference.prefix(reference.count / 3), "truncated"),

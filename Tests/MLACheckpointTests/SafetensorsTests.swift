@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import MLATestSupport
 import MLATensor
 @testable import MLACheckpoint
 
@@ -38,7 +39,7 @@ import MLATensor
     /// The reference implementation (pip `safetensors`, script beside the fixture) wrote this file:
     /// our reader gets its values, and our writer produces the identical bytes.
     @Test func matchesReferenceImplementation() throws {
-        let refPath = fixturePath("safetensors/reference.safetensors")
+        let refPath = Fixtures.path("safetensors/reference.safetensors")
         let ref = try SafetensorsFile(path: refPath)
         #expect(try ref.tensor("a.f32").floats() == [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5])
         #expect(try ref.tensor("b.f16").floats() == [0, 0.5, 1, 1.5])

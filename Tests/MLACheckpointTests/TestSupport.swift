@@ -14,10 +14,6 @@ func temporaryDirectory(_ label: String = #function) -> String {
 
 func cleanup(_ path: String) { try? FileManager.default.removeItem(atPath: path) }
 
-func fixturePath(_ relative: String) -> String {
-    Bundle.module.path(forResource: "Fixtures", ofType: nil)! + "/" + relative
-}
-
 /// A tensor of `dtype` with random bytes (any bit pattern is a valid value for round trips).
 func randomTensor(_ dtype: DType, _ shape: [Int], seed: UInt64) -> Tensor {
     var g = SplitMix64(seed: seed)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import MLATestSupport
 import MLACheckpoint
 @testable import MLARuntime
 
@@ -120,7 +121,7 @@ import MLACheckpoint
 /// tokenizer.json reading: SentencePiece-style byte-fallback BPE against the reference `tokenizers`
 /// library (fixture script beside the files), and our own GGUF -> tokenizer.json export re-read.
 @Suite struct TokenizerJSONTests {
-    static let fixtures = Bundle.module.path(forResource: "Fixtures", ofType: nil)!
+    static let fixtures = Fixtures.path("tokenizer")
 
     @Test func byteFallbackMatchesReferenceLibrary() throws {
         let tok = try BPETokenizer(tokenizerJSON: Self.fixtures + "/bytefallback_tokenizer.json")
