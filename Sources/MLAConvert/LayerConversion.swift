@@ -167,9 +167,6 @@ public struct LayerConversion: Sendable {
             throw MLAError.invalid(layer: "layer \(s.layer)", field: "kv_lora_rank",
                                    reason: "rank \(rank) exceeds the \(latent.eigenvalues.count) latent directions this layer has")
         }
-        for (latent, r) in zip(latents, ranks) {
-            precondition(r <= latent.vectorCount, "LayerConversion: rank \(rank) asked of a conversion built up to a smaller rank")
-        }
         // Latent rows A [r × d] and up-projections B_N [nN × r], B_V [nV × r] (split: block diagonal).
         let parts = try zip(latents, ranks).map { latent, r in
             do {

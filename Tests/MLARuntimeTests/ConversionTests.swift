@@ -101,9 +101,9 @@ import Testing
         for (keys, fullRank) in [(nope, false), (s.q, true)] {
             let z = Matrix(stacking: [keys, s.v]), rank = min(z.rows, z.cols)
             for c in [moment, nil] {
-                func factor(_ side: LatentFactorization.Side) throws -> LatentFactorization {
+                func factor(_ side: LatentFactorization.Side, upToRank: Int? = nil) throws -> LatentFactorization {
                     try LatentFactorization(nope: keys, values: s.v, moment: c, weighting: LatentWeighting(keys: .plain, values: .output),
-                                            keyWeight: { [] }, valueWeight: { valueWeight }, side: side)
+                                            keyWeight: { [] }, valueWeight: { valueWeight }, side: side, upToRank: upToRank)
                 }
                 let output = try factor(.output), input = try factor(.input)
                 #expect(input.eigenvalues.count == rank)
@@ -112,10 +112,7 @@ import Testing
                 // the same spectrum, and at rank 128 the same factors to rounding.
                 for side in [LatentFactorization.Side.output, .input] {
                     let all = side == .output ? output : input
-                    let cut = try LatentFactorization(nope: keys, values: s.v, moment: c, weighting: LatentWeighting(keys: .plain, values: .output),
-                                                      keyWeight: { [] }, valueWeight: { valueWeight }, side: side, upToRank: 128)
-                    let spectrum = try LatentFactorization(nope: keys, values: s.v, moment: c, weighting: LatentWeighting(keys: .plain, values: .output),
-                                                           keyWeight: { [] }, valueWeight: { valueWeight }, side: side, upToRank: 0)
+                    let cut = try factor(side, upToRank: 128), spectrum = try factor(side, upToRank: 0)
                     #expect(cut.vectorCount == 128 && spectrum.vectorCount == 0 && all.vectorCount == all.eigenvalues.count)
                     // F32 on the input side: the spectrum alone comes from a different tridiagonal solver.
                     let tolerance = side == .output ? 1e-9 : 1e-5
