@@ -125,9 +125,24 @@ public struct LayerTensorNames: Sendable {
 
     /// The layer of an attention tensor `model.layers.{l}.self_attn.…`, else nil.
     public static func attentionLayer(of name: String) -> Int? {
+        name.contains(".self_attn.") ? layer(of: name) : nil
+    }
+
+    /// The decoder layer of any tensor `model.layers.{l}.…`, else nil.
+    public static func layer(of name: String) -> Int? {
         let start = "model.layers."
-        guard name.hasPrefix(start), name.contains(".self_attn.") else { return nil }
+        guard name.hasPrefix(start) else { return nil }
         return Int(name.dropFirst(start.count).prefix { $0 != "." })
+    }
+
+    /// `entries` layer by layer (stable within a layer), then the tensors outside the layers. A streaming
+    /// converter's writer fills its shards in this order, so it copies each layer's unchanged tensors
+    /// (MLP, norms) next to that layer's converted attention, while the next layer is being converted;
+    /// in source order it would copy every layer's MLP first with the converter idle.
+    public static func layerMajor(_ entries: [TensorWriteEntry]) -> [TensorWriteEntry] {
+        entries.enumerated().sorted { a, b in
+            (layer(of: a.element.name) ?? .max, a.offset) < (layer(of: b.element.name) ?? .max, b.offset)
+        }.map(\.element)
     }
 
     /// Layers in the order a writer first reaches their attention tensors, given its tensor order

@@ -12,24 +12,40 @@ import MLAVerify
         try (0..<checkpoint.config.numLayers).map { try HeadMerge().layer(checkpoint.config, checkpoint.store, layer: $0) }
     }
 
-    /// `layers` written as a native MLA checkpoint in a new temporary directory (removed by the caller).
-    static func writeNative(_ layers: [MLALayerWeights], source: Checkpoint) throws -> (Checkpoint, String) {
+    /// `layers` written as a native MLA checkpoint in a new temporary directory (removed by the caller),
+    /// in shards of at most `maxShardBytes` if given.
+    static func writeNative(_ layers: [MLALayerWeights], source: Checkpoint, maxShardBytes: Int? = nil) throws -> (Checkpoint, String) {
         let dir = NSTemporaryDirectory() + "mla-native-\(UUID().uuidString.prefix(8))"
         try NativeMLAWriter.write(to: dir, source: source, layers: layers,
                                   provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
-                                  writer: CheckpointWriter(format: .hf))
+                                  writer: CheckpointWriter(format: .hf, maxShardBytes: maxShardBytes))
         return (try Checkpoint.open(dir), dir)
     }
 
-    /// On the real sample model: the exact merge, written in the native format and read back, gives
-    /// the source's logits to float rounding, in the naive and the absorbed form, with a latent cache
-    /// of r + n_rope·d_rope = 192 + 3·64 values per layer.
+    /// On the real sample model: the exact merge, written in the native format (in 40 MB shards) and
+    /// read back, gives the source's logits to float rounding, in the naive and the absorbed form, with
+    /// a latent cache of r + n_rope·d_rope = 192 + 3·64 values per layer. The shards hold the layers in
+    /// order, each layer's copied MLP beside its converted attention (so the streaming writer copies it
+    /// while the next layer converts, `LayerTensorNames.layerMajor`).
     @Test func exactMergeOfRealModelMatchesSource() throws {
         guard TestData.require() else { return }
         let (checkpoint, box) = try TestData.sampleModel.get()
         let layers = try Self.headMerge(checkpoint)
-        let (native, dir) = try Self.writeNative(layers, source: checkpoint)
+        let (native, dir) = try Self.writeNative(layers, source: checkpoint, maxShardBytes: 40_000_000)
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        let index = try JSONValue.parse(Array(FileManager.default.contents(atPath: dir + "/model.safetensors.index.json") ?? Data()))
+        guard case let .object(map)? = index["weight_map"] else { Issue.record("no weight_map"); return }
+        let shardOf = Dictionary(uniqueKeysWithValues: map.map { ($0.0, $0.1.string ?? "") })
+        let shards = Set(shardOf.values).sorted()
+        #expect(shards.count > 4)
+        var previous = 0
+        for l in 0..<checkpoint.config.numLayers {
+            let n = LayerTensorNames(layer: l)
+            let mlp = try #require(shards.firstIndex(of: shardOf[n.downProj] ?? ""))
+            let attention = try #require(shards.firstIndex(of: shardOf[n.prefix + "self_attn.kv_a_proj.weight"] ?? ""))
+            #expect(abs(mlp - attention) <= 1 && min(mlp, attention) >= previous, "layer \(l): MLP in shard \(mlp), attention in \(attention)")
+            previous = max(mlp, attention)
+        }
         #expect(native.config.family == .mlaNative)
         #expect(native.config.cacheValuesPerLayer == Array(repeating: 192 + 3 * 64, count: 30))
         let tokenizer = try BPETokenizer.forCheckpoint(native)

@@ -127,6 +127,7 @@ public enum DeepSeekV3Export {
         if untiedHead, let info = store.info(ModelTensorNames.embedding) {
             entries.append(TensorWriteEntry(name: ModelTensorNames.lmHead, dtype: dtype, shape: info.shape))
         }
+        entries = LayerTensorNames.layerMajor(entries)
         var aux = try BPETokenizer.sideFiles(for: source)
         aux["config.json"] = nil
         let types = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })

@@ -35,7 +35,7 @@ public enum NativeMLAWriter {
     }
 
     /// Writes the native model to `path` atomically, streaming: the source's non-attention tensors are
-    /// copied as they are reached, and `layer(l)` (the converted layer, the members to add to its config
+    /// copied as they are reached (layer by layer, `LayerTensorNames.layerMajor`), and `layer(l)` (the converted layer, the members to add to its config
     /// entry, and anything the caller keeps, `Extra`) runs on a background thread one layer ahead of the
     /// writer (`StreamedLayerTensors`); `received(l, extra)` is called on this thread when the writer
     /// reaches layer l. Memory holds about workers + 1 converted layers.
@@ -65,7 +65,7 @@ public enum NativeMLAWriter {
             entries.append(TensorWriteEntry(name: name, dtype: info.dtype.isComputeFloat ? dtype : info.dtype, shape: info.shape))
         }
         let planned = (0..<c.numLayers).map { template.nativeTensorShapes(prefix: prefix($0), kvRank: ranks[$0]) }
-        entries += planned.flatMap { $0.map { TensorWriteEntry(name: $0.0, dtype: dtype, shape: $0.1) } }
+        entries = LayerTensorNames.layerMajor(entries + planned.flatMap { $0.map { TensorWriteEntry(name: $0.0, dtype: dtype, shape: $0.1) } })
         var aux = try BPETokenizer.sideFiles(for: source)
         aux["config.json"] = nil
         let types = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })
