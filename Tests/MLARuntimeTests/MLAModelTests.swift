@@ -33,7 +33,7 @@ import MLAVerify
         let layers = try Self.headMerge(checkpoint)
         let (native, dir) = try Self.writeNative(layers, source: checkpoint, maxShardBytes: 40_000_000)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let index = try JSONValue.parse(Array(FileManager.default.contents(atPath: dir + "/model.safetensors.index.json") ?? Data()))
+        let index = try JSONValue.parse(Array(FileManager.default.contents(atPath: dir + "/" + SafetensorsDirectoryStore.indexName) ?? Data()))
         guard case let .object(map)? = index["weight_map"] else { Issue.record("no weight_map"); return }
         let shardOf = Dictionary(uniqueKeysWithValues: map.map { ($0.0, $0.1.string ?? "") })
         let shards = Set(shardOf.values).sorted()
@@ -42,7 +42,7 @@ import MLAVerify
         for l in 0..<checkpoint.config.numLayers {
             let n = LayerTensorNames(layer: l)
             let mlp = try #require(shards.firstIndex(of: shardOf[n.downProj] ?? ""))
-            let attention = try #require(shards.firstIndex(of: shardOf[n.prefix + "self_attn.kv_a_proj.weight"] ?? ""))
+            let attention = try #require(shards.firstIndex(of: shardOf[NativeMLAWriter.prefix(l) + MLALayerWeights.NativeName.kvA] ?? ""))
             #expect(abs(mlp - attention) <= 1 && min(mlp, attention) >= previous, "layer \(l): MLP in shard \(mlp), attention in \(attention)")
             previous = max(mlp, attention)
         }

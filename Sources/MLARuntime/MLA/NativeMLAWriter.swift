@@ -34,10 +34,10 @@ public enum NativeMLAWriter {
                   layer: { (layers[$0], $0 < layerExtras.count ? layerExtras[$0] : [], ()) }, received: { _, _ in })
     }
 
-    /// Writes the native model to `path` atomically, streaming: the source's non-attention tensors are
-    /// copied as they are reached (layer by layer, `LayerTensorNames.layerMajor`), and `layer(l)` (the converted layer, the members to add to its config
-    /// entry, and anything the caller keeps, `Extra`) runs on a background thread one layer ahead of the
-    /// writer (`StreamedLayerTensors`); `received(l, extra)` is called on this thread when the writer
+    /// Writes the native model to `path` atomically, streaming, layer by layer (`LayerTensorNames.layerMajor`):
+    /// the source's non-attention tensors are copied as they are reached, and `layer(l)` (the converted
+    /// layer, the members to add to its config entry, and anything the caller keeps, `Extra`) runs on a
+    /// background thread one layer ahead of the writer (`StreamedLayerTensors`); `received(l, extra)` is called on this thread when the writer
     /// reaches layer l. Memory holds about workers + 1 converted layers.
     ///
     /// `template` (a converted layer) and `ranks[l]` (each layer's latent width) plan every layer's
