@@ -28,14 +28,15 @@ let package = Package(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev", "zlib1g-dev"])]),
         .target(name: "CF16", path: "Sources/CF16"),
+        .target(name: "COutputCleanup", path: "Sources/COutputCleanup"),
         .target(
             name: "CKernels", path: "Sources/CKernels",
             linkerSettings: [.linkedLibrary("mvec", .when(platforms: [.linux])), .linkedLibrary("m")]),
         .target(
-            name: "MLATensor", dependencies: ["CF16"],
+            name: "MLATensor", dependencies: ["CF16", "COutputCleanup"],
             linkerSettings: [.linkedLibrary("m")]),
         .target(name: "MLALinalg", dependencies: ["MLATensor", "CLAPACK"]),
-        .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5"]),
+        .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5", "COutputCleanup"]),
         .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "CKernels"]),
         .target(name: "MLAVerify", dependencies: ["MLACheckpoint", "MLARuntime"]),
         .target(name: "MLAConvert", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),

@@ -15,7 +15,14 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
     case invalidConfig(file: String, key: String, reason: String)
     /// A model this toolkit cannot convert or does not read yet; `reason` says why.
     case unsupportedModel(file: String, reason: String)
+    /// A previous output of this toolkit is at the path and `--force` was not given.
     case outputExists(path: String)
+    /// The output path would overwrite or hold an input (both as real paths).
+    case outputOverlapsInput(output: String, input: String, relation: OutputOverlap)
+    /// Something that is not a replaceable output of this toolkit is at the path; `reason` says what.
+    case outputNotReplaceable(path: String, reason: String)
+    /// The output path was taken during the run; the finished result is at `kept`.
+    case outputKept(path: String, kept: String, reason: String)
     case writeFailed(path: String, reason: String)
 
     public var description: String {
@@ -43,9 +50,28 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
         case let .unsupportedModel(file, reason):
             return "\(file): unsupported model: \(reason)"
         case let .outputExists(path):
-            return "\(path): output exists and is not empty; pass --force to replace it"
+            return "\(path): output exists (a previous output of mla-convert); pass --force to replace it"
+        case let .outputOverlapsInput(output, input, .equal):
+            return "\(output): the output is the input \(input); choose another output path"
+        case let .outputOverlapsInput(output, input, .containsInput):
+            return "\(output): the output would contain the input \(input), and writing it replaces what is there; choose an output path outside it"
+        case let .outputOverlapsInput(output, input, .insideInput):
+            return "\(output): the output lies inside the input \(input); choose an output path outside it"
+        case let .outputNotReplaceable(path, reason):
+            return "\(path): \(reason)"
+        case let .outputKept(path, kept, reason):
+            return "\(path): not replaced: \(reason); the finished output is kept at \(kept)"
         case let .writeFailed(path, reason):
             return "\(path): cannot write: \(reason)"
         }
     }
+}
+
+/// How an output path meets an input path.
+public enum OutputOverlap: Sendable {
+    case equal
+    /// The input lies inside the output (a directory the write would replace).
+    case containsInput
+    /// The output lies inside the input directory.
+    case insideInput
 }

@@ -98,15 +98,16 @@ public struct CalibrationStatistics: Sendable {
     static func momentName(_ layer: Int) -> String { "calibration.layers.\(layer).attention_input_second_moment_sum" }
     static let countName = "calibration.token_count"
 
-    /// Writes the statistics as one safetensors file (F64 sums, an I64 token count, tags as metadata).
-    public func save(to path: String, force: Bool = false) throws {
+    /// Writes the statistics as one safetensors file (F64 sums, an I64 token count, tags as metadata;
+    /// `mla_convert.kind` marks it as this toolkit's output) to `output`, an `OutputPlan` of kind `.file`.
+    public func save(to output: OutputPlan) throws {
         var entries = (0..<numLayers).map { TensorWriteEntry(name: Self.momentName($0), dtype: .f64, shape: [hiddenSize, hiddenSize]) }
         entries.append(TensorWriteEntry(name: Self.countName, dtype: .i64, shape: []))
         var metadata = tags
         metadata["mla_convert.kind"] = "calibration-statistics"
         metadata["num_layers"] = String(numLayers)
         metadata["hidden_size"] = String(hiddenSize)
-        try AtomicOutput.write(to: path, directory: false, force: force) { tmp in
+        try output.write { tmp in
             try SafetensorsWriter.writeFile(tmp, entries: entries, metadata: metadata) { name in
                 if name == Self.countName {
                     return Tensor(dtype: .i64, shape: [], storage: .owned(withUnsafeBytes(of: Int64(tokenCount).littleEndian) { Array($0) }))

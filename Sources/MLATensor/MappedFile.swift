@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import COutputCleanup
 
 /// Errors from opening and mapping files.
 public enum FileError: Error, CustomStringConvertible, Sendable {
@@ -33,6 +34,8 @@ public final class MappedFile: @unchecked Sendable {
     /// File size in bytes.
     public let size: Int
     private let base: UnsafeRawPointer?
+    /// The mapping's entry in the SIGBUS report table (a file that shrinks while mapped is named in one line).
+    private let reportSlot: Int32
 
     public init(path: String) throws {
         self.path = path
@@ -45,14 +48,17 @@ public final class MappedFile: @unchecked Sendable {
         size = Int(st.st_size)
         if size == 0 {
             base = nil
+            reportSlot = -1
             return
         }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let p, p != MAP_FAILED else { throw FileError.cannotMap(path: path, errno: errno) }
         base = UnsafeRawPointer(p)
+        reportSlot = oc_register_mapping(p, size, path)
     }
 
     deinit {
+        oc_unregister_mapping(reportSlot)
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
     }
 

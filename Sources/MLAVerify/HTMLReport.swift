@@ -25,15 +25,14 @@ public struct HTMLReport: Sendable {
         self.convertedPath = convertedPath
     }
 
-    /// Writes `directory/index.html` through `AtomicOutput`: the directory appears only complete, and an
-    /// existing non-empty `directory` is replaced (as a whole) only with `force`. `inputs` are paths
-    /// the output must not resolve to.
-    public func write(to directory: String, force: Bool, inputs: [String] = []) throws {
+    /// Writes `index.html` into the directory `output` (an `OutputPlan` of kind `.directory`, made at
+    /// command start): the directory appears only complete, and replaces only what the plan allows.
+    public func write(to output: OutputPlan) throws {
         let page = html()
-        try AtomicOutput.write(to: directory, directory: true, force: force, inputs: inputs) { temporary in
+        try output.write { temporary in
             let file = temporary + "/index.html"
             guard FileManager.default.createFile(atPath: file, contents: Data(page.utf8)) else {
-                throw CheckpointError.writeFailed(path: directory + "/index.html", reason: "cannot create the file; check permissions and free space")
+                throw CheckpointError.writeFailed(path: file, reason: "cannot create the file; check permissions and free space")
             }
         }
     }

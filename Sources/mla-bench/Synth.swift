@@ -188,7 +188,7 @@ extension Bench {
         @Option var seed: UInt64 = 0
         @Option(help: "Rank of the structured part of each matrix.") var factorRank = 256
         @Option(help: "Shard size limit.") var maxShardSize = "2GB"
-        @Flag(help: "Replace an existing output.") var force = false
+        @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).") var force = false
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {
@@ -202,6 +202,7 @@ extension Bench {
 
         func run() throws {
             runtime.apply()
+            let plan = try OutputPlan(output, kind: .directory, force: force, inputs: [])
             var s = SyntheticShape.presets[shape]!
             if let layers { s.layers = layers }
             let entries = s.entries
@@ -211,7 +212,7 @@ extension Bench {
             let progress = Progress(total: entries.count, label: "synth")
             let t0 = MonotonicClock.now()
             var files: [String] = []
-            try AtomicOutput.write(to: output, directory: true, force: force) { dir in
+            try plan.write { dir in
                 let config = Data((s.config.serialized(indent: 2) + "\n").utf8)
                 guard FileManager.default.createFile(atPath: dir + "/config.json", contents: config) else {
                     throw CheckpointError.writeFailed(path: dir + "/config.json", reason: "cannot create file")

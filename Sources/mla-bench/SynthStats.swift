@@ -21,11 +21,12 @@ extension Bench {
         @Option(name: .shortAndLong, help: "Output .safetensors file.") var output: String
         @Option(help: "Synthetic tokens per layer.") var tokens = 4096
         @Option var seed: UInt64 = 1
-        @Flag(help: "Replace an existing output.") var force = false
+        @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).") var force = false
         @OptionGroup var runtime: RuntimeOptions
 
         func run() throws {
             runtime.apply()
+            let plan = try OutputPlan(output, kind: .file, force: force, inputs: [model])
             let c = try Checkpoint.open(model).config
             var stats = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize,
                                               tags: ["text": "synthetic activations (mla-bench synth-stats, seed \(seed))"])
@@ -37,7 +38,7 @@ extension Bench {
                 progress.step()
             }
             progress.finish()
-            try stats.save(to: output, force: force)
+            try stats.save(to: plan)
             print("wrote \(output): \(c.numLayers) layers × \(c.hiddenSize)², \(stats.tokenCount) tokens; peak RSS \(formatBytes(ResourceUsage.peakResidentBytes))")
         }
     }

@@ -26,7 +26,7 @@ extension MLAConvertCommand {
 
         @OptionGroup var calibration: CalibrationOptions
 
-        @Flag(help: "Replace an existing output.")
+        @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).")
         var force = false
 
         @OptionGroup var runtime: RuntimeOptions
@@ -39,9 +39,11 @@ extension MLAConvertCommand {
 
         func run() throws {
             runtime.apply()
+            // Before the calibration pass: an output that overlaps an input, exists or cannot be written fails now.
+            let plan = try OutputPlan(output, kind: .file, force: force, inputs: [model] + calibration.inputs)
             let checkpoint = try Checkpoint.open(model)
             guard let stats = try calibration.statistics(for: checkpoint) else { return }
-            try stats.save(to: output, force: force)
+            try stats.save(to: plan)
             print("wrote \(output): \(stats.tokenCount) tokens in \(stats.tags["windows"] ?? "?") windows, \(checkpoint.config.numLayers) layers")
         }
     }

@@ -26,6 +26,13 @@ struct CalibrationOptions: ParsableArguments {
     @Flag(help: "Weights only: factor the weights without activation statistics (C = I).")
     var noCalib = false
 
+    /// The files and folders this calibration reads (an output must not overwrite or hold them).
+    var inputs: [String] {
+        if noCalib { return [] }
+        if let calibStats { return [calibStats] }
+        return calib.isEmpty ? ((try? Self.defaultCorpusDirectory()).map { [$0] } ?? []) : calib
+    }
+
     func validate() throws {
         guard calibTokens > 0 else { throw ValidationError("--calib-tokens must be positive") }
         guard calibWindow >= 1 else { throw ValidationError("--calib-window must be positive") }

@@ -72,7 +72,7 @@ struct ConversionOutputOptions: ParsableArguments {
     @Option(help: "Largest safetensors shard, e.g. 5GB.")
     var maxShardSize: String = "5GB"
 
-    @Flag(help: "Replace an existing non-empty output.")
+    @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).")
     var force = false
 
     @Flag(help: "Print the conversion summary as JSON on standard output.")
@@ -89,9 +89,11 @@ struct ConversionOutputOptions: ParsableArguments {
             throw ValidationError("--dtype must be f32 or bf16, not '\(dtype)' (f16 cannot hold the latent norm's scales)")
         }
         guard parseByteSize(maxShardSize) != nil else { throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB") }
-        // Before any calibration or conversion: an existing output or a missing parent fails now.
-        try AtomicOutput.checkReplaceable(output, force: force)
     }
+
+    /// The checked output (`OutputPlan`), made before any calibration or conversion so that an output
+    /// that overlaps `inputs`, exists or cannot be written fails at once.
+    func plan(inputs: [String]) throws -> OutputPlan { try writer.output(output, force: force, inputs: inputs) }
 
     /// The output dtype for `checkpoint`: the option, else its first float weight's dtype (F16 and quantized -> F32).
     func resolvedDType(for checkpoint: Checkpoint) -> DType {
@@ -100,7 +102,7 @@ struct ConversionOutputOptions: ParsableArguments {
         return stored == .bf16 ? .bf16 : .f32
     }
 
-    var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: parseByteSize(maxShardSize), force: force) }
+    var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: parseByteSize(maxShardSize)) }
 }
 
 /// Output formats of the converters.
@@ -117,6 +119,8 @@ struct ConversionRunner {
     let allocation: RankAllocation
     let format: MLAOutputFormat
     let output: ConversionOutputOptions
+    /// Where the model goes, checked at command start (`ConversionOutputOptions.plan`).
+    let plan: OutputPlan
     let settings: [(String, String)]
     let calibration: String
     /// --threads, if given.
@@ -173,7 +177,7 @@ struct ConversionRunner {
             let provenance: [(String, JSONValue)] = [
                 ("source", .string(checkpoint.path)), ("method", .string(method)), ("calibration", .string(calibration)),
             ]
-            try onWorkerThreads { try NativeMLAWriter.write(to: output.output, source: checkpoint, template: template, ranks: ranks, provenance: provenance,
+            try onWorkerThreads { try NativeMLAWriter.write(to: plan, source: checkpoint, template: template, ranks: ranks, provenance: provenance,
                                       dtype: dtype, summary: { summary(ordered()).json }, writer: output.writer,
                                       layer: { l in
                                           let (weights, report) = try convert(l)
@@ -181,7 +185,7 @@ struct ConversionRunner {
                                       }, workers: workers, received: received) }
         case .deepseek:
             try onWorkerThreads {
-                try DeepSeekV3Export.write(to: output.output, source: checkpoint, template: template, dtype: dtype,
+                try DeepSeekV3Export.write(to: plan, source: checkpoint, template: template, dtype: dtype,
                                            writer: output.writer, summary: { summary(ordered()).json }, layer: convert,
                                            workers: workers, received: received)
             }

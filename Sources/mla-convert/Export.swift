@@ -32,7 +32,7 @@ extension MLAConvertCommand {
         @Option(help: "Deflate level 1-9 for hdf5 (default: uncompressed, memory-mappable).")
         var deflate: Int?
 
-        @Flag(help: "Replace an existing non-empty output.")
+        @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).")
         var force = false
 
         func validate() throws {
@@ -45,6 +45,9 @@ extension MLAConvertCommand {
         }
 
         func run() throws {
+            let writer = CheckpointWriter(format: OutputFormat(rawValue: format) ?? .hf,
+                                          maxShardBytes: parseByteSize(maxShardSize), deflateLevel: deflate)
+            let plan = try writer.output(output, force: force, inputs: [model])
             let checkpoint = try Checkpoint.open(model)
             let target = dtype.flatMap { DType(userName: $0) }
             let store = checkpoint.store
@@ -56,13 +59,11 @@ extension MLAConvertCommand {
             var config = checkpoint.config.raw
             if let target { config = config.setting("torch_dtype", .string(target.torchName)) }
             let aux = try BPETokenizer.sideFiles(for: checkpoint)
-            let writer = CheckpointWriter(format: OutputFormat(rawValue: format) ?? .hf,
-                                          maxShardBytes: parseByteSize(maxShardSize), deflateLevel: deflate, force: force)
             let progress = Progress(total: entries.count, label: "export")
             let byName = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0) })
-            try writer.write(to: output, config: config, entries: entries,
+            try writer.write(to: plan, config: config, entries: entries,
                              metadata: ["source": model, "written_by": "mla-convert \(ToolkitVersion.string)"],
-                             auxiliaryFiles: aux, inputs: [model]) { name in
+                             auxiliaryFiles: aux) { name in
                 progress.step()
                 let t = try store.tensor(name)
                 guard let entry = byName[name] else { return t }

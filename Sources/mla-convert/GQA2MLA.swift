@@ -59,6 +59,7 @@ extension MLAConvertCommand {
         func run() throws {
             let start = MonotonicClock.now()
             runtime.apply()
+            let plan = try output.plan(inputs: [source.model] + calibration.inputs)
             let checkpoint = try source.open()
             let c = checkpoint.config
             let hd = c.headDim, dRope = ropeDim ?? min(64, hd)
@@ -97,7 +98,7 @@ extension MLAConvertCommand {
                 ("query", qLoraRank.map { "low rank \($0)" } ?? "full"),
             ]
             try ConversionRunner(method: "gqa2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
-                                 allocation: budget.rankAllocation, format: format, output: output, settings: settings,
+                                 allocation: budget.rankAllocation, format: format, output: output, plan: plan, settings: settings,
                                  calibration: calibration.description, threads: runtime.threads).run(start: start)
         }
     }

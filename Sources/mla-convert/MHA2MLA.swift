@@ -67,6 +67,7 @@ extension MLAConvertCommand {
         func run() throws {
             let start = MonotonicClock.now()
             runtime.apply()
+            let plan = try output.plan(inputs: [source.model] + calibration.inputs)
             let checkpoint = try source.open()
             let c = checkpoint.config
             let pairs = ropePairs ?? max(1, c.headDim / 16)
@@ -87,7 +88,7 @@ extension MLAConvertCommand {
                 ("latent", "\(factorization.rawValue) on \(calibration.noCalib ? "weights" : factorOn.rawValue), sigma \(sigma.rawValue), \(weighting.description), \(budget.rankAllocation.rawValue) ranks"),
             ]
             try ConversionRunner(method: "mha2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
-                                 allocation: budget.rankAllocation, format: format, output: output, settings: settings,
+                                 allocation: budget.rankAllocation, format: format, output: output, plan: plan, settings: settings,
                                  calibration: calibration.description, threads: runtime.threads).run(start: start)
         }
     }

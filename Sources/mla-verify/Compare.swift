@@ -48,7 +48,7 @@ extension MLAVerifyCommand {
         @Option(help: "Exit with status 1 when converted/original perplexity exceeds this ratio.") var maxPplIncrease: Double?
         @Flag(help: "Print JSON.") var json = false
         @Option(help: "Write an HTML report to this directory (DIR/index.html).") var report: String?
-        @Flag(help: "Replace an existing non-empty --report directory.") var force = false
+        @Flag(help: "Replace a previous --report directory of mla-verify (nothing else is ever replaced).") var force = false
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {
@@ -58,7 +58,8 @@ extension MLAVerifyCommand {
 
         func run() throws {
             runtime.apply()
-            if let report { try AtomicOutput.checkReplaceable(report, force: force) }
+            // Before any work: a report directory that overlaps an input, exists or cannot be written fails now.
+            let reportPlan = try report.map { try OutputPlan($0, kind: .directory, force: force, inputs: [original, converted] + text) }
             let source = try Checkpoint.open(original), target = try Checkpoint.open(converted)
             let metadata = report == nil ? nil : try ConversionMetadata.load(target)
             var ids: [Int] = []
@@ -87,9 +88,9 @@ extension MLAVerifyCommand {
             let result = try verify(original: try StreamedModel(source), converted: try StreamedModel(target),
                                     tokens: ids, window: window, layers: selected) { done, _ in progress.advance(to: done) }
             progress.finish()
-            if let report {
+            if let report, let reportPlan {
                 try HTMLReport(report: result, metadata: metadata, originalPath: original, convertedPath: converted)
-                    .write(to: report, force: force, inputs: [original, converted])
+                    .write(to: reportPlan)
                 writeStandardError("report: \(report)/index.html\n")
             }
             print(json ? result.json.serialized(indent: 2) : summary(result))

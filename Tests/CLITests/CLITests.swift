@@ -139,9 +139,10 @@ extension CLITests {
         let c = checkpoint.config
         let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
         let energy: JSONValue = .object([("kv_energy_retained", JSONValue(1.0)), ("rope_energy_retained", JSONValue(1.0))])
-        try NativeMLAWriter.write(to: path, source: checkpoint, layers: layers,
+        let writer = CheckpointWriter(format: .hf)
+        try NativeMLAWriter.write(to: try writer.output(path, force: false, inputs: [sample]), source: checkpoint, layers: layers,
                                   provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
-                                  layerExtras: layers.map { _ in [("errors", energy)] }, writer: CheckpointWriter(format: .hf))
+                                  layerExtras: layers.map { _ in [("errors", energy)] }, writer: writer)
     }
 
     /// `--report` on a lossless MLA conversion of the real model: the page is written with one mark per

@@ -10,9 +10,10 @@ import MLATensor
             let info = source.store.info(name)!
             return TensorWriteEntry(name: name, dtype: dtype ?? info.dtype, shape: info.shape)
         }
-        try CheckpointWriter(format: format, maxShardBytes: maxShard).write(
-            to: path, config: source.config.raw, entries: entries, metadata: [:], auxiliaryFiles: source.auxiliaryFiles,
-            inputs: [source.path]) { name in
+        let writer = CheckpointWriter(format: format, maxShardBytes: maxShard)
+        try writer.write(
+            to: try writer.output(path, force: false, inputs: [source.path]), config: source.config.raw, entries: entries,
+            metadata: [:], auxiliaryFiles: source.auxiliaryFiles) { name in
             let t = try source.store.tensor(name)
             return dtype.map { t.converted(to: $0) } ?? t
         }
@@ -57,45 +58,5 @@ import MLATensor
         try expectSameTensors(a, b)
         try expectSameTensors(a, c)
         #expect(c.auxiliaryFiles == a.auxiliaryFiles)
-    }
-}
-
-/// Output placement: atomic, no overwrite without force, never over an input.
-@Suite struct AtomicOutputTests {
-    @Test func refusesNonEmptyOutputWithoutForceAndReplacesWithForce() throws {
-        let dir = temporaryDirectory()
-        defer { cleanup(dir) }
-        let out = dir + "/out"
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
-        try Data("keep".utf8).write(to: URL(fileURLWithPath: out + "/old.txt"))
-        let error = try #require(throws: CheckpointError.self) {
-            try AtomicOutput.write(to: out, directory: true, force: false) { _ in Issue.record("body must not run") }
-        }
-        #expect(error.description.contains("--force"))
-        #expect(FileManager.default.fileExists(atPath: out + "/old.txt"))
-        try AtomicOutput.write(to: out, directory: true, force: true) { tmp in
-            try Data("new".utf8).write(to: URL(fileURLWithPath: tmp + "/new.txt"))
-        }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: out) == ["new.txt"])
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["out"], "no temporary left behind")
-    }
-
-    @Test func failureLeavesNothingAndInputIsProtected() throws {
-        let dir = temporaryDirectory()
-        defer { cleanup(dir) }
-        struct Boom: Error {}
-        #expect(throws: Boom.self) {
-            try AtomicOutput.write(to: dir + "/out", directory: true, force: false) { tmp in
-                try Data("x".utf8).write(to: URL(fileURLWithPath: tmp + "/partial"))
-                throw Boom()
-            }
-        }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
-        try Data("input".utf8).write(to: URL(fileURLWithPath: dir + "/in.gguf"))
-        let error = try #require(throws: CheckpointError.self) {
-            try AtomicOutput.write(to: dir + "/in.gguf", directory: false, force: true, inputs: [dir + "/in.gguf"]) { _ in }
-        }
-        #expect(error.description.contains("overwrite the input"))
-        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/in.gguf")) == Data("input".utf8))
     }
 }

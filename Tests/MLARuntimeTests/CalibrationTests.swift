@@ -83,7 +83,7 @@ import MLACheckpoint
         let stats = try collectCalibration(model: model, windows: [[1, 2, 3]], tags: ["text": "unit"])
         let path = NSTemporaryDirectory() + "calib-\(UUID().uuidString).safetensors"
         defer { try? FileManager.default.removeItem(atPath: path) }
-        try stats.save(to: path)
+        try stats.save(to: try OutputPlan(path, kind: .file, force: false, inputs: []))
         let back = try CalibrationStatistics(path: path, numLayers: 2, hiddenSize: 64)
         #expect(back.tokenCount == 3 && (0..<stats.numLayers).allSatisfy { back.layerSum($0) == stats.layerSum($0) } && back.tags["text"] == "unit")
         #expect(throws: CheckpointError.self) { try CalibrationStatistics(path: path, numLayers: 3, hiddenSize: 64) }

@@ -213,8 +213,9 @@ import Testing
         let deepseek = try Self.convert(checkpoint.config, checkpoint.store, folded, stats: stats, budget: .fraction(0.5))
         let dir = NSTemporaryDirectory() + "mla-ds-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try DeepSeekV3Export.write(to: dir, source: checkpoint, layers: deepseek.map(\.0), dtype: .f32, summary: .object([]),
-                                   writer: CheckpointWriter(format: .hf))
+        let writer = CheckpointWriter(format: .hf)
+        try DeepSeekV3Export.write(to: try writer.output(dir, force: false, inputs: [checkpoint.path]), source: checkpoint,
+                                   layers: deepseek.map(\.0), dtype: .f32, summary: .object([]), writer: writer)
         let exported = try Checkpoint.open(dir)
         let raw = exported.config.raw
         #expect(exported.config.family == .deepseekV3)
@@ -244,8 +245,9 @@ import Testing
         #expect(Self.relative(try Self.model(checkpoint, lowRank.map(\.0)).logits(ids), reference) < 1e-4)
         let dir = NSTemporaryDirectory() + "mla-dsq-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try DeepSeekV3Export.write(to: dir, source: checkpoint, layers: lowRank.map(\.0), dtype: .f32, summary: .object([]),
-                                   writer: CheckpointWriter(format: .hf))
+        let writer = CheckpointWriter(format: .hf)
+        try DeepSeekV3Export.write(to: try writer.output(dir, force: false, inputs: [checkpoint.path]), source: checkpoint,
+                                   layers: lowRank.map(\.0), dtype: .f32, summary: .object([]), writer: writer)
         let exported = try Checkpoint.open(dir)
         #expect(exported.config.raw["q_lora_rank"]?.int == 576)
         #expect(Self.relative(try DecoderModel.load(exported).logits(ids), reference) < 1e-4)

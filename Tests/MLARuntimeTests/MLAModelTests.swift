@@ -16,9 +16,10 @@ import MLAVerify
     /// in shards of at most `maxShardBytes` if given.
     static func writeNative(_ layers: [MLALayerWeights], source: Checkpoint, maxShardBytes: Int? = nil) throws -> (Checkpoint, String) {
         let dir = NSTemporaryDirectory() + "mla-native-\(UUID().uuidString.prefix(8))"
-        try NativeMLAWriter.write(to: dir, source: source, layers: layers,
+        let writer = CheckpointWriter(format: .hf, maxShardBytes: maxShardBytes)
+        try NativeMLAWriter.write(to: try writer.output(dir, force: false, inputs: [source.path]), source: source, layers: layers,
                                   provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
-                                  writer: CheckpointWriter(format: .hf, maxShardBytes: maxShardBytes))
+                                  writer: writer)
         return (try Checkpoint.open(dir), dir)
     }
 

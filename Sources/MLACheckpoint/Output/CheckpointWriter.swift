@@ -9,7 +9,7 @@ public enum OutputFormat: String, Sendable, CaseIterable {
     case hdf5
 }
 
-/// Writes a complete checkpoint atomically (see `AtomicOutput`), streaming tensor by tensor:
+/// Writes a complete checkpoint through an `OutputPlan` (checked at command start), streaming tensor by tensor:
 /// `tensor(name)` is called once per entry, in order, and its result is released after writing.
 public struct CheckpointWriter {
     public var format: OutputFormat
@@ -17,36 +17,42 @@ public struct CheckpointWriter {
     public var maxShardBytes: Int?
     /// Deflate level 1-9 for `.hdf5`; nil = contiguous, uncompressed (memory-mappable).
     public var deflateLevel: Int?
-    /// Replace an existing non-empty output.
-    public var force: Bool
 
-    public init(format: OutputFormat, maxShardBytes: Int? = nil, deflateLevel: Int? = nil, force: Bool = false) {
+    public init(format: OutputFormat, maxShardBytes: Int? = nil, deflateLevel: Int? = nil) {
         self.format = format
         self.maxShardBytes = maxShardBytes
         self.deflateLevel = deflateLevel
-        self.force = force
+    }
+
+    /// The output plan for writing this format to `path` (a directory for `.hf`, a file for `.hdf5`):
+    /// make it at command start, before any long work, with every path the command reads as `inputs`.
+    public func output(_ path: String, force: Bool, inputs: [String]) throws -> OutputPlan {
+        try OutputPlan(path, kind: format == .hf ? .directory : .file, force: force, inputs: inputs)
     }
 
     /// Writes `config` (the config.json object), every entry's tensor, safetensors `metadata` and the
-    /// side files to `path`. `inputs` are paths the output must not overwrite. `lateFiles` are side
+    /// side files to `output`. `lateFiles` are side
     /// files known only once every tensor is written (a streaming converter's summary); both formats
     /// ask for them after the tensors.
-    public func write(to path: String, config: JSONValue, entries: [TensorWriteEntry], metadata: [String: String],
-                      auxiliaryFiles: [String: [UInt8]], lateFiles: () throws -> [String: [UInt8]] = { [:] }, inputs: [String],
+    public func write(to output: OutputPlan, config: JSONValue, entries: [TensorWriteEntry], metadata: [String: String],
+                      auxiliaryFiles: [String: [UInt8]], lateFiles: () throws -> [String: [UInt8]] = { [:] },
                       tensor: (String) throws -> Tensor) throws {
-        try write(to: path, config: { config }, entries: entries, metadata: metadata, auxiliaryFiles: auxiliaryFiles,
-                  lateFiles: lateFiles, inputs: inputs) { .whole(try tensor($0)) }
+        try write(to: output, config: { config }, entries: entries, metadata: metadata, auxiliaryFiles: auxiliaryFiles,
+                  lateFiles: lateFiles) { .whole(try tensor($0)) }
     }
 
     /// The general form: `config()` may depend on what the tensors produced (both formats ask for it after the
     /// tensors), and each entry's data comes as a `TensorPayload`,
     /// so a large derived tensor can be written in row blocks without ever being whole in memory.
-    public func write(to path: String, config: () throws -> JSONValue, entries: [TensorWriteEntry], metadata: [String: String],
-                      auxiliaryFiles: [String: [UInt8]], lateFiles: () throws -> [String: [UInt8]] = { [:] }, inputs: [String],
+    public func write(to output: OutputPlan, config: () throws -> JSONValue, entries: [TensorWriteEntry], metadata: [String: String],
+                      auxiliaryFiles: [String: [UInt8]], lateFiles: () throws -> [String: [UInt8]] = { [:] },
                       payload: (String) throws -> TensorPayload) throws {
+        guard output.kind == (format == .hf ? .directory : .file) else {
+            throw CheckpointError.writeFailed(path: output.path, reason: "the output plan is not for the \(format.rawValue) format (caller bug)")
+        }
         switch format {
         case .hf:
-            try AtomicOutput.write(to: path, directory: true, force: force, inputs: inputs) { dir in
+            try output.write { dir in
                 for (name, bytes) in auxiliaryFiles.sorted(by: { $0.key < $1.key }) {
                     try writeFile(dir + "/" + name, bytes)
                 }
@@ -60,7 +66,7 @@ public struct CheckpointWriter {
                 }
             }
         case .hdf5:
-            try AtomicOutput.write(to: path, directory: false, force: force, inputs: inputs) { file in
+            try output.write { file in
                 try HDF5Writer.write(path: file, config: config, entries: entries, deflateLevel: deflateLevel,
                                      files: { auxiliaryFiles.merging(try lateFiles()) { _, late in late } }) { name in try payload(name).whole(entry: entries.first { $0.name == name }) }
             }

@@ -83,10 +83,10 @@ public enum DeepSeekV3Export {
     /// Writes the checkpoint. `layers[i]` must come from `source` layer i with the softmax scale folded;
     /// `dtype` is F32 or BF16 (F16 cannot hold the linear-regime scales). `summary` is written as
     /// `mla_convert.json` beside the weights.
-    public static func write(to path: String, source: Checkpoint, layers: [MLALayerWeights], dtype: DType,
+    public static func write(to output: OutputPlan, source: Checkpoint, layers: [MLALayerWeights], dtype: DType,
                              summary: JSONValue, writer: CheckpointWriter) throws {
         guard let first = layers.first else { throw CheckpointError.unsupportedModel(file: source.path, reason: "no layers to export") }
-        try write(to: path, source: source, template: first, dtype: dtype, writer: writer, summary: { summary },
+        try write(to: output, source: source, template: first, dtype: dtype, writer: writer, summary: { summary },
                   layer: { (layers[$0], ()) }, received: { _, _ in })
     }
 
@@ -98,7 +98,7 @@ public enum DeepSeekV3Export {
     /// called after the last tensor. The embeddings and `down_proj` (times α) and the untied LM head
     /// are written in row blocks, never widened whole (a 128256 × 4096 table is 2 GiB in F32).
     public static func write<Extra: Sendable>(
-        to path: String, source: Checkpoint, template: MLALayerWeights, dtype: DType, writer: CheckpointWriter,
+        to output: OutputPlan, source: Checkpoint, template: MLALayerWeights, dtype: DType, writer: CheckpointWriter,
         summary: () throws -> JSONValue, layer: @escaping @Sendable (Int) throws -> (MLALayerWeights, Extra),
         workers: Int = 1, received: @escaping (Int, Extra) -> Void
     ) throws {
@@ -106,7 +106,7 @@ public enum DeepSeekV3Export {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot export as DeepSeek-V3: " + reason)
         }
         guard dtype == .f32 || dtype == .bf16 else {
-            throw CheckpointError.unsupportedModel(file: path, reason: "DeepSeek-V3 export needs --dtype bf16 or f32: the linear-regime kv_a_layernorm weight (2^k) and scaled latent rows underflow and overflow \(dtype.rawValue)")
+            throw CheckpointError.unsupportedModel(file: output.path, reason: "DeepSeek-V3 export needs --dtype bf16 or f32: the linear-regime kv_a_layernorm weight (2^k) and scaled latent rows underflow and overflow \(dtype.rawValue)")
         }
         let c = source.config, store = source.store, sourcePath = source.path
         let alpha = (eps / c.rmsNormEps).squareRoot()
@@ -142,10 +142,9 @@ public enum DeepSeekV3Export {
             },
             received: received)
         defer { layers.cancel() }
-        try writer.write(to: path, config: { config(source: c, layer: template, dtype: dtype) }, entries: entries,
+        try writer.write(to: output, config: { config(source: c, layer: template, dtype: dtype) }, entries: entries,
                          metadata: ["mla_convert.kind": "deepseek-v3", "source": source.path], auxiliaryFiles: aux,
-                         lateFiles: { ["mla_convert.json": Array((try summary().serialized(indent: 2) + "\n").utf8)] },
-                         inputs: [source.path]) { name in
+                         lateFiles: { ["mla_convert.json": Array((try summary().serialized(indent: 2) + "\n").utf8)] }) { name in
             if let l = LayerTensorNames.attentionLayer(of: name) { return .whole(try layers.tensor(name, layer: l)) }
             let target = types[name] ?? dtype
             if untiedHead, name == ModelTensorNames.lmHead {

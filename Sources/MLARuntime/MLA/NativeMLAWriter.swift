@@ -25,16 +25,16 @@ public enum NativeMLAWriter {
 
     /// Writes converted `layers` (layer i from source layer i); `layerExtras[i]` members (kept_pairs,
     /// errors) are added to layer i's config entry. See the streaming form.
-    public static func write(to path: String, source: Checkpoint, layers: [MLALayerWeights], provenance: [(String, JSONValue)],
+    public static func write(to output: OutputPlan, source: Checkpoint, layers: [MLALayerWeights], provenance: [(String, JSONValue)],
                              layerExtras: [[(String, JSONValue)]] = [], dtype: DType = .f32, summary: JSONValue? = nil,
                              writer: CheckpointWriter) throws {
         guard let first = layers.first else { throw CheckpointError.unsupportedModel(file: source.path, reason: "no layers to write") }
-        try write(to: path, source: source, template: first, ranks: layers.map(\.kvRank), provenance: provenance, dtype: dtype,
+        try write(to: output, source: source, template: first, ranks: layers.map(\.kvRank), provenance: provenance, dtype: dtype,
                   summary: { summary }, writer: writer,
                   layer: { (layers[$0], $0 < layerExtras.count ? layerExtras[$0] : [], ()) }, received: { _, _ in })
     }
 
-    /// Writes the native model to `path` atomically, streaming, layer by layer (`LayerTensorNames.layerMajor`):
+    /// Writes the native model to `output` atomically, streaming, layer by layer (`LayerTensorNames.layerMajor`):
     /// the source's non-attention tensors are copied as they are reached, and `layer(l)` (the converted
     /// layer, the members to add to its config entry, and anything the caller keeps, `Extra`) runs on a
     /// background thread one layer ahead of the writer (`StreamedLayerTensors`); `received(l, extra)` is called on this thread when the writer
@@ -46,7 +46,7 @@ public enum NativeMLAWriter {
     /// dropped. Float tensors are stored as `dtype`; config.json and `summary()` (as `mla_convert.json`)
     /// are written after the tensors.
     public static func write<Extra: Sendable>(
-        to path: String, source: Checkpoint, template: MLALayerWeights, ranks: [Int], provenance: [(String, JSONValue)],
+        to output: OutputPlan, source: Checkpoint, template: MLALayerWeights, ranks: [Int], provenance: [(String, JSONValue)],
         dtype: DType, summary: () throws -> JSONValue?, writer: CheckpointWriter,
         layer: @escaping @Sendable (Int) throws -> (MLALayerWeights, [(String, JSONValue)], Extra),
         workers: Int = 1, received: @escaping (Int, Extra) -> Void
@@ -90,11 +90,10 @@ public enum NativeMLAWriter {
             })
         defer { layers.cancel() }
         try writer.write(
-            to: path,
+            to: output,
             config: { config(source: c, attention: template.nativeAttentionEntry, layerEntries: layerEntries, provenance: provenance) },
             entries: entries, metadata: ["mla_convert.kind": "native-mla", "source": source.path], auxiliaryFiles: aux,
-            lateFiles: { try summary().map { ["mla_convert.json": Array(($0.serialized(indent: 2) + "\n").utf8)] } ?? [:] },
-            inputs: [source.path]
+            lateFiles: { try summary().map { ["mla_convert.json": Array(($0.serialized(indent: 2) + "\n").utf8)] } ?? [:] }
         ) { name in
             if let l = LayerTensorNames.attentionLayer(of: name) { return .whole(try layers.tensor(name, layer: l)) }
             let tensor = try source.store.tensor(name)
