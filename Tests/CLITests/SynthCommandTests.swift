@@ -51,7 +51,7 @@ import MLATensor
         #expect(c.numHeads == 8 && c.numKVHeads == 2 && c.headDim == 128 && c.vocabSize == 32000)
         #expect(c.ropeTheta == 10000 && c.rmsNormEps == 1e-5 && !c.tiedEmbeddings)
         let files = try FileManager.default.contentsOfDirectory(atPath: a).sorted()
-        #expect(files == ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+        #expect(files == [OutputManifest.fileName, "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
                           "model.safetensors.index.json"])
         #expect(checkpoint.store.names.count == 12)
         for name in checkpoint.store.names { #expect(try checkpoint.store.tensor(name).dtype == .bf16, "\(name)") }
