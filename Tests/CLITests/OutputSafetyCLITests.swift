@@ -31,7 +31,7 @@ import MLATestSupport
         process.executableURL = URL(fileURLWithPath: interruptible ? "/usr/bin/env" : executable)
         process.arguments = interruptible ? ["--default-signal=INT", executable] + arguments : arguments
         let stderrPath = logs + "/stderr-\(UUID().uuidString.prefix(8)).txt"
-        fm.createFile(atPath: stderrPath, contents: nil)
+        _ = fm.createFile(atPath: stderrPath, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -74,6 +74,27 @@ import MLATestSupport
             usleep(5_000)
         }
         return false
+    }
+
+    /// Starts exporting the sample model to `dir/out` in 4 MB shards (about 125) and waits until
+    /// `shards` files are in its temporary directory; returns the run and that directory.
+    func startShardedExport(_ sample: String, to dir: String, logs: String, shards: Int, interruptible: Bool = false) throws -> (Running, String) {
+        let run = try start("mla-convert", ["export", sample, "-o", dir + "/out", "--max-shard-size", "4MB"], logs: logs, interruptible: interruptible)
+        let partial = "\(dir)/.out.partial-\(run.pid)"
+        let writing = wait(for: run) {
+            ((try? fm.contentsOfDirectory(atPath: partial)) ?? []).filter { $0.hasSuffix(".safetensors") }.count >= shards
+        }
+        #expect(writing, "the export ended before \(shards) shards were written")
+        return (run, partial)
+    }
+
+    /// Runs `body(root, work)` with a new temporary `root` (standard error logs) holding an empty `work`
+    /// directory (outputs); removes both afterwards.
+    func inWorkDirectory(_ body: (_ root: String, _ work: String) throws -> Void) throws {
+        let root = CLI.temporaryDirectory()
+        defer { try? fm.removeItem(atPath: root) }
+        try fm.createDirectory(atPath: root + "/work", withIntermediateDirectories: false)
+        try body(root, root + "/work")
     }
 
     /// The cases of `--force` deleting or rewriting an input, plus symlinked variants: each
@@ -195,62 +216,49 @@ import MLATestSupport
     /// temporary directory once the handler has renamed it, so nothing is left (2-3 of 12 before).
     @Test func interruptDuringShardedExportLeavesNothing() throws {
         guard let sample = CLI.sample() else { return }
-        let root = CLI.temporaryDirectory()
-        defer { try? fm.removeItem(atPath: root) }
-        let dir = root + "/work"
-        try fm.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        for attempt in 0..<6 {
-            let run = try start("mla-convert", ["export", sample, "-o", dir + "/out", "--max-shard-size", "4MB"], logs: root, interruptible: true)
-            let partial = "\(dir)/.out.partial-\(run.pid)"
-            let shards = 1 + attempt * 3
-            let writing = wait(for: run) {
-                ((try? fm.contentsOfDirectory(atPath: partial)) ?? []).filter { $0.hasSuffix(".safetensors") }.count >= shards
+        try inWorkDirectory { root, dir in
+            for attempt in 0..<6 {
+                let (run, _) = try startShardedExport(sample, to: dir, logs: root, shards: 1 + attempt * 3, interruptible: true)
+                run.process.interrupt()
+                run.process.waitUntilExit()
+                #expect(run.process.terminationReason == .uncaughtSignal && run.process.terminationStatus == SIGINT)
+                #expect(try fm.contentsOfDirectory(atPath: dir) == [], "attempt \(attempt)")
             }
-            #expect(writing, "attempt \(attempt): the export ended before it could be interrupted")
-            run.process.interrupt()
-            run.process.waitUntilExit()
-            #expect(run.process.terminationReason == .uncaughtSignal && run.process.terminationStatus == SIGINT)
-            #expect(try fm.contentsOfDirectory(atPath: dir) == [], "attempt \(attempt)")
         }
     }
 
     /// SIGKILL (the OOM killer) leaves the partial output; the next run removes it, says so, and succeeds.
     @Test func rerunAfterSIGKILLReclaimsThePartialOutput() throws {
         guard let sample = CLI.sample() else { return }
-        let root = CLI.temporaryDirectory()
-        defer { try? fm.removeItem(atPath: root) }
-        let dir = root + "/work"
-        try fm.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        let run = try start("mla-convert", ["export", sample, "-o", dir + "/out", "--max-shard-size", "4MB"], logs: root)
-        let partial = "\(dir)/.out.partial-\(run.pid)"
-        #expect(wait(for: run) { ((try? fm.contentsOfDirectory(atPath: partial)) ?? []).count >= 3 })
-        kill(run.pid, SIGKILL)
-        run.process.waitUntilExit()
-        #expect(fm.fileExists(atPath: partial), "SIGKILL cannot be handled: the partial output stays")
-        let rerun = try CLI.run("mla-convert", ["export", sample, "-o", dir + "/out"])
-        #expect(rerun.status == 0, "\(rerun.stderr)")
-        #expect(rerun.stderr.contains("mla-convert: removed the partial output \(realPath(dir))/.out.partial-\(run.pid) left by process \(run.pid)"),
-                "\(rerun.stderr)")
-        #expect(try fm.contentsOfDirectory(atPath: dir) == ["out"])
+        try inWorkDirectory { root, dir in
+            let (run, partial) = try startShardedExport(sample, to: dir, logs: root, shards: 3)
+            kill(run.pid, SIGKILL)
+            run.process.waitUntilExit()
+            #expect(fm.fileExists(atPath: partial), "SIGKILL cannot be handled: the partial output stays")
+            let rerun = try CLI.run("mla-convert", ["export", sample, "-o", dir + "/out"])
+            #expect(rerun.status == 0, "\(rerun.stderr)")
+            #expect(rerun.stderr.contains("mla-convert: removed the partial output \(realPath(dir))/.out.partial-\(run.pid) left by process \(run.pid)"),
+                    "\(rerun.stderr)")
+            #expect(try fm.contentsOfDirectory(atPath: dir) == ["out"])
+        }
     }
 
     /// An input truncated while memory-mapped (SIGBUS): one line naming the file, exit status 1, and no
     /// partial output. The HDF5 writer with deflate 9 is slow enough that the truncation lands while
     /// tensors are still being read: the test waits until the output file has been created.
     @Test func truncatedInputGivesOneLineAndNoPartialOutput() throws {
-        let root = CLI.temporaryDirectory()
-        defer { try? fm.removeItem(atPath: root) }
-        let model = root + "/model", dir = root + "/work"
-        try synth(model)
-        try fm.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        let run = try start("mla-convert", ["export", model, "-o", dir + "/out.h5", "--format", "hdf5", "--deflate", "9"], logs: root)
-        let file = "\(dir)/.out.h5.partial-\(run.pid)/out.h5"
-        let writing = wait(for: run) { ((try? fm.attributesOfItem(atPath: file))?[.size] as? Int ?? 0) > 0 }
-        #expect(writing, "the export ended before the input could be truncated")
-        #expect(truncate(model + "/model.safetensors", 4096) == 0)
-        #expect(run.wait() == 1)
-        #expect(messages(run.stderr) == ["mla-convert: \(model)/model.safetensors changed size while being read (SIGBUS); no output written"],
-                "\(run.stderr)")
-        #expect(try fm.contentsOfDirectory(atPath: dir) == [])
+        try inWorkDirectory { root, dir in
+            let model = root + "/model"
+            try synth(model)
+            let run = try start("mla-convert", ["export", model, "-o", dir + "/out.h5", "--format", "hdf5", "--deflate", "9"], logs: root)
+            let file = "\(dir)/.out.h5.partial-\(run.pid)/out.h5"
+            let writing = wait(for: run) { ((try? fm.attributesOfItem(atPath: file))?[.size] as? Int ?? 0) > 0 }
+            #expect(writing, "the export ended before the input could be truncated")
+            #expect(truncate(model + "/model.safetensors", 4096) == 0)
+            #expect(run.wait() == 1)
+            #expect(messages(run.stderr) == ["mla-convert: \(model)/model.safetensors changed size while being read (SIGBUS); no output written"],
+                    "\(run.stderr)")
+            #expect(try fm.contentsOfDirectory(atPath: dir) == [])
+        }
     }
 }

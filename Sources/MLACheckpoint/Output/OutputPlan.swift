@@ -165,7 +165,7 @@ public struct OutputPlan: Sendable {
         if rmdir(previous) != 0 {
             let kept = target + ".replaced-\(getpid())"
             let location = oc_rename(previous, kept, OC_RENAME_NOREPLACE) == 0 ? kept : previous
-            writeStandardError("\(ProcessInfo.processInfo.processName): \(path): the replaced output held files added during the run; they are kept in \(location)\n")
+            Self.report("\(path): the replaced output held files added during the run; they are kept in \(location)")
         }
     }
 
@@ -232,7 +232,7 @@ public struct OutputPlan: Sendable {
             let partial = (parent == "/" ? "" : parent) + "/" + entry
             guard (try? FileManager.default.removeItem(atPath: partial)) != nil else { continue }
             if pid != getpid() {
-                writeStandardError("\(ProcessInfo.processInfo.processName): removed the partial output \(partial) left by process \(pid)\n")
+                report("removed the partial output \(partial) left by process \(pid)")
             }
         }
     }
@@ -256,6 +256,11 @@ public struct OutputPlan: Sendable {
             }
         }
         return paths
+    }
+
+    /// Writes "PROGRAM: line" to standard error (a notice; the command goes on).
+    private static func report(_ line: String) {
+        try? FileHandle.standardError.write(contentsOf: Data("\(ProcessInfo.processInfo.processName): \(line)\n".utf8))
     }
 
     /// realpath(3), nil when the path does not exist.
@@ -305,9 +310,4 @@ struct FileIdentity: Sendable, Equatable {
         var isDir: ObjCBool = false
         return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
     }
-}
-
-/// Writes `text` to standard error unbuffered.
-func writeStandardError(_ text: String) {
-    FileHandle.standardError.write(Data(text.utf8))
 }
