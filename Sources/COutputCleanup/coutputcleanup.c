@@ -130,6 +130,8 @@ static void handler(int sig, siginfo_t *info, void *context) {
 }
 
 static void install(void) {
+    sigset_t unblock;
+    sigemptyset(&unblock);
     for (size_t i = 0; i < SIGNAL_COUNT; i++) {
         int sig = handled_signals[i];
         if (sigaction(sig, NULL, &previous[i]) != 0) continue;
@@ -142,7 +144,12 @@ static void install(void) {
         action.sa_flags = SA_SIGINFO | SA_ONSTACK;
         sigfillset(&action.sa_mask);
         sigaction(sig, &action, NULL);
+        sigaddset(&unblock, sig);
     }
+    // A parent can leave signals blocked (Foundation's Process spawns from a thread where libdispatch
+    // blocks them), and a blocked SIGINT or SIGTERM never reaches the handler: unblock them in this
+    // thread (the main thread: the first mapping or output is registered there), which then takes them.
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
 }
 
 static int copy_path(char *dst, size_t capacity, const char *src) {

@@ -22,14 +22,12 @@ import MLATestSupport
         }
     }
 
-    /// Starts `tool`; its standard error goes to a file in `logs`. `interruptible`: SIGINT set back to
-    /// its default action first (the test runner starts tests with SIGINT ignored, which a child
-    /// inherits, and the tools leave an ignored interrupt ignored, as nohup expects).
-    func start(_ tool: String, _ arguments: [String], logs: String, interruptible: Bool = false) throws -> Running {
+    /// Starts `tool`; its standard error goes to a file in `logs`. Foundation's Process starts it with
+    /// SIGINT and SIGTERM blocked (inherited from a libdispatch thread): the tools unblock them.
+    func start(_ tool: String, _ arguments: [String], logs: String) throws -> Running {
         let process = Process()
-        let executable = CLI.binDirectory + "/" + tool
-        process.executableURL = URL(fileURLWithPath: interruptible ? "/usr/bin/env" : executable)
-        process.arguments = interruptible ? ["--default-signal=INT", executable] + arguments : arguments
+        process.executableURL = URL(fileURLWithPath: CLI.binDirectory + "/" + tool)
+        process.arguments = arguments
         let stderrPath = logs + "/stderr-\(UUID().uuidString.prefix(8)).txt"
         _ = fm.createFile(atPath: stderrPath, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
@@ -78,8 +76,8 @@ import MLATestSupport
 
     /// Starts exporting the sample model to `dir/out` in 4 MB shards (about 125) and waits until
     /// `shards` files are in its temporary directory; returns the run and that directory.
-    func startShardedExport(_ sample: String, to dir: String, logs: String, shards: Int, interruptible: Bool = false) throws -> (Running, String) {
-        let run = try start("mla-convert", ["export", sample, "-o", dir + "/out", "--max-shard-size", "4MB"], logs: logs, interruptible: interruptible)
+    func startShardedExport(_ sample: String, to dir: String, logs: String, shards: Int) throws -> (Running, String) {
+        let run = try start("mla-convert", ["export", sample, "-o", dir + "/out", "--max-shard-size", "4MB"], logs: logs)
         let partial = "\(dir)/.out.partial-\(run.pid)"
         let writing = wait(for: run) {
             ((try? fm.contentsOfDirectory(atPath: partial)) ?? []).filter { $0.hasSuffix(".safetensors") }.count >= shards
@@ -218,7 +216,7 @@ import MLATestSupport
         guard let sample = CLI.sample() else { return }
         try inWorkDirectory { root, dir in
             for attempt in 0..<6 {
-                let (run, _) = try startShardedExport(sample, to: dir, logs: root, shards: 1 + attempt * 3, interruptible: true)
+                let (run, _) = try startShardedExport(sample, to: dir, logs: root, shards: 1 + attempt * 3)
                 run.process.interrupt()
                 run.process.waitUntilExit()
                 #expect(run.process.terminationReason == .uncaughtSignal && run.process.terminationStatus == SIGINT)

@@ -8,7 +8,8 @@
 /// with `_Fork` (no allocation, no locks in the handler).
 ///
 /// Handlers are installed on first registration for SIGINT, SIGTERM, SIGHUP (unless ignored when the
-/// process started), SIGBUS, SIGSEGV, SIGILL, SIGTRAP, SIGABRT and SIGFPE. Each one first renames every
+/// process started), SIGBUS, SIGSEGV, SIGILL, SIGTRAP, SIGABRT and SIGFPE, and those signals are
+/// unblocked in the registering thread (a parent may have left them blocked). Each one first renames every
 /// registered temporary output to `PATH.removing` (so no writer thread can create a new file under
 /// `PATH` any more) and removes it, then:
 /// - SIGBUS at an address inside a registered mapping prints one line naming the mapped file and exits
