@@ -6,7 +6,8 @@ import PackageDescription
 /// Modules by concern (see docs/architecture.md):
 /// - `MLATensor`: dtypes, shapes, mapped/owned storage, F16/BF16 conversion.
 /// - `MLALinalg`: BLAS GEMM and LAPACK factorizations (the only module importing `CLAPACK`).
-/// - `MLACheckpoint`: safetensors, GGUF, HDF5, HF config, model adapters (the only module importing `CHDF5`).
+/// - `MLACheckpoint`: safetensors, GGUF, HDF5, HF config, model adapters (the only module importing `CHDF5`),
+///   output plans (docs/output-safety.md) on top of `COutputCleanup` (signal-safe removal of unfinished outputs).
 /// - `MLARuntime`: tokenizer, decoder forward pass, perplexity, calibration statistics.
 /// - `mla-convert`, `mla-verify`: thin command-line front ends.
 let package = Package(

@@ -48,7 +48,7 @@ extension MLAVerifyCommand {
         @Option(help: "Exit with status 1 when converted/original perplexity exceeds this ratio.") var maxPplIncrease: Double?
         @Flag(help: "Print JSON.") var json = false
         @Option(help: "Write an HTML report to this directory (DIR/index.html).") var report: String?
-        @Flag(help: "Replace a previous --report directory of mla-verify (nothing else is ever replaced).") var force = false
+        @Flag(help: "Replace a previous output of this toolkit at the --report path (nothing else is ever replaced).") var force = false
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {

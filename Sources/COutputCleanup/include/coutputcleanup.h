@@ -16,8 +16,9 @@
 ///   with status 1;
 /// - SIGINT, SIGTERM, SIGHUP restore the default action and re-raise, so the exit status still says which
 ///   signal ended the process;
-/// - the other signals restore the handler that was installed before (the Swift runtime's backtracer)
-///   and re-raise, so the crash is still reported.
+/// - the other signals (and SIGBUS elsewhere) restore the handler that was installed before (the Swift
+///   runtime's backtracer) and re-raise, so the crash is still reported; should that handler return,
+///   the default action ends the process.
 
 /// Creates the directory `path` (mode 0777 before umask) that a writer fills, registered to be removed
 /// if a signal ends the process. Returns a slot for `oc_unregister_output`, or -1 with errno set (mkdir's
