@@ -69,6 +69,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
 
 /// How an output path meets an input path.
 public enum OutputOverlap: Sendable {
+    /// The output path is the input.
     case equal
     /// The input lies inside the output (a directory the write would replace).
     case containsInput

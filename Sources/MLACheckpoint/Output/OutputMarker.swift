@@ -5,6 +5,7 @@ import MLATensor
 /// and the names of the files it wrote. `--force` replaces a directory only when it holds nothing but
 /// those files (and the manifest), and then removes only them.
 public enum OutputManifest {
+    /// The manifest's name inside a directory output (hidden, so listings of a model stay as they were).
     public static let fileName = ".mla-convert-output.json"
     /// A manifest larger than this is not one of ours (a listing of thousands of shards is ~100 KB).
     static let maxBytes = 1 << 20
