@@ -225,6 +225,21 @@ import MLATestSupport
         }
     }
 
+    /// A crash signal (abort, or a fault's signal sent from outside, standing in for a trap) removes the
+    /// partial output before the crash reporter runs, and the process still ends by the signal.
+    @Test func crashSignalsLeaveNoPartialOutput() throws {
+        guard let sample = CLI.sample() else { return }
+        try inWorkDirectory { root, dir in
+            for sig in [SIGABRT, SIGSEGV] {
+                let (run, _) = try startShardedExport(sample, to: dir, logs: root, shards: 2)
+                kill(run.pid, sig)
+                run.process.waitUntilExit()
+                #expect(run.process.terminationReason == .uncaughtSignal, "signal \(sig): \(run.stderr)")
+                #expect(try fm.contentsOfDirectory(atPath: dir) == [], "signal \(sig)")
+            }
+        }
+    }
+
     /// SIGKILL (the OOM killer) leaves the partial output; the next run removes it, says so, and succeeds.
     @Test func rerunAfterSIGKILLReclaimsThePartialOutput() throws {
         guard let sample = CLI.sample() else { return }
