@@ -322,7 +322,7 @@ struct GGUFParser {
                 let (p, o) = b.multipliedReportingOverflow(by: d)
                 bytes = o ? nil : p
             }
-            guard let byteCount = bytes else {
+            guard let byteCount = bytes, Tensor.validatedElementCount(ne) != nil else {
                 throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "size of dims \(ne) of \(type.name) overflows")
             }
             guard tensorIndex[name] == nil else {
