@@ -176,6 +176,18 @@ enum TinyModel {
         try GGUFRewriter.appendTensor(to: sample, writing: path, name: "extra.weight", ne: [0, 1 << 40, 1 << 40])
         TimedCLI.expectOneLineError(try TimedCLI.run("mla-convert", ["inspect", path]), mentions: [path, "extra.weight"])
     }
+
+    /// Mutations of the superblock-0 reference file (h5py's default format, as fixtures/hdf5 held it
+    /// before) that crashed libhdf5 1.10 with SIGSEGV (seed 352) or made it loop forever (seed 624),
+    /// found by `mla-bench fuzz --target hdf5 --base reference.h5` against the previous build.
+    /// Files without checksummed metadata are now refused before libhdf5 reads them.
+    @Test func damagedUnchecksummedHDF5IsRefused() throws {
+        for name in ["segv-seed352.h5", "hang-seed624.h5"] {
+            let path = Fixtures.path("hdf5/fuzz-regressions/" + name)
+            TimedCLI.expectOneLineError(try TimedCLI.run("mla-convert", ["inspect", path], timeout: 10),
+                                        mentions: [path, "superblock version 0"])
+        }
+    }
 }
 
 /// Rewrites a GGUF header with one more tensor info; the tensor data becomes a sparse hole of zeros
