@@ -15,7 +15,10 @@ public enum FileError: Error, CustomStringConvertible, Sendable {
     case tooLarge(path: String, size: Int, limit: Int)
     case notUTF8Text(path: String)
 
-    public var description: String {
+    /// One line: control characters in the path are escaped.
+    public var description: String { text.escapingControlCharacters }
+
+    private var text: String {
         switch self {
         case let .cannotOpen(path, code):
             return "\(path): cannot open (\(String(cString: strerror(code))))"

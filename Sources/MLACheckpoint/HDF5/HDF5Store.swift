@@ -61,6 +61,9 @@ public final class HDF5Store: TensorStore, @unchecked Sendable {
         (configJSON, names, entries) = result
     }
 
+    /// Largest ratio of a dataset's data to its stored bytes (deflate's limit is 1032:1).
+    static let maxExpansion = 1032
+
     /// Refuses files whose metadata has no checksums (superblock version 0 or 1, the HDF5 1.6
     /// format that h5py and libhdf5 write by default): libhdf5 1.10 follows their addresses and
     /// counts unchecked and crashes or loops forever on a damaged file (the input fuzz test found
@@ -129,6 +132,14 @@ public final class HDF5Store: TensorStore, @unchecked Sendable {
                 }
                 offset = Int(address)
             }
+        }
+        // Data read through HDF5 (chunked, filtered, or never written and so all fill value) is
+        // allocated at its full size: its claimed size must be one the stored bytes can produce
+        // (deflate expands at most 1032-fold), not a few bytes of metadata asking for terabytes.
+        let stored = Int(exactly: H5Dget_storage_size(ds)) ?? Int.max
+        if offset == nil, bytes > 0, bytes / Self.maxExpansion > stored {
+            throw CheckpointError.malformedTensor(
+                file: path, tensor: name, reason: "claims \(bytes) bytes of data from \(stored) stored; the file is damaged")
         }
         return Entry(info: TensorInfo(name: name, shape: shape, dtype: dtype, storedType: dtype.rawValue,
                                       storedBytes: bytes, file: path), offset: offset)

@@ -7,7 +7,9 @@ import MLATensor
 enum HDF5Library {
     static let lock = NSLock()
     static let formatName = "mla-convert-hdf5"
-    static let formatVersion = "1"
+    /// "2": the HDF5 1.10 file format with fixed-length string attributes ("1" was superblock 0
+    /// with variable-length strings, which `HDF5Store` no longer reads).
+    static let formatVersion = "2"
     /// Dataset attribute naming the logical dtype when the stored HDF5 type does not say it (BF16 is
     /// stored as uint16 bit patterns, the 8-bit floats and bool as uint8).
     static let dtypeAttribute = "dtype"
