@@ -213,8 +213,9 @@ struct HFConfigReader {
         let maxPositions = try positiveInt("max_position_embeddings", default: 2048)
         let (theta, scaling) = try rope(maxPositions: maxPositions)
         let eps = try positiveDouble("rms_norm_eps", default: 1e-6)
-        let hiddenSize = ("hidden_size", hidden), vocab = ("vocab_size", try positiveInt("vocab_size"))
+        let layers = try layerCount()
         let intermediate = ("intermediate_size", try positiveInt("intermediate_size"))
+        let hiddenSize = ("hidden_size", hidden), vocab = ("vocab_size", try positiveInt("vocab_size"))
         try requireProductFits([("num_attention_heads", heads), ("head_dim", headDim), hiddenSize])
         try requireProductFits([("num_key_value_heads", kvHeads), ("head_dim", headDim), hiddenSize])
         try requireProductFits([vocab, hiddenSize])
@@ -223,7 +224,7 @@ struct HFConfigReader {
             throw CheckpointError.unsupportedModel(file: file, reason: "hidden_act '\(act)' (only silu/SwiGLU MLPs are supported)")
         }
         return ModelConfig(
-            family: family, numLayers: try layerCount(), hiddenSize: hidden,
+            family: family, numLayers: layers, hiddenSize: hidden,
             intermediateSize: intermediate.1, numHeads: heads, numKVHeads: kvHeads,
             headDim: headDim, vocabSize: vocab.1, maxPositions: maxPositions,
             ropeTheta: theta, ropeScaling: scaling, rmsNormEps: eps, qkvBias: qkvBias, outputBias: outputBias,
