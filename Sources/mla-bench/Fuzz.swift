@@ -121,14 +121,15 @@ struct FuzzRunner: Sendable {
         let r = run(arguments)
         let label = arguments[0]
         if r.timedOut { return (false, ["\(label) hung (killed after \(timeout) s)"]) }
-        if let signal = r.signal { return (false, ["\(label) died of signal \(signal): \(r.stderrHead)"]) }
+        let stderrHead = r.stderr.split(separator: "\n").prefix(3).joined(separator: " | ")
+        if let signal = r.signal { return (false, ["\(label) died of signal \(signal): \(stderrHead)"]) }
         if r.status == 0 { return (true, []) }
-        if r.status >= 128 { return (false, ["\(label) exit status \(r.status) (a crash): \(r.stderrHead)"]) }
+        if r.status >= 128 { return (false, ["\(label) exit status \(r.status) (a crash): \(stderrHead)"]) }
         // Progress lines (`export: 4/21 name`, `export: 21 done in 0.1 s`) may precede the error.
         let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: false)
             .filter { $0.range(of: #"^[a-z-]+: [0-9]+(/[0-9]+ | done in )"#, options: .regularExpression) == nil }
         guard lines.count == 2, lines[1].isEmpty, !lines[0].isEmpty else {
-            return (false, ["\(label) exit \(r.status) with \(lines.count - 1) stderr lines: \(r.stderrHead)"])
+            return (false, ["\(label) exit \(r.status) with \(lines.count - 1) stderr lines: \(stderrHead)"])
         }
         return (false, [])
     }
@@ -144,51 +145,10 @@ struct FuzzRunner: Sendable {
         return problems
     }
 
-    struct Outcome {
-        var status: Int32 = 0
-        var signal: Int32?
-        var timedOut = false
-        var stderr = ""
-        var stderrHead: String { stderr.split(separator: "\n").prefix(3).joined(separator: " | ") }
-    }
-
-    /// One run with stdout discarded and stderr captured; killed after `timeout` seconds.
-    func run(_ arguments: [String]) -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["SWIFT_BACKTRACE"] = "enable=no"
-        process.environment = environment
-        let err = Pipe()
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        let done = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in done.signal() }
-        var outcome = Outcome()
-        do { try process.run() } catch {
-            outcome.status = 127
-            outcome.stderr = "cannot start \(tool): \(error)\nsecond line"
-            return outcome
+    /// One run, killed after `timeout` seconds; a tool that cannot start counts as a 2-line failure.
+    func run(_ arguments: [String]) -> TimedProcess.Outcome {
+        do { return try TimedProcess.run(tool, arguments, timeout: timeout) } catch {
+            return TimedProcess.Outcome(status: 127, stderr: "cannot start \(tool): \(error)\n(the fuzzer's own failure)\n")
         }
-        // Read stderr on this thread while waiting; a child that fills the pipe must not block.
-        let reader = DispatchQueue.global()
-        let collected = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var data = Data()
-        reader.async {
-            data = err.fileHandleForReading.readDataToEndOfFile()
-            collected.signal()
-        }
-        if done.wait(timeout: .now() + timeout) == .timedOut {
-            outcome.timedOut = true
-            kill(process.processIdentifier, SIGKILL)
-            done.wait()
-        }
-        collected.wait()
-        outcome.stderr = String(decoding: data, as: UTF8.self)
-        if process.terminationReason == .uncaughtSignal { outcome.signal = process.terminationStatus }
-        else { outcome.status = process.terminationStatus }
-        return outcome
     }
 }

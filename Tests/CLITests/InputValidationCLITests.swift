@@ -1,44 +1,16 @@
 import Foundation
 import Testing
 import MLACheckpoint
+import MLACLI
 import MLATestSupport
 
-/// Runs a built executable with a deadline: a run that blocks (a FIFO opened for reading waits for
-/// a writer forever) is killed and reported instead of hanging the test.
+/// Runs a built executable with a deadline (`TimedProcess`): a run that blocks (a FIFO opened for
+/// reading waits for a writer forever) is killed and reported instead of hanging the test.
 enum TimedCLI {
-    struct Result {
-        let status: Int32
-        /// The signal that ended the process, if one did (a Swift trap is SIGILL or SIGTRAP).
-        let signal: Int32?
-        let timedOut: Bool
-        let stderr: String
-        let seconds: Double
-    }
+    typealias Result = TimedProcess.Outcome
 
     static func run(_ tool: String, _ arguments: [String], timeout: Double = 30) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CLI.binDirectory + "/" + tool)
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["SWIFT_BACKTRACE"] = "enable=no"
-        process.environment = environment
-        let err = Pipe()
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = err
-        let done = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in done.signal() }
-        let start = Date()
-        try process.run()
-        var timedOut = false
-        if done.wait(timeout: .now() + timeout) == .timedOut {
-            timedOut = true
-            kill(process.processIdentifier, SIGKILL)
-            done.wait()
-        }
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        let signaled = process.terminationReason == .uncaughtSignal
-        return Result(status: signaled ? -1 : process.terminationStatus, signal: signaled ? process.terminationStatus : nil,
-                      timedOut: timedOut, stderr: String(decoding: e, as: UTF8.self), seconds: Date().timeIntervalSince(start))
+        try TimedProcess.run(CLI.binDirectory + "/" + tool, arguments, timeout: timeout)
     }
 
     /// Expects a clean refusal: no signal, no hang, a non-zero status below 128, exactly one line on
