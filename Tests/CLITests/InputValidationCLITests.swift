@@ -25,12 +25,17 @@ enum TimedCLI {
     }
 }
 
-/// The tiny synthetic Llama (`mla-bench synth --shape tiny`), made once per test run.
+/// The tiny synthetic Llama (`mla-bench synth --shape tiny`), made once per test process and
+/// removed when it exits.
 enum TinyModel {
+    static let root = NSTemporaryDirectory() + "mla-cli-tiny-\(getpid())"
+
     static let directory: String = {
-        let dir = CLI.temporaryDirectory() + "/tiny"
+        let dir = root + "/tiny"
+        try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let r = try? CLI.run("mla-bench", ["synth", "--shape", "tiny", "-o", dir])
         precondition(r?.status == 0, "mla-bench synth --shape tiny failed: \(r?.stderr ?? "did not run")")
+        atexit { try? FileManager.default.removeItem(atPath: TinyModel.root) }
         return dir
     }()
 
