@@ -63,7 +63,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "MLATestSupport", dependencies: ["MLACheckpoint", "MLALinalg"], path: "Tests/MLATestSupport"),
-        .testTarget(name: "CLITests", dependencies: ["MLACheckpoint", "MLARuntime", "MLAConvert", "MLALinalg", "MLATensor", "MLATestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLACheckpoint", "MLARuntime", "MLAConvert", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLACheckpoint", "MLATestSupport"]),

@@ -16,6 +16,8 @@ static inline hid_t mla_h5t_std_i64le(void) { return H5T_STD_I64LE; }
 static inline hid_t mla_h5t_c_s1(void) { return H5T_C_S1; }
 static inline hid_t mla_h5p_file_access(void) { return H5P_FILE_ACCESS; }
 static inline hid_t mla_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
+static inline hid_t mla_h5p_group_create(void) { return H5P_GROUP_CREATE; }
+static inline hid_t mla_h5p_file_create(void) { return H5P_FILE_CREATE; }
 static inline hid_t mla_h5p_default(void) { return H5P_DEFAULT; }
 static inline hid_t mla_h5s_all(void) { return H5S_ALL; }
 static inline unsigned mla_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }

@@ -72,9 +72,10 @@ public struct Checkpoint: Sendable {
     private static func huggingFace(path: String, directory: String, store: any TensorStore,
                                     warnings: [String]) throws -> Checkpoint {
         let configPath = directory + "/config.json"
-        guard let data = FileManager.default.contents(atPath: configPath) else {
+        guard FileManager.default.fileExists(atPath: configPath) else {
             throw CheckpointError.missingFile(path: configPath, reason: "config.json not found beside the weights")
         }
+        let data = try InputFile.read(configPath)
         let json: JSONValue
         do { json = try JSONValue.parse(data) } catch {
             throw CheckpointError.malformed(file: configPath, reason: "invalid JSON: \(error)")
@@ -82,7 +83,8 @@ public struct Checkpoint: Sendable {
         let config = try ModelAdapters.config(from: json, file: configPath)
         var aux: [String: [UInt8]] = [:]
         for name in auxiliaryFileNames {
-            if let bytes = FileManager.default.contents(atPath: directory + "/" + name) { aux[name] = Array(bytes) }
+            let file = directory + "/" + name
+            if FileManager.default.fileExists(atPath: file) { aux[name] = try InputFile.read(file) }
         }
         return Checkpoint(path: path, format: .huggingFace, config: config, store: store, ggufTokenizer: nil,
                           auxiliaryFiles: aux, warnings: warnings)

@@ -1,3 +1,5 @@
+import MLATensor
+
 /// Everything that can be wrong with a checkpoint or its configuration. Each case carries the file
 /// (and tensor) it concerns; `description` is one line: what, where, and how to fix when known.
 public enum CheckpointError: Error, CustomStringConvertible, Sendable {
@@ -25,7 +27,11 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
     case outputKept(path: String, kept: String, reason: String)
     case writeFailed(path: String, reason: String)
 
-    public var description: String {
+    /// One line: control characters quoted from a damaged file (a newline in a GGUF key or a
+    /// tensor name) are escaped.
+    public var description: String { text.escapingControlCharacters }
+
+    private var text: String {
         switch self {
         case let .malformed(file, reason):
             return "\(file): \(reason)"

@@ -41,6 +41,22 @@ public struct Tensor: Sendable {
     /// Bytes of data.
     public var byteCount: Int { storage.byteCount }
 
+    /// The element count of a shape read from a file, or nil when a dimension is negative or the
+    /// product of the non-zero dimensions times 8 (the widest dtype) overflows `Int`. Readers accept
+    /// only such shapes, so every partial product of a shape and its byte count at any dtype is
+    /// computable without checks, even for an empty tensor whose other dimensions are huge
+    /// ([0, 2^40, 2^40] holds no bytes, but 2^40 × 2^40 overflows).
+    public static func validatedElementCount(_ shape: [Int]) -> Int? {
+        var nonZero = 8
+        for d in shape where d != 0 {
+            guard d > 0 else { return nil }
+            let (p, overflow) = nonZero.multipliedReportingOverflow(by: d)
+            if overflow { return nil }
+            nonZero = p
+        }
+        return shape.contains(0) ? 0 : nonZero / 8
+    }
+
     /// Element count × dtype size with overflow checks; nil on overflow or a negative dimension.
     public static func byteCount(dtype: DType, shape: [Int]) -> Int? {
         var n = dtype.byteSize

@@ -1,5 +1,6 @@
 import Foundation
 import MLACheckpoint
+import MLATensor
 
 /// What a converter recorded per layer about a conversion, for the report's rank and energy plot
 /// (`docs/formats-native-mla.md`, `mla_convert.layers`).
@@ -76,7 +77,8 @@ public struct ConversionMetadata: Sendable, Equatable {
         }
         guard let directory else { return nil }
         let side = directory + "/mla_convert.json"
-        guard let data = FileManager.default.contents(atPath: side) else { return nil }
+        guard FileManager.default.fileExists(atPath: side) else { return nil }
+        let data = try InputFile.read(side)
         let json: JSONValue
         do { json = try JSONValue.parse(data) } catch {
             throw CheckpointError.malformed(file: side, reason: "invalid JSON: \(error); fix or remove the file")

@@ -21,7 +21,8 @@ struct SyntheticShape {
     var eos: Int
 
     /// Llama-2-7B and Llama-3-8B as published (config.json of meta-llama/Llama-2-7b-hf and
-    /// Meta-Llama-3-8B), and two smaller shapes of the same family for cost-growth measurements.
+    /// Meta-Llama-3-8B), two smaller shapes of the same family for cost-growth measurements, and a
+    /// tiny one (about 200 KB) that the input fuzz test mutates thousands of times.
     static let presets: [String: SyntheticShape] = [
         "llama2-7b": SyntheticShape(layers: 32, hidden: 4096, heads: 32, kvHeads: 32, headDim: 128, intermediate: 11008,
                                     vocab: 32000, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096, bos: 1, eos: 2),
@@ -31,6 +32,8 @@ struct SyntheticShape {
                                  vocab: 32000, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096, bos: 1, eos: 2),
         "small": SyntheticShape(layers: 4, hidden: 1024, heads: 8, kvHeads: 2, headDim: 128, intermediate: 2816,
                                 vocab: 32000, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 4096, bos: 1, eos: 2),
+        "tiny": SyntheticShape(layers: 2, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, intermediate: 128,
+                               vocab: 256, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 512, bos: 1, eos: 2),
     ]
 
     /// The Hugging Face `config.json` of a `LlamaForCausalLM` with this shape, BF16.
@@ -178,11 +181,11 @@ extension Bench {
             abstract: "Write a synthetic Llama checkpoint (HF directory, BF16 shards) with realistic weight spectra.",
             discussion: """
             Shapes: llama2-7b (MHA 32/32, d 4096), llama3-8b (GQA 32/8, d 4096, vocab 128256), medium (8 layers, \
-            d 2048, GQA 16/4), small (4 layers, d 1024, GQA 8/2). Every matrix is low rank with a decaying \
+            d 2048, GQA 16/4), small (4 layers, d 1024, GQA 8/2), tiny (2 layers, d 64, vocab 256). Every matrix is low rank with a decaying \
             spectrum plus noise (see SyntheticWeights), generated block by block and written as it is made: \
             memory holds one block of rows, never a whole tensor. The same seed gives the same bytes.
             """)
-        @Option(help: "llama2-7b, llama3-8b, medium or small.") var shape: String
+        @Option(help: "llama2-7b, llama3-8b, medium, small or tiny.") var shape: String
         @Option(name: .shortAndLong, help: "Output directory.") var output: String
         @Option(help: "Number of layers (default: the shape's).") var layers: Int?
         @Option var seed: UInt64 = 0

@@ -3,6 +3,7 @@ import Foundation
 import MLACLI
 import MLACheckpoint
 import MLARuntime
+import MLATensor
 
 /// Where the activation statistics of a conversion come from: saved statistics, calibration text
 /// (default: the sample corpus without Hamlet), or none (weights only).
@@ -79,10 +80,7 @@ struct CalibrationOptions: ParsableArguments {
         let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
         // One file per worker at a time (the tokenizer is thread-safe); streams stay in file order.
         let streams = try parallelMap(files.count, workers: ProcessInfo.processInfo.activeProcessorCount, oneBLASThreadEach: false) { i in
-            guard let data = FileManager.default.contents(atPath: files[i]), let text = String(data: data, encoding: .utf8) else {
-                throw ValidationError("\(files[i]): cannot read it as UTF-8 text")
-            }
-            return tokenizer.encode(text)
+            tokenizer.encode(try InputFile.readText(files[i]))
         }
         let windows = CalibrationCorpus.windows(streams: streams, window: calibWindow, totalTokens: tokens, skip: calib.isEmpty ? 256 : 0)
         guard !windows.isEmpty else { throw ValidationError("the calibration text holds no complete window of \(calibWindow) tokens") }

@@ -4,6 +4,7 @@ import MLACLI
 import MLACheckpoint
 import MLARuntime
 import MLAVerify
+import MLATensor
 
 extension MLAVerifyCommand {
     struct Compare: ParsableCommand {
@@ -68,10 +69,7 @@ extension MLAVerifyCommand {
             } else {
                 let tokenizer = try BPETokenizer.forCheckpoint(source)
                 for file in text.isEmpty ? [try defaultText()] : text {
-                    guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
-                        throw ValidationError("\(file): cannot read it as UTF-8 text")
-                    }
-                    ids += tokenizer.encode(s)
+                    ids += tokenizer.encode(try InputFile.readText(file))
                     if ids.count >= tokens { break }
                 }
             }

@@ -4,6 +4,7 @@ import MLACLI
 import MLACheckpoint
 import MLALinalg
 import MLARuntime
+import MLATensor
 
 extension MLAVerifyCommand {
     struct Perplexity: ParsableCommand {
@@ -60,13 +61,7 @@ extension MLAVerifyCommand {
             } else {
                 let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
                 let textPath = text ?? ""
-                guard let data = FileManager.default.contents(atPath: textPath) else {
-                    throw ValidationError("\(textPath): cannot read the text file")
-                }
-                guard let string = String(data: data, encoding: .utf8) else {
-                    throw ValidationError("\(textPath): not valid UTF-8 text")
-                }
-                tokenIds = tokenizer.encode(string, addBos: bos)
+                tokenIds = tokenizer.encode(try InputFile.readText(textPath), addBos: bos)
             }
             if let tokens { tokenIds = Array(tokenIds.prefix(tokens)) }
             guard tokenIds.count >= 2 else { throw ValidationError("need at least 2 tokens, the input has \(tokenIds.count)") }

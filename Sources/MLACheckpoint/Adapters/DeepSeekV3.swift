@@ -5,7 +5,7 @@ enum DeepSeekV3Adapter: ModelAdapter {
     static let modelTypes = ["deepseek_v3"]
 
     static func config(from reader: HFConfigReader) throws -> ModelConfig {
-        let layers = try reader.positiveInt("num_hidden_layers")
+        let layers = try reader.layerCount()
         let routed = reader.has("n_routed_experts")
         let firstDense = try reader.int("first_k_dense_replace", default: 0)
         if routed && firstDense < layers {
@@ -19,19 +19,28 @@ enum DeepSeekV3Adapter: ModelAdapter {
         guard nope >= 0, rope >= 0, rope % 2 == 0 else {
             throw CheckpointError.invalidConfig(file: reader.file, key: "qk_rope_head_dim", reason: "must be even and non-negative")
         }
-        let maxPositions = try reader.int("max_position_embeddings", default: 4096)
+        let hidden = ("hidden_size", try reader.positiveInt("hidden_size"))
+        let intermediate = ("intermediate_size", try reader.positiveInt("intermediate_size"))
+        let vocab = ("vocab_size", try reader.positiveInt("vocab_size"))
+        let headDim = try reader.checkedSum(nope, rope, key: "qk_nope_head_dim + qk_rope_head_dim")
+        let cache = try reader.checkedSum(rank, rope, key: "kv_lora_rank + qk_rope_head_dim")
+        try reader.requireProductFits([("num_attention_heads", heads), ("qk_nope_head_dim + qk_rope_head_dim", headDim), hidden])
+        try reader.requireProductFits([("kv_lora_rank + qk_rope_head_dim", cache), hidden])
+        try reader.requireProductFits([vocab, hidden])
+        try reader.requireProductFits([intermediate, hidden])
+        let maxPositions = try reader.positiveInt("max_position_embeddings", default: 4096)
         let (theta, scaling) = try reader.rope(maxPositions: maxPositions)
         if let act = reader.string("hidden_act"), act != "silu" {
             throw CheckpointError.unsupportedModel(file: reader.file, reason: "hidden_act '\(act)' (only silu/SwiGLU MLPs are supported)")
         }
         return ModelConfig(
-            family: .deepseekV3, numLayers: layers, hiddenSize: try reader.positiveInt("hidden_size"),
-            intermediateSize: try reader.positiveInt("intermediate_size"), numHeads: heads, numKVHeads: heads,
-            headDim: nope + rope, vocabSize: try reader.positiveInt("vocab_size"), maxPositions: maxPositions,
-            ropeTheta: theta, ropeScaling: scaling, rmsNormEps: try reader.double("rms_norm_eps", default: 1e-6),
+            family: .deepseekV3, numLayers: layers, hiddenSize: hidden.1,
+            intermediateSize: intermediate.1, numHeads: heads, numKVHeads: heads,
+            headDim: headDim, vocabSize: vocab.1, maxPositions: maxPositions,
+            ropeTheta: theta, ropeScaling: scaling, rmsNormEps: try reader.positiveDouble("rms_norm_eps", default: 1e-6),
             qkvBias: false, outputBias: false, mlpBias: false,
             tiedEmbeddings: try reader.bool("tie_word_embeddings", default: false),
             bosTokenId: try reader.optionalInt("bos_token_id"), eosTokenId: try reader.optionalInt("eos_token_id"),
-            raw: reader.json, latentCacheValuesPerLayer: Array(repeating: rank + rope, count: layers))
+            raw: reader.json, latentCacheValuesPerLayer: Array(repeating: cache, count: layers))
     }
 }

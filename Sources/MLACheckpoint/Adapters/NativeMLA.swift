@@ -21,7 +21,10 @@ enum NativeMLAAdapter: ModelAdapter {
                   rank >= 0, heads >= 0, dims >= 0 else {
                 throw CheckpointError.invalidConfig(file: reader.file, key: "mla_convert.layers[\(i)]", reason: "needs kv_rank, n_rope_heads, rope_dims")
             }
-            return rank + heads * dims
+            let key = "mla_convert.layers[\(i)]"
+            try reader.requireProductFits([("\(key).n_rope_heads", heads), ("\(key).rope_dims", dims), ("hidden_size", config.hiddenSize)])
+            try reader.requireProductFits([("\(key).kv_rank", rank), ("hidden_size", config.hiddenSize)])
+            return try reader.checkedSum(rank, heads * dims, key: "\(key).kv_rank + n_rope_heads × rope_dims")
         }
         return config
     }

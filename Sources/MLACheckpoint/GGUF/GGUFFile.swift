@@ -92,6 +92,10 @@ public final class GGUFFile: Sendable {
 
     /// Largest nesting of metadata arrays accepted (real files use 1).
     static let maxArrayDepth = 8
+    /// Longest metadata key (the GGUF specification's limit).
+    static let maxKeyBytes = 65535
+    /// Longest tensor name: ggml's GGML_MAX_NAME is 64 including the terminating NUL.
+    static let maxTensorNameBytes = 63
 
     /// Maps and validates `path`. Throws `FileError` when the file cannot be mapped and
     /// `CheckpointError` (naming the file, and the tensor when there is one) for every format violation.
@@ -268,6 +272,9 @@ struct GGUFParser {
         var metadataIndex: [String: Int] = [:]
         for _ in 0..<kvCount {
             let key = try string("metadata key")
+            guard key.utf8.count <= GGUFFile.maxKeyBytes else {
+                throw CheckpointError.malformed(file: path, reason: "metadata key of \(key.utf8.count) bytes before byte \(pos) is longer than the \(GGUFFile.maxKeyBytes) GGUF allows; the file is corrupt")
+            }
             let type = try load(UInt32.self, "type of '\(key)'")
             let v = try value(type: type, key: key, depth: 0)
             guard metadataIndex[key] == nil else {
@@ -293,6 +300,9 @@ struct GGUFParser {
         var tensorIndex: [String: Int] = [:]
         for _ in 0..<tensorCount {
             let name = try string("tensor name")
+            guard name.utf8.count <= GGUFFile.maxTensorNameBytes else {
+                throw CheckpointError.malformed(file: path, reason: "tensor name of \(name.utf8.count) bytes before byte \(pos) is longer than the \(GGUFFile.maxTensorNameBytes) ggml allows; the file is corrupt")
+            }
             let nDims = try load(UInt32.self, "dimension count of '\(name)'")
             guard (1...4).contains(nDims) else {
                 throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "has \(nDims) dimensions, must be 1 to 4")
@@ -322,7 +332,7 @@ struct GGUFParser {
                 let (p, o) = b.multipliedReportingOverflow(by: d)
                 bytes = o ? nil : p
             }
-            guard let byteCount = bytes else {
+            guard let byteCount = bytes, Tensor.validatedElementCount(ne) != nil else {
                 throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "size of dims \(ne) of \(type.name) overflows")
             }
             guard tensorIndex[name] == nil else {

@@ -25,6 +25,7 @@ public final class HDF5Store: TensorStore, @unchecked Sendable {
         self.path = path
         let mapped = try MappedFile(path: path)
         self.mapped = mapped
+        try Self.requireChecksummedFormat(mapped, path: path)
         let result: (JSONValue, [String], [String: Entry]) = try HDF5Library.withLock {
             guard H5Fis_hdf5(path) > 0 else {
                 throw CheckpointError.malformed(file: path, reason: "not an HDF5 file (or truncated)")
@@ -58,6 +59,27 @@ public final class HDF5Store: TensorStore, @unchecked Sendable {
             return (config, names, entries)
         }
         (configJSON, names, entries) = result
+    }
+
+    /// Largest ratio of a dataset's data to its stored bytes (deflate's limit is 1032:1).
+    static let maxExpansion = 1032
+
+    /// Refuses files whose metadata has no checksums (superblock version 0 or 1, the HDF5 1.6
+    /// format that h5py and libhdf5 write by default): libhdf5 1.10 follows their addresses and
+    /// counts unchecked and crashes or loops forever on a damaged file (the input fuzz test found
+    /// both). From superblock version 2 on, every superblock, object header, B-tree and heap but the
+    /// global heap carries a checksum that libhdf5 verifies before use.
+    private static func requireChecksummedFormat(_ mapped: MappedFile, path: String) throws {
+        let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
+        guard mapped.size > signature.count, mapped.bytes(offset: 0, count: signature.count) == signature else {
+            throw CheckpointError.malformed(file: path, reason: "not an HDF5 file (no signature at byte 0) or truncated")
+        }
+        let version = mapped.bytes(offset: signature.count, count: 1)[0]
+        guard version >= 2 else {
+            throw CheckpointError.malformed(
+                file: path,
+                reason: "HDF5 superblock version \(version) has no checksums, so a damaged file could crash libhdf5; write it in the HDF5 1.10 format (mla-convert export --format hdf5 does; h5py: libver=('v110', 'latest'))")
+        }
     }
 
     private static func childNames(_ group: hid_t, path: String) throws -> [String] {
@@ -96,7 +118,7 @@ public final class HDF5Store: TensorStore, @unchecked Sendable {
             guard d < hsize_t(Int.max) else { throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "dimension too large") }
             shape.append(Int(d))
         }
-        guard let bytes = Tensor.byteCount(dtype: dtype, shape: shape) else {
+        guard Tensor.validatedElementCount(shape) != nil, let bytes = Tensor.byteCount(dtype: dtype, shape: shape) else {
             throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "size of shape \(shape) overflows")
         }
         let dcpl = H5Dget_create_plist(ds)
@@ -110,6 +132,14 @@ public final class HDF5Store: TensorStore, @unchecked Sendable {
                 }
                 offset = Int(address)
             }
+        }
+        // Data read through HDF5 (chunked, filtered, or never written and so all fill value) is
+        // allocated at its full size: its claimed size must be one the stored bytes can produce
+        // (deflate expands at most 1032-fold), not a few bytes of metadata asking for terabytes.
+        let stored = Int(exactly: H5Dget_storage_size(ds)) ?? Int.max
+        if offset == nil, bytes > 0, bytes / Self.maxExpansion > stored {
+            throw CheckpointError.malformedTensor(
+                file: path, tensor: name, reason: "claims \(bytes) bytes of data from \(stored) stored; the file is damaged")
         }
         return Entry(info: TensorInfo(name: name, shape: shape, dtype: dtype, storedType: dtype.rawValue,
                                       storedBytes: bytes, file: path), offset: offset)

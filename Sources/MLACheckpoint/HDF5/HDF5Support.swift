@@ -7,7 +7,9 @@ import MLATensor
 enum HDF5Library {
     static let lock = NSLock()
     static let formatName = "mla-convert-hdf5"
-    static let formatVersion = "1"
+    /// "2": the HDF5 1.10 file format with fixed-length string attributes ("1" was superblock 0
+    /// with variable-length strings, which `HDF5Store` no longer reads).
+    static let formatVersion = "2"
     /// Dataset attribute naming the logical dtype when the stored HDF5 type does not say it (BF16 is
     /// stored as uint16 bit patterns, the 8-bit floats and bool as uint8).
     static let dtypeAttribute = "dtype"
@@ -86,21 +88,21 @@ enum HDF5Library {
         }
     }
 
-    /// Writes a variable-length UTF-8 string attribute on `object`.
+    /// Writes a fixed-length, NUL-terminated UTF-8 string attribute on `object`. Fixed length keeps
+    /// the text inside the (checksummed) object header; a variable-length string would live in the
+    /// global heap, which has no checksum, and libhdf5 1.10 crashes on a damaged one.
     static func writeStringAttribute(_ object: hid_t, _ name: String, _ value: String) -> Bool {
+        let bytes = Array(value.utf8) + [0]
         let type = H5Tcopy(mla_h5t_c_s1())
         defer { H5Tclose(type) }
-        H5Tset_size(type, mla_h5t_variable())
+        H5Tset_size(type, bytes.count)
         H5Tset_cset(type, H5T_CSET_UTF8)
         let space = H5Screate(H5S_SCALAR)
         defer { H5Sclose(space) }
         let attr = H5Acreate2(object, name, type, space, mla_h5p_default(), mla_h5p_default())
         guard attr >= 0 else { return false }
         defer { H5Aclose(attr) }
-        return value.withCString { cstr in
-            var pointer: UnsafePointer<CChar>? = cstr
-            return H5Awrite(attr, type, &pointer) >= 0
-        }
+        return H5Awrite(attr, type, bytes) >= 0
     }
 
     /// Reads a string attribute (variable- or fixed-length) of `object`, nil when absent or not a string.

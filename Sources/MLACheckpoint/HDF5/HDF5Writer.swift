@@ -22,7 +22,18 @@ public enum HDF5Writer {
     private static func writeUnchecked(path: String, config: () throws -> JSONValue, entries: [TensorWriteEntry], deflateLevel: Int?,
                                        files: () throws -> [String: [UInt8]], tensor: (String) throws -> Tensor) throws {
         func fail(_ what: String) -> CheckpointError { .writeFailed(path: path, reason: what) }
-        let file = HDF5Library.withLock { H5Fcreate(path, mla_h5f_acc_trunc(), mla_h5p_default(), mla_h5p_default()) }
+        // The HDF5 1.10 file format (superblock 3, version-2 object headers, fixed-array chunk
+        // indexes) checksums every piece of metadata, so libhdf5 detects a damaged file instead of
+        // following garbage addresses (HDF5Store refuses the unchecksummed older formats).
+        let file = HDF5Library.withLock {
+            let access = H5Pcreate(mla_h5p_file_access())
+            defer { H5Pclose(access) }
+            H5Pset_libver_bounds(access, H5F_LIBVER_V110, H5F_LIBVER_V110)
+            let create = H5Pcreate(mla_h5p_file_create())
+            defer { H5Pclose(create) }
+            H5Pset_obj_track_times(create, false)
+            return H5Fcreate(path, mla_h5f_acc_trunc(), create, access)
+        }
         guard file >= 0 else { throw fail("HDF5 cannot create the file") }
         var closed = false
         defer { if !closed { _ = HDF5Library.withLock { H5Fclose(file) } } }
@@ -50,7 +61,10 @@ public enum HDF5Writer {
         }
         if !files.isEmpty {
             try HDF5Library.withLock {
-                let group = H5Gcreate2(file, "files", mla_h5p_default(), mla_h5p_default(), mla_h5p_default())
+                let create = H5Pcreate(mla_h5p_group_create())
+                defer { H5Pclose(create) }
+                H5Pset_obj_track_times(create, false)
+                let group = H5Gcreate2(file, "files", mla_h5p_default(), create, mla_h5p_default())
                 guard group >= 0 else { throw fail("cannot create group /files") }
                 defer { H5Gclose(group) }
                 for (name, bytes) in files.sorted(by: { $0.key < $1.key }) {
@@ -74,6 +88,8 @@ public enum HDF5Writer {
         defer { H5Sclose(space) }
         let dcpl = H5Pcreate(mla_h5p_dataset_create())
         defer { H5Pclose(dcpl) }
+        // No modification times: the same model always gives the same bytes.
+        H5Pset_obj_track_times(dcpl, false)
         if let level = deflateLevel, !dims.isEmpty, t.elementCount > 0 {
             let rowBytes = max(1, t.byteCount / t.shape[0])
             var chunk = dims

@@ -25,9 +25,7 @@ public struct SafetensorsDirectoryStore: TensorStore {
         let indexPath = directory + "/" + Self.indexName
         var warnings: [String] = []
         if fm.fileExists(atPath: indexPath) {
-            guard let data = fm.contents(atPath: indexPath) else {
-                throw CheckpointError.missingFile(path: indexPath, reason: "cannot read the shard index")
-            }
+            let data = try InputFile.read(indexPath)
             let index: JSONValue
             do { index = try JSONValue.parse(data) } catch {
                 throw CheckpointError.malformed(file: indexPath, reason: "invalid JSON: \(error)")

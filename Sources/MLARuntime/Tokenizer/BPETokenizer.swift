@@ -1,15 +1,17 @@
 import Foundation
 import MLACheckpoint
+import MLATensor
 
 /// Why a tokenizer definition was rejected.
 public enum TokenizerError: Error, CustomStringConvertible, Sendable {
     case unsupported(source: String, what: String)
     case malformed(source: String, reason: String)
 
+    /// One line: control characters quoted from the tokenizer file are escaped.
     public var description: String {
         switch self {
-        case let .unsupported(source, what): return "\(source): unsupported tokenizer: \(what)"
-        case let .malformed(source, reason): return "\(source): invalid tokenizer: \(reason)"
+        case let .unsupported(source, what): return "\(source): unsupported tokenizer: \(what)".escapingControlCharacters
+        case let .malformed(source, reason): return "\(source): invalid tokenizer: \(reason)".escapingControlCharacters
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import MLACheckpoint
+import MLATensor
 
 /// Hugging Face `tokenizer.json` reading and writing for byte-level BPE tokenizers.
 extension PreTokenizer {
@@ -95,15 +96,14 @@ extension BPETokenizer {
     /// Reads a Hugging Face `tokenizer.json` with a byte-level BPE model (the pre-tokenizer schemes of
     /// `PreTokenizer`); `tokenizer_config.json` beside it, when present, supplies BOS/EOS.
     public convenience init(tokenizerJSON path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw TokenizerError.malformed(source: path, reason: "cannot read the file")
-        }
+        let data = try InputFile.read(path)
         let json: JSONValue
         do { json = try JSONValue.parse(data) } catch {
             throw TokenizerError.malformed(source: path, reason: "invalid JSON: \(error)")
         }
         let configPath = URL(fileURLWithPath: path).deletingLastPathComponent().path + "/tokenizer_config.json"
-        let config = FileManager.default.contents(atPath: configPath).flatMap { try? JSONValue.parse($0) }
+        let config = FileManager.default.fileExists(atPath: configPath)
+            ? try? JSONValue.parse(try InputFile.read(configPath)) : nil
         try self.init(tokenizerJSON: json, config: config, source: path)
     }
 
@@ -139,10 +139,11 @@ extension BPETokenizer {
             }
             added.append((content, id))
         }
-        let size = max(vocab.map { $0.1.int ?? -1 }.max() ?? -1, added.map(\.1).max() ?? -1) + 1
-        guard size > 0, size <= 10_000_000 else {
-            throw TokenizerError.malformed(source: source, reason: "vocabulary ids out of range")
+        let largestId = max(vocab.map { $0.1.int ?? -1 }.max() ?? -1, added.map(\.1).max() ?? -1)
+        guard largestId >= 0, largestId < 10_000_000 else {
+            throw TokenizerError.malformed(source: source, reason: "vocabulary ids out of range (largest \(largestId), limit 10000000)")
         }
+        let size = largestId + 1
         var tokens = [String](repeating: "", count: size)
         var assigned = [Bool](repeating: false, count: size)
         for (token, idValue) in vocab {
