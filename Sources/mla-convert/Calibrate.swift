@@ -39,7 +39,7 @@ extension MLAConvertCommand {
 
         func run() throws {
             runtime.apply()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             guard let stats = try calibration.statistics(for: checkpoint) else { return }
             try stats.save(to: output, force: force)
             print("wrote \(output): \(stats.tokenCount) tokens in \(stats.tags["windows"] ?? "?") windows, \(checkpoint.config.numLayers) layers")

@@ -45,7 +45,7 @@ extension MLAConvertCommand {
         }
 
         func run() throws {
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let target = dtype.flatMap { DType(userName: $0) }
             let store = checkpoint.store
             let entries = try store.names.map { name -> TensorWriteEntry in

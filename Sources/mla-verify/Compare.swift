@@ -59,7 +59,7 @@ extension MLAVerifyCommand {
         func run() throws {
             runtime.apply()
             if let report { try AtomicOutput.checkReplaceable(report, force: force) }
-            let source = try Checkpoint.open(original), target = try Checkpoint.open(converted)
+            let source = try Checkpoint.openPrintingWarnings(original), target = try Checkpoint.openPrintingWarnings(converted)
             let metadata = report == nil ? nil : try ConversionMetadata.load(target)
             var ids: [Int] = []
             if let list = self.ids {

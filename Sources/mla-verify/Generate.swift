@@ -33,7 +33,7 @@ extension MLAVerifyCommand {
 
         func run() throws {
             runtime.apply()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
             let ids = tokenizer.encode(prompt, addBos: bos)
             guard !ids.isEmpty else { throw ValidationError("the prompt is empty") }

@@ -53,7 +53,7 @@ extension MLAVerifyCommand {
         func run() throws {
             runtime.apply()
             let start = MonotonicClock.now()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             var tokenIds: [Int]
             if let ids {
                 tokenIds = try parseTokenIds(ids, vocabSize: checkpoint.config.vocabSize)
