@@ -17,6 +17,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
     case unsupportedModel(file: String, reason: String)
     case outputExists(path: String)
     case writeFailed(path: String, reason: String)
+    /// A tensor about to be written holds an infinity or NaN (`value`) at flat index `element`.
+    case nonFiniteOutput(file: String, tensor: String, element: Int, value: String)
 
     public var description: String {
         switch self {
@@ -46,6 +48,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
             return "\(path): output exists and is not empty; pass --force to replace it"
         case let .writeFailed(path, reason):
             return "\(path): cannot write: \(reason)"
+        case let .nonFiniteOutput(file, tensor, element, value):
+            return "\(file): tensor '\(tensor)' would hold \(value) at element \(element), so nothing was written; a value overflowed the output dtype (--dtype f32 holds more) or the source holds non-finite values"
         }
     }
 }
