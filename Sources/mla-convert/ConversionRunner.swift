@@ -194,7 +194,7 @@ struct ConversionRunner {
         summary.seconds = MonotonicClock.now() - start
         summary.peakResidentBytes = ResourceUsage.peakResidentBytes
         if output.json {
-            print(summary.json.serialized(indent: 2))
+            print(try summary.json.serialized(indent: 2))
         } else {
             print(summary.text)
             print("  wrote \(output.output) in \(String(format1: summary.seconds)) s, peak RSS \(formatBytes(summary.peakResidentBytes))")

@@ -92,7 +92,7 @@ extension MLAVerifyCommand {
                     .write(to: report, force: force, inputs: [original, converted])
                 writeStandardError("report: \(report)/index.html\n")
             }
-            print(json ? result.json.serialized(indent: 2) : summary(result))
+            print(json ? try result.json.serialized(indent: 2) : summary(result))
             if let limit = maxPplIncrease, result.converted.perplexity / result.original.perplexity > limit {
                 throw ExitCode(1)
             }

@@ -41,7 +41,7 @@ extension MLAVerifyCommand {
             let generated = try decoder.generate(prompt: ids, maxNewTokens: tokens)
             let text = tokenizer.decode(generated)
             if json {
-                print(JSONValue.object([
+                print(try JSONValue.object([
                     ("prompt_ids", .array(ids.map { JSONValue($0) })), ("generated_ids", .array(generated.map { JSONValue($0) })),
                     ("text", .string(text)),
                 ]).serialized(indent: 2))

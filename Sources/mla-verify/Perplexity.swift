@@ -77,7 +77,7 @@ extension MLAVerifyCommand {
             progress.finish()
             let seconds = MonotonicClock.now() - start
             if json {
-                print(JSONValue.object([
+                print(try JSONValue.object([
                     ("perplexity", JSONValue(result.perplexity)), ("nll", JSONValue(result.nll)),
                     ("top1", JSONValue(result.top1)), ("tokens", JSONValue(result.tokens)),
                     ("input_tokens", JSONValue(tokenIds.count)), ("window", JSONValue(window)),

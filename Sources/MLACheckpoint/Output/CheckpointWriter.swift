@@ -54,20 +54,29 @@ public struct CheckpointWriter {
                                                                  maxShardBytes: maxShardBytes) { sink in
                     try payload(sink.entry.name).write(to: sink)
                 }
-                try writeFile(dir + "/config.json", Array((try config().serialized(indent: 2) + "\n").utf8))
-                for (name, bytes) in try lateFiles().sorted(by: { $0.key < $1.key }) {
+                let configText = try naming(path + "/config.json") { try config().serialized(indent: 2) }
+                try writeFile(dir + "/config.json", Array((configText + "\n").utf8))
+                for (name, bytes) in try naming(path) { try lateFiles() }.sorted(by: { $0.key < $1.key }) {
                     try writeFile(dir + "/" + name, bytes)
                 }
             }
         case .hdf5:
             try AtomicOutput.write(to: path, directory: false, force: force, inputs: inputs) { file in
-                try HDF5Writer.write(path: file, config: config, entries: entries, deflateLevel: deflateLevel,
+                try naming(path) { try HDF5Writer.write(path: file, config: config, entries: entries, deflateLevel: deflateLevel,
                                      files: { auxiliaryFiles.merging(try lateFiles()) { _, late in late } }) { name in
                     let t = try payload(name).whole(entry: entries.first { $0.name == name })
                     try t.withRawBytes { try TensorPayload.checkFinite($0, dtype: t.dtype, file: file, tensor: name, firstElement: 0) }
                     return t
-                }
+                } }
             }
+        }
+    }
+
+    /// `body`, with a value JSON cannot hold (a non-finite number in the config or a side file)
+    /// reported as a failed write of `file`.
+    private func naming<T>(_ file: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as JSONSerializationError {
+            throw CheckpointError.writeFailed(path: file, reason: error.description)
         }
     }
 

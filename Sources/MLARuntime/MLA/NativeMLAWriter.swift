@@ -87,7 +87,7 @@ public enum NativeMLAWriter {
             to: path,
             config: { config(source: c, attention: template.nativeAttentionEntry, layerEntries: layerEntries, provenance: provenance) },
             entries: entries, metadata: ["mla_convert.kind": "native-mla", "source": source.path], auxiliaryFiles: aux,
-            lateFiles: { try summary().map { ["mla_convert.json": Array(($0.serialized(indent: 2) + "\n").utf8)] } ?? [:] },
+            lateFiles: { try summary().map { ["mla_convert.json": Array((try $0.serialized(indent: 2) + "\n").utf8)] } ?? [:] },
             inputs: [source.path]
         ) { name in
             if let l = LayerTensorNames.attentionLayer(of: name) { return .whole(try layers.tensor(name, layer: l)) }
