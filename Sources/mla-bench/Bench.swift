@@ -10,10 +10,7 @@ import MLATensor
 /// Benchmarks whose numbers go into docs/performance.md (scripts/bench runs them all).
 @main
 struct Bench: ParsableCommand {
-    static func main() {
-        ProcessExit.skipLibraryDestructors()
-        main(nil)
-    }
+    static func main() { mainWithOneLineErrors() }
 
     static let configuration = CommandConfiguration(
         commandName: "mla-bench",
