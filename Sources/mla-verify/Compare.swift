@@ -45,7 +45,8 @@ extension MLAVerifyCommand {
         @Option(help: "Tokens to evaluate.") var tokens: Int = 2048
         @Option(help: "Window length.") var window: Int = 512
         @Option(help: "Comma-separated layer indices for the per-layer part (default all).") var layers: String?
-        @Option(help: "Exit with status 1 when converted/original perplexity exceeds this ratio.") var maxPplIncrease: Double?
+        @Option(help: "Exit with status 1 when converted/original perplexity exceeds this ratio (finite, above 0; a NaN perplexity fails too).") var maxPplIncrease: Double?
+        @Flag(help: "Accept a CONVERTED model without MLA attention (e.g. to compare an export round trip).") var allowNonMla = false
         @Flag(help: "Print JSON.") var json = false
         @Option(help: "Write an HTML report to this directory (DIR/index.html).") var report: String?
         @Flag(help: "Replace an existing non-empty --report directory.") var force = false
@@ -54,12 +55,18 @@ extension MLAVerifyCommand {
         func validate() throws {
             guard tokens >= 2, window >= 2 else { throw ValidationError("--tokens and --window must be at least 2") }
             guard text.isEmpty || ids == nil else { throw ValidationError("give --text FILES or --ids LIST, not both") }
+            if let maxPplIncrease, !(maxPplIncrease.isFinite && maxPplIncrease > 0) {
+                throw ValidationError("--max-ppl-increase must be a finite ratio above 0, such as 1.05 for at most 5 % more perplexity; got \(maxPplIncrease)")
+            }
         }
 
         func run() throws {
             runtime.apply()
             if let report { try AtomicOutput.checkReplaceable(report, force: force) }
             let source = try Checkpoint.openPrintingWarnings(original), target = try Checkpoint.openPrintingWarnings(converted)
+            guard target.config.family.isMLA || allowNonMla else {
+                throw ValidationError("\(converted) is a \(target.config.family.rawValue) model without MLA attention, not a conversion; pass --allow-non-mla to compare it anyway (e.g. an export round trip)")
+            }
             let metadata = report == nil ? nil : try ConversionMetadata.load(target)
             var ids: [Int] = []
             if let list = self.ids {
@@ -93,7 +100,8 @@ extension MLAVerifyCommand {
                 writeStandardError("report: \(report)/index.html\n")
             }
             print(json ? try result.json.serialized(indent: 2) : summary(result))
-            if let limit = maxPplIncrease, result.converted.perplexity / result.original.perplexity > limit {
+            // Written so that a NaN ratio fails the gate.
+            if let limit = maxPplIncrease, !(result.converted.perplexity / result.original.perplexity <= limit) {
                 throw ExitCode(1)
             }
         }
