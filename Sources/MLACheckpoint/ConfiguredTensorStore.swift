@@ -5,8 +5,8 @@ import MLATensor
 ///
 /// Hidden:
 /// - non-persistent buffers, `model.layers.N.self_attn.rotary_emb.inv_freq`: Llama-2-era uploads saved
-///   them, though transformers recomputes them from `rope_theta` and never loads them (they are
-///   `persistent=False` buffers since transformers 4.31);
+///   them, though transformers computes them from `rope_theta` and registers them with
+///   `persistent=False`, so loading ignores them;
 /// - the tensors of layers at or past the config's `num_hidden_layers` (people trim a config to test
 ///   on fewer layers). `strayLayersNote` says which were hidden, for the one warning line.
 struct ConfiguredTensorStore: TensorStore {
@@ -25,35 +25,29 @@ struct ConfiguredTensorStore: TensorStore {
     init(base: any TensorStore, layers: Int) {
         self.base = base
         self.layers = layers
-        var kept: [String] = [], strayCount = 0, stray = Set<Int>()
-        for name in base.names where !Self.nonPersistentBufferSuffixes.contains(where: { name.hasSuffix($0) }) {
-            if let l = LayerTensorNames.layer(of: name), l >= layers {
-                strayCount += 1
-                stray.insert(l)
-            } else {
-                kept.append(name)
-            }
-        }
-        names = kept
-        strayTensorCount = strayCount
-        strayLayers = stray.sorted()
+        names = base.names.filter { Self.isVisible($0, layers: layers) }
+        let stray = base.names.filter { !Self.isBuffer($0) }.compactMap(LayerTensorNames.layer(of:)).filter { $0 >= layers }
+        strayTensorCount = stray.count
+        strayLayers = Set(stray).sorted()
     }
 
     func info(_ name: String) -> TensorInfo? {
-        isVisible(name) ? base.info(name) : nil
+        Self.isVisible(name, layers: layers) ? base.info(name) : nil
     }
 
+    /// A hidden tensor is missing like an absent one (the base names the file of an absent one).
     func tensor(_ name: String) throws -> Tensor {
-        guard isVisible(name) else { throw CheckpointError.missingTensor(file: base.info(name)?.file ?? "<checkpoint>", tensor: name) }
+        if !Self.isVisible(name, layers: layers), let hidden = base.info(name) {
+            throw CheckpointError.missingTensor(file: hidden.file, tensor: name)
+        }
         return try base.tensor(name)
     }
 
-    /// Hidden tensors are the exceptions, so visibility is decided from the name alone (no set of
-    /// every name is kept).
-    private func isVisible(_ name: String) -> Bool {
-        if Self.nonPersistentBufferSuffixes.contains(where: { name.hasSuffix($0) }) { return false }
-        guard let l = LayerTensorNames.layer(of: name) else { return true }
-        return l < layers
+    static func isBuffer(_ name: String) -> Bool { nonPersistentBufferSuffixes.contains { name.hasSuffix($0) } }
+
+    /// Decided from the name alone, so no set of every name is kept.
+    static func isVisible(_ name: String, layers: Int) -> Bool {
+        !isBuffer(name) && (LayerTensorNames.layer(of: name).map { $0 < layers } ?? true)
     }
 
     /// One line naming the hidden stray layer tensors and why, or nil when there are none.
