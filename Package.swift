@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "MLAConvert", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),
         .target(
             name: "MLACLI",
-            dependencies: ["MLALinalg", "CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["MLALinalg", "MLACheckpoint", "CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "mla-convert",
             dependencies: [

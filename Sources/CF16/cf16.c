@@ -175,3 +175,37 @@ void cf16_float_to_bf16(const float *src, void *dst, size_t count) {
 #endif
     float_to_bf16_scalar_run(src, dst, count);
 }
+
+/* Non-finite values are rare, so blocks are OR-reduced (which the compiler vectorizes) and only a
+   block that has one is searched again for its index. */
+#define NONFINITE_BLOCK 4096
+
+/* first_nonfinite_u16 and first_nonfinite_u32: one body for both widths (the compiler vectorizes each). */
+#define DEFINE_FIRST_NONFINITE(NAME, TYPE)                                              \
+    static size_t NAME(const uint8_t *src, size_t count, TYPE mask) {                   \
+        for (size_t start = 0; start < count; start += NONFINITE_BLOCK) {               \
+            size_t n = count - start < NONFINITE_BLOCK ? count - start : NONFINITE_BLOCK;\
+            const uint8_t *p = src + sizeof(TYPE) * start;                              \
+            unsigned any = 0;                                                           \
+            for (size_t i = 0; i < n; i++) {                                            \
+                TYPE v;                                                                 \
+                memcpy(&v, p + sizeof(TYPE) * i, sizeof(TYPE));                         \
+                any |= (v & mask) == mask;                                              \
+            }                                                                           \
+            if (!any) continue;                                                         \
+            for (size_t i = 0; i < n; i++) {                                            \
+                TYPE v;                                                                 \
+                memcpy(&v, p + sizeof(TYPE) * i, sizeof(TYPE));                         \
+                if ((v & mask) == mask) return start + i;                               \
+            }                                                                           \
+        }                                                                               \
+        return count;                                                                   \
+    }
+
+DEFINE_FIRST_NONFINITE(first_nonfinite_u16, uint16_t)
+DEFINE_FIRST_NONFINITE(first_nonfinite_u32, uint32_t)
+
+size_t cf16_first_nonfinite(const void *src, size_t count, size_t width, uint32_t exponent_mask) {
+    if (width == 2) return first_nonfinite_u16(src, count, (uint16_t)exponent_mask);
+    return first_nonfinite_u32(src, count, exponent_mask);
+}

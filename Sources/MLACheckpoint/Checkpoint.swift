@@ -22,7 +22,8 @@ public struct Checkpoint: Sendable {
     /// Small side files to carry into converted outputs (tokenizer.json, tokenizer_config.json,
     /// generation_config.json, special_tokens_map.json, ...): file name -> bytes.
     public let auxiliaryFiles: [String: [UInt8]]
-    /// Non-fatal observations made while opening (e.g. a wrong total_size in a shard index).
+    /// Non-fatal observations made while opening, one line each (a wrong total_size in a shard index,
+    /// tensors of layers past `num_hidden_layers`); the tools print them before any work.
     public let warnings: [String]
 
     /// Side files copied through by writers when present in a Hugging Face directory.
@@ -86,23 +87,35 @@ public struct Checkpoint: Sendable {
             let file = directory + "/" + name
             if FileManager.default.fileExists(atPath: file) { aux[name] = try InputFile.read(file) }
         }
-        return Checkpoint(path: path, format: .huggingFace, config: config, store: store, ggufTokenizer: nil,
-                          auxiliaryFiles: aux, warnings: warnings)
+        return assemble(path: path, format: .huggingFace, config: config, configFile: configPath, store: store, ggufTokenizer: nil,
+                        auxiliaryFiles: aux, warnings: warnings)
     }
 
     private static func openGGUF(_ path: String) throws -> Checkpoint {
         let file = try GGUFFile(path: path)
         let json = try file.hfConfig()
         let config = try ModelAdapters.config(from: json, file: path)
-        return Checkpoint(path: path, format: .gguf, config: config, store: try GGUFTensorStore(file: file),
-                          ggufTokenizer: try file.tokenizerData(), auxiliaryFiles: [:], warnings: [])
+        return assemble(path: path, format: .gguf, config: config, configFile: path, store: try GGUFTensorStore(file: file),
+                        ggufTokenizer: try file.tokenizerData(), auxiliaryFiles: [:], warnings: [])
     }
 
     private static func openHDF5(_ path: String) throws -> Checkpoint {
         let store = try HDF5Store(path: path)
         let config = try ModelAdapters.config(from: store.configJSON, file: path)
-        return Checkpoint(path: path, format: .hdf5, config: config, store: store, ggufTokenizer: nil,
-                          auxiliaryFiles: try store.auxiliaryFiles(), warnings: [])
+        return assemble(path: path, format: .hdf5, config: config, configFile: path, store: store, ggufTokenizer: nil,
+                        auxiliaryFiles: try store.auxiliaryFiles(), warnings: [])
+    }
+
+    /// The checkpoint with `store` restricted to the model `config` describes (`ConfiguredTensorStore`:
+    /// no non-persistent buffers, no layers past `num_hidden_layers`), and a warning naming the stray
+    /// layer tensors, if any. `configFile` is where the config was read.
+    private static func assemble(path: String, format: CheckpointFormat, config: ModelConfig, configFile: String,
+                                 store: any TensorStore, ggufTokenizer: GGUFTokenizerData?,
+                                 auxiliaryFiles: [String: [UInt8]], warnings: [String]) -> Checkpoint {
+        let configured = ConfiguredTensorStore(base: store, layers: config.numLayers)
+        return Checkpoint(path: path, format: format, config: config, store: configured, ggufTokenizer: ggufTokenizer,
+                          auxiliaryFiles: auxiliaryFiles,
+                          warnings: warnings + [configured.strayLayersNote(configFile: configFile)].compactMap { $0 })
     }
 
     /// Checks that every tensor the family needs is present with the right shape, so a conversion
@@ -142,6 +155,25 @@ public struct Checkpoint: Sendable {
             }
             if c.outputBias { try check(n.oBias, [c.hiddenSize]) }
         }
+    }
+
+    /// The source tensors a converter copies unchanged (every tensor but the layers' attention
+    /// projections and biases, `LayerTensorNames.sourceAttention`), for checking before any layer is
+    /// converted. Any other `self_attn.` tensor is refused, naming its file: the converted attention
+    /// would silently drop what it does.
+    public func passThroughTensors() throws -> [TensorInfo] {
+        let attention = Set((0..<config.numLayers).flatMap { LayerTensorNames(layer: $0).sourceAttention })
+        var infos: [TensorInfo] = []
+        for name in store.names where !attention.contains(name) {
+            guard let info = store.info(name) else { throw CheckpointError.missingTensor(file: path, tensor: name) }
+            guard LayerTensorNames.attentionLayer(of: name) == nil else {
+                throw CheckpointError.unsupportedModel(
+                    file: info.file,
+                    reason: "tensor '\(name)' belongs to the attention but is no q/k/v/o projection or bias, so the converted attention would drop it; remove it if it is a buffer, else this model is not convertible")
+            }
+            infos.append(info)
+        }
+        return infos
     }
 
     /// Total parameter count (elements of every tensor).

@@ -26,6 +26,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
     /// The output path was taken during the run; the finished result is at `kept`.
     case outputKept(path: String, kept: String, reason: String)
     case writeFailed(path: String, reason: String)
+    /// A tensor about to be written holds an infinity or NaN (`value`) at flat index `element`.
+    case nonFiniteOutput(file: String, tensor: String, element: Int, value: String)
 
     /// One line: control characters quoted from a damaged file (a newline in a GGUF key or a
     /// tensor name) are escaped.
@@ -69,6 +71,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Sendable {
             return "\(path): not replaced: \(reason); the finished output is kept at \(kept)"
         case let .writeFailed(path, reason):
             return "\(path): cannot write: \(reason)"
+        case let .nonFiniteOutput(file, tensor, element, value):
+            return "\(file): tensor '\(tensor)' would hold \(value) at element \(element), so nothing was written; a value overflowed the output dtype (--dtype f32 holds more) or the source holds non-finite values"
         }
     }
 }

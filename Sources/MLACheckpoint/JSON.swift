@@ -1,6 +1,6 @@
 /// A JSON value that keeps object keys in file order. Parsed by `JSONValue.parse`, which (unlike
 /// Foundation's decoders) rejects duplicate keys at any level instead of silently keeping one.
-public indirect enum JSONValue: Sendable, Equatable {
+public indirect enum JSONValue: Sendable, Equatable, CustomStringConvertible {
     case null
     case bool(Bool)
     /// Numbers keep their source text so integers of any size and floats round-trip unchanged.
@@ -63,6 +63,16 @@ public indirect enum JSONValue: Sendable, Equatable {
     }
 }
 
+/// Why a value could not be written as JSON: `number` (at `path`, such as `rope_theta`) is no JSON
+/// number, typically a non-finite float (`inf`, `nan`).
+public struct JSONSerializationError: Error, CustomStringConvertible, Sendable {
+    public let path: String
+    public let number: String
+    public var description: String {
+        "\(path) is \(number), which JSON cannot hold (only finite numbers are JSON numbers); the value was computed or read out of range"
+    }
+}
+
 /// Why a JSON text was rejected; `offset` is a byte offset into the text.
 public struct JSONParseError: Error, CustomStringConvertible, Sendable {
     public let message: String
@@ -85,26 +95,42 @@ extension JSONValue {
     public static func parse(_ text: String) throws -> JSONValue { try parse(Array(text.utf8)) }
 
     /// Serializes to JSON text. `indent` > 0 pretty-prints with that many spaces per level.
-    public func serialized(indent: Int = 0) -> String {
+    /// Throws `JSONSerializationError` for a number that is not a JSON number, such as the `inf` or
+    /// `nan` that `JSONValue(Double)` holds for a non-finite value: JSON has no token for those, and
+    /// a file holding one cannot be read back (by this toolkit or any other JSON reader).
+    public func serialized(indent: Int = 0) throws -> String {
         var out = ""
-        write(into: &out, indent: indent, level: 0)
+        try write(into: &out, indent: indent, level: 0, path: "", strict: true)
         return out
     }
 
-    private func write(into out: inout String, indent: Int, level: Int) {
+    /// Compact text for messages: as `serialized()`, but a number that is not a JSON number is shown
+    /// as it is held instead of refused.
+    public var description: String {
+        var out = ""
+        // Cannot throw: only strict writing refuses numbers.
+        try? write(into: &out, indent: 0, level: 0, path: "", strict: false)
+        return out
+    }
+
+    /// `path` locates this value for errors (`mla_convert.layers[3].errors`); `strict` refuses numbers
+    /// that are not JSON numbers.
+    private func write(into out: inout String, indent: Int, level: Int, path: String, strict: Bool) throws {
         let newline = indent > 0 ? "\n" : ""
         let pad = { (l: Int) in String(repeating: " ", count: indent * l) }
         switch self {
         case .null: out += "null"
         case let .bool(b): out += b ? "true" : "false"
-        case let .number(n): out += n
+        case let .number(n):
+            if strict, !JSONValue.isNumberToken(n) { throw JSONSerializationError(path: path.isEmpty ? "the top-level value" : path, number: n) }
+            out += n
         case let .string(s): JSONValue.writeString(s, into: &out)
         case let .array(items):
             if items.isEmpty { out += "[]"; return }
             out += "[" + newline
             for (i, item) in items.enumerated() {
                 out += pad(level + 1)
-                item.write(into: &out, indent: indent, level: level + 1)
+                try item.write(into: &out, indent: indent, level: level + 1, path: "\(path)[\(i)]", strict: strict)
                 out += (i + 1 < items.count ? "," : "") + newline
             }
             out += pad(level) + "]"
@@ -115,11 +141,33 @@ extension JSONValue {
                 out += pad(level + 1)
                 JSONValue.writeString(key, into: &out)
                 out += indent > 0 ? ": " : ":"
-                value.write(into: &out, indent: indent, level: level + 1)
+                try value.write(into: &out, indent: indent, level: level + 1, path: path.isEmpty ? key : path + "." + key, strict: strict)
                 out += (i + 1 < members.count ? "," : "") + newline
             }
             out += pad(level) + "}"
         }
+    }
+
+    /// Whether `text` is a JSON number (RFC 8259 §6): `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    static func isNumberToken(_ text: String) -> Bool {
+        var bytes = Array(text.utf8)[...]
+        func digits() -> Int {
+            let n = bytes.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }.count
+            bytes = bytes.dropFirst(n)
+            return n
+        }
+        if bytes.first == UInt8(ascii: "-") { bytes = bytes.dropFirst() }
+        if bytes.first == UInt8(ascii: "0") { bytes = bytes.dropFirst() } else if digits() == 0 { return false }
+        if bytes.first == UInt8(ascii: ".") {
+            bytes = bytes.dropFirst()
+            if digits() == 0 { return false }
+        }
+        if bytes.first == UInt8(ascii: "e") || bytes.first == UInt8(ascii: "E") {
+            bytes = bytes.dropFirst()
+            if bytes.first == UInt8(ascii: "+") || bytes.first == UInt8(ascii: "-") { bytes = bytes.dropFirst() }
+            if digits() == 0 { return false }
+        }
+        return bytes.isEmpty
     }
 
     private static func writeString(_ s: String, into out: inout String) {

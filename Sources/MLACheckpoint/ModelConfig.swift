@@ -163,6 +163,8 @@ public struct LayerTensorNames: Sendable {
     public var kBias: String { prefix + "self_attn.k_proj.bias" }
     public var vBias: String { prefix + "self_attn.v_proj.bias" }
     public var oBias: String { prefix + "self_attn.o_proj.bias" }
+    /// The source attention tensors a conversion replaces (q/k/v/o projections and their biases).
+    public var sourceAttention: [String] { [qProj, kProj, vProj, oProj, qBias, kBias, vBias, oBias] }
     public var gateProj: String { prefix + "mlp.gate_proj.weight" }
     public var upProj: String { prefix + "mlp.up_proj.weight" }
     public var downProj: String { prefix + "mlp.down_proj.weight" }

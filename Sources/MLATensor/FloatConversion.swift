@@ -30,6 +30,23 @@ public enum FloatConversion {
         cf16_float_to_half(s, d, src.count)
     }
 
+    /// The index of the first infinity or NaN among the little-endian values of `dtype` in `raw`, or
+    /// nil when every value is finite or `dtype` is not a float type. F32, BF16 and F16 are checked
+    /// in C on the bit patterns (vectorized; docs/performance.md has the cost), F64 here.
+    public static func firstNonFinite(_ raw: UnsafeRawBufferPointer, dtype: DType) -> Int? {
+        let n = raw.count / dtype.byteSize
+        guard let base = raw.baseAddress, n > 0 else { return nil }
+        let found: Int
+        switch dtype {
+        case .f32: found = cf16_first_nonfinite(base, n, 4, 0x7F80_0000)
+        case .bf16: found = cf16_first_nonfinite(base, n, 2, 0x7F80)
+        case .f16: found = cf16_first_nonfinite(base, n, 2, 0x7C00)
+        case .f64: found = (0..<n).first { !raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self).isFinite } ?? n
+        default: return nil
+        }
+        return found < n ? found : nil
+    }
+
     /// Whether the F16C fast path is active on this CPU.
     public static var hasF16C: Bool { cf16_has_f16c() != 0 }
 

@@ -76,7 +76,7 @@ public struct HTMLReport: Sendable {
     /// A numeric cell tied to the JSON: `key` is the JSON path, `value` the JSON number, `text` what is shown.
     private func cell(_ key: String, _ value: JSONValue, _ text: String, span: Int = 1) -> String {
         let colspan = span > 1 ? " colspan=\"\(span)\"" : ""
-        return "<td\(colspan) data-key=\"\(escapeHTML(key))\" data-value=\"\(escapeHTML(value.serialized()))\">\(escapeHTML(text))</td>"
+        return "<td\(colspan) data-key=\"\(escapeHTML(key))\" data-value=\"\(escapeHTML(value.description))\">\(escapeHTML(text))</td>"
     }
 
     private func summaryTable() -> String {

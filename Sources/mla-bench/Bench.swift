@@ -10,10 +10,7 @@ import MLATensor
 /// Benchmarks whose numbers go into docs/performance.md (scripts/bench runs them all).
 @main
 struct Bench: ParsableCommand {
-    static func main() {
-        ProcessExit.skipLibraryDestructors()
-        main(nil)
-    }
+    static func main() { mainWithOneLineErrors() }
 
     static let configuration = CommandConfiguration(
         commandName: "mla-bench",
@@ -30,7 +27,7 @@ extension Bench {
         func run() throws {
             let rss0 = ResourceUsage.residentBytes
             let t0 = MonotonicClock.now()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let t1 = MonotonicClock.now()
             let values = try checkpoint.store.tensor(tensor).floats()
             let t2 = MonotonicClock.now()
@@ -94,7 +91,7 @@ extension Bench {
 
         func run() throws {
             runtime.apply()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let t0 = MonotonicClock.now()
             let decoder = try DecoderModel(config: checkpoint.config, store: checkpoint.store)
             let load = MonotonicClock.now() - t0
@@ -148,7 +145,7 @@ extension Bench {
 
         func run() throws {
             runtime.apply()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let c = checkpoint.config
             let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
             var rng = SystemRandomNumberGenerator()
@@ -197,7 +194,7 @@ extension Bench {
 
         func run() throws {
             runtime.apply()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let c = checkpoint.config
             let rope: RopePlan = ropePairs.map { .partial(strategy: .high, pairs: $0, start: 0, combination: .product) }
                 ?? .shared(dims: ropeDim ?? min(64, c.headDim), stride: 1, fold: 1)

@@ -171,9 +171,13 @@ struct FuzzMutator: Sendable {
         default:
             let r = replacements[Int(rng.next() % UInt64(replacements.count))]
             action = .replace(r)
-            what = "set to \(r.serialized())"
+            what = "set to \(r.description)"
         }
-        let text = Array(JSONPaths.apply(action, at: path[...], in: json).serialized(indent: rng.next() % 2 == 0 ? 0 : 2).utf8)
+        // Every replacement is a JSON number token, so the mutated value always serializes.
+        guard let serialized = try? JSONPaths.apply(action, at: path[...], in: json).serialized(indent: rng.next() % 2 == 0 ? 0 : 2) else {
+            return "unserializable JSON left as is"
+        }
+        let text = Array(serialized.utf8)
         let description = "JSON \(path.map(\.description).joined(separator: "/")) \(what)"
         if target == .safetensors {
             var header = text

@@ -216,7 +216,7 @@ extension Bench {
             let t0 = MonotonicClock.now()
             var files: [String] = []
             try plan.write { dir in
-                let config = Data((s.config.serialized(indent: 2) + "\n").utf8)
+                let config = Data((try s.config.serialized(indent: 2) + "\n").utf8)
                 guard FileManager.default.createFile(atPath: dir + "/config.json", contents: config) else {
                     throw CheckpointError.writeFailed(path: dir + "/config.json", reason: "cannot create file")
                 }

@@ -41,7 +41,7 @@ extension MLAConvertCommand {
             runtime.apply()
             // Before the calibration pass: an output that overlaps an input, exists or cannot be written fails now.
             let plan = try OutputPlan(output, kind: .file, force: force, inputs: [model] + calibration.inputs)
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             guard let stats = try calibration.statistics(for: checkpoint) else { return }
             try stats.save(to: plan)
             print("wrote \(output): \(stats.tokenCount) tokens in \(stats.tags["windows"] ?? "?") windows, \(checkpoint.config.numLayers) layers")

@@ -51,12 +51,14 @@ struct SourceModelArgument: ParsableArguments {
     @Argument(help: "Source checkpoint (HF directory, .safetensors, GGUF or HDF5).")
     var model: String
 
-    /// Opens the source; an MLA model is refused (there is nothing to convert).
+    /// Opens the source; an MLA model is refused (there is nothing to convert). The tensors the
+    /// writers copy unchanged are checked now, before calibration and conversion (the writers ask again).
     func open() throws -> Checkpoint {
-        let checkpoint = try Checkpoint.open(model)
+        let checkpoint = try Checkpoint.openPrintingWarnings(model)
         guard !checkpoint.config.family.isMLA else {
             throw ValidationError("\(model) is already an MLA model (\(checkpoint.config.family.rawValue))")
         }
+        _ = try checkpoint.passThroughTensors()
         return checkpoint
     }
 }
@@ -196,7 +198,7 @@ struct ConversionRunner {
         summary.seconds = MonotonicClock.now() - start
         summary.peakResidentBytes = ResourceUsage.peakResidentBytes
         if output.json {
-            print(summary.json.serialized(indent: 2))
+            print(try summary.json.serialized(indent: 2))
         } else {
             print(summary.text)
             print("  wrote \(output.output) in \(String(format1: summary.seconds)) s, peak RSS \(formatBytes(summary.peakResidentBytes))")

@@ -48,7 +48,7 @@ extension MLAConvertCommand {
             let writer = CheckpointWriter(format: OutputFormat(rawValue: format) ?? .hf,
                                           maxShardBytes: parseByteSize(maxShardSize), deflateLevel: deflate)
             let plan = try writer.output(output, force: force, inputs: [model])
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let target = dtype.flatMap { DType(userName: $0) }
             let store = checkpoint.store
             let entries = try store.names.map { name -> TensorWriteEntry in

@@ -20,7 +20,7 @@ extension MLAConvertCommand {
         func run() throws {
             let checkpoint = try Checkpoint.open(model)
             let report = CheckpointReport(checkpoint: checkpoint)
-            print(json ? report.json(includeTensors: tensors).serialized(indent: 2) : report.text(includeTensors: tensors))
+            print(json ? try report.json(includeTensors: tensors).serialized(indent: 2) : report.text(includeTensors: tensors))
         }
     }
 }

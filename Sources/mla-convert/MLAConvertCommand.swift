@@ -4,10 +4,7 @@ import MLACheckpoint
 
 @main
 struct MLAConvertCommand: ParsableCommand {
-    static func main() {
-        ProcessExit.skipLibraryDestructors()
-        main(nil)
-    }
+    static func main() { mainWithOneLineErrors() }
 
     static let configuration = CommandConfiguration(
         commandName: "mla-convert",

@@ -46,7 +46,8 @@ extension MLAVerifyCommand {
         @Option(help: "Tokens to evaluate.") var tokens: Int = 2048
         @Option(help: "Window length.") var window: Int = 512
         @Option(help: "Comma-separated layer indices for the per-layer part (default all).") var layers: String?
-        @Option(help: "Exit with status 1 when converted/original perplexity exceeds this ratio.") var maxPplIncrease: Double?
+        @Option(help: "Exit with status 1 when converted/original perplexity exceeds this ratio (finite, above 0; a NaN perplexity fails too).") var maxPplIncrease: Double?
+        @Flag(help: "Accept a CONVERTED model without MLA attention (e.g. to compare an export round trip).") var allowNonMla = false
         @Flag(help: "Print JSON.") var json = false
         @Option(help: "Write an HTML report to this directory (DIR/index.html).") var report: String?
         @Flag(help: "Replace a previous output of this toolkit at the --report path (nothing else is ever replaced).") var force = false
@@ -55,13 +56,19 @@ extension MLAVerifyCommand {
         func validate() throws {
             guard tokens >= 2, window >= 2 else { throw ValidationError("--tokens and --window must be at least 2") }
             guard text.isEmpty || ids == nil else { throw ValidationError("give --text FILES or --ids LIST, not both") }
+            if let maxPplIncrease, !(maxPplIncrease.isFinite && maxPplIncrease > 0) {
+                throw ValidationError("--max-ppl-increase must be a finite ratio above 0, such as 1.05 for at most 5 % more perplexity; got \(maxPplIncrease)")
+            }
         }
 
         func run() throws {
             runtime.apply()
             // Before any work: a report directory that overlaps an input, exists or cannot be written fails now.
             let reportPlan = try report.map { try OutputPlan($0, kind: .directory, force: force, inputs: [original, converted] + text) }
-            let source = try Checkpoint.open(original), target = try Checkpoint.open(converted)
+            let source = try Checkpoint.openPrintingWarnings(original), target = try Checkpoint.openPrintingWarnings(converted)
+            guard target.config.family.isMLA || allowNonMla else {
+                throw ValidationError("\(converted) is a \(target.config.family.rawValue) model without MLA attention, not a conversion; pass --allow-non-mla to compare it anyway (e.g. an export round trip)")
+            }
             let metadata = report == nil ? nil : try ConversionMetadata.load(target)
             var ids: [Int] = []
             if let list = self.ids {
@@ -91,8 +98,9 @@ extension MLAVerifyCommand {
                     .write(to: reportPlan)
                 writeStandardError("report: \(report)/index.html\n")
             }
-            print(json ? result.json.serialized(indent: 2) : summary(result))
-            if let limit = maxPplIncrease, result.converted.perplexity / result.original.perplexity > limit {
+            print(json ? try result.json.serialized(indent: 2) : summary(result))
+            // Written so that a NaN ratio fails the gate.
+            if let limit = maxPplIncrease, !(result.converted.perplexity / result.original.perplexity <= limit) {
                 throw ExitCode(1)
             }
         }

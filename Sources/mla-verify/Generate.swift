@@ -33,7 +33,7 @@ extension MLAVerifyCommand {
 
         func run() throws {
             runtime.apply()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
             let ids = tokenizer.encode(prompt, addBos: bos)
             guard !ids.isEmpty else { throw ValidationError("the prompt is empty") }
@@ -41,7 +41,7 @@ extension MLAVerifyCommand {
             let generated = try decoder.generate(prompt: ids, maxNewTokens: tokens)
             let text = tokenizer.decode(generated)
             if json {
-                print(JSONValue.object([
+                print(try JSONValue.object([
                     ("prompt_ids", .array(ids.map { JSONValue($0) })), ("generated_ids", .array(generated.map { JSONValue($0) })),
                     ("text", .string(text)),
                 ]).serialized(indent: 2))

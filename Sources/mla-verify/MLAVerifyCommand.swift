@@ -5,10 +5,7 @@ import MLALinalg
 
 @main
 struct MLAVerifyCommand: ParsableCommand {
-    static func main() {
-        ProcessExit.skipLibraryDestructors()
-        main(nil)
-    }
+    static func main() { mainWithOneLineErrors() }
 
     static let configuration = CommandConfiguration(
         commandName: "mla-verify",

@@ -54,7 +54,7 @@ extension MLAVerifyCommand {
         func run() throws {
             runtime.apply()
             let start = MonotonicClock.now()
-            let checkpoint = try Checkpoint.open(model)
+            let checkpoint = try Checkpoint.openPrintingWarnings(model)
             var tokenIds: [Int]
             if let ids {
                 tokenIds = try parseTokenIds(ids, vocabSize: checkpoint.config.vocabSize)
@@ -72,7 +72,7 @@ extension MLAVerifyCommand {
             progress.finish()
             let seconds = MonotonicClock.now() - start
             if json {
-                print(JSONValue.object([
+                print(try JSONValue.object([
                     ("perplexity", JSONValue(result.perplexity)), ("nll", JSONValue(result.nll)),
                     ("top1", JSONValue(result.top1)), ("tokens", JSONValue(result.tokens)),
                     ("input_tokens", JSONValue(tokenIds.count)), ("window", JSONValue(window)),

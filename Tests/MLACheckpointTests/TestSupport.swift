@@ -21,6 +21,17 @@ func randomTensor(_ dtype: DType, _ shape: [Int], seed: UInt64) -> Tensor {
     return Tensor(dtype: dtype, shape: shape, storage: .owned((0..<count).map { _ in UInt8.random(in: 0...255, using: &g) }))
 }
 
+/// `randomTensor` with every float value finite: the top exponent bit (0x40 of each value's last,
+/// most significant byte in F64, F32, F16 and BF16) is cleared, since writers refuse the infinities
+/// and NaNs random bits hold (`TensorPayload.checkFinite`). Other dtypes are unchanged.
+func finiteRandomTensor(_ dtype: DType, _ shape: [Int], seed: UInt64) -> Tensor {
+    var raw = bytes(of: randomTensor(dtype, shape, seed: seed))
+    if dtype.isComputeFloat {
+        for end in stride(from: dtype.byteSize - 1, to: raw.count, by: dtype.byteSize) { raw[end] &= ~0x40 }
+    }
+    return Tensor(dtype: dtype, shape: shape, storage: .owned(raw))
+}
+
 func bytes(of tensor: Tensor) -> [UInt8] { tensor.withRawBytes { Array($0) } }
 
 /// Writes a safetensors file from a raw header string and data bytes (for crafted bad inputs).

@@ -96,10 +96,10 @@ struct HFConfigReader {
     /// A finite JSON number; `key` and `file` name it in the error.
     static func finite(_ value: JSONValue, key: String, file: String) throws -> Double {
         guard let d = value.double else {
-            throw CheckpointError.invalidConfig(file: file, key: key, reason: "expected a number, found \(value.serialized())")
+            throw CheckpointError.invalidConfig(file: file, key: key, reason: "expected a number, found \(value.description)")
         }
         guard d.isFinite else {
-            throw CheckpointError.invalidConfig(file: file, key: key, reason: "\(value.serialized()) is not a finite number")
+            throw CheckpointError.invalidConfig(file: file, key: key, reason: "\(value.description) is not a finite number")
         }
         return d
     }
@@ -151,7 +151,7 @@ struct HFConfigReader {
             let name = "original_max_position_embeddings"
             guard let v = s[name], !v.isNull else { return maxPositions }
             guard let i = v.int, i > 0 else {
-                throw CheckpointError.invalidConfig(file: file, key: "\(key).\(name)", reason: "\(v.serialized()) is not a positive integer")
+                throw CheckpointError.invalidConfig(file: file, key: "\(key).\(name)", reason: "\(v.description) is not a positive integer")
             }
             return i
         }

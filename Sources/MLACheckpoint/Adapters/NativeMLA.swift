@@ -9,7 +9,7 @@ enum NativeMLAAdapter: ModelAdapter {
             throw CheckpointError.missingConfigKey(file: reader.file, key: "mla_convert")
         }
         guard mla["format_version"]?.int == 2 else {
-            throw CheckpointError.unsupportedModel(file: reader.file, reason: "mla_convert.format_version is \(mla["format_version"]?.serialized() ?? "missing"), this toolkit reads 2 (convert the model again with this version)")
+            throw CheckpointError.unsupportedModel(file: reader.file, reason: "mla_convert.format_version is \(mla["format_version"]?.description ?? "missing"), this toolkit reads 2 (convert the model again with this version)")
         }
         var config = try reader.commonConfig(family: .mlaNative, qkvBias: false, outputBias: false,
                                              mlpBias: try reader.bool("mlp_bias", default: false))

@@ -60,16 +60,29 @@ public struct CheckpointWriter {
                                                                  maxShardBytes: maxShardBytes) { sink in
                     try payload(sink.entry.name).write(to: sink)
                 }
-                try writeFile(dir + "/config.json", Array((try config().serialized(indent: 2) + "\n").utf8))
-                for (name, bytes) in try lateFiles().sorted(by: { $0.key < $1.key }) {
+                let configText = try naming(output.path + "/config.json") { try config().serialized(indent: 2) }
+                try writeFile(dir + "/config.json", Array((configText + "\n").utf8))
+                for (name, bytes) in try naming(output.path) { try lateFiles() }.sorted(by: { $0.key < $1.key }) {
                     try writeFile(dir + "/" + name, bytes)
                 }
             }
         case .hdf5:
             try output.write { file in
-                try HDF5Writer.write(path: file, config: config, entries: entries, deflateLevel: deflateLevel,
-                                     files: { auxiliaryFiles.merging(try lateFiles()) { _, late in late } }) { name in try payload(name).whole(entry: entries.first { $0.name == name }) }
+                try naming(output.path) { try HDF5Writer.write(path: file, config: config, entries: entries, deflateLevel: deflateLevel,
+                                     files: { auxiliaryFiles.merging(try lateFiles()) { _, late in late } }) { name in
+                    let t = try payload(name).whole(entry: entries.first { $0.name == name })
+                    try t.withRawBytes { try TensorPayload.checkFinite($0, dtype: t.dtype, file: file, tensor: name, firstElement: 0) }
+                    return t
+                } }
             }
+        }
+    }
+
+    /// `body`, with a value JSON cannot hold (a non-finite number in the config or a side file)
+    /// reported as a failed write of `file`.
+    private func naming<T>(_ file: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as JSONSerializationError {
+            throw CheckpointError.writeFailed(path: file, reason: error.description)
         }
     }
 
@@ -96,17 +109,22 @@ public enum TensorPayload {
     /// `block(i)` is asked for in order and released after writing.
     case rowBlocks(count: Int, block: (Int) throws -> Tensor)
 
-    /// Writes the payload's bytes through `sink`, checking dtypes and, for a whole tensor, the shape
-    /// (the sink checks the byte count).
+    /// Writes the payload's bytes through `sink`, checking dtypes, that every value is finite
+    /// (`checkFinite`) and, for a whole tensor, the shape (the sink checks the byte count).
     func write(to sink: TensorByteSink) throws {
         let e = sink.entry
+        var element = 0
         func check(_ t: Tensor, shapeMatters: Bool) throws {
             guard t.dtype == e.dtype, !shapeMatters || t.shape == e.shape else {
                 throw CheckpointError.malformedTensor(
                     file: sink.path, tensor: e.name,
                     reason: "writer expected \(e.dtype.rawValue) \(e.shape) but got \(t.dtype.rawValue) \(t.shape)")
             }
-            try t.withRawBytes { try sink.write($0) }
+            try t.withRawBytes {
+                try Self.checkFinite($0, dtype: t.dtype, file: sink.path, tensor: e.name, firstElement: element)
+                try sink.write($0)
+            }
+            element += t.elementCount
             t.releaseMappedPages()
         }
         switch self {
@@ -115,6 +133,17 @@ public enum TensorPayload {
         case let .rowBlocks(count, block):
             for i in 0..<count { try check(try block(i), shapeMatters: false) }
         }
+    }
+
+    /// Refuses an infinity or NaN in the float values `raw` of `dtype` (the part of `tensor` from flat
+    /// element `firstElement` on): a conversion that overflows the output dtype (a value at the BF16
+    /// maximum rotated or rescaled past it rounds to +inf) must fail, not write a model that yields
+    /// NaN. Every writer's data passes here; the check reads bytes about to be written anyway
+    /// (docs/performance.md: well under 1 % of a conversion).
+    static func checkFinite(_ raw: UnsafeRawBufferPointer, dtype: DType, file: String, tensor: String, firstElement: Int) throws {
+        guard let i = FloatConversion.firstNonFinite(raw, dtype: dtype) else { return }
+        let value = Tensor(dtype: dtype, shape: [1], storage: .owned(Array(raw[(i * dtype.byteSize)..<((i + 1) * dtype.byteSize)]))).floats()[0]
+        throw CheckpointError.nonFiniteOutput(file: file, tensor: tensor, element: firstElement + i, value: value.isNaN ? "NaN" : value > 0 ? "+inf" : "-inf")
     }
 
     /// The whole tensor (row blocks joined), for writers that need it at once (HDF5).

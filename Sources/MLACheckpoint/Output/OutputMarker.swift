@@ -22,7 +22,7 @@ public enum OutputManifest {
             ("files", .array(files.map { .string($0) })),
         ])
         let path = directory + "/" + fileName
-        guard FileManager.default.createFile(atPath: path, contents: Data((manifest.serialized(indent: 2) + "\n").utf8)) else {
+        guard FileManager.default.createFile(atPath: path, contents: Data((try manifest.serialized(indent: 2) + "\n").utf8)) else {
             throw CheckpointError.writeFailed(path: path, reason: "cannot create the output manifest; check free space")
         }
     }

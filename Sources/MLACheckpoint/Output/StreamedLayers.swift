@@ -23,6 +23,8 @@ public final class StreamedLayerTensors<Extra: Sendable>: @unchecked Sendable {
     private let depth: Int
     private let produce: @Sendable (Int) throws -> ([String: Tensor], Extra)
     private let received: (Int, Extra) -> Void
+    /// The source checkpoint's path, to name in errors.
+    private let source: String
     /// Tensors of layers the writer has started and not finished (consumer thread only).
     private var held: [Int: [String: Tensor]] = [:]
 
@@ -31,12 +33,14 @@ public final class StreamedLayerTensors<Extra: Sendable>: @unchecked Sendable {
     ///   multithreaded separately, `BLASThreads`).
     /// - `produce(l)`: layer l's tensors by name, plus what the caller wants to keep of it (`Extra`).
     /// - `received(l, extra)`: called on the consumer's thread when layer l is first taken.
-    public init(order: [Int], workers: Int = 1, produce: @escaping @Sendable (Int) throws -> ([String: Tensor], Extra),
+    /// - `source`: the path of the checkpoint the layers come from, named in errors.
+    public init(order: [Int], workers: Int = 1, source: String, produce: @escaping @Sendable (Int) throws -> ([String: Tensor], Extra),
                 received: @escaping (Int, Extra) -> Void) {
         pending = order
         depth = max(workers, 1)
         self.produce = produce
         self.received = received
+        self.source = source
         for _ in 0..<depth {
             let thread = Thread { [self] in work() }
             thread.stackSize = 8 << 20
@@ -63,7 +67,7 @@ public final class StreamedLayerTensors<Extra: Sendable>: @unchecked Sendable {
             received(layer, extra)
         }
         guard let t = held[layer]?.removeValue(forKey: name) else {
-            throw CheckpointError.missingTensor(file: "<converted layer \(layer)>", tensor: name)
+            throw CheckpointError.missingTensor(file: "\(source) (converted layer \(layer))", tensor: name)
         }
         if held[layer]?.isEmpty == true { held[layer] = nil }
         return t

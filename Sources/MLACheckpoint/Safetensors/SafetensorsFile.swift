@@ -88,7 +88,7 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
             var shape: [Int] = []
             for dim in shapeValues {
                 guard case let .number(text) = dim, let d = Int(text), d >= 0 else {
-                    throw bad("shape \(shapeValues.map { $0.serialized() }) has a dimension that is not a non-negative integer")
+                    throw bad("shape \(shapeValues.map { $0.description }) has a dimension that is not a non-negative integer")
                 }
                 shape.append(d)
             }

@@ -45,7 +45,7 @@ public enum SafetensorsWriter {
             ("weight_map", .object(weightMap)),
         ])
         let indexPath = directory + "/" + SafetensorsDirectoryStore.indexName
-        guard FileManager.default.createFile(atPath: indexPath, contents: Data((index.serialized(indent: 2) + "\n").utf8)) else {
+        guard FileManager.default.createFile(atPath: indexPath, contents: Data((try index.serialized(indent: 2) + "\n").utf8)) else {
             throw CheckpointError.writeFailed(path: indexPath, reason: "cannot create file")
         }
         names.append(SafetensorsDirectoryStore.indexName)
@@ -110,7 +110,7 @@ public enum SafetensorsWriter {
             ])))
             offset += e.byteCount
         }
-        var headerBytes = Array(JSONValue.object(header).serialized().utf8)
+        var headerBytes = Array(try JSONValue.object(header).serialized().utf8)
         while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(0x20) }
         guard let handle = FileOutput(path: path) else {
             throw CheckpointError.writeFailed(path: path, reason: "cannot create file")

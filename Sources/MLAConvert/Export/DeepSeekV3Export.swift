@@ -114,14 +114,9 @@ public enum DeepSeekV3Export {
         for l in 0..<c.numLayers {
             entries += attentionShapes(template, layer: l).map { TensorWriteEntry(name: $0.0, dtype: dtype, shape: $0.1) }
         }
-        let attention = Set((0..<c.numLayers).flatMap { l -> [String] in
-            let n = LayerTensorNames(layer: l)
-            return [n.qProj, n.kProj, n.vProj, n.oProj, n.qBias, n.kBias, n.vBias, n.oBias]
-        })
         let scaled = Set([ModelTensorNames.embedding] + (0..<c.numLayers).map { LayerTensorNames(layer: $0).downProj })
-        for name in store.names where !attention.contains(name) {
-            guard let info = store.info(name) else { continue }
-            entries.append(TensorWriteEntry(name: name, dtype: info.dtype.isComputeFloat ? dtype : info.dtype, shape: info.shape))
+        entries += try source.passThroughTensors().map {
+            TensorWriteEntry(name: $0.name, dtype: $0.dtype.isComputeFloat ? dtype : $0.dtype, shape: $0.shape)
         }
         let untiedHead = !store.contains(ModelTensorNames.lmHead)
         if untiedHead, let info = store.info(ModelTensorNames.embedding) {
@@ -132,7 +127,7 @@ public enum DeepSeekV3Export {
         aux["config.json"] = nil
         let types = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })
         let layers = StreamedLayerTensors<Extra>(
-            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)), workers: workers,
+            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)), workers: workers, source: source.path,
             produce: { l in
                 let (w, extra) = try layer(l)
                 if let reason = unsupportedReason(layers: [template, w], source: c) {

@@ -220,7 +220,7 @@ extension MLALayerWeights {
         let biasList = entry["biases"]?.array ?? []
         let biases = Set(biasList.compactMap(\.string))
         guard biases.count == biasList.count, biases.isSubset(of: biasSlots) else {
-            throw CheckpointError.invalidConfig(file: file, key: entryPath + "biases", reason: "must list distinct names from \(biasSlots.sorted()), found \(biasList.map { $0.serialized() })")
+            throw CheckpointError.invalidConfig(file: file, key: entryPath + "biases", reason: "must list distinct names from \(biasSlots.sorted()), found \(biasList.map(\.description))")
         }
         guard let oInfo = store.info(prefix + NativeName.oProj), oInfo.shape.count == 2 else {
             throw CheckpointError.missingTensor(file: store.info(prefix + NativeName.kvA)?.file ?? "<store>", tensor: prefix + NativeName.oProj)

@@ -55,14 +55,8 @@ public enum NativeMLAWriter {
         guard ranks.count == c.numLayers else {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "\(ranks.count) layer ranks for \(c.numLayers) layers")
         }
-        let attentionNames: Set<String> = Set((0..<c.numLayers).flatMap { l -> [String] in
-            let n = LayerTensorNames(layer: l)
-            return [n.qProj, n.kProj, n.vProj, n.oProj, n.qBias, n.kBias, n.vBias, n.oBias]
-        })
-        var entries: [TensorWriteEntry] = []
-        for name in source.store.names where !attentionNames.contains(name) {
-            guard let info = source.store.info(name) else { continue }
-            entries.append(TensorWriteEntry(name: name, dtype: info.dtype.isComputeFloat ? dtype : info.dtype, shape: info.shape))
+        var entries = try source.passThroughTensors().map {
+            TensorWriteEntry(name: $0.name, dtype: $0.dtype.isComputeFloat ? dtype : $0.dtype, shape: $0.shape)
         }
         let planned = (0..<c.numLayers).map { template.nativeTensorShapes(prefix: prefix($0), kvRank: ranks[$0]) }
         entries = LayerTensorNames.layerMajor(entries + planned.flatMap { $0.map { TensorWriteEntry(name: $0.0, dtype: dtype, shape: $0.1) } })
@@ -72,7 +66,7 @@ public enum NativeMLAWriter {
         var layerEntries = [JSONValue](repeating: .null, count: c.numLayers)
         let sourcePath = source.path
         let layers = StreamedLayerTensors<(JSONValue, Extra)>(
-            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)), workers: workers,
+            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)), workers: workers, source: source.path,
             produce: { l in
                 let (w, extras, extra) = try layer(l)
                 let tensors = w.nativeTensors(prefix: prefix(l))
@@ -93,7 +87,7 @@ public enum NativeMLAWriter {
             to: output,
             config: { config(source: c, attention: template.nativeAttentionEntry, layerEntries: layerEntries, provenance: provenance) },
             entries: entries, metadata: ["mla_convert.kind": "native-mla", "source": source.path], auxiliaryFiles: aux,
-            lateFiles: { try summary().map { ["mla_convert.json": Array(($0.serialized(indent: 2) + "\n").utf8)] } ?? [:] }
+            lateFiles: { try summary().map { ["mla_convert.json": Array((try $0.serialized(indent: 2) + "\n").utf8)] } ?? [:] }
         ) { name in
             if let l = LayerTensorNames.attentionLayer(of: name) { return .whole(try layers.tensor(name, layer: l)) }
             let tensor = try source.store.tensor(name)

@@ -125,7 +125,7 @@ extension BPETokenizer {
                 throw TokenizerError.unsupported(source: source, what: "normalizer '\(normalizer["type"]?.string ?? "?")'")
             }
             guard let p = PreTokenizer(huggingFaceJSON: json["pre_tokenizer"] ?? .null) else {
-                throw TokenizerError.unsupported(source: source, what: "pre_tokenizer \(json["pre_tokenizer"]?.serialized() ?? "null")")
+                throw TokenizerError.unsupported(source: source, what: "pre_tokenizer \(json["pre_tokenizer"]?.description ?? "null")")
             }
             pre = p
         }
@@ -166,7 +166,7 @@ extension BPETokenizer {
         let merges: [String] = try (model["merges"]?.array ?? []).map { m in
             if let s = m.string { return s }
             if let pair = m.array, pair.count == 2, let a = pair[0].string, let b = pair[1].string { return a + " " + b }
-            throw TokenizerError.malformed(source: source, reason: "model.merges entry \(m.serialized()) is neither \"a b\" nor [a, b]")
+            throw TokenizerError.malformed(source: source, reason: "model.merges entry \(m) is neither \"a b\" nor [a, b]")
         }
         let special = Dictionary(added.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
         func specialId(_ key: String) -> Int? {
@@ -221,8 +221,8 @@ extension BPETokenizer {
         var aux = source.auxiliaryFiles
         if let gguf = source.ggufTokenizer, aux["tokenizer.json"] == nil {
             let tokenizer = try BPETokenizer(gguf: gguf, source: source.path)
-            aux["tokenizer.json"] = Array(tokenizer.tokenizerJSON().serialized(indent: 2).utf8)
-            aux["tokenizer_config.json"] = Array(tokenizer.tokenizerConfigJSON(
+            aux["tokenizer.json"] = Array(try tokenizer.tokenizerJSON().serialized(indent: 2).utf8)
+            aux["tokenizer_config.json"] = Array(try tokenizer.tokenizerConfigJSON(
                 chatTemplate: gguf.chatTemplate, maxLength: source.config.maxPositions).serialized(indent: 2).utf8)
         }
         return aux

@@ -1,0 +1,61 @@
+import Foundation
+import Testing
+import MLACheckpoint
+
+/// How the tools refuse a command line: one line on standard error and a non-zero exit (issue 19:
+/// each validation error was followed by "Usage: …" and "See '… --help'" lines), checked options
+/// (`--max-ppl-increase nan` disabled the gate) and a CONVERTED model that is no conversion.
+@Suite(.serialized) struct CommandLineErrorTests {
+    /// Exactly one line, `Error: …` mentioning `mention`, and exit status 64 (EX_USAGE).
+    static func expectOneLineUsageError(_ tool: String, _ arguments: [String], mention: String) throws {
+        let r = try CLI.run(tool, arguments)
+        #expect(r.status == 64, "\(arguments): exit \(r.status)")
+        let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.isEmpty }
+        #expect(lines.count == 1 && lines[0].hasPrefix("Error: ") && lines[0].contains(mention), "\(arguments): \(r.stderr)")
+        #expect(r.stdout.isEmpty)
+    }
+
+    /// Errors from `validate()` of several commands and option groups, one from `run()`, and command
+    /// lines that do not parse (which lose their usage hint too: `--help` shows it on request).
+    @Test("usage errors are one line", arguments: [
+        ("mla-convert", ["gqa2mla", "m", "-o", "out", "--kv-budget", "1.5"], "--kv-budget"),
+        ("mla-convert", ["gqa2mla", "m", "-o", "out", "--kv-lora-rank", "8", "--kv-budget", "0.5"], "not both"),
+        ("mla-convert", ["mha2mla", "m", "-o", "out", "--rope-pairs", "0"], "--rope-pairs"),
+        ("mla-convert", ["export", "m", "-o", "out", "--dtype", "int4"], "--dtype"),
+        ("mla-convert", ["export", "m", "-o", "out", "--format", "onnx"], "--format"),
+        ("mla-convert", ["gqa2mla", "m", "-o", "out", "--bogus"], "--bogus"),
+        ("mla-convert", ["gqa2mla", "m", "-o", "out", "--format", "onnx"], "'onnx'"),
+        ("mla-convert", ["gqa2mla"], "<model>"),
+        ("mla-verify", ["a", "b", "--tokens", "1"], "--tokens"),
+        ("mla-verify", ["a", "b", "--text", "t.txt", "--ids", "1,2"], "not both"),
+        ("mla-verify", ["perplexity", "a", "--ids", "1,2", "--bogus"], "--bogus"),
+        ("mla-verify", ["perplexity", "a"], "--text FILE or --ids"),
+        ("mla-bench", ["synth", "--shape", "huge", "-o", "out"], "huge"),
+    ])
+    func usageErrorsAreOneLine(tool: String, arguments: [String], mention: String) throws {
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.expectOneLineUsageError(tool, arguments.map { $0 == "out" ? dir + "/out" : $0 }, mention: mention)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+
+    /// `--max-ppl-increase` must be a finite ratio above 0: NaN compared false and disabled the gate.
+    @Test(arguments: ["nan", "inf", "0", "-1", "-inf"])
+    func maxPerplexityIncreaseIsChecked(value: String) throws {
+        try Self.expectOneLineUsageError("mla-verify", ["a", "b", "--max-ppl-increase=" + value], mention: "--max-ppl-increase")
+    }
+
+    /// CONVERTED without MLA attention is refused in one line naming it and its family, unless
+    /// `--allow-non-mla` asks for the comparison (here of a model with itself: no drift).
+    @Test func nonMLAConvertedModelIsRefusedUnlessAllowed() throws {
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let synth = try ConverterInputCLITests.synth(in: dir)
+        let arguments = [synth, synth, "--ids", "1,2,3,4,5,6,7,8", "--window", "4", "--json"]
+        try Self.expectOneLineUsageError("mla-verify", arguments, mention: "\(synth) is a llama model without MLA attention")
+        let allowed = try CLI.run("mla-verify", arguments + ["--allow-non-mla"])
+        #expect(allowed.status == 0, "\(allowed.stderr)")
+        let json = try JSONValue.parse(allowed.stdout)
+        #expect(json["mla_core"]?.isNull == true && (json["kl"]?["max"]?.double ?? 1) < 1e-6)
+    }
+}
