@@ -55,8 +55,9 @@ import MLATensor
              "-inf at element 5"),
         ] {
             #expect {
-                try CheckpointWriter(format: format).write(to: out, config: { .object([]) }, entries: entries, metadata: [:],
-                                                           auxiliaryFiles: [:], inputs: []) { name in
+                let writer = CheckpointWriter(format: format)
+                try writer.write(to: try writer.output(out, force: false, inputs: []), config: { .object([]) }, entries: entries,
+                                 metadata: [:], auxiliaryFiles: [:]) { name in
                     name == "bad" ? payload : .whole(Tensor(floats: [Float](repeating: 1, count: 8), shape: [4, 2]).converted(to: .bf16))
                 }
             } throws: { error in

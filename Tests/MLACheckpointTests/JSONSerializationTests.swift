@@ -44,9 +44,10 @@ import MLATensor
         let out = dir + "/out"
         let entries = [TensorWriteEntry(name: "w", dtype: .f32, shape: [2])]
         #expect {
-            try CheckpointWriter(format: format).write(
-                to: out, config: .object([("rope_theta", JSONValue(Double.infinity))]), entries: entries, metadata: [:],
-                auxiliaryFiles: [:], inputs: []) { _ in Tensor(floats: [1, 2], shape: [2]) }
+            let writer = CheckpointWriter(format: format)
+            try writer.write(
+                to: try writer.output(out, force: false, inputs: []), config: .object([("rope_theta", JSONValue(Double.infinity))]),
+                entries: entries, metadata: [:], auxiliaryFiles: [:]) { _ in Tensor(floats: [1, 2], shape: [2]) }
         } throws: { error in
             "\(error)".contains(format == .hf ? out + "/config.json" : out) && "\(error)".contains("rope_theta is inf")
         }

@@ -62,7 +62,8 @@ public struct CheckpointWriter {
                 }
                 let configText = try naming(output.path + "/config.json") { try config().serialized(indent: 2) }
                 try writeFile(dir + "/config.json", Array((configText + "\n").utf8))
-                for (name, bytes) in try naming(output.path) { try lateFiles() }.sorted(by: { $0.key < $1.key }) {
+                let late = try naming(output.path) { try lateFiles() }
+                for (name, bytes) in late.sorted(by: { $0.key < $1.key }) {
                     try writeFile(dir + "/" + name, bytes)
                 }
             }
