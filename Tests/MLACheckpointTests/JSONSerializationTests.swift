@@ -22,7 +22,7 @@ import MLATensor
     }
 
     @Test func finiteNumbersOfEveryFormRoundTrip() throws {
-        let values: [Double] = [0, -0.0, 1e-5, 1e15, 1.7976931348623157e308, 5e-324, -2.5, 10000, 3.3895313892515355e38]
+        let values: [Double] = [0, -0.0, 1e-5, 1e15, 1.7976931348623157e308, .leastNonzeroMagnitude, -2.5, 10000, 3.3895313892515355e38]
         let json = JSONValue.array(values.map { JSONValue($0) } + [JSONValue(Int.max), JSONValue(Int.min)])
         let back = try JSONValue.parse(try json.serialized())
         #expect(back == json)
