@@ -110,11 +110,21 @@ public final class ConversionSearch: @unchecked Sendable {
         let began = Date()
         let conversion = ModelConversion(config: config, store: store, statistics: statistics, options: candidate.options)
         let ranks = try conversion.ranks(budget: budget, allocation: candidate.allocation)
-        let layers = try parallelMap(config.numLayers, workers: workers) { l in
-            try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l]).0
+        // Layer-major: `workers` layers converted at once (one BLAS thread each), the windows passed
+        // through them, then released, so only those layers' MLA weights are ever held.
+        var x = try source.embed(windows.flatMap { $0 })
+        let sequences = windows.map(\.count)
+        for first in stride(from: 0, to: config.numLayers, by: workers) {
+            let chunk = first..<min(first + workers, config.numLayers)
+            let layers = try parallelMap(chunk.count, workers: workers) { i in
+                try conversion.layer(chunk.lowerBound + i, upToRank: ranks[chunk.lowerBound + i]).weights(rank: ranks[chunk.lowerBound + i]).0
+            }
+            for (i, l) in chunk.enumerated() {
+                let attention = MLAAttentionBlock(weights: layers[i], form: .naive)
+                try source.layers[l].forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
+            }
         }
-        let model = DecoderModel(sharing: source, attention: layers.map { MLAAttentionBlock(weights: $0, form: .naive) })
-        let normed = Kernels.rmsNorm(try model.hiddenStates(batch: windows), tokens: tokens, weight: model.finalNorm, eps: config.rmsNormEps)
+        let normed = Kernels.rmsNorm(x, tokens: tokens, weight: source.finalNorm, eps: config.rmsNormEps)
         let kl = meanKL(normed)
         scored.append(ScoredCandidate(candidate: candidate, kl: kl, seconds: Date().timeIntervalSince(began)))
         return kl

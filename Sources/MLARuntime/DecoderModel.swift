@@ -95,18 +95,6 @@ public final class DecoderModel: @unchecked Sendable {
         self.attention = attention
     }
 
-    /// `base`'s non-attention weights (shared, not copied) with other attention blocks, one per layer:
-    /// candidate conversions of one source model, each scored without reloading it.
-    public init(sharing base: DecoderModel, attention: [any AttentionBlock]) {
-        precondition(attention.count == base.config.numLayers, "DecoderModel: one attention block per layer")
-        config = base.config
-        embedding = base.embedding
-        finalNorm = base.finalNorm
-        lmHead = base.lmHead
-        layers = base.layers
-        self.attention = attention
-    }
-
     /// `load(layer)` for every layer, on all cores (reading and widening weights, no BLAS).
     private static func loadLayers<T>(_ count: Int, _ load: @Sendable (Int) throws -> T) throws -> [T] {
         try parallelMap(count, workers: ProcessInfo.processInfo.activeProcessorCount, oneBLASThreadEach: false, load)

@@ -110,3 +110,19 @@ func truncated(_ windows: [[Int]], to tokens: Int) -> [[Int]] {
     }
     return out
 }
+
+/// Throws the plan check's refusal unless at least one of `plans` fits (`ModelConversion.checkPlan`),
+/// so impossible requests fail before calibration.
+func checkBeforeWork(config: ModelConfig, budget: CacheBudget, plans: [LayerConversionOptions]) throws {
+    guard !plans.isEmpty else { throw ValidationError("no rope plan fits the rope flags as given (--rope-dim, --rope-frequencies, --freqfold)") }
+    var refusal: (any Error)?
+    for plan in plans {
+        do {
+            try ModelConversion.checkPlan(config: config, options: plan, budget: budget)
+            return
+        } catch {
+            refusal = refusal ?? error
+        }
+    }
+    if let refusal { throw refusal }
+}

@@ -91,21 +91,23 @@ extension MLAConvertCommand {
             } else {
                 ropeLabel = ""
             }
-            if fixed || calibration.noCalib { try ModelConversion.checkPlan(config: c, options: options, budget: budget.budget) }
+            let base = options, first = allocations[0]
+            let candidates: [SearchCandidate] = fixed
+                ? [SearchCandidate(label: "rope \(ropeLabel)", options: base, allocation: first)]
+                : space.dimCandidates.flatMap { d in space.plans(dims: d).map { p -> SearchCandidate in
+                    var o = base
+                    o.rope = p.plan
+                    return SearchCandidate(label: p.label, options: o, allocation: first)
+                } }
+            // Refused before any work: a fixed plan that does not fit, or no candidate that does.
+            try checkBeforeWork(config: c, budget: budget.budget,
+                                plans: fixed || calibration.noCalib ? [options] : candidates.map(\.options))
             let stats = try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
             if !calibration.noCalib, !fixed || allocations.count > 1 {
                 let held = try calibration.heldOutWindows(for: checkpoint, count: max(1, (search.searchTokens + calibration.calibWindow - 1) / calibration.calibWindow))
                 let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
                                                   windows: truncated(held, to: search.searchTokens))
-                let base = options, first = allocations[0]
-                let candidates: [SearchCandidate] = fixed
-                    ? [SearchCandidate(label: "rope \(ropeLabel)", options: base, allocation: first)]
-                    : space.dimCandidates.flatMap { d in space.plans(dims: d).map { p -> SearchCandidate in
-                        var o = base
-                        o.rope = p.plan
-                        return SearchCandidate(label: p.label, options: o, allocation: first)
-                    } }
                 let what = [fixed ? nil : "rope plan", fixed || weighting.keyWeighting != nil ? nil : "key weighting",
                             allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
                 let report = try runSearch(search: searcher, allocations: allocations, keyWeightingFixed: fixed || weighting.keyWeighting != nil, what: what) { measure in

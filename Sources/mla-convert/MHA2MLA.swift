@@ -32,7 +32,7 @@ extension MLAConvertCommand {
 
         @OptionGroup var budget: BudgetOptions
 
-        @Option(help: "Which pairs keep RoPE: high, low, uniform, 2-norm or rorope; default auto: high, uniform, 2-norm and rorope measured at the budget (see --search-tokens).")
+        @Option(help: "Which pairs keep RoPE: high, low, uniform, 2-norm or rorope; default auto: high, 2-norm and rorope measured at the budget (see --search-tokens; low and uniform measured worse than high on the sample and are left out).")
         var ropeStrategy: PartialRopeStrategy?
 
         @Option(help: "Frequency pairs kept with RoPE per head (each pair is 2 dims); default auto: head_dim/16, then halved or doubled while the measured score improves.")
@@ -88,14 +88,16 @@ extension MLAConvertCommand {
             var chosen = options(ropeStrategy ?? .high, defaultPairs)
             var allocation = allocations[0]
             let fixed = ropeStrategy != nil && ropePairs != nil
-            if fixed || calibration.noCalib { try ModelConversion.checkPlan(config: c, options: chosen, budget: budget.budget) }
+            let strategies: [PartialRopeStrategy] = ropeStrategy.map { [$0] } ?? [.high, .twoNorm, .rorope]
+            // Refused before any work: a fixed plan that does not fit, or no strategy that does at the first pairs.
+            try checkBeforeWork(config: c, budget: budget.budget,
+                                plans: fixed || calibration.noCalib ? [chosen] : strategies.map { options($0, defaultPairs) })
             let stats = try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
             if !calibration.noCalib, !fixed || allocations.count > 1 {
                 let held = try calibration.heldOutWindows(for: checkpoint, count: max(1, (search.searchTokens + calibration.calibWindow - 1) / calibration.calibWindow))
                 let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
                                                     windows: truncated(held, to: search.searchTokens))
-                let strategies: [PartialRopeStrategy] = ropeStrategy.map { [$0] } ?? [.high, .uniform, .twoNorm, .rorope]
                 let what = [ropeStrategy == nil ? "rope strategy" : nil, ropePairs == nil ? "rope pairs" : nil,
                             fixed || weighting.keyWeighting != nil ? nil : "key weighting",
                             allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
