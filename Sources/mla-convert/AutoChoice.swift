@@ -8,12 +8,19 @@ import MLARuntime
 /// How the automatic choice of the rope plan and rank allocation is measured.
 struct SearchOptions: ParsableArguments {
     @Option(help: ArgumentHelp(
-        "Held-out calibration tokens each automatic candidate is scored on: this many tokens' worth of the calibration windows after the ones the statistics used (at least one window).",
-        discussion: "Settings left at auto are chosen by converting each candidate at the budget's ranks and measuring its mean KL to the source on these tokens (docs/defaults.md)."))
-    var searchTokens: Int = 512
+        "Held-out calibration tokens each automatic candidate is scored on: this many tokens' worth of the calibration windows after the ones the statistics used (default: one whole window, --calib-window).",
+        discussion: "Settings left at auto are chosen by converting each candidate at the budget's ranks and measuring its mean KL to the source on these tokens (docs/defaults.md). A whole window measures the rope error at every distance the calibration covers."))
+    var searchTokens: Int?
 
     func validate() throws {
-        guard searchTokens >= 2 else { throw ValidationError("--search-tokens must be at least 2, got \(searchTokens)") }
+        if let searchTokens, searchTokens < 2 { throw ValidationError("--search-tokens must be at least 2, got \(searchTokens)") }
+    }
+
+    /// The held-out windows for `calibration`: whole windows after the statistics', cut to --search-tokens.
+    func windows(_ calibration: CalibrationOptions, for checkpoint: Checkpoint) throws -> [[Int]] {
+        let tokens = searchTokens ?? calibration.calibWindow
+        let held = try calibration.heldOutWindows(for: checkpoint, count: max(1, (tokens + calibration.calibWindow - 1) / calibration.calibWindow))
+        return truncated(held, to: tokens)
     }
 }
 

@@ -105,13 +105,23 @@ extension MLAConvertCommand {
             let stats = try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
             if !calibration.noCalib, !fixed || allocations.count > 1 {
-                let held = try calibration.heldOutWindows(for: checkpoint, count: max(1, (search.searchTokens + calibration.calibWindow - 1) / calibration.calibWindow))
                 let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
-                                                  windows: truncated(held, to: search.searchTokens))
+                                                  windows: try search.windows(calibration, for: checkpoint))
                 let what = [fixed ? nil : "rope plan", fixed || weighting.keyWeighting != nil ? nil : "key weighting",
                             allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
                 let report = try runSearch(search: searcher, allocations: allocations, keyWeightingFixed: fixed || weighting.keyWeighting != nil, what: what) { measure in
-                    for candidate in candidates { _ = try measure(candidate) }
+                    // Staged: each rope width with its last plan (uniform pairs folded, or the one plan that keeps
+                    // every pair), then the other plans of the best width.
+                    let byDims = Dictionary(grouping: candidates) { candidate -> Int in
+                        if case let .shared(dims, _, _) = candidate.options.rope { return dims }
+                        return 0
+                    }
+                    var bestDims: Int?, bestKL = Double.infinity
+                    for dims in byDims.keys.sorted() {
+                        guard let last = byDims[dims]?.last, let kl = try measure(last) else { continue }
+                        if kl < bestKL { (bestDims, bestKL) = (dims, kl) }
+                    }
+                    for candidate in (bestDims.flatMap { byDims[$0] } ?? []).dropLast() { _ = try measure(candidate) }
                 }
                 options = report.choice.options
                 allocation = report.choice.allocation

@@ -95,9 +95,8 @@ extension MLAConvertCommand {
             let stats = try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
             if !calibration.noCalib, !fixed || allocations.count > 1 {
-                let held = try calibration.heldOutWindows(for: checkpoint, count: max(1, (search.searchTokens + calibration.calibWindow - 1) / calibration.calibWindow))
                 let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
-                                                    windows: truncated(held, to: search.searchTokens))
+                                                    windows: try search.windows(calibration, for: checkpoint))
                 let what = [ropeStrategy == nil ? "rope strategy" : nil, ropePairs == nil ? "rope pairs" : nil,
                             fixed || weighting.keyWeighting != nil ? nil : "key weighting",
                             allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
