@@ -156,11 +156,14 @@ public final class ConversionSearch: @unchecked Sendable {
     }
 
     /// Mean KL(source ‖ converted) over every position of the held-out windows, from both models'
-    /// final-normed states, the LM head applied a vocabulary chunk at a time.
+    /// final-normed states, the LM head applied a vocabulary chunk at a time (no [T × vocab] table).
     private func meanKL(_ converted: [Float]) -> Double {
         let d = config.hiddenSize, rows = tokens
         var pairs = [SoftmaxPairStats](repeating: SoftmaxPairStats(), count: rows)
-        for range in vocabularyChunks(vocabSize: config.vocabSize, hiddenSize: d) {
+        // Chunks of about 4 M head values (16 MB): the head rows and both logit blocks stay small beside
+        // the source model the search holds.
+        let step = max(1, (4 << 20) / max(d, 1))
+        for range in stride(from: 0, to: config.vocabSize, by: step).map({ $0..<min($0 + step, config.vocabSize) }) {
             let head = Array(source.lmHead[(range.lowerBound * d)..<(range.upperBound * d)])
             let zo = Kernels.linear(sourceNormed, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
             let zc = Kernels.linear(converted, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
