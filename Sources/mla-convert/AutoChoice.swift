@@ -16,6 +16,26 @@ struct SearchOptions: ParsableArguments {
         if let searchTokens, searchTokens < 2 { throw ValidationError("--search-tokens must be at least 2, got \(searchTokens)") }
     }
 
+    /// Largest source model (F32 weights) the search holds in memory: 4 GiB, models up to about 1B
+    /// parameters. Larger models use the fixed rule until the search streams layers.
+    static let sourceBytesLimit = 4 << 30
+
+    /// The held-out windows when the search can run, or why it cannot: no calibration, a source model
+    /// too large to hold, or no held-out calibration text (e.g. a checkpoint without a tokenizer).
+    func plan(_ calibration: CalibrationOptions, for checkpoint: Checkpoint) -> (windows: [[Int]]?, reason: String?) {
+        if calibration.noCalib { return (nil, "without calibration") }
+        let c = checkpoint.config
+        let bytes = LayerParallelism.sourceLayerBytes(checkpoint) * c.numLayers + 4 * c.vocabSize * c.hiddenSize * (c.tiedEmbeddings ? 1 : 2)
+        if bytes > Self.sourceBytesLimit {
+            return (nil, "the search would hold the source model's F32 weights (\(formatBytes(bytes))) in memory")
+        }
+        do {
+            return (try windows(calibration, for: checkpoint), nil)
+        } catch {
+            return (nil, "no held-out calibration text (\(error))")
+        }
+    }
+
     /// The held-out windows for `calibration`: whole windows after the statistics', cut to --search-tokens.
     func windows(_ calibration: CalibrationOptions, for checkpoint: Checkpoint) throws -> [[Int]] {
         let tokens = searchTokens ?? calibration.calibWindow

@@ -76,6 +76,7 @@ extension MLAConvertCommand {
                 weighting: weighting.weighting, queryRank: qLoraRank,
                 foldSoftmaxScale: format == .deepseek)
             var allocation = allocations[0]
+            let searchPlan = fixed && allocations.count == 1 ? (windows: nil, reason: nil) : search.plan(calibration, for: checkpoint)
             var ropeLabel: String
             if fixed, let dRope = ropeDim, let freq = ropeFrequencies, let fold = Int(freqfold) {
                 let stride = freq == .high ? 1 : pairs / (dRope / 2)
@@ -84,10 +85,10 @@ extension MLAConvertCommand {
                 }
                 options.rope = .shared(dims: dRope, stride: stride, fold: max(fold, stride))
                 ropeLabel = "\(freq.rawValue) pairs, stride \(stride), freqfold \(max(fold, stride)) (as given)"
-            } else if calibration.noCalib {
+            } else if let reason = searchPlan.reason {
                 guard let rule = space.fixedRule() else { throw ValidationError("no rope plan fits --rope-dim/--rope-frequencies/--freqfold as given") }
                 options.rope = rule.plan
-                ropeLabel = rule.label + " (fixed rule without calibration, docs/defaults.md)"
+                ropeLabel = rule.label + " (fixed rule: \(reason), docs/defaults.md)"
             } else {
                 ropeLabel = ""
             }
@@ -101,12 +102,12 @@ extension MLAConvertCommand {
                 } }
             // Refused before any work: a fixed plan that does not fit, or no candidate that does.
             try checkBeforeWork(config: c, budget: budget.budget,
-                                plans: fixed || calibration.noCalib ? [options] : candidates.map(\.options))
+                                plans: fixed || searchPlan.windows == nil ? [options] : candidates.map(\.options))
             let stats = try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
-            if !calibration.noCalib, !fixed || allocations.count > 1 {
+            if let windows = searchPlan.windows {
                 let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
-                                                  windows: try search.windows(calibration, for: checkpoint))
+                                                    windows: windows)
                 let what = [fixed ? nil : "rope plan", fixed || weighting.keyWeighting != nil ? nil : "key weighting",
                             allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
                 let report = try runSearch(search: searcher, allocations: allocations, keyWeightingFixed: fixed || weighting.keyWeighting != nil, what: what) { measure in

@@ -88,15 +88,17 @@ extension MLAConvertCommand {
             var chosen = options(ropeStrategy ?? .high, defaultPairs)
             var allocation = allocations[0]
             let fixed = ropeStrategy != nil && ropePairs != nil
+            let searchPlan = fixed && allocations.count == 1 ? (windows: nil, reason: nil) : search.plan(calibration, for: checkpoint)
+            if let reason = searchPlan.reason, !fixed { writeStandardError("rope: \(reason), so the fixed rule applies (docs/defaults.md)\n") }
             let strategies: [PartialRopeStrategy] = ropeStrategy.map { [$0] } ?? [.high, .twoNorm, .rorope]
             // Refused before any work: a fixed plan that does not fit, or no strategy that does at the first pairs.
             try checkBeforeWork(config: c, budget: budget.budget,
-                                plans: fixed || calibration.noCalib ? [chosen] : strategies.map { options($0, defaultPairs) })
+                                plans: fixed || searchPlan.windows == nil ? [chosen] : strategies.map { options($0, defaultPairs) })
             let stats = try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
-            if !calibration.noCalib, !fixed || allocations.count > 1 {
+            if let windows = searchPlan.windows {
                 let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
-                                                    windows: try search.windows(calibration, for: checkpoint))
+                                                    windows: windows)
                 let what = [ropeStrategy == nil ? "rope strategy" : nil, ropePairs == nil ? "rope pairs" : nil,
                             fixed || weighting.keyWeighting != nil ? nil : "key weighting",
                             allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
