@@ -14,10 +14,12 @@ public struct ConversionSummary: Sendable {
     public let convertedCacheValues: Int
     public var seconds: Double
     public var peakResidentBytes: Int
+    /// The automatic choice's candidates and scores, when settings were left at auto.
+    public let search: SearchReport?
 
     public init(method: String, source: String, calibration: String, format: String, settings: [(String, String)],
                 layers: [LayerConversionReport], sourceCacheValues: Int, convertedCacheValues: Int, seconds: Double,
-                peakResidentBytes: Int) {
+                peakResidentBytes: Int, search: SearchReport? = nil) {
         self.method = method
         self.source = source
         self.calibration = calibration
@@ -28,6 +30,7 @@ public struct ConversionSummary: Sendable {
         self.convertedCacheValues = convertedCacheValues
         self.seconds = seconds
         self.peakResidentBytes = peakResidentBytes
+        self.search = search
     }
 
     /// Kept fraction of the source cache.
@@ -50,6 +53,7 @@ public struct ConversionSummary: Sendable {
             ("method", .string(method)), ("source", .string(source)), ("calibration", .string(calibration)),
             ("format", .string(format)),
             ("settings", .object(settings.map { ($0.0, JSONValue.string($0.1)) })),
+        ] + (search.map { [("search", $0.json)] } ?? []) + [
             ("kv_cache", .object([
                 ("source_values_per_token", JSONValue(sourceCacheValues)),
                 ("converted_values_per_token", JSONValue(convertedCacheValues)),
@@ -68,6 +72,7 @@ public struct ConversionSummary: Sendable {
     public var text: String {
         var lines = ["\(method): \(source) -> \(format)", "  calibration: \(calibration)"]
         lines += settings.map { "  \($0.0): \($0.1)" }
+        lines += (search?.lines ?? []).map { "  " + $0 }
         lines.append("  layer  kv_rank  rope pairs kept (per rope head)          rope energy  kv energy")
         for r in layers {
             let pairs = r.keptPairs.map { $0.map(String.init).joined(separator: ",") }.joined(separator: " | ")

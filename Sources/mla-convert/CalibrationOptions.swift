@@ -66,12 +66,13 @@ struct CalibrationOptions: ParsableArguments {
         return stats
     }
 
-    /// One window of the calibration text that the statistics did not use (the next in the round-robin
-    /// order), for choices measured on held-out text.
-    func heldOutWindow(for checkpoint: Checkpoint) throws -> [Int] {
-        let (_, windows) = try textWindows(for: checkpoint, tokens: calibTokens + calibWindow)
-        guard let last = windows.last else { throw ValidationError("the calibration text holds no complete window of \(calibWindow) tokens") }
-        return last
+    /// Windows of the calibration text that the statistics did not use (the next `count` in the
+    /// round-robin order), for choices measured on held-out text.
+    func heldOutWindows(for checkpoint: Checkpoint, count: Int) throws -> [[Int]] {
+        let (_, windows) = try textWindows(for: checkpoint, tokens: calibTokens + count * calibWindow)
+        let calibrated = (calibTokens + calibWindow - 1) / calibWindow
+        guard windows.count > calibrated else { throw ValidationError("the calibration text holds no complete window of \(calibWindow) tokens beyond the calibration's") }
+        return Array(windows[calibrated...].prefix(count))
     }
 
     /// The calibration files and their round-robin windows covering `tokens` tokens.

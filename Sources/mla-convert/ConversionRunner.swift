@@ -15,8 +15,8 @@ struct BudgetOptions: ParsableArguments {
     @Option(help: "Fraction of the source KV cache to keep, in (0, 1]: 0.3125 is -68.75 %. Default 0.5.")
     var kvBudget: Double?
 
-    @Option(help: "Rank per layer: uniform, or greedy (same total, more rank where the measured loss is larger; native format only).")
-    var rankAllocation: RankAllocation = .uniform
+    @Option(help: "Rank per layer: uniform, or greedy (same total, more rank where the measured loss is larger; native format only). Default: measured with the other automatic choices in the native format, uniform in DeepSeek-V3.")
+    var rankAllocation: RankAllocation?
 
     func validate() throws {
         if kvLoraRank != nil && kvBudget != nil { throw ValidationError("give --kv-lora-rank or --kv-budget, not both") }
@@ -36,14 +36,15 @@ struct BudgetOptions: ParsableArguments {
 
 /// What the joint factorization minimizes, shared by the converters.
 struct WeightingOptions: ParsableArguments {
-    @Option(help: "Key error to minimize: plain (‖k - k̂‖) or query (score error under the calibration queries).")
-    var keyWeighting: LatentWeighting.Keys = .plain
+    @Option(help: "Key error to minimize: plain (‖k - k̂‖) or query (score error under the calibration queries). Default: plain, and query is measured against it when the rope plan is chosen automatically.")
+    var keyWeighting: LatentWeighting.Keys?
 
     @Option(help: "Value error to minimize: plain (‖v - v̂‖) or output (after o_proj).")
     var valueWeighting: LatentWeighting.Values = .output
 
-    var weighting: LatentWeighting { LatentWeighting(keys: keyWeighting, values: valueWeighting) }
-    var description: String { "keys \(keyWeighting.rawValue)-weighted, values \(valueWeighting.rawValue)-weighted" }
+    var weighting: LatentWeighting { LatentWeighting(keys: keyWeighting ?? .plain, values: valueWeighting) }
+    var description: String { Self.describe(weighting) }
+    static func describe(_ w: LatentWeighting) -> String { "keys \(w.keys.rawValue)-weighted, values \(w.values.rawValue)-weighted" }
 }
 
 /// The source model argument of the converters.
@@ -127,6 +128,8 @@ struct ConversionRunner {
     let calibration: String
     /// --threads, if given.
     let threads: Int?
+    /// What the automatic choice measured, if it ran.
+    var search: SearchReport? = nil
 
     func run(start: Double) throws {
         let layers = checkpoint.config.numLayers
@@ -158,7 +161,7 @@ struct ConversionRunner {
                 layers: reports,
                 sourceCacheValues: conversion.sourceCacheValues * layers,
                 convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,
-                seconds: MonotonicClock.now() - start, peakResidentBytes: ResourceUsage.peakResidentBytes)
+                seconds: MonotonicClock.now() - start, peakResidentBytes: ResourceUsage.peakResidentBytes, search: search)
         }
         let progress = Progress(total: layers, label: "convert")
         // Streamed: each layer is converted on background threads (--layer-workers) ahead of the writer

@@ -31,14 +31,14 @@ extension MLAConvertCommand {
 
         @OptionGroup var budget: BudgetOptions
 
-        @Option(help: "Dims of the shared rope key (even; default min(64, head_dim)).")
+        @Option(help: "Dims of the shared rope key (even; default auto: 16, 32 and 64 measured at the budget, see --search-tokens).")
         var ropeDim: Int?
 
-        @Option(help: "Which source frequencies the rope key carries: high (the fastest rope-dim/2 pairs) or uniform (every (head_dim/rope-dim)-th pair from pair 0, TransMLA).")
-        var ropeFrequencies: RopeFrequencyChoice = .high
+        @Option(help: "Which source frequencies the rope key carries: high (the fastest rope-dim/2 pairs) or uniform (every (head_dim/rope-dim)-th pair from pair 0, TransMLA); default auto (measured).")
+        var ropeFrequencies: RopeFrequencyChoice?
 
-        @Option(help: "FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation), or auto: measure the rope stage of the highest pairs unfolded and of uniform pairs folded by 1, 2 and 4 strides on a held-out calibration window and keep the one with the smallest KL to the source (overrides --rope-frequencies).")
-        var freqfold: String = "1"
+        @Option(help: "FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation), or auto (default): measured with the rope dims and frequencies, each candidate converted at the budget and scored by KL to the source on held-out calibration text.")
+        var freqfold: String = "auto"
 
         @OptionGroup var weighting: WeightingOptions
 
@@ -48,6 +48,8 @@ extension MLAConvertCommand {
         @OptionGroup var calibration: CalibrationOptions
 
         @OptionGroup var runtime: RuntimeOptions
+
+        @OptionGroup var search: SearchOptions
 
         func validate() throws {
             try budget.check(format: format)
@@ -62,44 +64,82 @@ extension MLAConvertCommand {
             let plan = try output.plan(inputs: [source.model] + calibration.inputs)
             let checkpoint = try source.open()
             let c = checkpoint.config
-            let hd = c.headDim, dRope = ropeDim ?? min(64, hd)
-            guard dRope <= hd else { throw ValidationError("--rope-dim \(dRope) exceeds the head dim \(hd)") }
-            let pairs = hd / 2, slots = dRope / 2
-            let stride = ropeFrequencies == .high ? 1 : pairs / slots
-            guard ropeFrequencies == .high || pairs % slots == 0 else {
-                throw ValidationError("--rope-frequencies uniform needs rope-dim/2 (\(slots)) to divide the \(pairs) pairs per head")
+            let hd = c.headDim, pairs = hd / 2
+            if let ropeDim { guard ropeDim <= hd else { throw ValidationError("--rope-dim \(ropeDim) exceeds the head dim \(hd)") } }
+            let space = SharedRopeSpace(headDim: hd, dims: ropeDim, frequencies: ropeFrequencies, fold: Int(freqfold))
+            if let dRope = ropeDim, ropeFrequencies == .uniform, pairs % (dRope / 2) != 0 {
+                throw ValidationError("--rope-frequencies uniform needs rope-dim/2 (\(dRope / 2)) to divide the \(pairs) pairs per head")
             }
-            let fold = Int(freqfold) ?? stride
-            guard freqfold == "auto" || (pairs % fold == 0 && fold % stride == 0) else {
-                throw ValidationError("--freqfold \(freqfold) must divide the \(pairs) pairs per head and be a multiple of the stride \(stride)")
-            }
+            let fixed = ropeDim != nil && ropeFrequencies != nil && freqfold != "auto"
+            let allocations = allocationCandidates(fixed: budget.rankAllocation, format: format)
             var options = LayerConversionOptions(
-                rope: .shared(dims: dRope, stride: stride, fold: max(fold, stride)),
+                rope: .shared(dims: min(ropeDim ?? 32, hd), stride: 1, fold: 1),
                 weighting: weighting.weighting, queryRank: qLoraRank,
                 foldSoftmaxScale: format == .deepseek)
-            try ModelConversion.checkPlan(config: c, options: options, budget: budget.budget)
-            let stats = try calibration.statistics(for: checkpoint)
-            var ropeNote = "\(ropeFrequencies.rawValue) pairs, stride \(stride), freqfold \(max(fold, stride))"
-            if freqfold == "auto" {
-                let uniformStride = pairs / slots
-                var candidates: [(String, RopePlan)] = [("high pairs, no fold", .shared(dims: dRope, stride: 1, fold: 1))]
-                for m in [1, 2, 4] where pairs % (m * uniformStride) == 0 && pairs % slots == 0 {
-                    candidates.append(("uniform pairs, freqfold \(m * uniformStride)", .shared(dims: dRope, stride: uniformStride, fold: m * uniformStride)))
+            var allocation = allocations[0]
+            let searchPlan = fixed && allocations.count == 1 ? (windows: nil, reason: nil) : search.plan(calibration, for: checkpoint)
+            var ropeLabel: String
+            if fixed, let dRope = ropeDim, let freq = ropeFrequencies, let fold = Int(freqfold) {
+                let stride = freq == .high ? 1 : pairs / (dRope / 2)
+                guard pairs % fold == 0, fold % stride == 0 else {
+                    throw ValidationError("--freqfold \(freqfold) must divide the \(pairs) pairs per head and be a multiple of the stride \(stride)")
                 }
-                let choice = try RopePlanChoice.measure(candidates: candidates, checkpoint: checkpoint, statistics: stats, options: options,
-                                                        tokens: try calibration.heldOutWindow(for: checkpoint))
-                options.rope = choice.plan
-                ropeNote = "freqfold auto -> \(choice.label) (held-out KL of the rope stage: \(choice.summary))"
+                options.rope = .shared(dims: dRope, stride: stride, fold: max(fold, stride))
+                ropeLabel = "\(freq.rawValue) pairs, stride \(stride), freqfold \(max(fold, stride)) (as given)"
+            } else if let reason = searchPlan.reason {
+                guard let rule = space.fixedRule() else { throw ValidationError("no rope plan fits --rope-dim/--rope-frequencies/--freqfold as given") }
+                options.rope = rule.plan
+                ropeLabel = rule.label + " (fixed rule: \(reason), docs/defaults.md)"
+            } else {
+                ropeLabel = ""
             }
+            let base = options, first = allocations[0]
+            let candidates: [SearchCandidate] = fixed
+                ? [SearchCandidate(label: "rope \(ropeLabel)", options: base, allocation: first)]
+                : space.dimCandidates.flatMap { d in space.plans(dims: d).map { p -> SearchCandidate in
+                    var o = base
+                    o.rope = p.plan
+                    return SearchCandidate(label: p.label, options: o, allocation: first)
+                } }
+            // Refused before any work: a fixed plan that does not fit, or no candidate that does.
+            try checkBeforeWork(config: c, budget: budget.budget,
+                                plans: fixed || searchPlan.windows == nil ? [options] : candidates.map(\.options))
+            let stats = try calibration.statistics(for: checkpoint)
+            var searchReport: SearchReport?
+            if let windows = searchPlan.windows {
+                let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
+                                                    windows: windows)
+                let what = [fixed ? nil : "rope plan", fixed || weighting.keyWeighting != nil ? nil : "key weighting",
+                            allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
+                let report = try runSearch(search: searcher, allocations: allocations, keyWeightingFixed: fixed || weighting.keyWeighting != nil, what: what) { measure in
+                    // Staged: each rope width with its last plan (uniform pairs folded, or the one plan that keeps
+                    // every pair), then the other plans of the best width.
+                    let byDims = Dictionary(grouping: candidates) { candidate -> Int in
+                        if case let .shared(dims, _, _) = candidate.options.rope { return dims }
+                        return 0
+                    }
+                    var bestDims: Int?, bestKL = Double.infinity
+                    for dims in byDims.keys.sorted() {
+                        guard let last = byDims[dims]?.last, let kl = try measure(last) else { continue }
+                        if kl < bestKL { (bestDims, bestKL) = (dims, kl) }
+                    }
+                    for candidate in (bestDims.flatMap { byDims[$0] } ?? []).dropLast() { _ = try measure(candidate) }
+                }
+                options = report.choice.options
+                allocation = report.choice.allocation
+                ropeLabel = report.choice.label + " (auto)"
+                searchReport = report
+            }
+            guard case let .shared(dRope, _, _) = options.rope else { preconditionFailure("gqa2mla keeps one shared rope key") }
             let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
             let settings: [(String, String)] = [
-                ("rope", "one shared key of \(dRope) dims = \(slots) frequency pairs, \(ropeNote)"),
-                ("latent", "joint [NoPE keys; values], \(weighting.description), \(budget.rankAllocation.rawValue) ranks"),
+                ("rope", "one shared key of \(dRope) dims = \(dRope / 2) frequency pairs, \(ropeLabel)"),
+                ("latent", "joint [NoPE keys; values], \(WeightingOptions.describe(options.weighting)), \(allocation.rawValue) ranks"),
                 ("query", qLoraRank.map { "low rank \($0)" } ?? "full"),
             ]
             try ConversionRunner(method: "gqa2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
-                                 allocation: budget.rankAllocation, format: format, output: output, plan: plan, settings: settings,
-                                 calibration: calibration.description, threads: runtime.threads).run(start: start)
+                                 allocation: allocation, format: format, output: output, plan: plan, settings: settings,
+                                 calibration: calibration.description, threads: runtime.threads, search: searchReport).run(start: start)
         }
     }
 }
@@ -108,28 +148,4 @@ extension MLAConvertCommand {
 /// an arithmetic progression of pairs).
 enum RopeFrequencyChoice: String, ExpressibleByArgument, CaseIterable {
     case high, uniform
-}
-
-/// `--freqfold auto`: each candidate rope plan's RoPE stage alone (full rank, so the factorization is
-/// exact) runs on a held-out calibration window, and the plan with the smallest mean KL to the source wins.
-enum RopePlanChoice {
-    static func measure(candidates: [(String, RopePlan)], checkpoint: Checkpoint, statistics: CalibrationStatistics?,
-                        options: LayerConversionOptions, tokens: [Int]) throws -> (label: String, plan: RopePlan, summary: String) {
-        let source = try DecoderModel(config: checkpoint.config, store: checkpoint.store)
-        let progress = Progress(total: candidates.count, label: "freqfold auto")
-        var kl: [Double] = []
-        for (_, plan) in candidates {
-            var o = options
-            o.rope = plan
-            let layers = try ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: statistics, options: o).fullRankLayers()
-            let model = try DecoderModel(config: checkpoint.config, store: checkpoint.store,
-                                         attention: layers.map { MLAAttentionBlock(weights: $0, form: .naive) })
-            kl.append(try verify(original: source, converted: model, tokens: tokens, window: tokens.count, layers: []).klMean)
-            progress.step()
-        }
-        progress.finish()
-        let best = kl.indices.min { kl[$0] < kl[$1] } ?? 0
-        let summary = zip(candidates, kl).map { "\($0.0): \(String(format: "%.4f", $1))" }.joined(separator: ", ")
-        return (candidates[best].0, candidates[best].1, summary)
-    }
 }

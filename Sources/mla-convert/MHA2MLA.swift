@@ -32,10 +32,10 @@ extension MLAConvertCommand {
 
         @OptionGroup var budget: BudgetOptions
 
-        @Option(help: "Which pairs keep RoPE: high, low, uniform, 2-norm or rorope.")
-        var ropeStrategy: PartialRopeStrategy = .twoNorm
+        @Option(help: "Which pairs keep RoPE: high, low, uniform, 2-norm or rorope; default auto: high, 2-norm and rorope measured at the budget (see --search-tokens; low and uniform measured worse than high on the sample and are left out).")
+        var ropeStrategy: PartialRopeStrategy?
 
-        @Option(help: "Frequency pairs kept with RoPE per head (each pair is 2 dims; default head_dim/16).")
+        @Option(help: "Frequency pairs kept with RoPE per head (each pair is 2 dims); default auto: head_dim/16, then halved or doubled while the measured score improves.")
         var ropePairs: Int?
 
         @Option(help: "First pair of the uniform strategy.")
@@ -59,6 +59,8 @@ extension MLAConvertCommand {
 
         @OptionGroup var runtime: RuntimeOptions
 
+        @OptionGroup var search: SearchOptions
+
         func validate() throws {
             try budget.check(format: format)
             if let ropePairs, ropePairs < 1 { throw ValidationError("--rope-pairs must be positive, got \(ropePairs)") }
@@ -70,26 +72,68 @@ extension MLAConvertCommand {
             let plan = try output.plan(inputs: [source.model] + calibration.inputs)
             let checkpoint = try source.open()
             let c = checkpoint.config
-            let pairs = ropePairs ?? max(1, c.headDim / 16)
+            let defaultPairs = ropePairs ?? max(1, c.headDim / 16)
             if ropeStrategy == .twoNorm, calibration.noCalib {
                 throw ValidationError("--rope-strategy 2-norm ranks pairs by calibration norms; drop --no-calib or choose another strategy")
             }
-            let options = LayerConversionOptions(
-                rope: .partial(strategy: ropeStrategy, pairs: pairs, start: uniformStart, combination: normCombination),
-                weighting: weighting.weighting, mode: factorization, sigma: sigma,
-                foldSoftmaxScale: format == .deepseek, activationAware: factorOn == .activations && !calibration.noCalib)
-            try ModelConversion.checkPlan(config: c, options: options, budget: budget.budget)
-            let heads = ropeStrategy == .rorope ? "one shared rope key" : "each of the \(c.numKVHeads) KV heads"
-            writeStandardError("rope: \(heads) keeps \(pairs) frequency pairs = \(2 * pairs) rope dims (head dim \(c.headDim))\n")
+            let allocations = allocationCandidates(fixed: budget.rankAllocation, format: format)
+            func options(_ strategy: PartialRopeStrategy, _ pairs: Int) -> LayerConversionOptions {
+                LayerConversionOptions(
+                    rope: .partial(strategy: strategy, pairs: pairs, start: uniformStart, combination: normCombination),
+                    weighting: weighting.weighting, mode: factorization, sigma: sigma,
+                    foldSoftmaxScale: format == .deepseek, activationAware: factorOn == .activations && !calibration.noCalib)
+            }
+            func label(_ strategy: PartialRopeStrategy, _ pairs: Int) -> String {
+                strategy == .rorope ? "rorope, one shared rope key of \(pairs) pairs" : "\(strategy.rawValue), \(pairs) pairs per KV head"
+            }
+            var chosen = options(ropeStrategy ?? .high, defaultPairs)
+            var allocation = allocations[0]
+            let fixed = ropeStrategy != nil && ropePairs != nil
+            let searchPlan = fixed && allocations.count == 1 ? (windows: nil, reason: nil) : search.plan(calibration, for: checkpoint)
+            if let reason = searchPlan.reason, !fixed { writeStandardError("rope: \(reason), so the fixed rule applies (docs/defaults.md)\n") }
+            let strategies: [PartialRopeStrategy] = ropeStrategy.map { [$0] } ?? [.high, .twoNorm, .rorope]
+            // Refused before any work: a fixed plan that does not fit, or no strategy that does at the first pairs.
+            try checkBeforeWork(config: c, budget: budget.budget,
+                                plans: fixed || searchPlan.windows == nil ? [chosen] : strategies.map { options($0, defaultPairs) })
             let stats = try calibration.statistics(for: checkpoint)
-            let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: options)
+            var searchReport: SearchReport?
+            if let windows = searchPlan.windows {
+                let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
+                                                    windows: windows)
+                let what = [ropeStrategy == nil ? "rope strategy" : nil, ropePairs == nil ? "rope pairs" : nil,
+                            fixed || weighting.keyWeighting != nil ? nil : "key weighting",
+                            allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
+                let report = try runSearch(search: searcher, allocations: allocations, keyWeightingFixed: fixed || weighting.keyWeighting != nil, what: what) { measure in
+                    func candidate(_ s: PartialRopeStrategy, _ p: Int) -> SearchCandidate {
+                        SearchCandidate(label: label(s, p), options: options(s, p), allocation: allocations[0])
+                    }
+                    for s in strategies { _ = try measure(candidate(s, defaultPairs)) }
+                    guard ropePairs == nil, let best = searcher.best, case let .partial(s, p, _, _) = best.candidate.options.rope else { return }
+                    // Rope pairs trade against the latent rank: halve or double while the score improves.
+                    for step in [{ (p: Int) in p * 2 }, { (p: Int) in p / 2 }] {
+                        var pairs = step(p), current = best.kl
+                        while pairs >= 1, pairs <= c.headDim / 2, let kl = try measure(candidate(s, pairs)), kl < current {
+                            current = kl
+                            pairs = step(pairs)
+                        }
+                        if current < best.kl { break }
+                    }
+                }
+                chosen = report.choice.options
+                allocation = report.choice.allocation
+                searchReport = report
+            }
+            guard case let .partial(strategy, pairs, _, _) = chosen.rope else { preconditionFailure("mha2mla keeps partial RoPE") }
+            let heads = strategy == .rorope ? "one shared rope key" : "each of the \(c.numKVHeads) KV heads"
+            writeStandardError("rope: \(heads) keeps \(pairs) frequency pairs = \(2 * pairs) rope dims (head dim \(c.headDim))\n")
+            let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: chosen)
             let settings: [(String, String)] = [
-                ("rope", "\(ropeStrategy.rawValue): \(heads) keeps \(pairs) pairs (\(2 * pairs) dims)"),
-                ("latent", "\(factorization.rawValue) on \(calibration.noCalib ? "weights" : factorOn.rawValue), sigma \(sigma.rawValue), \(weighting.description), \(budget.rankAllocation.rawValue) ranks"),
+                ("rope", "\(strategy.rawValue): \(heads) keeps \(pairs) pairs (\(2 * pairs) dims)" + (searchReport == nil ? "" : " (auto)")),
+                ("latent", "\(factorization.rawValue) on \(calibration.noCalib ? "weights" : factorOn.rawValue), sigma \(sigma.rawValue), \(WeightingOptions.describe(chosen.weighting)), \(allocation.rawValue) ranks"),
             ]
             try ConversionRunner(method: "mha2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
-                                 allocation: budget.rankAllocation, format: format, output: output, plan: plan, settings: settings,
-                                 calibration: calibration.description, threads: runtime.threads).run(start: start)
+                                 allocation: allocation, format: format, output: output, plan: plan, settings: settings,
+                                 calibration: calibration.description, threads: runtime.threads, search: searchReport).run(start: start)
         }
     }
 }

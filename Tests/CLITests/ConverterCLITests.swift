@@ -8,7 +8,7 @@ import Testing
     /// (converter arguments, model_type written, kv_lora_rank, cache values per token of the whole model)
     @Test("each converter's output has a consistent summary, cache, report and perplexity", arguments: [
         (["gqa2mla", "--kv-budget", "0.5", "--rope-dim", "32"], "deepseek_v3", 160, 5760),
-        (["mha2mla", "--kv-budget", "0.3125", "--rope-strategy", "high"], "mla_convert", 96, 3600),
+        (["mha2mla", "--kv-budget", "0.3125", "--rope-strategy", "high", "--rope-pairs", "4"], "mla_convert", 96, 3600),
     ])
     func converterEndToEnd(arguments: [String], modelType: String, rank: Int, cache: Int) throws {
         guard let sample = CLI.sample() else { return }

@@ -1,0 +1,188 @@
+import Foundation
+import MLACheckpoint
+import MLALinalg
+import MLARuntime
+
+/// One setting an automatic choice can pick: the layer options and the rank allocation, named for
+/// the summary.
+public struct SearchCandidate: Sendable {
+    public let label: String
+    public let options: LayerConversionOptions
+    public let allocation: RankAllocation
+    /// The label of the candidate this one refines (one more lever on top of it), or nil.
+    public let refines: String?
+
+    public init(label: String, options: LayerConversionOptions, allocation: RankAllocation, refines: String? = nil) {
+        self.label = label
+        self.options = options
+        self.allocation = allocation
+        self.refines = refines
+    }
+}
+
+/// A candidate's measured score: mean KL(source ‖ candidate) per position on the held-out tokens.
+public struct ScoredCandidate: Sendable {
+    public let candidate: SearchCandidate
+    public let kl: Double
+    public let seconds: Double
+}
+
+/// What an automatic choice measured and kept, for the summary and `--json`.
+public struct SearchReport: Sendable {
+    /// The settings that were chosen automatically (e.g. "rope dims, rope frequencies, freqfold").
+    public let what: String
+    /// Held-out tokens each candidate was scored on.
+    public let tokens: Int
+    /// Every candidate in the order measured.
+    public let scored: [ScoredCandidate]
+    /// Index into `scored` of the kept candidate (`ConversionSearch.chosenIndex`).
+    public let chosen: Int
+    /// The relative KL reduction a refinement needs to replace the candidate it refines.
+    public let margin: Double
+    public let seconds: Double
+
+    public var choice: SearchCandidate { scored[chosen].candidate }
+
+    public var json: JSONValue {
+        .object([
+            ("chooses", .string(what)), ("held_out_tokens", JSONValue(tokens)),
+            ("candidates", .array(scored.map {
+                .object([("label", .string($0.candidate.label)), ("kl", JSONValue($0.kl)), ("seconds", JSONValue($0.seconds))]
+                        + ($0.candidate.refines.map { [("refines", JSONValue.string($0))] } ?? []))
+            })),
+            ("refinement_margin", JSONValue(margin)), ("chosen", .string(choice.label)), ("seconds", JSONValue(seconds)),
+        ])
+    }
+
+    /// One line per candidate, the chosen one marked.
+    public var lines: [String] {
+        ["auto (\(what)): \(scored.count) candidates, mean KL to the source on \(tokens) held-out calibration tokens, \(String(format: "%.1f", seconds)) s"
+         + " (a refinement, marked +, is kept only if it lowers the KL by more than \(Int((margin * 100).rounded())) %)"]
+            + scored.enumerated().map { i, s in
+                (i == chosen ? "  * " : "    ") + String(format: "%.5f  ", s.kl) + (s.candidate.refines == nil ? "" : "+ ") + s.candidate.label
+            }
+    }
+}
+
+/// Scores candidate conversions end to end: each is converted at the budget's actual ranks (the rope
+/// dims trade against the latent rank, which a full-rank measurement cannot see), run on held-out
+/// calibration tokens, and compared with the source by the mean KL of the next-token distributions.
+/// The source model and its logits are computed once and shared by every candidate.
+public final class ConversionSearch: @unchecked Sendable {
+    // @unchecked: immutable after init except `scored`, which only the calling thread touches.
+    public let config: ModelConfig
+    let store: any TensorStore
+    let statistics: CalibrationStatistics?
+    let budget: CacheBudget
+    /// Held-out windows, each run from position 0 (as one batch).
+    let windows: [[Int]]
+    var tokens: Int { windows.reduce(0) { $0 + $1.count } }
+    let source: DecoderModel
+    /// The source's final-normed hidden states on `tokens` [T × d]; its logits are recomputed per
+    /// vocabulary chunk beside each candidate's, so no [T × vocab] table is held.
+    let sourceNormed: [Float]
+    /// Layers converted at once, each on one BLAS thread.
+    let workers: Int
+    public private(set) var scored: [ScoredCandidate] = []
+    let start = Date()
+
+    public init(config: ModelConfig, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
+                windows: [[Int]], workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+        self.config = config
+        self.store = store
+        self.statistics = statistics
+        self.budget = budget
+        self.windows = windows
+        self.workers = max(1, workers)
+        source = try DecoderModel(config: config, store: store)
+        sourceNormed = Kernels.rmsNorm(try source.hiddenStates(batch: windows), tokens: windows.reduce(0) { $0 + $1.count }, weight: source.finalNorm, eps: config.rmsNormEps)
+    }
+
+    /// Whether `options` fit the budget and the model (`ModelConversion.checkPlan`).
+    public func fits(_ options: LayerConversionOptions) -> Bool {
+        (try? ModelConversion.checkPlan(config: config, options: options, budget: budget)) != nil
+    }
+
+    /// Converts and scores `candidate` (once per label; a repeated label returns the earlier score).
+    @discardableResult
+    public func score(_ candidate: SearchCandidate) throws -> Double {
+        if let earlier = scored.first(where: { $0.candidate.label == candidate.label }) { return earlier.kl }
+        let began = Date()
+        let conversion = ModelConversion(config: config, store: store, statistics: statistics, options: candidate.options)
+        let ranks = try conversion.ranks(budget: budget, allocation: candidate.allocation)
+        // Layer-major: `workers` layers converted at once (one BLAS thread each), the windows passed
+        // through them, then released, so only those layers' MLA weights are ever held.
+        var x = try source.embed(windows.flatMap { $0 })
+        let sequences = windows.map(\.count)
+        for first in stride(from: 0, to: config.numLayers, by: workers) {
+            let chunk = first..<min(first + workers, config.numLayers)
+            let layers = try parallelMap(chunk.count, workers: workers) { i in
+                try conversion.layer(chunk.lowerBound + i, upToRank: ranks[chunk.lowerBound + i]).weights(rank: ranks[chunk.lowerBound + i]).0
+            }
+            for (i, l) in chunk.enumerated() {
+                let attention = MLAAttentionBlock(weights: layers[i], form: .naive)
+                try source.layers[l].forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
+            }
+        }
+        let normed = Kernels.rmsNorm(x, tokens: tokens, weight: source.finalNorm, eps: config.rmsNormEps)
+        let kl = meanKL(normed)
+        scored.append(ScoredCandidate(candidate: candidate, kl: kl, seconds: Date().timeIntervalSince(began)))
+        return kl
+    }
+
+    /// The relative KL reduction a refinement needs to replace the candidate it refines: smaller
+    /// differences are within what the held-out sample's size moves (docs/defaults.md).
+    public static let refinementMargin = 0.05
+
+    /// The kept candidate: the smallest KL among the candidates that refine nothing, then, in the order
+    /// measured, each refinement of the kept one that lowers its KL by more than `refinementMargin`.
+    public var chosenIndex: Int? {
+        guard var kept = scored.indices.filter({ scored[$0].candidate.refines == nil }).min(by: { scored[$0].kl < scored[$1].kl }) else { return nil }
+        for i in scored.indices where scored[i].candidate.refines == scored[kept].candidate.label
+            && scored[i].kl < scored[kept].kl * (1 - Self.refinementMargin) {
+            kept = i
+        }
+        return kept
+    }
+
+    /// The kept candidate so far.
+    public var best: ScoredCandidate? { chosenIndex.map { scored[$0] } }
+
+    /// The report of everything scored, `what` naming the settings chosen.
+    public func report(what: String) -> SearchReport? {
+        guard let kept = chosenIndex else { return nil }
+        return SearchReport(what: what, tokens: tokens, scored: scored, chosen: kept, margin: Self.refinementMargin,
+                            seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Mean KL(source ‖ converted) over every position of the held-out windows, from both models'
+    /// final-normed states, the LM head applied a vocabulary chunk at a time (no [T × vocab] table).
+    private func meanKL(_ converted: [Float]) -> Double {
+        let d = config.hiddenSize, rows = tokens
+        var pairs = [SoftmaxPairStats](repeating: SoftmaxPairStats(), count: rows)
+        // Chunks of about 4 M head values (16 MB): the head rows and both logit blocks stay small beside
+        // the source model the search holds.
+        let step = max(1, (4 << 20) / max(d, 1))
+        for range in stride(from: 0, to: config.vocabSize, by: step).map({ $0..<min($0 + step, config.vocabSize) }) {
+            let head = Array(source.lmHead[(range.lowerBound * d)..<(range.upperBound * d)])
+            let zo = Kernels.linear(sourceNormed, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
+            let zc = Kernels.linear(converted, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
+            let n = range.count
+            zo.withUnsafeBufferPointer { op in
+                zc.withUnsafeBufferPointer { cp in
+                    pairs.withUnsafeMutableBufferPointer { pp in
+                        nonisolated(unsafe) let slots = pp.baseAddress!, op = op, cp = cp
+                        forEachRowBlock(rows, workers: workers) { block in
+                            for r in block {
+                                let row = (r * n)..<((r + 1) * n)
+                                slots[r].add(UnsafeBufferPointer(rebasing: op[row]), UnsafeBufferPointer(rebasing: cp[row]),
+                                             first: range.lowerBound, target: nil)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return pairs.reduce(0) { $0 + $1.kl } / Double(max(rows, 1))
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import MLACheckpoint
+import Testing
+
+/// The converters' defaults on the real sample model, as a user runs them (nothing but the budget):
+/// their perplexity on the data.md Hamlet excerpt stays under a ceiling tied to the measured result
+/// (docs/results.md, docs/defaults.md), the automatic choice keeps the candidate its rule says, and
+/// explicit flags fix what they name. The default calibration statistics are collected once and
+/// shared; each conversion runs once and its result is shared by the tests that read it.
+@Suite(.serialized) struct DefaultsCLITests {
+    /// Perplexity of the original sample on the excerpt's first 512 tokens (data.md §3).
+    static let originalPerplexity = 50.02
+
+    /// (converter, budget, ceiling on the perplexity ratio): the ratio measured with the defaults ×
+    /// 1.05 (docs/defaults.md).
+    static let ceilings: [(String, String, Double)] = [
+        ("gqa2mla", "0.5", 1.67 * 1.05),
+        ("gqa2mla", "0.3125", 1.90 * 1.05),
+        ("gqa2mla", "0.1875", 2.65 * 1.05),
+        ("mha2mla", "0.3125", 1.95 * 1.05),
+    ]
+
+    /// One default conversion: its summary and its perplexity ratio on the excerpt.
+    struct Converted {
+        let summary: JSONValue
+        let ratio: Double
+    }
+
+    /// Shared work, done on first use (the suite is serialized).
+    final class Shared: @unchecked Sendable {
+        // @unchecked: used only by the serialized suite's tests, one at a time.
+        let dir = CLI.temporaryDirectory()
+        private var stats: String?
+        private var conversions: [String: Converted] = [:]
+
+        /// The default calibration (the sample corpus without Hamlet, default token count), once.
+        func calibration(_ sample: String) throws -> String {
+            if let stats { return stats }
+            let path = dir + "/calib.safetensors"
+            let r = try CLI.run("mla-convert", ["calibrate", sample, "-o", path])
+            #expect(r.status == 0, "\(r.stderr)")
+            stats = path
+            return path
+        }
+
+        /// `converter SAMPLE -o OUT --kv-budget budget` with the default statistics, once per pair.
+        func converted(_ converter: String, _ budget: String, sample: String) throws -> Converted {
+            if let done = conversions[converter + budget] { return done }
+            let out = dir + "/\(converter)-\(budget)"
+            let r = try CLI.run("mla-convert", [converter, sample, "-o", out, "--kv-budget", budget,
+                                                "--calib-stats", try calibration(sample), "--json"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let summary = try JSONValue.parse(r.stdout)
+            let excerpt = dir + "/hamlet.txt"
+            if !FileManager.default.fileExists(atPath: excerpt) {
+                let text = try #require(FileManager.default.contents(atPath: CLI.cache + "/corpus/hamlet_gut.txt"))
+                try text[3000..<6000].write(to: URL(fileURLWithPath: excerpt))
+            }
+            let p = try CLI.run("mla-verify", ["perplexity", out, "--text", excerpt, "--tokens", "512", "--json"])
+            #expect(p.status == 0, "\(p.stderr)")
+            let ppl = try #require(try JSONValue.parse(p.stdout)["perplexity"]?.double)
+            try? FileManager.default.removeItem(atPath: out)
+            let done = Converted(summary: summary, ratio: ppl / DefaultsCLITests.originalPerplexity)
+            conversions[converter + budget] = done
+            return done
+        }
+    }
+
+    static let shared = Shared()
+
+    @Test("the default conversion stays under its perplexity ceiling", arguments: ceilings)
+    func defaultsUnderCeiling(converter: String, budget: String, ceiling: Double) throws {
+        guard let sample = CLI.sample() else { return }
+        let converted = try Self.shared.converted(converter, budget, sample: sample)
+        #expect(converted.ratio < ceiling, "\(converter) --kv-budget \(budget): x\(converted.ratio), ceiling x\(ceiling)")
+    }
+
+    /// The summary lists every candidate with its score, and the chosen one is the rule's: the smallest
+    /// KL among the candidates that refine nothing, replaced by a refinement of it only when that
+    /// lowers the KL by more than the margin.
+    @Test("the automatic choice keeps the best-scoring candidate it lists", arguments: ceilings)
+    func chosenIsBestListed(converter: String, budget: String, ceiling: Double) throws {
+        guard let sample = CLI.sample() else { return }
+        let search = try #require(try Self.shared.converted(converter, budget, sample: sample).summary["search"])
+        let candidates = try #require(search["candidates"]?.array)
+        let margin = try #require(search["refinement_margin"]?.double)
+        #expect(candidates.count >= 3)
+        let scores = candidates.compactMap { c in c["label"]?.string.flatMap { l in c["kl"]?.double.map { (l, $0, c["refines"]?.string) } } }
+        #expect(scores.count == candidates.count)
+        var kept = try #require(scores.filter { $0.2 == nil }.min { $0.1 < $1.1 })
+        for s in scores where s.2 == kept.0 && s.1 < kept.1 * (1 - margin) { kept = s }
+        #expect(search["chosen"]?.string == kept.0)
+        // Nothing listed beats the kept candidate by more than the margin.
+        #expect(scores.allSatisfy { $0.1 >= kept.1 * (1 - margin) }, "\(scores)")
+    }
+
+    /// An explicit --rope-dim fixes that dimension of the search; fixing every rope flag in the
+    /// DeepSeek-V3 format (uniform ranks only) leaves nothing to search; without calibration the
+    /// documented fixed rule applies.
+    @Test func explicitFlagsOverrideTheSearch() throws {
+        guard let sample = CLI.sample() else { return }
+        let stats = try Self.shared.calibration(sample), dir = Self.shared.dir
+        var r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", dir + "/rope64", "--kv-budget", "0.5", "--rope-dim", "64",
+                                            "--calib-stats", stats, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        var summary = try JSONValue.parse(r.stdout)
+        let labels = summary["search"]?["candidates"]?.array?.compactMap { $0["label"]?.string } ?? []
+        #expect(!labels.isEmpty && labels.allSatisfy { $0.hasPrefix("rope 64,") }, "\(labels)")
+        #expect(summary["settings"]?["rope"]?.string?.hasPrefix("one shared key of 64 dims") == true)
+        #expect(summary["layers"]?.array?.allSatisfy { $0["kv_rank"]?.int == 128 } == true)
+
+        r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", dir + "/fixed", "--kv-budget", "0.5", "--rope-dim", "32",
+                                        "--rope-frequencies", "high", "--freqfold", "1", "--calib-stats", stats, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        summary = try JSONValue.parse(r.stdout)
+        #expect(summary["search"] == nil)
+        #expect(summary["settings"]?["rope"]?.string?.contains("high pairs, stride 1, freqfold 1 (as given)") == true)
+
+        r = try CLI.run("mla-convert", ["mha2mla", sample, "-o", dir + "/nocalib", "--kv-budget", "0.3125", "--no-calib", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        summary = try JSONValue.parse(r.stdout)
+        #expect(summary["search"] == nil)
+        #expect(summary["settings"]?["rope"]?.string?.hasPrefix("high: each of the 3 KV heads keeps 4 pairs") == true)
+        for name in ["rope64", "fixed", "nocalib"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+    }
+}
