@@ -41,7 +41,13 @@ extension MLAVerifyCommand {
 
         @Argument(help: "The source model.") var original: String
         @Argument(help: "The converted (MLA) model.") var converted: String
-        @Option(parsing: .upToNextOption, help: ArgumentHelp("Evaluation text files (default: the sample corpus's Hamlet).", discussion: "The default is corpus/hamlet_gut.txt in $MLA_CACHE, $XDG_CACHE_HOME/mla-convert (default ~/.cache/mla-convert) or ./.cache, first found (docs/data.md).")) var text: [String] = []
+        @Option(parsing: .upToNextOption,
+                help: ArgumentHelp("Evaluation text files (default: the sample corpus's Hamlet).",
+                                   discussion: """
+                                   The default is corpus/hamlet_gut.txt in $MLA_CACHE, $XDG_CACHE_HOME/mla-convert \
+                                   (default ~/.cache/mla-convert) or ./.cache, first found (docs/data.md).
+                                   """))
+        var text: [String] = []
         @Option(help: "Comma-separated token ids to evaluate instead of a text.") var ids: String?
         @Option(help: "Tokens to evaluate.") var tokens: Int = 2048
         @Option(help: "Window length.") var window: Int = 512
@@ -108,7 +114,8 @@ extension MLAVerifyCommand {
         /// The sample corpus's Hamlet, in the first sample-data cache that has it (`SampleDataCache`).
         func defaultText() throws -> String {
             guard let path = SampleDataCache.locate(SampleDataCache.evaluationText) else {
-                throw ValidationError("no evaluation text in \(SampleDataCache.searched(SampleDataCache.evaluationText)): pass --text FILES, or fetch the sample corpus (docs/data.md)")
+                throw ValidationError("no evaluation text in \(SampleDataCache.searched(SampleDataCache.evaluationText)): "
+                                      + "pass --text FILES, or fetch the sample corpus (docs/data.md)")
             }
             return path
         }
