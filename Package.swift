@@ -3,13 +3,21 @@ import PackageDescription
 
 /// mla-convert: turns MHA/GQA attention with RoPE into Multi-head Latent Attention.
 ///
-/// Modules by concern (see docs/architecture.md):
+/// Every module, by concern (README.md "Layout" has the same table; docs/method.md the method). Each target
+/// declares exactly the modules its sources import.
+/// - C: `CLAPACK` (OpenBLAS/LAPACKE, imported only by `MLALinalg`), `CHDF5` (libhdf5, imported only by
+///   `MLACheckpoint`), `CF16` (F16C half-float conversion), `CKernels` (vectorized softmax/SwiGLU of the
+///   forward pass), `COutputCleanup` (signal-safe removal of unfinished outputs, docs/output-safety.md).
 /// - `MLATensor`: dtypes, shapes, mapped/owned storage, F16/BF16 conversion.
-/// - `MLALinalg`: BLAS GEMM and LAPACK factorizations (the only module importing `CLAPACK`).
-/// - `MLACheckpoint`: safetensors, GGUF, HDF5, HF config, model adapters (the only module importing `CHDF5`),
-///   output plans (docs/output-safety.md) on top of `COutputCleanup` (signal-safe removal of unfinished outputs).
-/// - `MLARuntime`: tokenizer, decoder forward pass, perplexity, calibration statistics.
-/// - `mla-convert`, `mla-verify`: thin command-line front ends.
+/// - `MLALinalg`: BLAS GEMM and LAPACK factorizations, top-r eigenpairs and SVDs.
+/// - `MLACheckpoint`: safetensors, GGUF, HDF5, HF config, model adapters, output plans.
+/// - `MLARuntime`: tokenizer, decoder forward pass, perplexity, calibration statistics, MLA attention,
+///   and where the sample data lives (`SampleDataCache`, docs/data.md).
+/// - `MLAConvert`: the conversion stages, rank allocation and the DeepSeek-V3 export.
+/// - `MLAVerify`: drift measurements between a model and its conversion, the HTML report.
+/// - `MLACLI`: what the command-line tools share (checkpoint opening, progress, runtime options).
+/// - `mla-convert`, `mla-verify`, `mla-bench`: the command-line front ends and benchmarks.
+/// - `MLATestSupport` (under Tests/): fixtures and sample-data paths shared by the test targets.
 let package = Package(
     name: "mla-convert",
     platforms: [.macOS(.v15)],
@@ -39,7 +47,7 @@ let package = Package(
         .target(name: "MLALinalg", dependencies: ["MLATensor", "CLAPACK"]),
         .target(name: "MLACheckpoint", dependencies: ["MLATensor", "CHDF5", "COutputCleanup"]),
         .target(name: "MLARuntime", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "CKernels"]),
-        .target(name: "MLAVerify", dependencies: ["MLACheckpoint", "MLARuntime"]),
+        .target(name: "MLAVerify", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),
         .target(name: "MLAConvert", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),
         .target(
             name: "MLACLI",
@@ -66,7 +74,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLACheckpoint", "MLARuntime", "MLAConvert", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
-        .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLATensor", "MLACheckpoint", "MLATestSupport"]),
+        .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(
             name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLAVerify", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"]),

@@ -10,7 +10,7 @@ public enum ModelFamily: String, Sendable, CaseIterable {
     public var isMLA: Bool { self == .deepseekV3 || self == .mlaNative }
 }
 
-/// RoPE frequency scaling of the source model (see `formats.md` §3 for the formulas).
+/// RoPE frequency scaling of the source model (docs/formats.md "Hugging Face `config.json`" has the formulas).
 public enum RopeScaling: Sendable, Equatable {
     case none
     /// θ_i / factor.

@@ -1,7 +1,7 @@
 import Foundation
 import MLACheckpoint
 
-/// RoPE frequencies of a source model after its scaling (`formats.md` §3): θ_l radians per position
+/// RoPE frequencies of a source model after its scaling (docs/formats.md "Hugging Face `config.json`"): θ_l radians per position
 /// for pair l < headDim/2, pair l rotating coordinates (l, l + headDim/2) in the rotate-half layout.
 public struct RopeFrequencies: Sendable, Equatable {
     /// θ_l, radians per position, l = 0 (fastest) ..< headDim/2.

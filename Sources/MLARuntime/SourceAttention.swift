@@ -17,7 +17,7 @@ extension AttentionBlock {
 }
 
 /// Multi-head / grouped-query / multi-query attention with rotate-half RoPE, as in Llama, Mistral and
-/// Qwen2 (`mla-math.md` §2). Weights are F32, row-major [out × in].
+/// Qwen2 (docs/method.md §2). Weights are F32, row-major [out × in].
 public struct SourceAttention: AttentionBlock {
     public let hiddenSize: Int
     public let numHeads: Int

@@ -98,7 +98,7 @@ public func verify(original: some LayerwiseModel, converted: some LayerwiseModel
     let windows = evaluationWindows(tokens, window: window)
     guard !windows.isEmpty else { throw RuntimeError.emptyInput("the evaluation text (need at least 2 tokens)") }
     let selected = layers ?? Set(0..<o.numLayers)
-    // A stock DeepSeek-V3 export carries the residual stream scaled by α (eps rescale, mla-math.md §8c):
+    // A stock DeepSeek-V3 export carries the residual stream scaled by α (eps rescale, docs/method.md §8.c):
     // embeddings and every writer are α×, the norms undo it. Attention outputs are compared after
     // dividing by α, the least-squares ratio of the two embedding tables (1 for other conversions).
     let residualScale = try residualStreamScale(original: original, converted: converted)

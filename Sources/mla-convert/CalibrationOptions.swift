@@ -8,7 +8,12 @@ import MLATensor
 /// Where the activation statistics of a conversion come from: saved statistics, calibration text
 /// (default: the sample corpus without Hamlet), or none (weights only).
 struct CalibrationOptions: ParsableArguments {
-    @Option(parsing: .upToNextOption, help: "Calibration text files (default: the sample corpus's plays without Hamlet).")
+    @Option(parsing: .upToNextOption,
+            help: ArgumentHelp("Calibration text files (default: the sample corpus's plays without Hamlet).",
+                               discussion: """
+                               The sample corpus is found in $MLA_CACHE/corpus, $XDG_CACHE_HOME/mla-convert/corpus \
+                               (default ~/.cache/mla-convert/corpus) or ./.cache/corpus, first found (docs/data.md).
+                               """))
     var calib: [String] = []
 
     @Option(help: "Calibration tokens in all.")
@@ -88,11 +93,12 @@ struct CalibrationOptions: ParsableArguments {
         return (files, windows)
     }
 
-    /// `$MLA_CACHE/corpus`, else `.cache/corpus` under the current directory (scripts/setup fetches it).
+    /// The sample corpus: `corpus` in the first sample-data cache that has it (`SampleDataCache`:
+    /// `$MLA_CACHE`, then `$XDG_CACHE_HOME/mla-convert` or `~/.cache/mla-convert`, then `./.cache`).
     static func defaultCorpusDirectory() throws -> String {
-        let candidates = [ProcessInfo.processInfo.environment["MLA_CACHE"].map { $0 + "/corpus" }, ".cache/corpus"].compactMap { $0 }
-        guard let dir = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-            throw ValidationError("no calibration text: pass --calib FILES, --calib-stats FILE or --no-calib, or run scripts/setup to fetch the sample corpus")
+        guard let dir = SampleDataCache.locate(SampleDataCache.corpus) else {
+            throw ValidationError("no calibration text in \(SampleDataCache.searched(SampleDataCache.corpus)): pass --calib FILES, "
+                                  + "--calib-stats FILE or --no-calib, or fetch the sample corpus (docs/data.md)")
         }
         return dir
     }

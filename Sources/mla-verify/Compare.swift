@@ -41,7 +41,13 @@ extension MLAVerifyCommand {
 
         @Argument(help: "The source model.") var original: String
         @Argument(help: "The converted (MLA) model.") var converted: String
-        @Option(parsing: .upToNextOption, help: "Evaluation text files.") var text: [String] = []
+        @Option(parsing: .upToNextOption,
+                help: ArgumentHelp("Evaluation text files (default: the sample corpus's Hamlet).",
+                                   discussion: """
+                                   The default is corpus/hamlet_gut.txt in $MLA_CACHE, $XDG_CACHE_HOME/mla-convert \
+                                   (default ~/.cache/mla-convert) or ./.cache, first found (docs/data.md).
+                                   """))
+        var text: [String] = []
         @Option(help: "Comma-separated token ids to evaluate instead of a text.") var ids: String?
         @Option(help: "Tokens to evaluate.") var tokens: Int = 2048
         @Option(help: "Window length.") var window: Int = 512
@@ -105,11 +111,11 @@ extension MLAVerifyCommand {
             }
         }
 
+        /// The sample corpus's Hamlet, in the first sample-data cache that has it (`SampleDataCache`).
         func defaultText() throws -> String {
-            let candidates = [ProcessInfo.processInfo.environment["MLA_CACHE"].map { $0 + "/corpus/hamlet_gut.txt" },
-                              ".cache/corpus/hamlet_gut.txt"].compactMap { $0 }
-            guard let path = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-                throw ValidationError("no evaluation text: pass --text FILES or run scripts/setup to fetch the sample corpus")
+            guard let path = SampleDataCache.locate(SampleDataCache.evaluationText) else {
+                throw ValidationError("no evaluation text in \(SampleDataCache.searched(SampleDataCache.evaluationText)): "
+                                      + "pass --text FILES, or fetch the sample corpus (docs/data.md)")
             }
             return path
         }

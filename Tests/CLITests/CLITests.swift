@@ -16,6 +16,8 @@ enum CLI {
 
     static var cache: String { SampleData.cache }
 
+    /// The sample model, or nil (with a recorded issue) when it is missing. Tests should carry the
+    /// `.needsSampleData` trait instead and use `SampleData.modelPath`: then they are reported as skipped.
     static func sample() -> String? { SampleData.require() ? SampleData.modelPath : nil }
 
     struct Result {
@@ -46,8 +48,8 @@ enum CLI {
 }
 
 @Suite(.serialized) struct CLITests {
-    @Test func inspectSampleModel() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func inspectSampleModel() throws {
+        let sample = SampleData.modelPath
         let r = try CLI.run("mla-convert", ["inspect", sample, "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let json = try JSONValue.parse(r.stdout)
@@ -62,8 +64,8 @@ enum CLI {
     }
 
     /// Bad inputs: one line on stderr naming the file, non-zero exit, no output written.
-    @Test func badInputsFailCleanly() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func badInputsFailCleanly() throws {
+        let sample = SampleData.modelPath
         let dir = CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let original = try Data(contentsOf: URL(fileURLWithPath: sample))
@@ -88,8 +90,8 @@ enum CLI {
         #expect(try Data(contentsOf: URL(fileURLWithPath: sample)) == original, "input unchanged")
     }
 
-    @Test func exportRefusesToOverwriteWithoutForce() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func exportRefusesToOverwriteWithoutForce() throws {
+        let sample = SampleData.modelPath
         let dir = CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir + "/out", withIntermediateDirectories: false)
@@ -101,8 +103,8 @@ enum CLI {
         #expect(bad.status == 64 && bad.stderr.contains("--dtype"))
     }
 
-    @Test func perplexityCommandMatchesReference() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func perplexityCommandMatchesReference() throws {
+        let sample = SampleData.modelPath
         let dir = CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let hamlet = try Data(contentsOf: URL(fileURLWithPath: CLI.cache + "/corpus/hamlet_gut.txt"))
@@ -120,9 +122,9 @@ enum CLI {
         #expect(help.stdout.contains("without BOS") && help.stdout.contains("exp(mean NLL"))
     }
 
-    /// data.md §3 greedy generation through the command line.
-    @Test func generateMatchesReference() throws {
-        guard let sample = CLI.sample() else { return }
+    /// docs/data.md greedy generation through the command line.
+    @Test(.needsSampleData) func generateMatchesReference() throws {
+        let sample = SampleData.modelPath
         let r = try CLI.run("mla-verify", ["generate", sample, "--prompt", "Once upon a time", "--tokens", "10", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let json = try JSONValue.parse(r.stdout)
@@ -149,8 +151,8 @@ extension CLITests {
     /// layer in every per-layer chart, no external references, and the JSON's numbers; absorbed and
     /// naive MLA agree to float rounding and the values match the source's. A second run into the
     /// same directory without --force fails at once with one line and leaves the page as it was.
-    @Test func reportOfLosslessMLAConversion() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func reportOfLosslessMLAConversion() throws {
+        let sample = SampleData.modelPath
         let dir = CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Self.writeHeadMerge(of: sample, to: dir + "/mla")

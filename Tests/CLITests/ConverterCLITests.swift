@@ -1,17 +1,18 @@
 import Foundation
 import MLACheckpoint
 import Testing
+import MLATestSupport
 
 /// `mla-convert gqa2mla` and `mha2mla` run as a user runs them: a full conversion of the sample model
 /// that `mla-verify` then checks, and refusals that leave nothing behind.
 @Suite(.serialized) struct ConverterCLITests {
     /// (converter arguments, model_type written, kv_lora_rank, cache values per token of the whole model)
-    @Test("each converter's output has a consistent summary, cache, report and perplexity", arguments: [
+    @Test("each converter's output has a consistent summary, cache, report and perplexity", .needsSampleData, arguments: [
         (["gqa2mla", "--kv-budget", "0.5", "--rope-dim", "32"], "deepseek_v3", 160, 5760),
         (["mha2mla", "--kv-budget", "0.3125", "--rope-strategy", "high", "--rope-pairs", "4"], "mla_convert", 96, 3600),
     ])
     func converterEndToEnd(arguments: [String], modelType: String, rank: Int, cache: Int) throws {
-        guard let sample = CLI.sample() else { return }
+        let sample = SampleData.modelPath
         let dir = CLI.temporaryDirectory(), out = dir + "/out"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let r = try CLI.run("mla-convert", [arguments[0], sample, "-o", out] + arguments.dropFirst() + ["--calib-tokens", "1024", "--json"])
@@ -44,8 +45,8 @@ import Testing
 
     /// Two layers converted at once on one BLAS thread each (the default for small layers on
     /// several cores) write the same tensors as one layer at a time on two BLAS threads.
-    @Test func layerWorkersWriteTheSameModel() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func layerWorkersWriteTheSameModel() throws {
+        let sample = SampleData.modelPath
         let dir = CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var outputs: [Checkpoint] = []
@@ -68,7 +69,7 @@ import Testing
         }
     }
 
-    @Test("impossible requests fail with one line before any work and write nothing", arguments: [
+    @Test("impossible requests fail with one line before any work and write nothing", .needsSampleData, arguments: [
         ["gqa2mla", "--kv-budget", "1.5"],
         ["gqa2mla", "--kv-lora-rank", "5000"],
         ["gqa2mla", "--rope-dim", "66"],
@@ -78,7 +79,7 @@ import Testing
         ["mha2mla", "--rope-strategy", "2-norm", "--no-calib"],
     ])
     func impossibleRequests(arguments: [String]) throws {
-        guard let sample = CLI.sample() else { return }
+        let sample = SampleData.modelPath
         let dir = CLI.temporaryDirectory(), out = dir + "/out"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let r = try CLI.run("mla-convert", [arguments[0], sample, "-o", out] + arguments.dropFirst())

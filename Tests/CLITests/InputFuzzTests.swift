@@ -44,8 +44,8 @@ import MLATestSupport
     }
 
     /// The sample GGUF's real header (metadata with the 49k-token vocabulary, 272 tensor infos).
-    @Test func gguf() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func gguf() throws {
+        let sample = SampleData.modelPath
         try fuzz("gguf", base: sample, exportEvery: 250)
     }
 }

@@ -145,8 +145,8 @@ enum TinyModel {
     /// A GGUF holding an extra zero-byte tensor with dims [0, 2^40, 2^40]: its byte size is 0 but its
     /// element count overflows, which trapped `inspect`. Built from the sample's real header with
     /// the tensor data left as a sparse hole.
-    @Test func zeroByteTensorWithHugeDimsIsRefused() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func zeroByteTensorWithHugeDimsIsRefused() throws {
+        let sample = SampleData.modelPath
         let dir = CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/extra.gguf"

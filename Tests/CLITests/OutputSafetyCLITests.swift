@@ -97,8 +97,8 @@ import MLATestSupport
 
     /// The cases of `--force` deleting or rewriting an input, plus symlinked variants: each
     /// fails before any work with one line naming the output and the input, and leaves every file as it was.
-    @Test func forceNeverDeletesOrRewritesAnInput() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func forceNeverDeletesOrRewritesAnInput() throws {
+        let sample = SampleData.modelPath
         let root = CLI.temporaryDirectory()
         defer { try? fm.removeItem(atPath: root) }
         let x = root + "/X", d = root + "/D", c = root + "/C"
@@ -195,8 +195,8 @@ import MLATestSupport
     }
 
     /// A directory a user creates at the output path during the run is left as it is.
-    @Test func directoryCreatedDuringTheRunIsNotDeleted() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func directoryCreatedDuringTheRunIsNotDeleted() throws {
+        let sample = SampleData.modelPath
         let root = CLI.temporaryDirectory()
         defer { try? fm.removeItem(atPath: root) }
         let out = root + "/out"
@@ -212,8 +212,8 @@ import MLATestSupport
 
     /// Ctrl-C during a sharded export, repeated: the shard writer can no longer create files in the
     /// temporary directory once the handler has renamed it, so nothing is left (2-3 of 12 before).
-    @Test func interruptDuringShardedExportLeavesNothing() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func interruptDuringShardedExportLeavesNothing() throws {
+        let sample = SampleData.modelPath
         try inWorkDirectory { root, dir in
             for attempt in 0..<6 {
                 let (run, _) = try startShardedExport(sample, to: dir, logs: root, shards: 1 + attempt * 3)
@@ -227,8 +227,8 @@ import MLATestSupport
 
     /// A crash signal (abort, or a fault's signal sent from outside, standing in for a trap) removes the
     /// partial output before the crash reporter runs, and the process still ends by the signal.
-    @Test func crashSignalsLeaveNoPartialOutput() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func crashSignalsLeaveNoPartialOutput() throws {
+        let sample = SampleData.modelPath
         try inWorkDirectory { root, dir in
             for sig in [SIGABRT, SIGSEGV] {
                 let (run, _) = try startShardedExport(sample, to: dir, logs: root, shards: 2)
@@ -241,8 +241,8 @@ import MLATestSupport
     }
 
     /// SIGKILL (the OOM killer) leaves the partial output; the next run removes it, says so, and succeeds.
-    @Test func rerunAfterSIGKILLReclaimsThePartialOutput() throws {
-        guard let sample = CLI.sample() else { return }
+    @Test(.needsSampleData) func rerunAfterSIGKILLReclaimsThePartialOutput() throws {
+        let sample = SampleData.modelPath
         try inWorkDirectory { root, dir in
             let (run, partial) = try startShardedExport(sample, to: dir, logs: root, shards: 3)
             kill(run.pid, SIGKILL)

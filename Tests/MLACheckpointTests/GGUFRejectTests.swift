@@ -3,7 +3,7 @@ import MLACheckpoint
 import MLATensor
 import Testing
 
-/// One hand-crafted file per reject rule of formats.md §2. Each asserts the error case and that the
+/// One hand-crafted file per reject rule for GGUF (docs/input-validation.md). Each asserts the error case and that the
 /// one-line message names the file (and the tensor when one is involved).
 @Suite("GGUF reject rules")
 struct GGUFRejectTests {

@@ -8,8 +8,6 @@ enum GGUFTestSupport {
     static let fixtures = Fixtures.path("gguf")
 
     static let samplePath = SampleData.modelPath
-    static let isCI = ProcessInfo.processInfo.environment["CI"] == "true"
-    static let sampleAvailable = FileManager.default.fileExists(atPath: samplePath)
 
     /// Little-endian F32 values of a fixture file.
     static func floats(_ name: String) throws -> [Float] {

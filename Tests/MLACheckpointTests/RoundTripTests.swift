@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import MLATensor
+import MLATestSupport
 @testable import MLACheckpoint
 
 /// Format round trips on the real sample model: every tensor comes back bit for bit.
@@ -31,8 +32,8 @@ import MLATensor
 
     /// GGUF -> HF directory (sharded) -> the same tensors as the GGUF reader gives (dequantized,
     /// Q/K in rotate-half order), and the same normalized config.
-    @Test func ggufToHuggingFace() throws {
-        guard let sample = sampleModelPath() else { return }
+    @Test(.needsSampleData) func ggufToHuggingFace() throws {
+        let sample = SampleData.modelPath
         let dir = temporaryDirectory()
         defer { cleanup(dir) }
         let gguf = try Checkpoint.open(sample)
@@ -44,9 +45,9 @@ import MLATensor
     }
 
     /// safetensors -> HDF5 -> safetensors is bit-exact for every float dtype (and HDF5 with deflate).
-    @Test(arguments: [DType.f32, .bf16, .f16])
+    @Test(.needsSampleData, arguments: [DType.f32, .bf16, .f16])
     func safetensorsHDF5SafetensorsBitExact(dtype: DType) throws {
-        guard let sample = sampleModelPath() else { return }
+        let sample = SampleData.modelPath
         let dir = temporaryDirectory()
         defer { cleanup(dir) }
         try export(try Checkpoint.open(sample), to: dir + "/a", format: .hf, dtype: dtype)

@@ -121,7 +121,7 @@ import MLATensor
     }
 }
 
-/// One crafted file per rejection rule of formats.md §1; each error names the file (and tensor).
+/// One crafted file per rejection rule for safetensors (docs/input-validation.md); each error names the file (and tensor).
 @Suite struct SafetensorsRejectionTests {
     func expectRejected(header: String, data: [UInt8] = [], claimedLength: UInt64? = nil, rawFile: [UInt8]? = nil,
                         mentions: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) {

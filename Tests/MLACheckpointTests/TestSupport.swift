@@ -43,6 +43,3 @@ func writeRawSafetensors(_ path: String, header: String, data: [UInt8], claimedL
     out += h + data
     _ = FileManager.default.createFile(atPath: path, contents: Data(out))
 }
-
-/// The sample model, or nil when missing (a recorded failure in CI).
-func sampleModelPath() -> String? { SampleData.require() ? SampleData.modelPath : nil }

@@ -119,7 +119,7 @@ func diagonalProduct<T: LinalgScalar>(_ u: Matrix<T>, _ s: [T], _ vt: Matrix<T>)
         try checkEigen(33, Double.self)
     }
 
-    /// style.md: ssyevd's float workspace query rounds down above 2^24 (n = 4096 needs 33 579 009,
+    /// ssyevd's float workspace query rounds down above 2^24 (n = 4096 needs 33 579 009,
     /// the query says 33 579 008). 2900 is the smallest n here whose need 1+6n+2n² is not a float.
     @Test func singlePrecisionWorkspaceRoundingBug() throws {
         func need(_ n: Int) -> Int { 1 + 6 * n + 2 * n * n }

@@ -41,8 +41,7 @@ func orthonormalityError<T: LinalgScalar>(_ v: Matrix<T>) -> Double {
     /// Back-transforming only the top `count` tridiagonal eigenvectors gives syevd's top eigenpairs to
     /// rounding, in both precisions, on a real weight Gram (q_proj of layer 27, S = W·Wᵀ, 576²);
     /// `count` 0 gives the eigenvalues alone.
-    @Test func topVectorsMatchFullEigendecomposition() throws {
-        guard SampleData.require() else { return }
+    @Test(.needsSampleData) func topVectorsMatchFullEigendecomposition() throws {
         let w = Matrix<Float>(try Checkpoint.open(SampleData.modelPath).store.tensor(LayerTensorNames(layer: 27).qProj)).toDouble
         let s = matmul(w, w, transB: true)
         func check<T: LAPACKScalar>(_ s: Matrix<T>, tolerance: Double) throws {
@@ -83,8 +82,7 @@ func orthonormalityError<T: LinalgScalar>(_ v: Matrix<T>) -> Double {
     /// k_proj; v_proj (384) at r = 16, 64 and n/4; every method `topEigen` offers meets it. Layer 27
     /// has the sample model's flattest k/v spectrum (λ₁₂₈/λ₁₆ = 0.49 against 0.01 in layer 0), where
     /// subspace iteration converges slowest.
-    @Test func randomizedEigenOnRealWeights() throws {
-        guard SampleData.require() else { return }
+    @Test(.needsSampleData) func randomizedEigenOnRealWeights() throws {
         let store = try Checkpoint.open(SampleData.modelPath).store
         let n = LayerTensorNames(layer: 27)
         let q = Matrix<Float>(try store.tensor(n.qProj))
@@ -108,8 +106,7 @@ func orthonormalityError<T: LinalgScalar>(_ v: Matrix<T>) -> Double {
 
     /// Randomized SVD of real weights captures the energy of exact gesdd's top r within 1e-4, and its
     /// triplets are consistent: ‖Uᵀ·W‖² is the Σ s² it reports.
-    @Test func randomizedSVDOnRealWeights() throws {
-        guard SampleData.require() else { return }
+    @Test(.needsSampleData) func randomizedSVDOnRealWeights() throws {
         let store = try Checkpoint.open(SampleData.modelPath).store
         for name in [LayerTensorNames(layer: 27).qProj, LayerTensorNames(layer: 27).kProj] {
             let w = Matrix<Float>(try store.tensor(name))

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import MLACheckpoint
+import MLATestSupport
 @testable import MLARuntime
 
 @Suite struct CalibrationTests {
@@ -31,8 +32,7 @@ import MLACheckpoint
     /// On the real model (one 512-token Hamlet window, two F32 blocks per layer): every entry of every
     /// layer's moment within 1e-6 of the F64 sum, relative to the largest diagonal entry (entries are
     /// bounded by it), and the whole matrix within 1e-6 in Frobenius norm.
-    @Test func f32BlockMomentsMatchFloat64OnRealActivations() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func f32BlockMomentsMatchFloat64OnRealActivations() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
         let ids = Array(tokenizer.encode(try TestData.hamletExcerpt()).prefix(512))
@@ -61,8 +61,7 @@ import MLACheckpoint
     /// Calibration on two workers (one BLAS thread each, a window each at a time, sums added at the
     /// end) gives the statistics of one worker on the real sample model: the same token count and every
     /// layer's moment to F32 block rounding (the BLAS thread counts differ, so the rounding may).
-    @Test func parallelWorkersMatchOneWorker() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func parallelWorkersMatchOneWorker() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
         let ids = tokenizer.encode(try TestData.hamletExcerpt())
@@ -96,8 +95,7 @@ import MLACheckpoint
         #expect(w == [[2, 3, 4, 5], [102, 103, 104, 105], [6, 7, 8, 9], [106, 107]])
     }
 
-    @Test func defaultCorpusNeverContainsHamlet() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func defaultCorpusNeverContainsHamlet() throws {
         let files = try CalibrationCorpus.defaultFiles(in: TestData.corpus)
         #expect(files.count == 36)
         #expect(!files.contains { $0.contains("hamlet") })

@@ -7,7 +7,7 @@ import MLATensor
 import MLATestSupport
 import Testing
 
-/// The converters' exact stages on the real sample model and on synthetic checkpoints (mla-math.md §10):
+/// The converters' exact stages on the real sample model and on synthetic checkpoints (docs/method.md §10):
 /// every stage that is lossless in exact arithmetic must reproduce the source to float rounding.
 @Suite(.serialized) struct ConversionTests {
     /// A small calibration of the real model (two windows of 128 tokens of a play that is not Hamlet).
@@ -47,9 +47,8 @@ import Testing
         return try conversion.convert(ranks: conversion.ranks(budget: budget, allocation: .uniform))
     }
 
-    @Test("mha2mla keeping every pair at full rank reproduces the source (real model, activation-weighted)")
+    @Test("mha2mla keeping every pair at full rank reproduces the source (real model, activation-weighted)", .needsSampleData)
     func partialRopeFullRankIsExact() throws {
-        guard TestData.require() else { return }
         let (checkpoint, box) = try TestData.sampleModel.get()
         let options = LayerConversionOptions(
             rope: .partial(strategy: .high, pairs: 32, start: 0, combination: .product),
@@ -64,9 +63,8 @@ import Testing
         }
     }
 
-    @Test("The input-side (d × d) latent factorization matches the output side, and is exact at full rank (real weights)")
+    @Test("The input-side (d × d) latent factorization matches the output side, and is exact at full rank (real weights)", .needsSampleData)
     func inputSideFactorizationMatchesOutputSide() throws {
-        guard TestData.require() else { return }
         let (checkpoint, _) = try TestData.sampleModel.get()
         let s = try SourceLayer(config: checkpoint.config, store: checkpoint.store, layer: 5)
         let moment = try Self.calibration.get().secondMoment(layer: 5)
@@ -137,9 +135,8 @@ import Testing
         }
     }
 
-    @Test("RoRoPE rotation keeps every q·k before truncation (real weights, float64)")
+    @Test("RoRoPE rotation keeps every q·k before truncation (real weights, float64)", .needsSampleData)
     func roropeRotationIsExact() throws {
-        guard TestData.require() else { return }
         let (checkpoint, _) = try TestData.sampleModel.get()
         let s = try SourceLayer(config: checkpoint.config, store: checkpoint.store, layer: 3)
         let stats = try Self.calibration.get()
@@ -183,9 +180,8 @@ import Testing
         #expect(split.ropeEnergyRetained >= 1 / Double(s.numKVHeads))
     }
 
-    @Test("full-rank joint factorization is exact whatever the weighting and balance (real model)")
+    @Test("full-rank joint factorization is exact whatever the weighting and balance (real model)", .needsSampleData)
     func fullRankFactorizationIsExact() throws {
-        guard TestData.require() else { return }
         let (checkpoint, _) = try TestData.sampleModel.get()
         let stats = try Self.calibration.get()
         func layers(_ weighting: LatentWeighting) throws -> [MLALayerWeights] {
@@ -200,9 +196,8 @@ import Testing
         #expect(Self.relative(weighted, plain) < 1e-4)
     }
 
-    @Test("DeepSeek-V3 export equals the native output (linear-regime norm, eps rescale, folded scale)", arguments: [32, 64])
+    @Test("DeepSeek-V3 export equals the native output (linear-regime norm, eps rescale, folded scale)", .needsSampleData, arguments: [32, 64])
     func deepSeekExportMatchesNative(ropeDim: Int) throws {
-        guard TestData.require() else { return }
         let (checkpoint, _) = try TestData.sampleModel.get()
         let stats = try Self.calibration.get()
         let base = LayerConversionOptions(rope: .shared(dims: ropeDim, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
@@ -231,9 +226,8 @@ import Testing
         #expect(Self.relative(loaded, reference) < 1e-4)
     }
 
-    @Test("a low-rank query at full rank is exact, and the DeepSeek export of it (q_a_proj path) loads and matches")
+    @Test("a low-rank query at full rank is exact, and the DeepSeek export of it (q_a_proj path) loads and matches", .needsSampleData)
     func lowRankQueryFullRank() throws {
-        guard TestData.require() else { return }
         let (checkpoint, _) = try TestData.sampleModel.get()
         var options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
         let full = try Self.convert(checkpoint.config, checkpoint.store, options, stats: nil, budget: .rank(96)).map(\.0)
@@ -253,9 +247,8 @@ import Testing
         #expect(Self.relative(try DecoderModel.load(exported).logits(ids), reference) < 1e-4)
     }
 
-    @Test("the linear-regime latent norm bound holds on real activations and the deviation is below 2^-24")
+    @Test("the linear-regime latent norm bound holds on real activations and the deviation is below 2^-24", .needsSampleData)
     func linearRegimeNormBound() throws {
-        guard TestData.require() else { return }
         let (checkpoint, box) = try TestData.sampleModel.get()
         let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
         let layer = try ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: nil, options: options)

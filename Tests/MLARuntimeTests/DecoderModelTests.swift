@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import MLACheckpoint
+import MLATestSupport
 @testable import MLARuntime
 
 @Suite struct DecoderModelTests {
@@ -88,8 +89,7 @@ import MLACheckpoint
 
 extension SampleModelTests {
     /// The F32 path against the float64 reference on the real weights (first 24 Hamlet tokens).
-    @Test func f32MatchesFloat64OnRealWeights() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func f32MatchesFloat64OnRealWeights() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
         let ids = Array(tokenizer.encode(try TestData.hamletExcerpt()).prefix(24))

@@ -5,6 +5,7 @@ import MLATensor
 @testable import MLARuntime
 import MLAConvert
 import MLAVerify
+import MLATestSupport
 
 @Suite(.serialized) struct MLAModelTests {
     /// The exact head merge of every layer of `checkpoint`.
@@ -28,8 +29,7 @@ import MLAVerify
     /// a latent cache of r + n_rope·d_rope = 192 + 3·64 values per layer. The shards hold the layers in
     /// order, each layer's copied MLP beside its converted attention (so the streaming writer copies it
     /// while the next layer converts, `LayerTensorNames.layerMajor`).
-    @Test func exactMergeOfRealModelMatchesSource() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func exactMergeOfRealModelMatchesSource() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let layers = try Self.headMerge(checkpoint)
         let (native, dir) = try Self.writeNative(layers, source: checkpoint, maxShardBytes: 40_000_000)
@@ -67,9 +67,8 @@ import MLAVerify
 
 extension MLAModelTests {
     /// Greedy decoding with the latent caches (absorbed form, one token at a time) of the exact merge
-    /// reproduces data.md's continuations, and each cache holds (r + n_rope·d_rope) values per token.
-    @Test func latentCacheGenerationMatchesReference() throws {
-        guard TestData.require() else { return }
+    /// reproduces the continuations of docs/data.md, and each cache holds (r + n_rope·d_rope) values per token.
+    @Test(.needsSampleData) func latentCacheGenerationMatchesReference() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
         let c = checkpoint.config
         let layers = try Self.headMerge(checkpoint)
@@ -95,8 +94,7 @@ extension MLAModelTests {
     /// and KL ~ 0, values equal to the source's and absorbed = naive; the same conversion with layer 7's
     /// kv_b_proj scaled by 1.5 is caught in layer 7 only (teacher forcing keeps the other layers' inputs
     /// exact), with values exactly 1.5× the source's there (relative error 0.5, cosine 1), and end to end.
-    @Test func verificationSeparatesLosslessAndBroken() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func verificationSeparatesLosslessAndBroken() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let c = checkpoint.config
         var layers = try Self.headMerge(checkpoint)
@@ -137,8 +135,7 @@ extension MLAModelTests {
     /// A batch of sequences of different lengths (stacked rows, one GEMM per projection) gives each
     /// sequence the hidden states it gets on its own, to F32 rounding: for the source attention and
     /// for MLA attention (the exact head merge, which runs sequence by sequence).
-    @Test func batchedSequencesMatchSeparateRuns() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func batchedSequencesMatchSeparateRuns() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
         let ids = tokenizer.encode(try TestData.hamletExcerpt())
@@ -165,8 +162,7 @@ extension MLAModelTests {
     /// window, scored with a plain Double log-softmax here: the same NLL, argmax and KL per position
     /// to float rounding. The converted side is a lossy native MLA checkpoint (the exact merge with
     /// layer 7's kv_b_proj scaled), so the KL is far from 0.
-    @Test func streamedEvaluationMatchesWholeModelLogits() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func streamedEvaluationMatchesWholeModelLogits() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let c = checkpoint.config
         var layers = try Self.headMerge(checkpoint)

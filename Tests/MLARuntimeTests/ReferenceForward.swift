@@ -3,7 +3,7 @@ import MLACheckpoint
 import MLATensor
 @testable import MLARuntime
 
-/// An independent float64 forward pass written from the formulas (mla-math.md §2, formats.md §3):
+/// An independent float64 forward pass written from the formulas (docs/method.md §2; config fields as in docs/formats.md):
 /// per-token loops, explicit rotate-half RoPE, no BLAS, no shared kernels with the runtime. The
 /// runtime's F32 path is checked against it.
 struct ReferenceForward {

@@ -1,12 +1,12 @@
 import Testing
 import MLACheckpoint
+import MLATestSupport
 @testable import MLARuntime
 
 /// The real sample model (SmolLM2-135M-Instruct, Q4_1 GGUF) against the independent reference
-/// numbers of data.md §3 (a from-scratch numpy forward pass in float64).
+/// numbers of docs/data.md ("Reference numbers") (a from-scratch numpy forward pass in float64).
 @Suite(.serialized) struct SampleModelTests {
-    @Test func greedyGenerationMatchesReference() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func greedyGenerationMatchesReference() throws {
         let (_, box) = try TestData.sampleModel.get()
         #expect(try box.model.generate(prompt: [6403, 1980, 253, 655], maxNewTokens: 10)
                 == [28, 260, 2240, 282, 23324, 27108, 436, 253, 15114, 39228])
@@ -16,11 +16,10 @@ import MLACheckpoint
 }
 
 extension SampleModelTests {
-    /// data.md §3: perplexity 50.020 and top-1 186/511 on the Hamlet excerpt, 15.945 and 242/511 on
+    /// docs/data.md: perplexity 50.020 and top-1 186/511 on the Hamlet excerpt, 15.945 and 242/511 on
     /// the Apache excerpt (first 512 tokens, one window, no BOS). Tolerance 0.5 %, top-1 ±2 hits.
-    @Test(arguments: [("hamlet", 50.020, 3.91243, 186), ("apache", 15.945, 2.76918, 242)])
+    @Test(.needsSampleData, arguments: [("hamlet", 50.020, 3.91243, 186), ("apache", 15.945, 2.76918, 242)])
     func perplexityMatchesReference(text: String, perplexity: Double, nll: Double, hits: Int) throws {
-        guard TestData.require() else { return }
         let (checkpoint, box) = try TestData.sampleModel.get()
         let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
         let excerpt = text == "hamlet" ? try TestData.hamletExcerpt() : try TestData.apacheExcerpt()
@@ -32,9 +31,8 @@ extension SampleModelTests {
         #expect(abs(Int((result.top1 * 511).rounded()) - hits) <= 2, "top-1 \(result.top1)")
     }
 
-    /// data.md §3: the top-5 logits at the last position of the Hamlet excerpt.
-    @Test func topLogitsAtLastPosition() throws {
-        guard TestData.require() else { return }
+    /// docs/data.md: the top-5 logits at the last position of the Hamlet excerpt.
+    @Test(.needsSampleData) func topLogitsAtLastPosition() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
         let ids = Array(tokenizer.encode(try TestData.hamletExcerpt()).prefix(512))

@@ -4,11 +4,10 @@ import MLACheckpoint
 import MLATestSupport
 
 /// Locates the sample model and corpus fetched by `scripts/setup` (`$MLA_CACHE`, else `<repo>/.cache`).
-/// With `CI=true` a missing cache is a failure; elsewhere the real-model tests are skipped.
+/// Tests that use them carry the `.needsSampleData` trait (skipped, visibly, without the data).
 enum TestData {
     static var sampleModelPath: String { SampleData.modelPath }
     static var corpus: String { SampleData.corpus }
-    static func require() -> Bool { SampleData.require() }
 
     /// The sample model loaded once per test process (loading dequantizes about 135M weights).
     static let sampleModel: Result<(Checkpoint, DecoderModelBox), any Error> = Result {
@@ -16,7 +15,7 @@ enum TestData {
         return (checkpoint, DecoderModelBox(model: try DecoderModel(config: checkpoint.config, store: checkpoint.store)))
     }
 
-    /// Bytes [3000, 6000) of hamlet_gut.txt (data.md §3).
+    /// Bytes [3000, 6000) of hamlet_gut.txt (docs/data.md "Reference numbers").
     static func hamletExcerpt() throws -> String {
         let data = try Data(contentsOf: URL(fileURLWithPath: corpus + "/hamlet_gut.txt"))
         return String(decoding: data[3000..<6000], as: UTF8.self)

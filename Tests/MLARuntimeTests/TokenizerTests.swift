@@ -4,7 +4,7 @@ import MLATestSupport
 import MLACheckpoint
 @testable import MLARuntime
 
-/// The sample model's embedded tokenizer against the independent reference ids of data.md §3.
+/// The sample model's embedded tokenizer against the independent reference ids of docs/data.md ("Reference numbers").
 @Suite struct TokenizerTests {
     static let sample: Result<BPETokenizer, any Error> = Result {
         let file = try GGUFFile(path: TestData.sampleModelPath)
@@ -17,8 +17,7 @@ import MLACheckpoint
         #expect(SHA256.hex(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
 
-    @Test func hamletExcerptIds() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func hamletExcerptIds() throws {
         let tok = try Self.sample.get()
         let ids = tok.encode(try TestData.hamletExcerpt())
         #expect(ids.count == 873)
@@ -27,8 +26,7 @@ import MLACheckpoint
         #expect(SHA256.ofTokenIds(Array(ids.prefix(512))) == "1e973bf3471a83e18469d6d048a6c6521e9586779652387cf91f999a5c63867b")
     }
 
-    @Test func apacheExcerptIds() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func apacheExcerptIds() throws {
         let tok = try Self.sample.get()
         let ids = tok.encode(try TestData.apacheExcerpt())
         #expect(ids.count == 983)
@@ -36,8 +34,7 @@ import MLACheckpoint
         #expect(SHA256.ofTokenIds(Array(ids.prefix(512))) == "8b2ba95e2a137dddf34a5a73e47703fc1387ad7847d146ad4544a2be5f35cb9e")
     }
 
-    @Test func edgeCases() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func edgeCases() throws {
         let tok = try Self.sample.get()
         let text = "Hello, world! It's 2026-11-22 — naïve café costs €12.50.\n\tTabs  and   spaces."
         let ids = tok.encode(text)
@@ -48,8 +45,7 @@ import MLACheckpoint
         #expect(tok.encode("The capital of France is") == [504, 3575, 282, 4649, 314])
     }
 
-    @Test func specialTokensOnlyWhenAllowed() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func specialTokensOnlyWhenAllowed() throws {
         let tok = try Self.sample.get()
         #expect(tok.encode("<|im_start|>user", allowSpecial: true).first == 1)
         #expect(tok.encode("<|im_start|>user").first != 1)
@@ -58,8 +54,7 @@ import MLACheckpoint
     }
 
     /// Whole Hamlet: the stated token count, and decode(encode(text)) == text on every corpus file.
-    @Test func corpusRoundTrips() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func corpusRoundTrips() throws {
         let tok = try Self.sample.get()
         let files = try FileManager.default.contentsOfDirectory(atPath: TestData.corpus).filter { $0.hasSuffix(".txt") }.sorted()
         #expect(files.count >= 42)
@@ -135,8 +130,7 @@ import MLACheckpoint
         }
     }
 
-    @Test func ggufTokenizerExportReadsBackIdentically() throws {
-        guard TestData.require() else { return }
+    @Test(.needsSampleData) func ggufTokenizerExportReadsBackIdentically() throws {
         let tok = try TokenizerTests.sample.get()
         let json = tok.tokenizerJSON()
         let back = try BPETokenizer(tokenizerJSON: JSONValue.parse(json.serialized()), config: tok.tokenizerConfigJSON(), source: "export")

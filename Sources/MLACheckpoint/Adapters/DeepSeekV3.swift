@@ -1,5 +1,5 @@
 /// DeepSeek-V3 checkpoints with dense MLPs in every layer (`model_type` "deepseek_v3"), as this
-/// toolkit exports them (`formats.md` §4). The attention is MLA and is read by the runtime's MLA
+/// toolkit exports them (docs/deepseek-export.md). The attention is MLA and is read by the runtime's MLA
 /// loader; this adapter describes the rest and the cache. MoE layers are refused.
 enum DeepSeekV3Adapter: ModelAdapter {
     static let modelTypes = ["deepseek_v3"]

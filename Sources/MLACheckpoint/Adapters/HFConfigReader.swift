@@ -1,6 +1,6 @@
 /// Typed access to a Hugging Face `config.json` object with errors that name the file and key.
 /// Defaults follow the reference `configuration_*.py` files (transformers 4.57 and 5.24, see
-/// `formats.md` §3), not guesses: absent `tie_word_embeddings` is false, absent `rms_norm_eps` 1e-6.
+/// docs/formats.md "Hugging Face `config.json`"), not guesses: absent `tie_word_embeddings` is false, absent `rms_norm_eps` 1e-6.
 struct HFConfigReader {
     let json: JSONValue
     let file: String

@@ -1,6 +1,6 @@
 import MLATensor
 
-/// Block decoders for the ggml types this toolkit reads (formats.md §2 "Dequantization").
+/// Block decoders for the ggml types this toolkit reads (docs/formats.md "GGUF").
 ///
 /// Every decoder computes in F32 in ggml's order without fused multiply-add (d1 = d·sc and
 /// m1 = dmin·mn first, then d1·q − m1; d·q + m for the offset types), which makes the output

@@ -1,6 +1,6 @@
 import MLATensor
 
-/// A GGUF metadata value (formats.md §2 "Value types"). Arrays may nest.
+/// A GGUF metadata value (GGUF v3 value types; docs/formats.md "GGUF"). Arrays may nest.
 public enum GGUFValue: Sendable, Equatable {
     case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16), uint32(UInt32), int32(Int32)
     case uint64(UInt64), int64(Int64), float32(Float), float64(Double)
@@ -69,7 +69,7 @@ public struct GGUFTensorInfo: Sendable, Equatable {
     public var shape: [Int] { ne.reversed() }
 }
 
-/// A GGUF v2/v3 file (formats.md §2), memory-mapped. `init` parses and validates the header, the
+/// A GGUF v2/v3 file (docs/formats.md "GGUF"), memory-mapped. `init` parses and validates the header, the
 /// metadata and the tensor infos; it never touches tensor data, so opening is cheap whatever the
 /// model size. Immutable after `init`.
 public final class GGUFFile: Sendable {

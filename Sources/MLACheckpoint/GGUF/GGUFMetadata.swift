@@ -1,4 +1,4 @@
-/// HF config.json and tokenizer data from GGUF metadata (formats.md §2 "llama/qwen2 keys → HF config",
+/// HF config.json and tokenizer data from GGUF metadata (docs/formats.md "GGUF": llama/qwen2 keys → HF config,
 /// "Tokenizer keys").
 extension GGUFFile {
     /// Architectures `hfConfig()` maps, with their HF class names.

@@ -1,4 +1,4 @@
-/// GGUF ↔ Hugging Face tensor names for llama-family models (formats.md §2 "Tensor names"), kept as
+/// GGUF ↔ Hugging Face tensor names for llama-family models (docs/formats.md "GGUF"), kept as
 /// data as in gguf-py's `tensor_mapping.py`.
 public enum GGUFNames {
     /// Whole-model tensors.

@@ -1,6 +1,6 @@
 import MLATensor
 
-/// One `.safetensors` file, memory-mapped, validated strictly at open (`formats.md` §1: header
+/// One `.safetensors` file, memory-mapped, validated strictly at open (docs/formats.md: header
 /// bounds, JSON shape, no duplicate keys, known dtypes, sizes with checked arithmetic, contiguous
 /// non-overlapping data exactly filling the file). Only the header is read; tensors are returned as
 /// slices of the mapping.

@@ -6,7 +6,7 @@ import MLALinalg
     import Darwin
 #endif
 
-/// Multi-head Latent Attention forward passes over `MLALayerWeights` (`mla-math.md` §3), F32 compute,
+/// Multi-head Latent Attention forward passes over `MLALayerWeights` (docs/method.md §3), F32 compute,
 /// every matrix product through `LinalgScalar.gemm`.
 ///
 /// Inputs `x` are `[T, d]` row-major (the output of the layer's input RMSNorm); outputs are `[T, d]`,
@@ -37,7 +37,7 @@ public enum MLAAttention {
     public enum Form: Sendable {
         /// Per-head keys and values expanded from the latent on every call.
         case naive
-        /// Queries and outputs absorbed into the latent space (`mla-math.md` §3).
+        /// Queries and outputs absorbed into the latent space (docs/method.md §3).
         case absorbed
     }
 

@@ -6,13 +6,13 @@ import Darwin
 import MLACheckpoint
 import MLATensor
 
-/// Reading `MLALayerWeights` from a stock DeepSeek-V3 checkpoint (`formats.md` §4) and reading and
+/// Reading `MLALayerWeights` from a stock DeepSeek-V3 checkpoint (docs/deepseek-export.md) and reading and
 /// writing the native MLA format (`docs/formats-native-mla.md`).
 extension MLALayerWeights {
     // MARK: - DeepSeek-V3
 
     /// DeepSeek's unscaled RoPE table θ'_i = theta^(−2i/dRope), i < dRope/2, radians per position
-    /// (`mla-math.md` §8a). Scaled (YaRN) tables come from the runtime's RoPE helper instead.
+    /// (docs/method.md §8.a). Scaled (YaRN) tables come from the runtime's RoPE helper instead.
     public static func deepSeekInvFreq(theta: Double, dRope: Int) -> [Double] {
         (0..<max(0, dRope / 2)).map { pow(theta, -2 * Double($0) / Double(dRope)) }
     }
@@ -20,7 +20,7 @@ extension MLALayerWeights {
     /// DeepSeek-V3's softmax scale from its config.json: (qk_nope_head_dim + qk_rope_head_dim)^−½, times μ²
     /// when `rope_scaling` (or transformers 5's `rope_parameters`) has a nonzero `mscale_all_dim`, with
     /// μ = 0.1·mscale_all_dim·ln(factor) + 1 for factor > 1, else 1 (HF `yarn_get_mscale`; the same in
-    /// vLLM and SGLang, `formats.md` §4 "Scale").
+    /// vLLM and SGLang, docs/method.md §3).
     public static func deepSeekSoftmaxScale(config: JSONValue, file: String = "config.json") throws -> Float {
         let dNope = try configInt(config, "qk_nope_head_dim", file: file)
         let dRope = try configInt(config, "qk_rope_head_dim", file: file)
@@ -46,7 +46,7 @@ extension MLALayerWeights {
     /// - `ropeInvFreq` `[qk_rope_head_dim/2]`: the engine's table (plain: `deepSeekInvFreq`; YaRN: the
     ///   runtime's table); `attentionFactor`: the cos/sin multiplier that goes with it.
     /// - `normEps`: eps of `q_a_layernorm` and `kv_a_layernorm`. HF builds both with a constant 1e-6
-    ///   whatever `rms_norm_eps` says; vLLM and SGLang use `rms_norm_eps` (`formats.md` §4).
+    ///   whatever `rms_norm_eps` says; vLLM and SGLang use `rms_norm_eps` (docs/method.md §8.c).
     /// - `softmaxScale`: nil computes `deepSeekSoftmaxScale(config:)`.
     ///
     /// `kv_a_proj_with_mqa` `[r + dRope, d]` splits into `kvA` (rows [0, r)) and the single shared rope
