@@ -2,7 +2,7 @@ import MLACheckpoint
 import MLALinalg
 import MLARuntime
 
-/// How the latent rank is distributed over layers under one cache budget (`mla-math.md` §6).
+/// How the latent rank is distributed over layers under one cache budget (`docs/method.md` §6; the budget formula is §9).
 public enum RankAllocation: String, Sendable, CaseIterable {
     /// The same kv_lora_rank in every layer (required by stock DeepSeek-V3 configs).
     case uniform

@@ -2,7 +2,7 @@ import MLACheckpoint
 import MLALinalg
 
 /// One source attention layer (MHA/GQA/MQA) in float64, as the HF checkpoint stores it: rotate-half
-/// RoPE rows, weights `[out, in]`. Symbols as in `mla-math.md` §1: d, n_h, n_kv, d_h, P = d_h/2.
+/// RoPE rows, weights `[out, in]`. Symbols as in `docs/method.md` §1: d, n_h, n_kv, d_h, P = d_h/2.
 public struct SourceLayer: Sendable {
     public let layer: Int
     public let hiddenSize: Int, numHeads: Int, numKVHeads: Int, headDim: Int
@@ -10,7 +10,7 @@ public struct SourceLayer: Sendable {
     public let q: Matrix<Double>, k: Matrix<Double>, v: Matrix<Double>, o: Matrix<Double>
     /// Biases [n_h·d_h], [n_kv·d_h], [n_kv·d_h], [d] when the model has them.
     public let qBias: [Double]?, kBias: [Double]?, vBias: [Double]?, oBias: [Double]?
-    /// The input RMSNorm weight γ_n [d] (bounds the attention input for the latent norm, §8b).
+    /// The input RMSNorm weight γ_n [d] (bounds the attention input for the latent norm, §8.b).
     public let inputNorm: [Double]
 
     public var groupSize: Int { numHeads / numKVHeads }

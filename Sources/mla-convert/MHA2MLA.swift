@@ -9,7 +9,7 @@ extension MLAConvertCommand {
             commandName: "mha2mla",
             abstract: "Convert MHA/GQA attention to MLA by partial RoPE and a joint low-rank KV latent (MHA2MLA method).",
             discussion: """
-            Stages (mla-math.md §5-6): each KV head keeps RoPE on --rope-pairs frequency pairs (2 dims each) chosen by
+            Stages (docs/method.md §5-6): each KV head keeps RoPE on --rope-pairs frequency pairs (2 dims each) chosen by
             --rope-strategy; all other key dims become NoPE; the NoPE keys and the values of all KV heads are factored \
             into one latent (joint, default) or two (split) of kv_lora_rank, activation-aware from calibration \
             (minimizing the error on real activations) or from the weights alone with --no-calib (MHA2MLA's SVD).

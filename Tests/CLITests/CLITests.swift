@@ -16,10 +16,6 @@ enum CLI {
 
     static var cache: String { SampleData.cache }
 
-    /// The sample model, or nil (with a recorded issue) when it is missing. Tests should carry the
-    /// `.needsSampleData` trait instead and use `SampleData.modelPath`: then they are reported as skipped.
-    static func sample() -> String? { SampleData.require() ? SampleData.modelPath : nil }
-
     struct Result {
         let status: Int32
         let stdout: String

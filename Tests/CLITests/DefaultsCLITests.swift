@@ -1,14 +1,15 @@
 import Foundation
 import MLACheckpoint
+import MLATestSupport
 import Testing
 
 /// The converters' defaults on the real sample model, as a user runs them (nothing but the budget):
-/// their perplexity on the data.md Hamlet excerpt stays under a ceiling tied to the measured result
+/// their perplexity on the docs/data.md Hamlet excerpt stays under a ceiling tied to the measured result
 /// (docs/results.md, docs/defaults.md), the automatic choice keeps the candidate its rule says, and
 /// explicit flags fix what they name. The default calibration statistics are collected once and
 /// shared; each conversion runs once and its result is shared by the tests that read it.
-@Suite(.serialized) struct DefaultsCLITests {
-    /// Perplexity of the original sample on the excerpt's first 512 tokens (data.md §3).
+@Suite(.serialized, .needsSampleData) struct DefaultsCLITests {
+    /// Perplexity of the original sample on the excerpt's first 512 tokens (docs/data.md).
     static let originalPerplexity = 50.02
 
     /// (converter, budget, ceiling on the perplexity ratio): the ratio measured with the defaults ×
@@ -70,7 +71,7 @@ import Testing
 
     @Test("the default conversion stays under its perplexity ceiling", arguments: ceilings)
     func defaultsUnderCeiling(converter: String, budget: String, ceiling: Double) throws {
-        guard let sample = CLI.sample() else { return }
+        let sample = SampleData.modelPath
         let converted = try Self.shared.converted(converter, budget, sample: sample)
         #expect(converted.ratio < ceiling, "\(converter) --kv-budget \(budget): x\(converted.ratio), ceiling x\(ceiling)")
     }
@@ -80,7 +81,7 @@ import Testing
     /// lowers the KL by more than the margin.
     @Test("the automatic choice keeps the best-scoring candidate it lists", arguments: ceilings)
     func chosenIsBestListed(converter: String, budget: String, ceiling: Double) throws {
-        guard let sample = CLI.sample() else { return }
+        let sample = SampleData.modelPath
         let search = try #require(try Self.shared.converted(converter, budget, sample: sample).summary["search"])
         let candidates = try #require(search["candidates"]?.array)
         let margin = try #require(search["refinement_margin"]?.double)
@@ -98,7 +99,7 @@ import Testing
     /// DeepSeek-V3 format (uniform ranks only) leaves nothing to search; without calibration the
     /// documented fixed rule applies.
     @Test func explicitFlagsOverrideTheSearch() throws {
-        guard let sample = CLI.sample() else { return }
+        let sample = SampleData.modelPath
         let stats = try Self.shared.calibration(sample), dir = Self.shared.dir
         var r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", dir + "/rope64", "--kv-budget", "0.5", "--rope-dim", "64",
                                             "--calib-stats", stats, "--json"])

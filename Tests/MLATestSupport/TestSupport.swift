@@ -40,14 +40,6 @@ public enum SampleData {
     public static var missingReason: String {
         "sample data missing in \(cache) (sample.gguf, corpus/): run scripts/setup or set MLA_CACHE"
     }
-
-    /// For helpers that cannot carry a trait: true when the data is there, else records an issue
-    /// (a test should prefer the `.needsSampleData` trait, which reports the test as skipped).
-    public static func require() -> Bool {
-        if isAvailable { return true }
-        Issue.record(Comment(rawValue: missingReason))
-        return false
-    }
 }
 
 extension Trait where Self == ConditionTrait {

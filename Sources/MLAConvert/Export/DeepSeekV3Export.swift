@@ -4,7 +4,7 @@ import MLALinalg
 import MLARuntime
 import MLATensor
 
-/// Writes converted layers as a stock DeepSeek-V3 checkpoint (`formats.md` §4, `mla-math.md` §8) that HF
+/// Writes converted layers as a stock DeepSeek-V3 checkpoint (`docs/deepseek-export.md`, `docs/method.md` §8) that HF
 /// transformers, vLLM and SGLang load unmodified:
 /// - one shared rope key whose frequencies equal DeepSeek's table for some `rope_theta` (checked);
 /// - `kv_a_layernorm` in the linear regime (weight 2^k, latent rows times √ε·2^-k), so it changes nothing;
@@ -56,7 +56,7 @@ public enum DeepSeekV3Export {
         return zip(table, invFreq).allSatisfy { abs($0 - $1) <= 1e-9 * $1 } ? base : nil
     }
 
-    /// The config.json object (formats.md §4 "Minimal config", values from the source and layer 0).
+    /// The config.json object (`docs/deepseek-export.md`, values from the source and layer 0).
     public static func config(source c: ModelConfig, layer w: MLALayerWeights, dtype: DType) -> JSONValue {
         var qRank = JSONValue.null
         if case let .lowRank(rank, _, _, _, _, _) = w.query { qRank = JSONValue(rank) }

@@ -1,7 +1,7 @@
 import MLACheckpoint
 import MLARuntime
 
-/// Head merge (mla-math.md §4.A), the exact first stage of GQA -> MLA: the latent is the values of
+/// Head merge (`docs/method.md` §4.A), the exact first stage of GQA -> MLA: the latent is the values of
 /// all KV heads (r = n_kv·d_h), every KV head's key becomes a rope key head carrying all its pairs
 /// (n_rope = n_kv, d_rope = d_h, d_nope = 0), and kv_b_proj copies each query head's KV group out of
 /// the latent. Rope rows move from rotate-half to the interleaved storage of MLA (new row 2i+t = old

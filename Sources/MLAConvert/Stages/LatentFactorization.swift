@@ -1,6 +1,6 @@
 import MLALinalg
 
-/// What the joint low-rank factorization of [NoPE keys; values] minimizes (`mla-math.md` §4.D-E, §6).
+/// What the joint low-rank factorization of [NoPE keys; values] minimizes (`docs/method.md` §4.D-E, §6).
 /// Keys and values are always balanced first (Balanced KV: the key block is scaled to the value
 /// block's energy, so rank is not spent on whichever is larger); the weightings then decide which
 /// directions inside each block matter.
@@ -30,7 +30,7 @@ public struct LatentWeighting: Sendable, Equatable {
     public static let plain = LatentWeighting(keys: .plain, values: .plain)
 }
 
-/// Where the singular values go when the latent's scale is chosen (mla-math.md §5): `down` keeps them
+/// Where the singular values go when the latent's scale is chosen (`docs/method.md` §5): `down` keeps them
 /// in kv_a (latent coordinates carry their own energy, up-projection orthonormal in the weighted
 /// metric), `up` puts them in kv_b (unit-variance latent), `sqrt` splits them. BA is the same.
 public enum SigmaPlacement: String, Sendable, CaseIterable {

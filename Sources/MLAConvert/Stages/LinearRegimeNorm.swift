@@ -2,7 +2,7 @@ import Foundation
 import MLALinalg
 import MLARuntime
 
-/// An RMSNorm that does not change the model (`mla-math.md` §8b): the norm weight is w = 2^k and the
+/// An RMSNorm that does not change the model (`docs/method.md` §8.b): the norm weight is w = 2^k and the
 /// rows feeding it are stored times s = √ε·2^-k, so RMSNorm_ε(s·(Ax + a)) = (Ax + a)(1 − δ) with
 /// δ ≤ u = 2^-24 for every input the layer can see. Used for DeepSeek's kv_a_layernorm and q_a_layernorm.
 public struct LinearRegimeNorm: Sendable {
@@ -34,7 +34,7 @@ public struct LinearRegimeNorm: Sendable {
     public func maxDeviation(rank: Int) -> Double { bound * bound / (2 * Double(rank) * weight * weight) }
 }
 
-/// The low-rank query path (`mla-math.md` §7): output PCA of the final query weights Q under C,
+/// The low-rank query path (`docs/method.md` §7): output PCA of the final query weights Q under C,
 /// q = B_q · RMSNorm(A_q x) with a linear-regime norm, so only the rank truncation changes the model.
 struct LowRankQuery {
     let form: MLALayerWeights.Query

@@ -1,6 +1,6 @@
 import MLALinalg
 
-/// Which frequency pairs each KV head keeps with RoPE in MHA2MLA's partial RoPE (`mla-math.md` §5).
+/// Which frequency pairs each KV head keeps with RoPE in MHA2MLA's partial RoPE (`docs/method.md` §5).
 public enum PartialRopeStrategy: String, Sendable, CaseIterable {
     /// Pairs 0 ..< r (the fastest-turning).
     case high

@@ -1,7 +1,7 @@
 import Foundation
 import MLALinalg
 
-/// How the key space of a layer splits into rope keys and NoPE coordinates (`mla-math.md` §4.B-C, §5):
+/// How the key space of a layer splits into rope keys and NoPE coordinates (`docs/method.md` §4.B-C, §5):
 /// an orthogonal change of basis of the stacked keys R^{n_kv·d_h} whose first rows are the rope key
 /// heads (pairs interleaved) and whose remaining rows are NoPE coordinates.
 ///
