@@ -167,21 +167,7 @@ public final class ConversionSearch: @unchecked Sendable {
             let head = Array(source.lmHead[(range.lowerBound * d)..<(range.upperBound * d)])
             let zo = Kernels.linear(sourceNormed, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
             let zc = Kernels.linear(converted, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
-            let n = range.count
-            zo.withUnsafeBufferPointer { op in
-                zc.withUnsafeBufferPointer { cp in
-                    pairs.withUnsafeMutableBufferPointer { pp in
-                        nonisolated(unsafe) let slots = pp.baseAddress!, op = op, cp = cp
-                        forEachRowBlock(rows, workers: workers) { block in
-                            for r in block {
-                                let row = (r * n)..<((r + 1) * n)
-                                slots[r].add(UnsafeBufferPointer(rebasing: op[row]), UnsafeBufferPointer(rebasing: cp[row]),
-                                             first: range.lowerBound, target: nil)
-                            }
-                        }
-                    }
-                }
-            }
+            SoftmaxPairStats.accumulate(&pairs, zo, zc, count: range.count, first: range.lowerBound, workers: workers)
         }
         return pairs.reduce(0) { $0 + $1.kl } / Double(max(rows, 1))
     }

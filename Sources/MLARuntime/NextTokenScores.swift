@@ -67,6 +67,30 @@ public struct SoftmaxPairStats: Sendable {
     public var kl: Double { max(0, cross / p.sum - p.logPartition + q.logPartition) }
 }
 
+extension SoftmaxPairStats {
+    /// Adds one vocabulary chunk of both models' logits to every row's pair, rows split over `workers`
+    /// threads: `zp`, `zq` are [stats.count × count] row-major, for vocabulary entries first..<first + count;
+    /// `targets[r]`, when given, is row r's next token (for its NLL and top-1).
+    public static func accumulate(_ stats: inout [SoftmaxPairStats], _ zp: [Float], _ zq: [Float], count: Int, first: Int,
+                                  targets: [Int?]? = nil, workers: Int) {
+        let rows = stats.count
+        zp.withUnsafeBufferPointer { op in
+            zq.withUnsafeBufferPointer { cp in
+                stats.withUnsafeMutableBufferPointer { sp in
+                    nonisolated(unsafe) let slots = sp.baseAddress!, op = op, cp = cp
+                    forEachRowBlock(rows, workers: workers) { block in
+                        for r in block {
+                            let row = (r * count)..<((r + 1) * count)
+                            slots[r].add(UnsafeBufferPointer(rebasing: op[row]), UnsafeBufferPointer(rebasing: cp[row]),
+                                         first: first, target: targets?[r] ?? nil)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Consecutive vocabulary ranges whose LM head rows hold about 16 M values each (64 MB in F32).
 public func vocabularyChunks(vocabSize: Int, hiddenSize: Int) -> [Range<Int>] {
     let rows = max(1, (16 << 20) / max(hiddenSize, 1))

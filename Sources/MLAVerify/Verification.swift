@@ -151,20 +151,7 @@ public func verify(original: some LayerwiseModel, converted: some LayerwiseModel
     for range in vocabularyChunks(vocabSize: o.vocabSize, hiddenSize: o.hiddenSize) {
         let zo = try logits(normedO, rows: rows, model: original, vocabulary: range)
         let zc = try logits(normedC, rows: rows, model: converted, vocabulary: range)
-        zo.withUnsafeBufferPointer { op in
-            zc.withUnsafeBufferPointer { cp in
-                scores.withUnsafeMutableBufferPointer { sp in
-                    nonisolated(unsafe) let slots = sp.baseAddress!, op = op, cp = cp
-                    forEachRowBlock(rows, workers: workers) { block in
-                        for r in block {
-                            let row = (r * range.count)..<((r + 1) * range.count)
-                            slots[r].add(UnsafeBufferPointer(rebasing: op[row]), UnsafeBufferPointer(rebasing: cp[row]),
-                                         first: range.lowerBound, target: targets[r])
-                        }
-                    }
-                }
-            }
-        }
+        SoftmaxPairStats.accumulate(&scores, zo, zc, count: range.count, first: range.lowerBound, targets: targets, workers: workers)
         if let normedCore, let form = core?.form {
             // The model's own form against the other one over the first window; the naive logits are the scale.
             let zk = try logits(normedCore, rows: windows[0].count, model: converted, vocabulary: range)
