@@ -12,7 +12,7 @@ struct CalibrationOptions: ParsableArguments {
             help: ArgumentHelp("Calibration text files (default: the sample corpus's plays without Hamlet).",
                                discussion: """
                                The sample corpus is found in $MLA_CACHE/corpus, $XDG_CACHE_HOME/mla-convert/corpus \
-                               (default ~/.cache/mla-convert/corpus) or ./.cache/corpus, first found (docs/data.md).
+                               (default ~/.cache/mla-convert/corpus) or ./.cache/corpus, first found (docs/sample-data.md).
                                """))
     var calib: [String] = []
 
@@ -98,7 +98,7 @@ struct CalibrationOptions: ParsableArguments {
     static func defaultCorpusDirectory() throws -> String {
         guard let dir = SampleDataCache.locate(SampleDataCache.corpus) else {
             throw ValidationError("no calibration text in \(SampleDataCache.searched(SampleDataCache.corpus)): pass --calib FILES, "
-                                  + "--calib-stats FILE or --no-calib, or fetch the sample corpus (docs/data.md)")
+                                  + "--calib-stats FILE or --no-calib, or fetch the sample corpus (docs/sample-data.md)")
         }
         return dir
     }

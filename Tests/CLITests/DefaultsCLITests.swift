@@ -4,12 +4,12 @@ import MLATestSupport
 import Testing
 
 /// The converters' defaults on the real sample model, as a user runs them (nothing but the budget):
-/// their perplexity on the docs/data.md Hamlet excerpt stays under a ceiling tied to the measured result
+/// their perplexity on the docs/sample-data.md Hamlet excerpt stays under a ceiling tied to the measured result
 /// (docs/results.md, docs/defaults.md), the automatic choice keeps the candidate its rule says, and
 /// explicit flags fix what they name. The default calibration statistics are collected once and
 /// shared; each conversion runs once and its result is shared by the tests that read it.
 @Suite(.serialized, .needsSampleData) struct DefaultsCLITests {
-    /// Perplexity of the original sample on the excerpt's first 512 tokens (docs/data.md).
+    /// Perplexity of the original sample on the excerpt's first 512 tokens (docs/sample-data.md).
     static let originalPerplexity = 50.02
 
     /// (converter, budget, ceiling on the perplexity ratio): the ratio measured with the defaults ×

@@ -15,7 +15,7 @@ enum TestData {
         return (checkpoint, DecoderModelBox(model: try DecoderModel(config: checkpoint.config, store: checkpoint.store)))
     }
 
-    /// Bytes [3000, 6000) of hamlet_gut.txt (docs/data.md "Reference numbers").
+    /// Bytes [3000, 6000) of hamlet_gut.txt (docs/sample-data.md "Reference numbers").
     static func hamletExcerpt() throws -> String {
         let data = try Data(contentsOf: URL(fileURLWithPath: corpus + "/hamlet_gut.txt"))
         return String(decoding: data[3000..<6000], as: UTF8.self)
