@@ -55,7 +55,7 @@ let package = Package(
         .executableTarget(
             name: "mla-convert",
             dependencies: [
-                "MLACLI", "MLAConvert", "MLAVerify", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                "MLACLI", "MLAConvert", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(

@@ -57,16 +57,10 @@ public struct Tensor: Sendable {
         return shape.contains(0) ? 0 : nonZero / 8
     }
 
-    /// Element count × dtype size with overflow checks; nil on overflow or a negative dimension.
+    /// Element count × dtype size; nil when `validatedElementCount` refuses the shape (a negative
+    /// dimension, or non-zero dimensions whose product times 8 overflows). Readers need no other check.
     public static func byteCount(dtype: DType, shape: [Int]) -> Int? {
-        var n = dtype.byteSize
-        for d in shape {
-            guard d >= 0 else { return nil }
-            let (p, o) = n.multipliedReportingOverflow(by: d)
-            if o { return nil }
-            n = p
-        }
-        return n
+        validatedElementCount(shape).map { $0 * dtype.byteSize }
     }
 
     /// Calls `body` with the tensor's raw little-endian bytes (no copy for either storage).

@@ -4,7 +4,6 @@ import MLACLI
 import MLACheckpoint
 import MLAConvert
 import MLARuntime
-import MLAVerify
 
 extension MLAConvertCommand {
     struct GQA2MLA: ParsableCommand {

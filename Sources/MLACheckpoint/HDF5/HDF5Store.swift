@@ -118,7 +118,7 @@ public final class HDF5Store: TensorStore, @unchecked Sendable {
             guard d < hsize_t(Int.max) else { throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "dimension too large") }
             shape.append(Int(d))
         }
-        guard Tensor.validatedElementCount(shape) != nil, let bytes = Tensor.byteCount(dtype: dtype, shape: shape) else {
+        guard let bytes = Tensor.byteCount(dtype: dtype, shape: shape) else {
             throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "size of shape \(shape) overflows")
         }
         let dcpl = H5Dget_create_plist(ds)

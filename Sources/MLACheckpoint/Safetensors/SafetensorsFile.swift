@@ -97,7 +97,7 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
                   let begin = Int(b), let endOffset = Int(e), begin >= 0, begin <= endOffset else {
                 throw bad("'data_offsets' must be two non-negative integers [begin, end] with begin <= end")
             }
-            guard Tensor.validatedElementCount(shape) != nil, let bytes = Tensor.byteCount(dtype: dtype, shape: shape) else {
+            guard let bytes = Tensor.byteCount(dtype: dtype, shape: shape) else {
                 throw bad("size of shape \(shape) overflows")
             }
             guard bytes == endOffset - begin else {
