@@ -55,7 +55,7 @@ extension Bench {
             try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: work) }
             let runner = FuzzRunner(tool: tool, timeout: timeout)
-            let failures = FuzzFailures()
+            let tally = FuzzTally()
             let t0 = MonotonicClock.now()
             let exportEvery = self.exportEvery, keep = self.keep, jobs = self.jobs
             DispatchQueue.concurrentPerform(iterations: jobs) { worker in
@@ -65,22 +65,27 @@ extension Bench {
                     defer { try? FileManager.default.removeItem(atPath: dir) }
                     do {
                         let (input, what) = try mutator.write(seed: seed, into: dir)
-                        var problems = runner.check(["inspect", input]).problems
+                        let inspected = runner.check(["inspect", input])
+                        if !inspected.succeeded { tally.countRejected() }
+                        var problems = inspected.problems
                         if exportEvery > 0, seed % UInt64(exportEvery) == 0 {
                             problems += runner.checkExport(input: input, outputDirectory: dir + "/out")
                         }
                         guard !problems.isEmpty else { continue }
                         if let keep { try? FileManager.default.copyItem(atPath: dir, toPath: keep + "/\(target.rawValue)-\(seed)") }
-                        failures.add("FAIL \(target.rawValue) seed \(seed) (\(what)): \(problems.joined(separator: "; "))")
+                        tally.add("FAIL \(target.rawValue) seed \(seed) (\(what)): \(problems.joined(separator: "; "))")
                     } catch {
-                        failures.add("FAIL \(target.rawValue) seed \(seed): the fuzzer itself failed: \(error)")
+                        tally.add("FAIL \(target.rawValue) seed \(seed): the fuzzer itself failed: \(error)")
                     }
                 }
             }
             let seconds = MonotonicClock.now() - t0
-            print(String(format: "fuzz %@: %d mutations in %.1f s (%.1f ms each, %d jobs), %d failures",
-                         target.rawValue, seeds.count, seconds, seconds * 1e3 / Double(max(seeds.count, 1)), jobs, failures.count))
-            if failures.count > 0 { throw ExitCode.failure }
+            // The rejected count shows the mutations reach the checks: a mutator that stopped damaging
+            // its input would leave every run a success and prove nothing.
+            print(String(format: "fuzz %@: %d mutations in %.1f s (%.1f ms each, %d jobs), %d rejected, %d failures",
+                         target.rawValue, seeds.count, seconds, seconds * 1e3 / Double(max(seeds.count, 1)), jobs,
+                         tally.rejected, tally.count))
+            if tally.count > 0 { throw ExitCode.failure }
         }
     }
 }
@@ -90,11 +95,25 @@ enum FuzzTarget: String {
     case gguf, safetensors, hdf5, config
 }
 
-/// Failure lines collected from the worker threads, printed as they arrive.
-private final class FuzzFailures: @unchecked Sendable {
-    // @unchecked: `lines` is guarded by `lock`.
+/// Failure lines collected from the worker threads, printed as they arrive, and the count of
+/// mutations the tool rejected (a clean error, which is not a failure).
+private final class FuzzTally: @unchecked Sendable {
+    // @unchecked: `lines` and `rejectedRuns` are guarded by `lock`.
     private let lock = NSLock()
     private var lines: [String] = []
+    private var rejectedRuns = 0
+
+    func countRejected() {
+        lock.lock()
+        rejectedRuns += 1
+        lock.unlock()
+    }
+
+    var rejected: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return rejectedRuns
+    }
 
     func add(_ line: String) {
         lock.lock()
@@ -103,6 +122,7 @@ private final class FuzzFailures: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Failures so far.
     var count: Int {
         lock.lock()
         defer { lock.unlock() }

@@ -27,7 +27,11 @@ import MLATestSupport
         let r = try CLI.run("mla-bench", ["fuzz", "--target", target, "--base", base, "--seeds", "\(Self.start)..<\(Self.start + Self.count)",
                                           "--also", also, "--jobs", "2", "--timeout", "20", "--export-every", String(exportEvery)])
         #expect(r.status == 0, "fuzz \(target) failed:\n\(r.stdout)\(r.stderr)")
-        print(r.stdout.split(separator: "\n").last ?? "")
+        let summary = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        print(summary)
+        // The mutations must reach the readers' checks: a tenth of them at least is refused.
+        let rejected = summary.firstMatch(of: /(\d+) rejected/).flatMap { Int($0.1) } ?? 0
+        #expect(rejected * 10 >= Self.count, "fuzz \(target): only \(rejected) of \(Self.count) mutations were refused: \(summary)")
     }
 
     @Test func configJSON() throws { try fuzz("config", base: TinyModel.directory) }
