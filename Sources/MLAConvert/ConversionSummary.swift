@@ -44,7 +44,11 @@ public struct ConversionSummary: Sendable {
                 ("kv_energy_retained", JSONValue(r.kvEnergyRetained)),
                 ("rope_energy_retained", JSONValue(r.ropeEnergyRetained)),
                 ("query_energy_retained", JSONValue(r.queryEnergyRetained)),
-            ])),
+            ] + (r.outputError.map { error in [
+                ("attention_output_error", JSONValue(error.before)),
+                ("attention_output_error_refit", JSONValue(error.after)),
+                ("refit_ridge", r.outputRidge.map { JSONValue($0) } ?? .null),
+            ] } ?? []))),
         ]
     }
 
@@ -73,12 +77,15 @@ public struct ConversionSummary: Sendable {
         var lines = ["\(method): \(source) -> \(format)", "  calibration: \(calibration)"]
         lines += settings.map { "  \($0.0): \($0.1)" }
         lines += (search?.lines ?? []).map { "  " + $0 }
-        lines.append("  layer  kv_rank  rope pairs kept (per rope head)          rope energy  kv energy")
+        let refit = layers.contains { $0.outputError != nil }
+        lines.append("  layer  kv_rank  rope pairs kept (per rope head)          rope energy  kv energy"
+                     + (refit ? "  attention output error (o_proj refit)" : ""))
         for r in layers {
             let pairs = r.keptPairs.map { $0.map(String.init).joined(separator: ",") }.joined(separator: " | ")
             let shown = pairs.count > 40 ? String(pairs.prefix(37)) + "..." : pairs
+            let output = r.outputError.map { "  " + pad(percent($0.before), 6) + " -> " + pad(percent($0.after), 6) + (r.outputRidge == nil ? " (kept)" : "") } ?? ""
             lines.append("  " + [pad(String(r.layer), 5), pad(String(r.kvRank), 7), shown.padding(toLength: 40, withPad: " ", startingAt: 0),
-                                 pad(percent(r.ropeEnergyRetained), 11), pad(percent(r.kvEnergyRetained), 9)].joined(separator: "  "))
+                                 pad(percent(r.ropeEnergyRetained), 11), pad(percent(r.kvEnergyRetained), 9)].joined(separator: "  ") + output)
         }
         lines.append("  KV cache per token: \(sourceCacheValues) -> \(convertedCacheValues) values (\(percent(cacheFraction)) kept, -\(percent(1 - cacheFraction)))")
         return lines.joined(separator: "\n")

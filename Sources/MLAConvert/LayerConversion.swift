@@ -62,6 +62,11 @@ public struct LayerConversionReport: Sendable {
     public let kvEnergyRetained: Double
     /// Fraction of the query energy the query rank keeps (1 for a full query).
     public let queryEnergyRetained: Double
+    /// The attention-output error on the calibration tokens relative to the output's energy,
+    /// Σ‖ŷ − y‖² / Σ‖y‖², before and after the o_proj refit (`OutputRefit`); nil when not refit.
+    public var outputError: (before: Double, after: Double)?
+    /// The relative ridge the refit chose by cross-validation, or nil when it kept o_proj (or did not run).
+    public var outputRidge: Double?
 }
 
 /// The per-layer work common to gqa2mla and mha2mla: rope split, weighted joint factorization, query.

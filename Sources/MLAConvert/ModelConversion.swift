@@ -54,10 +54,15 @@ public struct ModelConversion: Sendable {
     /// The rank-independent conversion work of layer `layer`, for ranks up to `upToRank` (nil: any;
     /// 0: the spectrum alone, see `LayerConversion.init`).
     public func layer(_ layer: Int, upToRank: Int? = nil) throws -> LayerConversion {
+        try self.layer(layer, moment: statistics?.secondMoment(layer: layer), upToRank: upToRank)
+    }
+
+    /// The same for a given attention-input second moment [d × d] (nil: weights only), e.g. one measured
+    /// on the partly converted model (`CalibratedConversion`).
+    public func layer(_ layer: Int, moment: Matrix<Double>?, upToRank: Int?) throws -> LayerConversion {
         let c = config
-        return try LayerConversion(source: SourceLayer(config: c, store: store, layer: layer),
-                                   moment: statistics?.secondMoment(layer: layer), rope: RopeFrequencies(config: c),
-                                   options: options, upToRank: upToRank)
+        return try LayerConversion(source: SourceLayer(config: c, store: store, layer: layer), moment: moment,
+                                   rope: RopeFrequencies(config: c), options: options, upToRank: upToRank)
     }
 
     /// Per-layer ranks for `budget` with `allocation`. Greedy needs every layer's spectrum first

@@ -34,27 +34,11 @@ public struct CalibrationStatistics: Sendable {
 
     /// Adds Xᵀ·X for x [tokens × d] of `layer` (counted once per call, by layer 0).
     ///
-    /// Each block of at most `f32Rows` rows is summed in F32 by `ssyrk` (upper triangle, half the
-    /// flops of a GEMM, about 3× faster than the F64 `dsyrk` on the widened rows) and added into the
-    /// F64 sum, so rounding does not grow with the token count: a block's error is about
-    /// √256 · 2⁻²⁴ ≈ 1e-6 of its entries' scale, far below the sampling noise of the statistics
-    /// (≈ 1/√tokens, 0.6 % at 32k tokens). The lower triangle is filled in when the sum is read.
+    /// Summed in F64 from F32 blocks (`ProductSums.addGram`; about 3× faster than F64 `dsyrk` on the
+    /// widened rows, and its rounding stays far below the sampling noise of the statistics, ≈ 1/√tokens).
+    /// The lower triangle is filled in when the sum is read.
     public mutating func accumulate(layer: Int, x: [Float], tokens: Int) {
-        let d = hiddenSize
-        // Written by each ssyrk (beta = 0) before it is read; only its upper triangle is used.
-        var block = [Float](unsafeUninitializedCapacity: d * d) { $1 = d * d }
-        x.withUnsafeBufferPointer { xp in
-            block.withUnsafeMutableBufferPointer { bp in
-                upperSums[layer].withUnsafeMutableBufferPointer { sp in
-                    for first in stride(from: 0, to: tokens, by: Self.f32Rows) {
-                        let rows = min(Self.f32Rows, tokens - first)
-                        Float.syrkTransposed(n: d, k: rows, alpha: 1, a: xp.baseAddress! + first * d, lda: d, beta: 0,
-                                             c: bp.baseAddress!, ldc: d)
-                        for i in 0..<d { ck_add_widened(sp.baseAddress! + i * d + i, bp.baseAddress! + i * d + i, d - i) }
-                    }
-                }
-            }
-        }
+        ProductSums.addGram(&upperSums[layer], x: x, rows: tokens, n: hiddenSize)
         if layer == 0 { tokenCount += tokens }
     }
 
@@ -70,9 +54,6 @@ public struct CalibrationStatistics: Sendable {
         }
         tokenCount += other.tokenCount
     }
-
-    /// Rows per F32 block in `accumulate`.
-    static let f32Rows = 256
 
     /// Σ x xᵀ of `layer`, [d × d] row-major (symmetric).
     public func layerSum(_ layer: Int) -> [Double] {

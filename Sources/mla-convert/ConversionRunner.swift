@@ -130,11 +130,15 @@ struct ConversionRunner {
     let threads: Int?
     /// What the automatic choice measured, if it ran.
     var search: SearchReport? = nil
+    /// The layer-by-layer calibration pass (`CalibrationOptions.layerPass`), or nil.
+    var layerPass: (windows: [[Int]], order: CalibrationOrder, refitOutput: Bool)? = nil
 
     func run(start: Double) throws {
         let layers = checkpoint.config.numLayers
-        let parallelism = LayerParallelism.choose(requested: output.layerWorkers, layerBytes: LayerParallelism.sourceLayerBytes(checkpoint),
-                                                  cores: ProcessInfo.processInfo.activeProcessorCount, threads: threads)
+        // The calibration pass converts one layer after the other (each on all BLAS threads).
+        let parallelism = layerPass != nil ? LayerParallelism(workers: 1, blasThreads: nil)
+            : LayerParallelism.choose(requested: output.layerWorkers, layerBytes: LayerParallelism.sourceLayerBytes(checkpoint),
+                                      cores: ProcessInfo.processInfo.activeProcessorCount, threads: threads)
         let workers = parallelism.workers, workerThreads = parallelism.blasThreads ?? BLASThreads.current
         // Runs the streamed write (the layers' conversion) on the chosen BLAS threads per worker.
         func onWorkerThreads(_ write: () throws -> Void) throws {
@@ -166,10 +170,19 @@ struct ConversionRunner {
         let progress = Progress(total: layers, label: "convert")
         // Streamed: each layer is converted on background threads (--layer-workers) ahead of the writer
         // and released once written. Layer 0, converted first, plans every layer's tensors.
-        let (template, firstReport) = try conversion.layer(0, upToRank: ranks[0]).weights(rank: ranks[0])
-        let conversion = self.conversion
+        var calibrated: CalibratedConversion?
+        if let layerPass {
+            calibrated = try CalibratedConversion(conversion: conversion, source: StreamedModel(checkpoint), windows: layerPass.windows,
+                                                  ranks: ranks, order: layerPass.order, refitOutput: layerPass.refitOutput)
+        }
+        let conversion = self.conversion, calibratedLayers = calibrated
+        let convertLayer: @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) = { l in
+            if let calibratedLayers { return try calibratedLayers.layer(l) }
+            return try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l])
+        }
+        let (template, firstReport) = try convertLayer(0)
         let convert: @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) = { l in
-            l == 0 ? (template, firstReport) : try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l])
+            l == 0 ? (template, firstReport) : try convertLayer(l)
         }
         var streamed: [Int: LayerConversionReport] = [:]
         func received(_ l: Int, _ report: LayerConversionReport) {

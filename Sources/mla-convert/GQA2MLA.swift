@@ -103,7 +103,9 @@ extension MLAConvertCommand {
             // Refused before any work: a fixed plan that does not fit, or no candidate that does.
             try checkBeforeWork(config: c, budget: budget.budget,
                                 plans: fixed || searchPlan.windows == nil ? [options] : candidates.map(\.options))
-            let stats = try calibration.statistics(for: checkpoint)
+            let layerPass = try calibration.layerPass(for: checkpoint)
+            // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
+            let stats = layerPass != nil && searchPlan.windows == nil && allocations == [.uniform] ? nil : try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
             if let windows = searchPlan.windows {
                 let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
@@ -138,7 +140,8 @@ extension MLAConvertCommand {
             ]
             try ConversionRunner(method: "gqa2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
                                  allocation: allocation, format: format, output: output, plan: plan, settings: settings,
-                                 calibration: calibration.description, threads: runtime.threads, search: searchReport).run(start: start)
+                                 calibration: calibration.description, threads: runtime.threads, search: searchReport,
+                                 layerPass: layerPass).run(start: start)
         }
     }
 }

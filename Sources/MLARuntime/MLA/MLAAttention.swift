@@ -139,7 +139,27 @@ public enum MLAAttention {
         try cache.append(latent: projected.latent, ropeKeys: projected.ropeKeys, tokens: tokens)
         let heads = attend(
             weights, queries: projected.queries, tokens: tokens, cache: cache, form: form)
-        return Kernels.linear(heads, tokens: tokens, weight: weights.oProj, outFeatures: weights.hiddenSize, inFeatures: weights.numHeads * weights.dV, bias: weights.oBias)
+        return output(weights, heads: heads, tokens: tokens)
+    }
+
+    /// The per-head attention outputs before o_proj, `[tokens, n_h·dV]` (head h in columns
+    /// [h·dV, (h+1)·dV)), of `tokens` tokens at positions 0..<tokens attending causally to each other
+    /// (an empty cache). `output(weights, heads:tokens:)` of the result is `naive`'s result. A
+    /// conversion refits o_proj on these (`OutputRefit`). `weights` must have passed `validate()`.
+    public static func headOutputs(_ weights: MLALayerWeights, x: [Float], tokens: Int) throws -> [Float] {
+        guard tokens >= 0, !tokens.multipliedReportingOverflow(by: weights.hiddenSize).overflow, x.count == tokens * weights.hiddenSize else {
+            throw MLAError.input(layer: weights.label, reason: "\(tokens) tokens need x of \(tokens * weights.hiddenSize) values, got \(x.count)")
+        }
+        var cache = LatentCache(for: weights)
+        guard tokens > 0 else { return [] }
+        let projected = project(weights, x: x, tokens: tokens, positions: Array(0..<tokens))
+        try cache.append(latent: projected.latent, ropeKeys: projected.ropeKeys, tokens: tokens)
+        return attend(weights, queries: projected.queries, tokens: tokens, cache: cache, form: .naive)
+    }
+
+    /// o_proj (and its bias) applied to per-head outputs `heads` `[tokens, n_h·dV]`; returns `[tokens, d]`.
+    public static func output(_ weights: MLALayerWeights, heads: [Float], tokens: Int) -> [Float] {
+        Kernels.linear(heads, tokens: tokens, weight: weights.oProj, outFeatures: weights.hiddenSize, inFeatures: weights.numHeads * weights.dV, bias: weights.oBias)
     }
 
     /// One decode step: `x` `[d]` for the token at `position`; appends it to `cache` and returns `[d]`.

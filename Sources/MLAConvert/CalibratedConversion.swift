@@ -1,0 +1,180 @@
+import Foundation
+import MLACheckpoint
+import MLALinalg
+import MLARuntime
+
+/// Which hidden states each layer is calibrated on (docs/method.md §6.a).
+public enum CalibrationOrder: String, Sendable, CaseIterable {
+    /// The source model's: every layer sees the inputs the source gives it.
+    case parallel
+    /// The model's whose earlier layers are already converted: each layer sees the inputs it will get.
+    case sequential
+}
+
+/// Converts the layers in order while running the calibration tokens through them (docs/method.md
+/// §6.a): each layer is factorized under the second moment of its attention input on the current
+/// states, its o_proj optionally refit (`OutputRefit`) so that its attention output matches the source
+/// layer's on those same inputs, and the states then advance through the source layer (`.parallel`)
+/// or the converted one (`.sequential`, error-aware calibration: the errors of earlier layers are in
+/// the inputs a layer is fitted on).
+///
+public final class CalibratedConversion: @unchecked Sendable {
+    // @unchecked: every mutable member is used under `lock` only.
+    public let conversion: ModelConversion
+    /// Ranks per layer.
+    public let ranks: [Int]
+    /// Whether o_proj is refit after the factorization.
+    public let refitOutput: Bool
+    /// Which states the layers are calibrated on.
+    public let order: CalibrationOrder
+    private let source: any LayerwiseModel
+    /// Calibration windows, as sequence lengths, grouped into chunks run through a layer at once.
+    private let chunks: [Chunk]
+    private let tokens: Int
+    private let workers: Int
+    private let lock = NSLock()
+    /// The residual stream on the calibration tokens before layer `next` (source or converted model's, `order`), [tokens × d].
+    private var residual: [Float]
+    private var next = 0
+    /// Layers converted ahead of the one asked for (when asked out of order).
+    private var ahead: [Int: (MLALayerWeights, LayerConversionReport)] = [:]
+
+    /// Rows of one chunk of whole windows: at most `chunkTokens` rows (or one window).
+    private struct Chunk {
+        let rows: Range<Int>
+        let sequences: [Int]
+        /// Index of its first window among all windows.
+        let firstWindow: Int
+    }
+
+    /// Tokens run through a layer at once: bounds the chunk's MLP activations (tokens × intermediate
+    /// size × 3 floats, 75 MB for the sample model).
+    static let chunkTokens = 4096
+
+    /// - `conversion`: the plan (its `statistics` are not used).
+    /// - `source`: the source model, read a layer at a time (e.g. `StreamedModel`).
+    /// - `windows`: the calibration token windows, each run from position 0.
+    /// - `workers`: windows attended at once, each on one BLAS thread.
+    public init(conversion: ModelConversion, source: any LayerwiseModel, windows: [[Int]], ranks: [Int], order: CalibrationOrder,
+                refitOutput: Bool, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+        precondition(ranks.count == conversion.config.numLayers, "CalibratedConversion: one rank per layer")
+        self.conversion = conversion
+        self.source = source
+        self.ranks = ranks
+        self.refitOutput = refitOutput
+        self.order = order
+        self.workers = max(1, workers)
+        var chunks: [Chunk] = [], sequences: [Int] = []
+        func close() {
+            let first = chunks.last?.rows.upperBound ?? 0, firstWindow = chunks.last.map { $0.firstWindow + $0.sequences.count } ?? 0
+            chunks.append(Chunk(rows: first..<(first + sequences.reduce(0, +)), sequences: sequences, firstWindow: firstWindow))
+            sequences = []
+        }
+        for window in windows where !window.isEmpty {
+            if !sequences.isEmpty, sequences.reduce(0, +) + window.count > Self.chunkTokens { close() }
+            sequences.append(window.count)
+        }
+        if !sequences.isEmpty { close() }
+        self.chunks = chunks
+        tokens = chunks.last?.rows.upperBound ?? 0
+        guard tokens > 0 else { throw RuntimeError.emptyInput("the calibration text") }
+        residual = try source.embed(windows.flatMap { $0 })
+    }
+
+    /// Layer `l` converted, with its report. Layers are converted in order: asking for a later layer
+    /// first converts the ones before it, which are kept until asked for. Each layer is handed out once.
+    public func layer(_ l: Int) throws -> (MLALayerWeights, LayerConversionReport) {
+        lock.lock()
+        defer { lock.unlock() }
+        while next <= l {
+            ahead[next] = try convertNext()
+            next += 1
+        }
+        guard let result = ahead.removeValue(forKey: l) else { preconditionFailure("CalibratedConversion: layer \(l) asked for twice") }
+        return result
+    }
+
+    /// Converts layer `next` on the current states, refits it, and advances the states through it.
+    private func convertNext() throws -> (MLALayerWeights, LayerConversionReport) {
+        let l = next, c = conversion.config, d = c.hiddenSize
+        let layer = try source.layer(l)
+        let moment = attentionInputMoment(layer)
+        var (weights, report) = try conversion.layer(l, moment: moment, upToRank: ranks[l]).weights(rank: ranks[l])
+        let factored = weights, n = weights.numHeads * weights.dV
+        var heads: [Float] = []
+        heads.reserveCapacity(tokens * n)
+        var refit = OutputRefit(headWidth: n, hiddenSize: d)
+        for chunk in chunks {
+            let h = normed(chunk, layer)
+            let u = try perSequence(h, chunk, width: n) { x, t in try MLAAttention.headOutputs(factored, x: x, tokens: t) }
+            if refitOutput {
+                var target = try perSequence(h, chunk, width: d) { x, t in try layer.attention.forward(x, sequences: [t]) }
+                if let bias = weights.oBias {
+                    for row in 0..<chunk.rows.count { for i in 0..<d { target[row * d + i] -= bias[i] } }
+                }
+                // Whole windows to folds, so that the refit's cross-validation scores unseen text.
+                var row = 0
+                for (i, t) in chunk.sequences.enumerated() {
+                    refit.add(heads: Array(u[(row * n)..<((row + t) * n)]), target: Array(target[(row * d)..<((row + t) * d)]), rows: t,
+                              fold: chunk.firstWindow + i)
+                    row += t
+                }
+            }
+            heads += u
+        }
+        if refitOutput {
+            let result = try refit.refit(oProj: weights.oProj)
+            weights.oProj = result.oProj
+            report.outputError = (result.before, result.after)
+            report.outputRidge = result.ridge
+        }
+        try weights.validate()
+        if l + 1 < c.numLayers {
+            for chunk in chunks {
+                var x = Array(residual[(chunk.rows.lowerBound * d)..<(chunk.rows.upperBound * d)])
+                let a = order == .sequential
+                    ? MLAAttention.output(weights, heads: Array(heads[(chunk.rows.lowerBound * n)..<(chunk.rows.upperBound * n)]), tokens: chunk.rows.count)
+                    : try layer.attention.forward(normed(chunk, layer), sequences: chunk.sequences)
+                try layer.weights.forward(&x, rows: chunk.rows.count, eps: c.rmsNormEps) { _ in a }
+                residual.replaceSubrange((chunk.rows.lowerBound * d)..<(chunk.rows.upperBound * d), with: x)
+            }
+        } else {
+            residual = []
+        }
+        return (weights, report)
+    }
+
+    /// E[x xᵀ] [d × d] of the layer's attention input x = its input norm of the current states.
+    private func attentionInputMoment(_ layer: DecoderLayer) -> Matrix<Double> {
+        let d = conversion.config.hiddenSize
+        var sum = [Double](repeating: 0, count: d * d)
+        for chunk in chunks { ProductSums.addGram(&sum, x: normed(chunk, layer), rows: chunk.rows.count, n: d) }
+        mirrorUpperTriangle(&sum, n: d)
+        let scale = 1 / Double(tokens)
+        for i in 0..<sum.count { sum[i] *= scale }
+        return Matrix(rows: d, cols: d, values: sum)
+    }
+
+    /// The layer's attention input on `chunk`'s rows, [rows × d].
+    private func normed(_ chunk: Chunk, _ layer: DecoderLayer) -> [Float] {
+        let d = conversion.config.hiddenSize
+        return Kernels.rmsNorm(Array(residual[(chunk.rows.lowerBound * d)..<(chunk.rows.upperBound * d)]), tokens: chunk.rows.count,
+                               weight: layer.weights.inputNorm, eps: conversion.config.rmsNormEps)
+    }
+
+    /// `attend(x, t)` [t × width] of each window of `chunk` (x its rows of `h`), windows on `workers`
+    /// threads, stacked in order.
+    private func perSequence(_ h: [Float], _ chunk: Chunk, width: Int,
+                             _ attend: @escaping @Sendable ([Float], Int) throws -> [Float]) throws -> [Float] {
+        let d = conversion.config.hiddenSize
+        let sequences = chunk.sequences
+        let starts = sequences.indices.map { sequences[..<$0].reduce(0, +) }
+        let parts = try parallelMap(sequences.count, workers: workers) { i in
+            try attend(Array(h[(starts[i] * d)..<((starts[i] + sequences[i]) * d)]), sequences[i])
+        }
+        var out: [Float] = []
+        out.reserveCapacity(chunk.rows.count * width)
+        for part in parts { out += part }
+        return out
+    }
+}

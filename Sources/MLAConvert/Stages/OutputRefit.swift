@@ -1,0 +1,136 @@
+import MLALinalg
+import MLARuntime
+
+/// Closed-form refit of a converted layer's o_proj (docs/method.md §6.a): on calibration inputs, the
+/// converted layer's own per-head outputs u_t [n = n_h·dV] (its attention probabilities, its
+/// values) and the source layer's attention output y_t [d] on the same inputs give
+///
+///     W(λ) = argmin_W Σ_t ‖W u_t + b − y_t‖² + λ‖W − W_o‖²_F = (Σ_t (y_t − b) u_tᵀ + λ W_o)(Σ_t u_t u_tᵀ + λ I)⁻¹,
+///
+/// with b the converted layer's output bias. The value error, and the part of the key error that
+/// shows as a change of the attention-weighted values, is compensated where o_proj can reach it; the
+/// layout (and so the DeepSeek-V3 export) is unchanged. At full rank u_t is the source's own head
+/// output, Σ (y − b) uᵀ = W_o Σ u uᵀ, and W(λ) = W_o for every λ.
+///
+/// The n² coefficients per output row can fit the calibration tokens' noise, so λ is chosen by
+/// cross-validation: the tokens are dealt into `folds` folds (`add`'s `fold`), each λ of `ridges`
+/// (relative to the mean eigenvalue tr(Σ u uᵀ)/n) is fitted on all folds but one and scored on that
+/// one, and the λ with the smallest held-out error is refit on every fold. When keeping W_o scores
+/// better than every λ, o_proj is left as it is.
+public struct OutputRefit: Sendable {
+    /// n_h·dV: the per-head outputs' width (o_proj's input).
+    public let headWidth: Int
+    /// d: the hidden size (o_proj's output).
+    public let hiddenSize: Int
+    /// Per fold: the upper triangle of Σ u uᵀ [n × n], Σ (y − b) uᵀ [d × n] and Σ ‖y − b‖² (F64).
+    private var folds: [FoldSums]
+
+    private struct FoldSums: Sendable {
+        var gramUpper: [Double]
+        var cross: [Double]
+        var targetEnergy = 0.0
+        var tokens = 0
+    }
+
+    /// Relative ridges tried, λ / (tr(Σ u uᵀ)/n).
+    public static let ridges: [Double] = [1e-4, 1e-3, 1e-2, 1e-1, 1]
+
+    /// What `refit` chose and how well it fits.
+    public struct Result: Sendable {
+        /// The refit o_proj [d × n] (the given one when no λ beat it).
+        public let oProj: [Float]
+        /// The relative ridge chosen, or nil when o_proj was kept.
+        public let ridge: Double?
+        /// Σ‖W u + b − y‖² / Σ‖y − b‖² over all calibration tokens, before (W_o) and after.
+        public let before: Double
+        public let after: Double
+    }
+
+    public init(headWidth: Int, hiddenSize: Int, folds: Int = 4) {
+        self.headWidth = headWidth
+        self.hiddenSize = hiddenSize
+        self.folds = Array(repeating: FoldSums(gramUpper: [Double](repeating: 0, count: headWidth * headWidth),
+                                               cross: [Double](repeating: 0, count: hiddenSize * headWidth)), count: max(folds, 2))
+    }
+
+    /// Tokens accumulated.
+    public var tokens: Int { folds.reduce(0) { $0 + $1.tokens } }
+
+    /// Adds `rows` tokens to fold `fold` (taken modulo the fold count): `heads` [rows × n] (the
+    /// converted layer's per-head outputs) and `target` [rows × d] (the source attention output minus
+    /// the converted layer's output bias). Deal whole calibration windows to folds, so that scoring
+    /// on a fold measures text the fit did not see.
+    public mutating func add(heads: [Float], target: [Float], rows: Int, fold: Int) {
+        let k = fold % folds.count
+        ProductSums.addGram(&folds[k].gramUpper, x: heads, rows: rows, n: headWidth)
+        ProductSums.addCross(&folds[k].cross, a: target, m: hiddenSize, b: heads, n: headWidth, rows: rows)
+        folds[k].targetEnergy += target.prefix(rows * hiddenSize).reduce(0.0) { $0 + Double($1) * Double($1) }
+        folds[k].tokens += rows
+    }
+
+    /// The refit o_proj for the current `oProj` [d × n], λ chosen by cross-validation (see the type).
+    public func refit(oProj: [Float]) throws -> Result {
+        let n = headWidth, d = hiddenSize
+        precondition(oProj.count == d * n, "OutputRefit: o_proj must be [\(d) × \(n)]")
+        let w = Matrix(rows: d, cols: n, values: widened(oProj))
+        let all = sums(excluding: nil)
+        let occupied = folds.indices.filter { folds[$0].tokens > 0 }
+        // Held-out error of each candidate (nil: keep W_o), summed over the folds.
+        var best: (ridge: Double?, error: Double) = (nil, occupied.reduce(0.0) { $0 + error(w, sums(only: $1)) })
+        if occupied.count >= 2 {
+            for ridge in Self.ridges {
+                var heldOut = 0.0
+                for k in occupied { heldOut += error(try fit(w, sums(excluding: k), ridge: ridge), sums(only: k)) }
+                if heldOut < best.error { best = (ridge, heldOut) }
+            }
+        }
+        let refit = try best.ridge.map { try fit(w, all, ridge: $0) } ?? w
+        let energy = max(all.targetEnergy, .leastNormalMagnitude)
+        return Result(oProj: best.ridge == nil ? oProj : narrowed(refit.values), ridge: best.ridge,
+                      before: error(w, all) / energy, after: error(refit, all) / energy)
+    }
+
+    /// The sums of every fold but `excluding` (nil: all), with Σ u uᵀ filled in both triangles.
+    private func sums(excluding: Int?) -> FoldSums {
+        var total = FoldSums(gramUpper: [Double](repeating: 0, count: headWidth * headWidth), cross: [Double](repeating: 0, count: hiddenSize * headWidth))
+        for (k, fold) in folds.enumerated() where k != excluding {
+            for i in 0..<total.gramUpper.count { total.gramUpper[i] += fold.gramUpper[i] }
+            for i in 0..<total.cross.count { total.cross[i] += fold.cross[i] }
+            total.targetEnergy += fold.targetEnergy
+            total.tokens += fold.tokens
+        }
+        mirrorUpperTriangle(&total.gramUpper, n: headWidth)
+        return total
+    }
+
+    private func sums(only k: Int) -> FoldSums {
+        var fold = folds[k]
+        mirrorUpperTriangle(&fold.gramUpper, n: headWidth)
+        return fold
+    }
+
+    /// W(λ) on `s`, λ = `ridge` · tr(G)/n: W (G + λI) = C + λ W_o through a Cholesky factor L (solve
+    /// Y Lᵀ = C + λ W_o, then W L = Y).
+    private func fit(_ w: Matrix<Double>, _ s: FoldSums, ridge: Double) throws -> Matrix<Double> {
+        let n = headWidth
+        let trace = (0..<n).reduce(0.0) { $0 + s.gramUpper[$1 * n + $1] }
+        let lambda = max(ridge * trace / Double(max(n, 1)), .leastNormalMagnitude)
+        var g = Matrix(rows: n, cols: n, values: s.gramUpper)
+        for i in 0..<n { g[i, i] += lambda }
+        var rhs = Matrix(rows: hiddenSize, cols: n, values: s.cross)
+        for i in 0..<rhs.values.count { rhs.values[i] += lambda * w.values[i] }
+        let l = try cholesky(g)
+        return triangularSolve(l, lower: true, transposed: false, triangularSolve(l, lower: true, transposed: true, rhs, left: false), left: false)
+    }
+
+    /// Σ‖W u − (y − b)‖² over `s`'s tokens: tr(W G Wᵀ) − 2 tr(W Cᵀ) + Σ‖y − b‖².
+    private func error(_ w: Matrix<Double>, _ s: FoldSums) -> Double {
+        let wg = matmul(w, Matrix(rows: headWidth, cols: headWidth, values: s.gramUpper))
+        var quadratic = 0.0, linear = 0.0
+        for i in 0..<w.values.count {
+            quadratic += wg.values[i] * w.values[i]
+            linear += s.cross[i] * w.values[i]
+        }
+        return max(0, quadratic - 2 * linear + s.targetEnergy)
+    }
+}
