@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import MLACLI
 import MLACheckpoint
-import MLAConvert
 import MLARuntime
 import MLATensor
 
@@ -33,14 +32,6 @@ struct CalibrationOptions: ParsableArguments {
     @Flag(help: "Weights only: factor the weights without activation statistics (C = I).")
     var noCalib = false
 
-    @Option(help: ArgumentHelp(
-        "Calibration order: parallel (every layer calibrated on the source model's hidden states) or sequential (each layer on the states of the model whose earlier layers are already converted). Default: parallel.",
-        discussion: "Sequential needs calibration text (not --calib-stats or --no-calib); it runs the source and the converted attention of every layer on the calibration tokens (docs/method.md §6.a)."))
-    var calibOrder: CalibrationOrder?
-
-    @Flag(inversion: .prefixedNo, help: "Refit each layer's o_proj by least squares so its attention output matches the source layer's on the calibration tokens (needs calibration text; default off).")
-    var outputRefit: Bool = false
-
     /// The files and folders this calibration reads (an output must not overwrite or hold them).
     var inputs: [String] {
         if noCalib { return [] }
@@ -55,27 +46,19 @@ struct CalibrationOptions: ParsableArguments {
         if noCalib, calibStats != nil || !calib.isEmpty {
             throw ValidationError("--no-calib cannot be combined with --calib or --calib-stats")
         }
-        if calibOrder == .sequential || outputRefit, noCalib || calibStats != nil {
-            throw ValidationError("--calib-order sequential and --output-refit run the calibration text through the layers; they cannot use --no-calib or --calib-stats")
-        }
     }
 
-    /// The calibration order in effect: the option, else parallel.
-    var order: CalibrationOrder { calibOrder ?? .parallel }
+    /// Whether calibration text is run through the model (neither --no-calib nor --calib-stats).
+    var runsText: Bool { !noCalib && calibStats == nil }
 
-    /// The layer-by-layer calibration pass for `checkpoint` (`CalibratedConversion`): its windows, order
-    /// and whether o_proj is refit; nil when the statistics alone calibrate (parallel, no refit).
-    func layerPass(for checkpoint: Checkpoint) throws -> (windows: [[Int]], order: CalibrationOrder, refitOutput: Bool)? {
-        guard order == .sequential || outputRefit else { return nil }
-        return (try textWindows(for: checkpoint, tokens: calibTokens).1, order, outputRefit)
-    }
+    /// The calibration windows of `checkpoint`'s tokenized calibration text (`--calib-tokens` in all).
+    func windows(for checkpoint: Checkpoint) throws -> [[Int]] { try textWindows(for: checkpoint, tokens: calibTokens).1 }
 
     /// A short description for summaries and provenance.
     var description: String {
         if noCalib { return "none (weights only)" }
         if let calibStats { return "statistics \(calibStats)" }
         return "\(calibTokens) tokens of " + (calib.isEmpty ? "the sample corpus (without Hamlet)" : calib.joined(separator: ", "))
-            + ", \(order.rawValue)" + (outputRefit ? ", o_proj refit" : "")
     }
 
     /// The statistics for `checkpoint`: loaded, collected (with progress), or nil for weights only.
@@ -127,5 +110,3 @@ struct CalibrationOptions: ParsableArguments {
     }
 }
 
-
-extension CalibrationOrder: ExpressibleByArgument {}

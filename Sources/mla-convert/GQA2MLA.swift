@@ -45,6 +45,7 @@ extension MLAConvertCommand {
         var qLoraRank: Int?
 
         @OptionGroup var calibration: CalibrationOptions
+        @OptionGroup var layerPassOptions: LayerPassOptions
 
         @OptionGroup var runtime: RuntimeOptions
 
@@ -61,6 +62,7 @@ extension MLAConvertCommand {
             let start = MonotonicClock.now()
             runtime.apply()
             let plan = try output.plan(inputs: [source.model] + calibration.inputs)
+            let passPlan = try layerPassOptions.plan(calibration)
             let checkpoint = try source.open()
             let c = checkpoint.config
             let hd = c.headDim, pairs = hd / 2
@@ -103,7 +105,7 @@ extension MLAConvertCommand {
             // Refused before any work: a fixed plan that does not fit, or no candidate that does.
             try checkBeforeWork(config: c, budget: budget.budget,
                                 plans: fixed || searchPlan.windows == nil ? [options] : candidates.map(\.options))
-            let layerPass = try calibration.layerPass(for: checkpoint)
+            let layerPass = try passPlan.map { (windows: try calibration.windows(for: checkpoint), order: $0.order, refitOutput: $0.refitOutput) }
             // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
             let stats = layerPass != nil && searchPlan.windows == nil && allocations == [.uniform] ? nil : try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
@@ -140,7 +142,7 @@ extension MLAConvertCommand {
             ]
             try ConversionRunner(method: "gqa2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
                                  allocation: allocation, format: format, output: output, plan: plan, settings: settings,
-                                 calibration: calibration.description, threads: runtime.threads, search: searchReport,
+                                 calibration: LayerPassOptions.describe(calibration, passPlan), threads: runtime.threads, search: searchReport,
                                  layerPass: layerPass).run(start: start)
         }
     }

@@ -56,6 +56,7 @@ extension MLAConvertCommand {
         var factorOn: FactorInput = .activations
 
         @OptionGroup var calibration: CalibrationOptions
+        @OptionGroup var layerPassOptions: LayerPassOptions
 
         @OptionGroup var runtime: RuntimeOptions
 
@@ -70,6 +71,7 @@ extension MLAConvertCommand {
             let start = MonotonicClock.now()
             runtime.apply()
             let plan = try output.plan(inputs: [source.model] + calibration.inputs)
+            let passPlan = try layerPassOptions.plan(calibration)
             let checkpoint = try source.open()
             let c = checkpoint.config
             let defaultPairs = ropePairs ?? max(1, c.headDim / 16)
@@ -95,7 +97,7 @@ extension MLAConvertCommand {
             // Refused before any work: a fixed plan that does not fit, or no strategy that does at the first pairs.
             try checkBeforeWork(config: c, budget: budget.budget,
                                 plans: fixed || searchPlan.windows == nil ? [chosen] : strategies.map { options($0, defaultPairs) })
-            let layerPass = try calibration.layerPass(for: checkpoint)
+            let layerPass = try passPlan.map { (windows: try calibration.windows(for: checkpoint), order: $0.order, refitOutput: $0.refitOutput) }
             // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
             let stats = layerPass != nil && searchPlan.windows == nil && allocations == [.uniform] ? nil : try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
@@ -135,7 +137,7 @@ extension MLAConvertCommand {
             ]
             try ConversionRunner(method: "mha2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
                                  allocation: allocation, format: format, output: output, plan: plan, settings: settings,
-                                 calibration: calibration.description, threads: runtime.threads, search: searchReport,
+                                 calibration: LayerPassOptions.describe(calibration, passPlan), threads: runtime.threads, search: searchReport,
                                  layerPass: layerPass).run(start: start)
         }
     }

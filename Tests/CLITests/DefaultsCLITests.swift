@@ -6,8 +6,8 @@ import Testing
 /// The converters' defaults on the real sample model, as a user runs them (nothing but the budget):
 /// their perplexity on the docs/sample-data.md Hamlet excerpt stays under a ceiling tied to the measured result
 /// (docs/results.md, docs/defaults.md), the automatic choice keeps the candidate its rule says, and
-/// explicit flags fix what they name. The default calibration statistics are collected once and
-/// shared; each conversion runs once and its result is shared by the tests that read it.
+/// explicit flags fix what they name. Each default conversion runs once, with its own calibration, and
+/// its result is shared by the tests that read it; the flag tests share one set of saved statistics.
 @Suite(.serialized, .needsSampleData) struct DefaultsCLITests {
     /// Perplexity of the original sample on the excerpt's first 512 tokens (docs/sample-data.md).
     static let originalPerplexity = 50.02
@@ -34,7 +34,7 @@ import Testing
         private var stats: String?
         private var conversions: [String: Converted] = [:]
 
-        /// The default calibration (the sample corpus without Hamlet, default token count), once.
+        /// Saved default statistics (the sample corpus without Hamlet, default token count), once.
         func calibration(_ sample: String) throws -> String {
             if let stats { return stats }
             let path = dir + "/calib.safetensors"
@@ -44,12 +44,12 @@ import Testing
             return path
         }
 
-        /// `converter SAMPLE -o OUT --kv-budget budget` with the default statistics, once per pair.
+        /// `converter SAMPLE -o OUT --kv-budget budget`, exactly as a user runs it (its own calibration,
+        /// the layer-by-layer pass included), once per pair.
         func converted(_ converter: String, _ budget: String, sample: String) throws -> Converted {
             if let done = conversions[converter + budget] { return done }
             let out = dir + "/\(converter)-\(budget)"
-            let r = try CLI.run("mla-convert", [converter, sample, "-o", out, "--kv-budget", budget,
-                                                "--calib-stats", try calibration(sample), "--json"])
+            let r = try CLI.run("mla-convert", [converter, sample, "-o", out, "--kv-budget", budget, "--json"])
             #expect(r.status == 0, "\(r.stderr)")
             let summary = try JSONValue.parse(r.stdout)
             let excerpt = dir + "/hamlet.txt"
