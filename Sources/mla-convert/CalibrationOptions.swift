@@ -17,7 +17,7 @@ struct CalibrationOptions: ParsableArguments {
     var calib: [String] = []
 
     @Option(help: "Calibration tokens in all.")
-    var calibTokens: Int = 32768
+    var calibTokens: Int = 8192
 
     @Option(help: "Calibration window length in tokens.")
     var calibWindow: Int = 512
