@@ -51,7 +51,10 @@ let package = Package(
         .target(name: "MLAConvert", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),
         .target(
             name: "MLACLI",
-            dependencies: ["MLALinalg", "MLACheckpoint", "CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "MLATensor", "MLALinalg", "MLACheckpoint", "CKernels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .executableTarget(
             name: "mla-convert",
             dependencies: [
