@@ -110,18 +110,7 @@ extension MLAConvertCommand {
                 let what = [fixed ? nil : "rope plan", fixed || weighting.keyWeighting != nil ? nil : "key weighting",
                             allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
                 let report = try runSearch(search: searcher, allocations: allocations, keyWeightingFixed: fixed || weighting.keyWeighting != nil, what: what) { measure in
-                    // Staged: each rope width with its last plan (uniform pairs folded, or the one plan that keeps
-                    // every pair), then the other plans of the best width.
-                    let byDims = Dictionary(grouping: candidates) { candidate -> Int in
-                        if case let .shared(dims, _, _) = candidate.options.rope { return dims }
-                        return 0
-                    }
-                    var bestDims: Int?, bestKL = Double.infinity
-                    for dims in byDims.keys.sorted() {
-                        guard let last = byDims[dims]?.last, let kl = try measure(last) else { continue }
-                        if kl < bestKL { (bestDims, bestKL) = (dims, kl) }
-                    }
-                    for candidate in (bestDims.flatMap { byDims[$0] } ?? []).dropLast() { _ = try measure(candidate) }
+                    try Self.exploreByWidth(candidates, measure: measure)
                 }
                 options = report.choice.options
                 allocation = report.choice.allocation
@@ -138,6 +127,21 @@ extension MLAConvertCommand {
             try ConversionRunner(method: "gqa2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
                                  allocation: allocation, format: format, output: output, plan: plan, settings: settings,
                                  calibration: calibration.description, threads: runtime.threads, search: searchReport).run(start: start)
+        }
+
+        /// The rope plans measured, staged: each rope width with its last plan (uniform pairs folded, or
+        /// the one plan that keeps every pair), then the other plans of the best width.
+        static func exploreByWidth(_ candidates: [SearchCandidate], measure: (SearchCandidate) throws -> Double?) throws {
+            let byDims = Dictionary(grouping: candidates) { candidate -> Int in
+                if case let .shared(dims, _, _) = candidate.options.rope { return dims }
+                return 0
+            }
+            var bestDims: Int?, bestKL = Double.infinity
+            for dims in byDims.keys.sorted() {
+                guard let last = byDims[dims]?.last, let kl = try measure(last) else { continue }
+                if kl < bestKL { (bestDims, bestKL) = (dims, kl) }
+            }
+            for candidate in (bestDims.flatMap { byDims[$0] } ?? []).dropLast() { _ = try measure(candidate) }
         }
     }
 }
