@@ -11,8 +11,8 @@ extension MLAConvertCommand {
             commandName: "gqa2mla",
             abstract: "Convert GQA/MHA attention to MLA with one shared rope key (TransMLA pipeline) and write a stock DeepSeek-V3 checkpoint.",
             discussion: """
-            Stages (docs/method.md §4): merge the KV heads into one latent (exact); RoRoPE: per frequency, rotate the \
-            keys across KV heads so positional energy concentrates in one component (exact); keep one shared rope \
+            Stages (docs/method.md §4), on the keys and values of all KV heads stacked (already MLA, §4.A): RoRoPE: per \
+            frequency, rotate the keys across KV heads so positional energy concentrates in one component (exact); keep one shared rope \
             key of --rope-dim dims (the rest of the key becomes NoPE: lossy); balance keys against values (exact); \
             factor [NoPE keys; values] jointly to kv_lora_rank, minimizing the score error under the calibration \
             queries and the value error after o_proj (activation-aware; weights only with --no-calib).
