@@ -3,7 +3,7 @@ import MLAConvert
 
 // Every option value of mla-convert's own and MLAConvert's types, parsed once by ArgumentParser (the
 // MLATensor and MLACheckpoint ones, shared with the other tools, are in MLACLI). A value that does not
-// parse is refused in one line naming the values allowed.
+// parse is refused in one line naming the values allowed, or their form for --freqfold.
 
 extension RankAllocation: ExpressibleByArgument {}
 extension LatentWeighting.Keys: ExpressibleByArgument {}

@@ -5,7 +5,9 @@ import MLARuntime
 /// The sample model and corpus (`SampleData`) as the runtime and conversion tests read them. Tests that
 /// use them carry the `.needsSampleData` trait (skipped, visibly, without the data).
 public enum TestData {
+    /// `SampleData.modelPath`: the sample GGUF.
     public static var sampleModelPath: String { SampleData.modelPath }
+    /// `SampleData.corpus`: the folder of Shakespeare plays.
     public static var corpus: String { SampleData.corpus }
 
     /// The sample model loaded once per test process (loading dequantizes about 135M weights).
@@ -29,5 +31,6 @@ public enum TestData {
 
 /// Wraps the model for the static cache above.
 public struct DecoderModelBox: @unchecked Sendable {
+    /// The sample model, loaded whole.
     public let model: DecoderModel
 }

@@ -168,6 +168,7 @@ public enum TensorPayload {
 /// A positive number of bytes, written as `5GB`, `500MB`, `2GiB` or `1048576` (decimal KB/MB/GB, binary
 /// KiB/MiB/GiB, case-insensitive), as `--max-shard-size` takes it.
 public struct ByteSize: Sendable, CustomStringConvertible {
+    /// The size in bytes.
     public let bytes: Int
     /// The text it was read from (`5GB`), shown as the option's default.
     public let description: String
