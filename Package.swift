@@ -15,9 +15,15 @@ import PackageDescription
 ///   and where the sample data lives (`SampleDataCache`, docs/sample-data.md).
 /// - `MLAConvert`: the conversion stages, rank allocation and the DeepSeek-V3 export.
 /// - `MLAVerify`: drift measurements between a model and its conversion, the HTML report.
-/// - `MLACLI`: what the command-line tools share (checkpoint opening, progress, runtime options).
+/// - `MLACLI`: what the command-line tools share (checkpoint opening, progress, runtime options, the
+///   command-line values of `MLATensor` and `MLACheckpoint` types).
 /// - `mla-convert`, `mla-verify`, `mla-bench`: the command-line front ends and benchmarks.
-/// - `MLATestSupport` (under Tests/): fixtures and sample-data paths shared by the test targets.
+/// - `MLATestSupport` (under Tests/): fixtures, sample-data paths, the loaded sample model and small synthetic
+///   models shared by the test targets.
+/// - Test targets, one per module they test: `MLATensorTests`, `MLALinalgTests`, `MLACheckpointTests`,
+///   `MLARuntimeTests`, `MLAConvertTests`, `MLAVerifyTests`, and `CLITests` for the built tools.
+///
+/// docs/architecture.md draws the module graph and follows one conversion through it.
 let package = Package(
     name: "mla-convert",
     platforms: [.macOS(.v15)],
@@ -51,7 +57,10 @@ let package = Package(
         .target(name: "MLAConvert", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"]),
         .target(
             name: "MLACLI",
-            dependencies: ["MLALinalg", "MLACheckpoint", "CKernels", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "MLATensor", "MLALinalg", "MLACheckpoint", "CKernels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .executableTarget(
             name: "mla-convert",
             dependencies: [
@@ -70,13 +79,17 @@ let package = Package(
                 "MLACLI", "MLAConvert", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .target(name: "MLATestSupport", dependencies: ["MLACheckpoint", "MLALinalg"], path: "Tests/MLATestSupport"),
-        .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLACheckpoint", "MLARuntime", "MLAConvert", "MLALinalg", "MLATensor", "MLATestSupport"]),
+        .target(
+            name: "MLATestSupport", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"],
+            path: "Tests/MLATestSupport"),
+        .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLACheckpoint", "MLARuntime", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(
-            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLAVerify", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"]),
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAVerify", "MLACheckpoint", "MLATensor", "MLATestSupport"]),
+        .testTarget(
+            name: "MLAConvertTests", dependencies: ["MLAConvert", "MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"]),
     ]
 )

@@ -46,12 +46,4 @@ public enum DType: String, Sendable, CaseIterable, Codable {
         case .f8e5m2: return "float8_e5m2"
         }
     }
-
-    /// Parses a user-facing name such as `f32`, `bf16`, `F16` (case-insensitive).
-    public init?(userName: String) {
-        guard let match = DType.allCases.first(where: { $0.rawValue.lowercased() == userName.lowercased() }) else {
-            return nil
-        }
-        self = match
-    }
 }

@@ -104,8 +104,7 @@ public func verify(original: some LayerwiseModel, converted: some LayerwiseModel
     let residualScale = try residualStreamScale(original: original, converted: converted)
     var statesO = try WindowStates(model: original, windows: windows)
     var statesC = try WindowStates(model: converted, windows: windows)
-    // The first window in the other MLA form, while every layer so far was MLA.
-    var core: (states: WindowStates, layerDifference: [Double], form: MLAAttention.Form)?
+    var core: MLACoreRun?
     var drift: [LayerDrift] = []
     let steps = o.numLayers + 1
     for l in 0..<o.numLayers {
@@ -124,63 +123,107 @@ public func verify(original: some LayerwiseModel, converted: some LayerwiseModel
         let layer = try converted.layer(l)
         if compare { drift.append(try layerDrift(l, layer.attention, samples: samples, windows: windows, residualScale: residualScale, workers: workers)) }
         try statesC.advance(through: layer, eps: c.rmsNormEps, workers: workers)
-        if let block = layer.attention as? MLAAttentionBlock {
-            if l == 0 { core = (try WindowStates(model: converted, windows: [windows[0]]), [], block.form) }
-            if var check = core {
-                let other = MLAAttentionBlock(weights: block.weights, form: block.form == .naive ? .absorbed : .naive)
-                let difference = ParallelSlots<Double>(count: 1)
-                try check.states.advance(through: DecoderLayer(weights: layer.weights, attention: other), eps: c.rmsNormEps, workers: 1) { _, x, output in
-                    let own = try block.forward(x, tokens: x.count / c.hiddenSize)
-                    difference[0] = block.form == .naive ? maxRelativeDifference(output, own) : maxRelativeDifference(own, output)
-                    return nil
-                }
-                check.layerDifference.append(difference[0] ?? 0)
-                core = check
-            }
-        } else {
-            core = nil
-        }
+        core = try MLACoreRun.advancing(core, startingAt: l == 0, through: layer, model: converted, firstWindow: windows[0])
         progress?(l + 1, steps)
     }
-    let targets = nextTokenTargets(windows), rows = targets.count
-    let normedO = statesO.normed(finalNorm: original.finalNorm, eps: o.rmsNormEps)
-    let normedC = statesC.normed(finalNorm: converted.finalNorm, eps: c.rmsNormEps)
-    let normedCore = core.map { $0.states.normed(finalNorm: converted.finalNorm, eps: c.rmsNormEps) }
-    var scores = [SoftmaxPairStats](repeating: SoftmaxPairStats(), count: rows)
-    var coreDifference = 0.0, coreScale = 0.0
-    for range in vocabularyChunks(vocabSize: o.vocabSize, hiddenSize: o.hiddenSize) {
-        let zo = try logits(normedO, rows: rows, model: original, vocabulary: range)
-        let zc = try logits(normedC, rows: rows, model: converted, vocabulary: range)
-        SoftmaxPairStats.accumulate(&scores, zo, zc, count: range.count, first: range.lowerBound, targets: targets, workers: workers)
-        if let normedCore, let form = core?.form {
-            // The model's own form against the other one over the first window; the naive logits are the scale.
-            let zk = try logits(normedCore, rows: windows[0].count, model: converted, vocabulary: range)
-            for i in 0..<zk.count {
-                coreDifference = max(coreDifference, Double(abs(zk[i] - zc[i])))
-                coreScale = max(coreScale, Double(abs(form == .naive ? zc[i] : zk[i])))
+    let scores = try NextTokenComparison(original: original, converted: converted, statesO: statesO, statesC: statesC,
+                                         core: core, windows: windows, workers: workers)
+    progress?(steps, steps)
+    return VerificationReport(scores, windows: windows, layers: drift, core: core, original: o, converted: c,
+                              seconds: Date().timeIntervalSince(start))
+}
+
+/// The first window run through the converted model in the other MLA form, layer by layer while every
+/// layer so far is MLA, with each layer's attention output compared between the two forms (`MLACoreCheck`).
+struct MLACoreRun {
+    var states: WindowStates
+    var layerDifference: [Double]
+    /// The converted model's own form (the run uses the other one).
+    let form: MLAAttention.Form
+
+    /// `run` advanced through converted `layer`, or a new run when `startingAt` (layer 0); nil once a
+    /// layer is not MLA (and so for every later layer).
+    static func advancing(_ run: MLACoreRun?, startingAt: Bool, through layer: DecoderLayer, model: some LayerwiseModel,
+                          firstWindow: [Int]) throws -> MLACoreRun? {
+        guard let block = layer.attention as? MLAAttentionBlock else { return nil }
+        let c = model.config
+        let started = startingAt ? MLACoreRun(states: try WindowStates(model: model, windows: [firstWindow]), layerDifference: [], form: block.form) : run
+        guard var check = started else { return nil }
+        let other = MLAAttentionBlock(weights: block.weights, form: block.form == .naive ? .absorbed : .naive)
+        let difference = ParallelSlots<Double>(count: 1)
+        try check.states.advance(through: DecoderLayer(weights: layer.weights, attention: other), eps: c.rmsNormEps, workers: 1) { _, x, output in
+            let own = try block.forward(x, tokens: x.count / c.hiddenSize)
+            difference[0] = block.form == .naive ? maxRelativeDifference(output, own) : maxRelativeDifference(own, output)
+            return nil
+        }
+        check.layerDifference.append(difference[0] ?? 0)
+        return check
+    }
+}
+
+/// Both models' next-token distributions compared position by position over the vocabulary in chunks,
+/// and the MLA core run's logits against the converted model's own on the first window.
+struct NextTokenComparison {
+    let targets: [Int?]
+    let scores: [SoftmaxPairStats]
+    /// max |own − other form| and the naive logits' max |·| over the first window (0 without a core run).
+    let coreDifference: Double, coreScale: Double
+
+    init(original: some LayerwiseModel, converted: some LayerwiseModel, statesO: WindowStates, statesC: WindowStates,
+         core: MLACoreRun?, windows: [[Int]], workers: Int) throws {
+        let o = original.config, c = converted.config
+        targets = nextTokenTargets(windows)
+        let rows = targets.count
+        let normedO = statesO.normed(finalNorm: original.finalNorm, eps: o.rmsNormEps)
+        let normedC = statesC.normed(finalNorm: converted.finalNorm, eps: c.rmsNormEps)
+        let normedCore = core.map { $0.states.normed(finalNorm: converted.finalNorm, eps: c.rmsNormEps) }
+        var scores = [SoftmaxPairStats](repeating: SoftmaxPairStats(), count: rows)
+        var coreDifference = 0.0, coreScale = 0.0
+        for range in vocabularyChunks(vocabSize: o.vocabSize, hiddenSize: o.hiddenSize) {
+            let zo = try logits(normedO, rows: rows, model: original, vocabulary: range)
+            let zc = try logits(normedC, rows: rows, model: converted, vocabulary: range)
+            SoftmaxPairStats.accumulate(&scores, zo, zc, count: range.count, first: range.lowerBound, targets: targets, workers: workers)
+            if let normedCore, let form = core?.form {
+                // The model's own form against the other one over the first window; the naive logits are the scale.
+                let zk = try logits(normedCore, rows: windows[0].count, model: converted, vocabulary: range)
+                for i in 0..<zk.count {
+                    coreDifference = max(coreDifference, Double(abs(zk[i] - zc[i])))
+                    coreScale = max(coreScale, Double(abs(form == .naive ? zc[i] : zk[i])))
+                }
             }
         }
+        self.scores = scores
+        self.coreDifference = coreDifference
+        self.coreScale = coreScale
     }
-    progress?(steps, steps)
-    let scored = zip(scores, targets).compactMap { s, t in t.map { (s, $0) } }
-    let n = Double(scored.count)
-    let kl = scored.map(\.0.kl)
-    let sorted = kl.sorted()
-    func stats(_ pick: (SoftmaxPairStats) -> SoftmaxStats) -> VerificationReport.PerplexityStats {
-        let nll = scored.reduce(0.0) { $0 + pick($1.0).nll } / n
-        return .init(perplexity: exp(nll), nll: nll, top1: Double(scored.filter { pick($0.0).argmax == $0.1 }.count) / n)
+}
+
+extension VerificationReport {
+    /// The report from the compared next-token distributions (positions with a target), the layers'
+    /// drift and the MLA core run.
+    init(_ comparison: NextTokenComparison, windows: [[Int]], layers: [LayerDrift], core: MLACoreRun?,
+         original o: ModelConfig, converted c: ModelConfig, seconds: Double) {
+        let scored = zip(comparison.scores, comparison.targets).compactMap { s, t in t.map { (s, $0) } }
+        let n = Double(scored.count)
+        let kl = scored.map(\.0.kl)
+        let sorted = kl.sorted()
+        func stats(_ pick: (SoftmaxPairStats) -> SoftmaxStats) -> VerificationReport.PerplexityStats {
+            let nll = scored.reduce(0.0) { $0 + pick($1.0).nll } / n
+            return .init(perplexity: exp(nll), nll: nll, top1: Double(scored.filter { pick($0.0).argmax == $0.1 }.count) / n)
+        }
+        let (coreDifference, coreScale) = (comparison.coreDifference, comparison.coreScale)
+        let mlaCore = core.map {
+            MLACoreCheck(tokens: windows[0].count, logitsMaxRelative: coreDifference == 0 ? 0 : coreDifference / max(coreScale, .leastNonzeroMagnitude),
+                         layerMaxRelative: $0.layerDifference)
+        }
+        self.init(
+            tokens: scored.count, original: stats(\.p), converted: stats(\.q),
+            klMean: kl.reduce(0, +) / n, klP95: sorted[min(sorted.count - 1, Int((0.95 * n).rounded(.up)) - 1)],
+            klMax: sorted.last ?? 0, klValues: kl, top1Agreement: Double(scored.filter { $0.0.p.argmax == $0.0.q.argmax }.count) / n,
+            layers: layers, mlaCore: mlaCore,
+            originalCacheValuesPerToken: o.kvCacheValuesPerToken, convertedCacheValuesPerToken: c.kvCacheValuesPerToken,
+            seconds: seconds)
     }
-    let mlaCore = core.map {
-        MLACoreCheck(tokens: windows[0].count, logitsMaxRelative: coreDifference == 0 ? 0 : coreDifference / max(coreScale, .leastNonzeroMagnitude),
-                     layerMaxRelative: $0.layerDifference)
-    }
-    return VerificationReport(
-        tokens: scored.count, original: stats(\.p), converted: stats(\.q),
-        klMean: kl.reduce(0, +) / n, klP95: sorted[min(sorted.count - 1, Int((0.95 * n).rounded(.up)) - 1)],
-        klMax: sorted.last ?? 0, klValues: kl, top1Agreement: Double(scored.filter { $0.0.p.argmax == $0.0.q.argmax }.count) / n,
-        layers: drift, mlaCore: mlaCore,
-        originalCacheValuesPerToken: o.kvCacheValuesPerToken, convertedCacheValuesPerToken: c.kvCacheValuesPerToken,
-        seconds: Date().timeIntervalSince(start))
 }
 
 /// One window's view of an original layer, kept for the converted layer (`verify`): the attention

@@ -147,7 +147,7 @@ extension Bench {
             runtime.apply()
             let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let c = checkpoint.config
-            let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
+            let layers = try (0..<c.numLayers).map { try MLALayerWeights.headMerge(c, checkpoint.store, layer: $0) }
             var rng = SystemRandomNumberGenerator()
             for context in contexts {
                 var line = "context \(context):"

@@ -190,7 +190,7 @@ extension Bench {
         @Option(help: "Number of layers (default: the shape's).") var layers: Int?
         @Option var seed: UInt64 = 0
         @Option(help: "Rank of the structured part of each matrix.") var factorRank = 256
-        @Option(help: "Shard size limit.") var maxShardSize = "2GB"
+        @Option(help: ArgumentHelp("Shard size limit.", valueName: ByteSize.valueName)) var maxShardSize = ByteSize("2GB")!
         @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).") var force = false
         @OptionGroup var runtime: RuntimeOptions
 
@@ -200,7 +200,6 @@ extension Bench {
             }
             if let layers, layers < 1 { throw ValidationError("--layers must be positive") }
             guard factorRank >= 1 else { throw ValidationError("--factor-rank must be positive") }
-            guard parseByteSize(maxShardSize) != nil else { throw ValidationError("--max-shard-size: cannot read '\(maxShardSize)'") }
         }
 
         func run() throws {
@@ -223,7 +222,7 @@ extension Bench {
                 files = try SafetensorsWriter.writeDirectoryInPieces(
                     dir, entries: entries,
                     metadata: ["mla_convert.synthetic": "\(shape) layers \(s.layers) seed \(seed) factor_rank \(factorRank)"],
-                    maxShardBytes: parseByteSize(maxShardSize)) { sink in
+                    maxShardBytes: maxShardSize.bytes) { sink in
                     try weights.write(sink.entry, rng: root.split(position[sink.entry.name]!), to: sink)
                     progress.step(sink.entry.name)
                 }

@@ -69,11 +69,11 @@ struct ConversionOutputOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "Output directory.")
     var output: String
 
-    @Option(help: "Tensor dtype: f32 or bf16 (default: the source's float type; quantized -> f32).")
-    var dtype: String?
+    @Option(help: "Tensor dtype: f32 or bf16 (default: the source's float type; quantized -> f32; f16 cannot hold the latent norm's scales).")
+    var dtype: ConvertedDType?
 
-    @Option(help: "Largest safetensors shard, e.g. 5GB.")
-    var maxShardSize: String = "5GB"
+    @Option(help: ArgumentHelp("Largest safetensors shard, e.g. 5GB.", valueName: ByteSize.valueName))
+    var maxShardSize = ByteSize("5GB")!
 
     @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).")
     var force = false
@@ -88,10 +88,6 @@ struct ConversionOutputOptions: ParsableArguments {
 
     func validate() throws {
         if let layerWorkers, layerWorkers < 1 { throw ValidationError("--layer-workers must be at least 1") }
-        if let dtype, ![DType.f32, .bf16].contains(DType(userName: dtype)) {
-            throw ValidationError("--dtype must be f32 or bf16, not '\(dtype)' (f16 cannot hold the latent norm's scales)")
-        }
-        guard parseByteSize(maxShardSize) != nil else { throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB") }
     }
 
     /// The checked output (`OutputPlan`), made before any calibration or conversion so that an output
@@ -100,17 +96,29 @@ struct ConversionOutputOptions: ParsableArguments {
 
     /// The output dtype for `checkpoint`: the option, else its first float weight's dtype (F16 and quantized -> F32).
     func resolvedDType(for checkpoint: Checkpoint) -> DType {
-        if let dtype, let t = DType(userName: dtype) { return t }
+        if let dtype { return dtype.dtype }
         let stored = checkpoint.store.info(LayerTensorNames(layer: 0).qProj)?.dtype
         return stored == .bf16 ? .bf16 : .f32
     }
 
-    var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: parseByteSize(maxShardSize)) }
+    var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: maxShardSize.bytes) }
 }
 
 /// Output formats of the converters.
-enum MLAOutputFormat: String, ExpressibleByArgument, CaseIterable {
+enum MLAOutputFormat: String, CaseIterable {
     case deepseek, native
+}
+
+/// The tensor dtypes the converters write: f32 or bf16 (f16 cannot hold the latent norm's scales).
+enum ConvertedDType: String, CaseIterable {
+    case f32, bf16
+
+    var dtype: DType {
+        switch self {
+        case .f32: return .f32
+        case .bf16: return .bf16
+        }
+    }
 }
 
 /// Runs a conversion end to end: ranks, layers, writing, summary.
@@ -221,11 +229,3 @@ struct ConversionRunner {
         }
     }
 }
-
-extension RankAllocation: ExpressibleByArgument {}
-extension LatentWeighting.Keys: ExpressibleByArgument {}
-extension LatentWeighting.Values: ExpressibleByArgument {}
-extension SigmaPlacement: ExpressibleByArgument {}
-extension FactorizationMode: ExpressibleByArgument {}
-extension PartialRopeStrategy: ExpressibleByArgument {}
-extension NormCombination: ExpressibleByArgument {}

@@ -21,13 +21,13 @@ extension MLAConvertCommand {
         var output: String
 
         @Option(help: "Output format: hf or hdf5.")
-        var format: String = "hf"
+        var format = OutputFormat.hf
 
         @Option(help: "Store floating-point tensors as f32, bf16 or f16 (default: as stored; quantized -> f32).")
-        var dtype: String?
+        var dtype: DType?
 
-        @Option(help: "Largest safetensors shard (hf), e.g. 5GB, 500MB.")
-        var maxShardSize: String = "5GB"
+        @Option(help: ArgumentHelp("Largest safetensors shard (hf), e.g. 5GB, 500MB.", valueName: ByteSize.valueName))
+        var maxShardSize = ByteSize("5GB")!
 
         @Option(help: "Deflate level 1-9 for hdf5 (default: uncompressed, memory-mappable).")
         var deflate: Int?
@@ -36,28 +36,21 @@ extension MLAConvertCommand {
         var force = false
 
         func validate() throws {
-            guard OutputFormat(rawValue: format) != nil else { throw ValidationError("--format must be hf or hdf5, not '\(format)'") }
-            if let dtype, ![DType.f32, .bf16, .f16].contains(DType(userName: dtype)) {
-                throw ValidationError("--dtype must be f32, bf16 or f16, not '\(dtype)'")
-            }
-            guard parseByteSize(maxShardSize) != nil else { throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB") }
             if let deflate, !(1...9).contains(deflate) { throw ValidationError("--deflate must be 1-9") }
         }
 
         func run() throws {
-            let writer = CheckpointWriter(format: OutputFormat(rawValue: format) ?? .hf,
-                                          maxShardBytes: parseByteSize(maxShardSize), deflateLevel: deflate)
+            let writer = CheckpointWriter(format: format, maxShardBytes: maxShardSize.bytes, deflateLevel: deflate)
             let plan = try writer.output(output, force: force, inputs: [model])
             let checkpoint = try Checkpoint.openPrintingWarnings(model)
-            let target = dtype.flatMap { DType(userName: $0) }
             let store = checkpoint.store
             let entries = try store.names.map { name -> TensorWriteEntry in
                 guard let info = store.info(name) else { throw CheckpointError.missingTensor(file: model, tensor: name) }
-                let dt = info.dtype.isComputeFloat ? (target ?? info.dtype) : info.dtype
+                let dt = info.dtype.isComputeFloat ? (dtype ?? info.dtype) : info.dtype
                 return TensorWriteEntry(name: name, dtype: dt, shape: info.shape)
             }
             var config = checkpoint.config.raw
-            if let target { config = config.setting("torch_dtype", .string(target.torchName)) }
+            if let dtype { config = config.setting("torch_dtype", .string(dtype.torchName)) }
             let aux = try BPETokenizer.sideFiles(for: checkpoint)
             let progress = Progress(total: entries.count, label: "export")
             let byName = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0) })
@@ -70,7 +63,7 @@ extension MLAConvertCommand {
                 return t.dtype == entry.dtype ? t : t.converted(to: entry.dtype)
             }
             progress.finish()
-            print("wrote \(output) (\(format), \(entries.count) tensors)")
+            print("wrote \(output) (\(format.rawValue), \(entries.count) tensors)")
         }
     }
 }

@@ -11,8 +11,8 @@ extension MLAConvertCommand {
             commandName: "gqa2mla",
             abstract: "Convert GQA/MHA attention to MLA with one shared rope key (TransMLA pipeline) and write a stock DeepSeek-V3 checkpoint.",
             discussion: """
-            Stages (docs/method.md §4): merge the KV heads into one latent (exact); RoRoPE: per frequency, rotate the \
-            keys across KV heads so positional energy concentrates in one component (exact); keep one shared rope \
+            Stages (docs/method.md §4), on the keys and values of all KV heads stacked (already MLA, §4.A): RoRoPE: per \
+            frequency, rotate the keys across KV heads so positional energy concentrates in one component (exact); keep one shared rope \
             key of --rope-dim dims (the rest of the key becomes NoPE: lossy); balance keys against values (exact); \
             factor [NoPE keys; values] jointly to kv_lora_rank, minimizing the score error under the calibration \
             queries and the value error after o_proj (activation-aware; weights only with --no-calib).
@@ -36,8 +36,8 @@ extension MLAConvertCommand {
         @Option(help: "Which source frequencies the rope key carries: high (the fastest rope-dim/2 pairs) or uniform (every (head_dim/rope-dim)-th pair from pair 0, TransMLA); default auto (measured).")
         var ropeFrequencies: RopeFrequencyChoice?
 
-        @Option(help: "FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation), or auto (default): measured with the rope dims and frequencies, each candidate converted at the budget and scored by KL to the source on held-out calibration text.")
-        var freqfold: String = "auto"
+        @Option(help: ArgumentHelp("FreqFold: pairs folded into one PCA group (1 = exact per-frequency rotation), or auto (default): measured with the rope dims and frequencies, each candidate converted at the budget and scored by KL to the source on held-out calibration text.", valueName: FreqFold.valueName))
+        var freqfold = FreqFold.auto
 
         @OptionGroup var weighting: WeightingOptions
 
@@ -54,7 +54,6 @@ extension MLAConvertCommand {
         func validate() throws {
             try budget.check(format: format)
             if let ropeDim, ropeDim < 2 || ropeDim % 2 != 0 { throw ValidationError("--rope-dim must be even and at least 2, got \(ropeDim)") }
-            guard freqfold == "auto" || (Int(freqfold) ?? 0) >= 1 else { throw ValidationError("--freqfold must be auto or a positive integer, got '\(freqfold)'") }
             if let qLoraRank, qLoraRank < 1 { throw ValidationError("--q-lora-rank must be positive, got \(qLoraRank)") }
         }
 
@@ -67,11 +66,11 @@ extension MLAConvertCommand {
             let c = checkpoint.config
             let hd = c.headDim, pairs = hd / 2
             if let ropeDim { guard ropeDim <= hd else { throw ValidationError("--rope-dim \(ropeDim) exceeds the head dim \(hd)") } }
-            let space = SharedRopeSpace(headDim: hd, dims: ropeDim, frequencies: ropeFrequencies, fold: Int(freqfold))
+            let space = SharedRopeSpace(headDim: hd, dims: ropeDim, frequencies: ropeFrequencies, fold: freqfold.pairs)
             if let dRope = ropeDim, ropeFrequencies == .uniform, pairs % (dRope / 2) != 0 {
                 throw ValidationError("--rope-frequencies uniform needs rope-dim/2 (\(dRope / 2)) to divide the \(pairs) pairs per head")
             }
-            let fixed = ropeDim != nil && ropeFrequencies != nil && freqfold != "auto"
+            let fixed = ropeDim != nil && ropeFrequencies != nil && freqfold != .auto
             let allocations = allocationCandidates(fixed: budget.rankAllocation, format: format)
             var options = LayerConversionOptions(
                 rope: .shared(dims: min(ropeDim ?? 32, hd), stride: 1, fold: 1),
@@ -80,10 +79,10 @@ extension MLAConvertCommand {
             var allocation = allocations[0]
             let searchPlan = fixed && allocations.count == 1 ? (windows: nil, reason: nil) : search.plan(calibration, for: checkpoint)
             var ropeLabel: String
-            if fixed, let dRope = ropeDim, let freq = ropeFrequencies, let fold = Int(freqfold) {
+            if fixed, let dRope = ropeDim, let freq = ropeFrequencies, let fold = freqfold.pairs {
                 let stride = freq == .high ? 1 : pairs / (dRope / 2)
                 guard pairs % fold == 0, fold % stride == 0 else {
-                    throw ValidationError("--freqfold \(freqfold) must divide the \(pairs) pairs per head and be a multiple of the stride \(stride)")
+                    throw ValidationError("--freqfold \(fold) must divide the \(pairs) pairs per head and be a multiple of the stride \(stride)")
                 }
                 options.rope = .shared(dims: dRope, stride: stride, fold: max(fold, stride))
                 ropeLabel = "\(freq.rawValue) pairs, stride \(stride), freqfold \(max(fold, stride)) (as given)"
@@ -115,18 +114,7 @@ extension MLAConvertCommand {
                 let what = [fixed ? nil : "rope plan", fixed || weighting.keyWeighting != nil ? nil : "key weighting",
                             allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
                 let report = try runSearch(search: searcher, allocations: allocations, keyWeightingFixed: fixed || weighting.keyWeighting != nil, what: what) { measure in
-                    // Staged: each rope width with its last plan (uniform pairs folded, or the one plan that keeps
-                    // every pair), then the other plans of the best width.
-                    let byDims = Dictionary(grouping: candidates) { candidate -> Int in
-                        if case let .shared(dims, _, _) = candidate.options.rope { return dims }
-                        return 0
-                    }
-                    var bestDims: Int?, bestKL = Double.infinity
-                    for dims in byDims.keys.sorted() {
-                        guard let last = byDims[dims]?.last, let kl = try measure(last) else { continue }
-                        if kl < bestKL { (bestDims, bestKL) = (dims, kl) }
-                    }
-                    for candidate in (bestDims.flatMap { byDims[$0] } ?? []).dropLast() { _ = try measure(candidate) }
+                    try Self.exploreByWidth(candidates, measure: measure)
                 }
                 options = report.choice.options
                 allocation = report.choice.allocation
@@ -145,11 +133,40 @@ extension MLAConvertCommand {
                                  calibration: LayerPassOptions.describe(calibration, passPlan), threads: runtime.threads, search: searchReport,
                                  layerPass: layerPass).run(start: start)
         }
+
+        /// The rope plans measured, staged: each rope width with its last plan (uniform pairs folded, or
+        /// the one plan that keeps every pair), then the other plans of the best width.
+        static func exploreByWidth(_ candidates: [SearchCandidate], measure: (SearchCandidate) throws -> Double?) throws {
+            let byDims = Dictionary(grouping: candidates) { candidate -> Int in
+                if case let .shared(dims, _, _) = candidate.options.rope { return dims }
+                return 0
+            }
+            var bestDims: Int?, bestKL = Double.infinity
+            for dims in byDims.keys.sorted() {
+                guard let last = byDims[dims]?.last, let kl = try measure(last) else { continue }
+                if kl < bestKL { (bestDims, bestKL) = (dims, kl) }
+            }
+            for candidate in (bestDims.flatMap { byDims[$0] } ?? []).dropLast() { _ = try measure(candidate) }
+        }
     }
 }
 
 /// Which source frequencies a shared rope key carries (both are DeepSeek-expressible: pair 0 first,
 /// an arithmetic progression of pairs).
-enum RopeFrequencyChoice: String, ExpressibleByArgument, CaseIterable {
+enum RopeFrequencyChoice: String, CaseIterable {
     case high, uniform
+}
+
+/// FreqFold (docs/method.md §4.C): how many adjacent frequency pairs share one PCA group of the rope key.
+enum FreqFold: Equatable {
+    /// Measured with the rope dims and frequencies (`SharedRopeSpace`), or the fixed rule without calibration.
+    case auto
+    /// This many pairs per group, at least 1 (1: the exact per-frequency rotation).
+    case pairs(Int)
+
+    /// The pairs per group when given, nil for auto.
+    var pairs: Int? {
+        if case let .pairs(pairs) = self { return pairs }
+        return nil
+    }
 }

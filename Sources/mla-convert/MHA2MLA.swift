@@ -144,6 +144,6 @@ extension MLAConvertCommand {
 }
 
 /// What the low-rank factorization is fitted to.
-enum FactorInput: String, ExpressibleByArgument, CaseIterable {
+enum FactorInput: String, CaseIterable {
     case activations, weights
 }

@@ -1,7 +1,6 @@
 import Foundation
 import Testing
 import MLACheckpoint
-import MLAConvert
 import MLARuntime
 import MLATestSupport
 
@@ -135,7 +134,7 @@ extension CLITests {
     static func writeHeadMerge(of sample: String, to path: String) throws {
         let checkpoint = try Checkpoint.open(sample)
         let c = checkpoint.config
-        let layers = try (0..<c.numLayers).map { try HeadMerge().layer(c, checkpoint.store, layer: $0) }
+        let layers = try (0..<c.numLayers).map { try MLALayerWeights.headMerge(c, checkpoint.store, layer: $0) }
         let energy: JSONValue = .object([("kv_energy_retained", JSONValue(1.0)), ("rope_energy_retained", JSONValue(1.0))])
         let writer = CheckpointWriter(format: .hf)
         try NativeMLAWriter.write(to: try writer.output(path, force: false, inputs: [sample]), source: checkpoint, layers: layers,

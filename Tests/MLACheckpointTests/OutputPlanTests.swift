@@ -155,3 +155,19 @@ import Testing
         #expect(try fm.contentsOfDirectory(atPath: dir) == [".out.partial-\(getppid())"])
     }
 }
+
+/// `ByteSize`, the `--max-shard-size` value: decimal and binary units in any case, plain byte counts,
+/// and nothing that is not a positive size fitting an `Int`.
+@Suite struct ByteSizeTests {
+    @Test(arguments: [("5GB", 5_000_000_000), ("500mb", 500_000_000), ("2GiB", 2 << 30), ("1048576", 1 << 20),
+                      ("1.5 KiB", 1536), ("64B", 64), (" 3kb ", 3000)])
+    func readsSizes(text: String, bytes: Int) {
+        #expect(ByteSize(text)?.bytes == bytes)
+        #expect(ByteSize(text)?.description == text)
+    }
+
+    @Test(arguments: ["", "0", "-1", "-1GB", "0.5B", "5XB", "GB", "1.5", "1e30GB", "infGB", "nanMB", "5 G B"])
+    func refusesNonSizes(text: String) {
+        #expect(ByteSize(text) == nil)
+    }
+}

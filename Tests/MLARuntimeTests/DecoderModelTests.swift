@@ -5,8 +5,6 @@ import MLATestSupport
 @testable import MLARuntime
 
 @Suite struct DecoderModelTests {
-    static let tokens = [5, 17, 3, 96, 42, 42, 0, 64, 11, 7, 88, 23]
-
     static let variants: [(String, ModelConfig, InMemoryTensorStore)] = {
         func v(_ name: String, _ m: (ModelConfig, InMemoryTensorStore)) -> (String, ModelConfig, InMemoryTensorStore) { (name, m.0, m.1) }
         return [
@@ -27,14 +25,14 @@ import MLATestSupport
     func f32MatchesFloat64Reference(variant: Int) throws {
         let (name, config, store) = Self.variants[variant]
         let model = try DecoderModel(config: config, store: store)
-        let ours = try model.logits(Self.tokens)
-        let reference = try ReferenceForward(config: config, store: store).logits(Self.tokens)
+        let ours = try model.logits(SyntheticModel.tokens)
+        let reference = try ReferenceForward(config: config, store: store).logits(SyntheticModel.tokens)
         #expect(relativeError(ours, reference) < 1e-5, "\(name)")
         // The scaling must actually matter: the unscaled model gives different logits.
         if config.ropeScaling != .none {
             var plain = config
             plain.ropeScaling = .none
-            let other = try ReferenceForward(config: plain, store: store).logits(Self.tokens)
+            let other = try ReferenceForward(config: plain, store: store).logits(SyntheticModel.tokens)
             #expect(relativeError(ours, other) > 1e-3, "\(name) scaling has no effect")
         }
     }
@@ -43,7 +41,7 @@ import MLATestSupport
     @Test func perplexityWindowsMatchHandComputation() throws {
         let (config, store) = SyntheticModel.make()
         let model = try DecoderModel(config: config, store: store)
-        let tokens = Self.tokens + [1, 2, 3]  // 15 tokens, window 6: windows of 6, 6, 3
+        let tokens = SyntheticModel.tokens + [1, 2, 3]  // 15 tokens, window 6: windows of 6, 6, 3
         let result = try evaluatePerplexity(model: model, tokens: tokens, window: 6)
         var nll = 0.0, hits = 0, count = 0
         for start in stride(from: 0, to: tokens.count, by: 6) {
@@ -67,16 +65,16 @@ import MLATestSupport
     @Test func hooksObserveAndReplaceAttention() throws {
         let (config, store) = SyntheticModel.make()
         let model = try DecoderModel(config: config, store: store)
-        let base = try model.logits(Self.tokens)
+        let base = try model.logits(SyntheticModel.tokens)
         var seen: [Int] = []
         let identity = LayerHooks(attentionInput: { layer, x, sequences in
             seen.append(layer)
-            #expect(sequences == [Self.tokens.count] && x.count == Self.tokens.count * config.hiddenSize)
+            #expect(sequences == [SyntheticModel.tokens.count] && x.count == SyntheticModel.tokens.count * config.hiddenSize)
         }, attentionOutput: { _, _, output, _ in output })
-        #expect(try model.logits(Self.tokens, hooks: identity) == base)
+        #expect(try model.logits(SyntheticModel.tokens, hooks: identity) == base)
         #expect(seen == [0, 1])
         let zeroed = LayerHooks(attentionOutput: { layer, _, output, _ in layer == 1 ? [Float](repeating: 0, count: output.count) : nil })
-        #expect(relativeError(try model.logits(Self.tokens, hooks: zeroed), [base.map(Double.init)]) > 1e-3)
+        #expect(relativeError(try model.logits(SyntheticModel.tokens, hooks: zeroed), [base.map(Double.init)]) > 1e-3)
     }
 
     @Test func invalidTokenIsReported() throws {

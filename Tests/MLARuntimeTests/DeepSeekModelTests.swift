@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import MLACheckpoint
 import MLATensor
+import MLATestSupport
 @testable import MLARuntime
 
 /// Whole DeepSeek-V3 dense checkpoints (config.json + safetensors on disk, 2 layers) run through

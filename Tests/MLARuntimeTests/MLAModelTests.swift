@@ -3,14 +3,13 @@ import Testing
 import MLACheckpoint
 import MLATensor
 @testable import MLARuntime
-import MLAConvert
 import MLAVerify
 import MLATestSupport
 
 @Suite(.serialized) struct MLAModelTests {
     /// The exact head merge of every layer of `checkpoint`.
     static func headMerge(_ checkpoint: Checkpoint) throws -> [MLALayerWeights] {
-        try (0..<checkpoint.config.numLayers).map { try HeadMerge().layer(checkpoint.config, checkpoint.store, layer: $0) }
+        try (0..<checkpoint.config.numLayers).map { try MLALayerWeights.headMerge(checkpoint.config, checkpoint.store, layer: $0) }
     }
 
     /// `layers` written as a native MLA checkpoint in a new temporary directory (removed by the caller),
@@ -143,7 +142,7 @@ extension MLAModelTests {
         let c = checkpoint.config
         let merged = try DecoderModel(config: c, store: checkpoint.store,
                                       attention: (0..<c.numLayers).map {
-                                          MLAAttentionBlock(weights: try HeadMerge().layer(c, checkpoint.store, layer: $0), form: .absorbed)
+                                          MLAAttentionBlock(weights: try MLALayerWeights.headMerge(c, checkpoint.store, layer: $0), form: .absorbed)
                                       })
         for model in [box.model, merged] {
             let stacked = try model.hiddenStates(batch: batch)

@@ -247,14 +247,29 @@ struct GGUFParser {
         }
     }
 
+    /// The whole header, in file order: magic and version, metadata, tensor infos, then where each
+    /// tensor's data lies (inside the file, not overlapping another's).
     mutating func parse() throws -> GGUFParsed {
+        let version = try readVersion()
+        let tensorCount = try count("tensor count")
+        let kvCount = try count("metadata count")
+        let (metadata, metadataIndex) = try readMetadata(count: kvCount)
+        let alignment = try self.alignment(metadata, metadataIndex)
+        let (infos, tensorIndex) = try readTensorInfos(count: tensorCount, alignment: alignment)
+        let (tensors, dataOffset) = try placeTensorData(infos, alignment: alignment)
+        return GGUFParsed(version: version, metadata: metadata, metadataIndex: metadataIndex, tensors: tensors,
+                          tensorIndex: tensorIndex, alignment: alignment, dataOffset: dataOffset)
+    }
+
+    /// The magic and a supported version (2 or 3, little-endian).
+    mutating func readVersion() throws -> UInt32 {
         guard raw.count >= 4, raw.loadUnaligned(fromByteOffset: 0, as: UInt32.self) == UInt32(littleEndian: 0x4655_4747) else {
             throw CheckpointError.malformed(file: path, reason: "bad magic: not a GGUF file (expected the bytes 'GGUF')")
         }
         pos = 4
         let version = try load(UInt32.self, "version")
         switch version {
-        case 2, 3: break
+        case 2, 3: return version
         case 1:
             throw CheckpointError.malformed(file: path, reason: "GGUF version 1 is not supported (32-bit counts); convert the model again with a current llama.cpp")
         case 0x0200_0000, 0x0300_0000:
@@ -262,11 +277,12 @@ struct GGUFParser {
         default:
             throw CheckpointError.malformed(file: path, reason: "unknown GGUF version \(version) (this reader handles 2 and 3)")
         }
-        let tensorCount = try count("tensor count")
-        let kvCount = try count("metadata count")
+    }
+
+    /// `count` key-value pairs with keys of legal length, each key once.
+    mutating func readMetadata(count kvCount: Int) throws -> ([GGUFMetadataEntry], [String: Int]) {
         // A KV pair takes at least 8 (key length) + 4 (type) + 1 bytes.
         guard kvCount <= remaining / 13 else { throw truncated("\(kvCount) metadata entries") }
-
         var metadata: [GGUFMetadataEntry] = []
         metadata.reserveCapacity(kvCount)
         var metadataIndex: [String: Int] = [:]
@@ -283,65 +299,85 @@ struct GGUFParser {
             metadataIndex[key] = metadata.count
             metadata.append(GGUFMetadataEntry(key: key, value: v))
         }
+        return (metadata, metadataIndex)
+    }
 
-        var alignment = 32
-        if let i = metadataIndex["general.alignment"] {
-            let v = metadata[i].value
-            guard let a = v.int, a > 0, a % 8 == 0 else {
-                throw CheckpointError.malformed(file: path, reason: "general.alignment is \(v), must be a positive multiple of 8")
-            }
-            alignment = a
+    /// `general.alignment` (a positive multiple of 8), 32 when absent.
+    func alignment(_ metadata: [GGUFMetadataEntry], _ metadataIndex: [String: Int]) throws -> Int {
+        guard let i = metadataIndex["general.alignment"] else { return 32 }
+        let v = metadata[i].value
+        guard let a = v.int, a > 0, a % 8 == 0 else {
+            throw CheckpointError.malformed(file: path, reason: "general.alignment is \(v), must be a positive multiple of 8")
         }
+        return a
+    }
 
+    /// One tensor info as read: name, dims (ne), type, data offset relative to the data section, bytes.
+    typealias TensorInfoRecord = (name: String, ne: [Int], type: GGMLType, offset: Int, bytes: Int)
+
+    /// `count` tensor infos, each name once.
+    mutating func readTensorInfos(count tensorCount: Int, alignment: Int) throws -> ([TensorInfoRecord], [String: Int]) {
         // A tensor info takes at least 8 (name length) + 4 (n_dims) + 8 (one dim) + 4 (type) + 8 (offset).
         guard tensorCount <= remaining / 32 else { throw truncated("\(tensorCount) tensor infos") }
-        var infos: [(name: String, ne: [Int], type: GGMLType, offset: Int, bytes: Int)] = []
+        var infos: [TensorInfoRecord] = []
         infos.reserveCapacity(tensorCount)
         var tensorIndex: [String: Int] = [:]
         for _ in 0..<tensorCount {
-            let name = try string("tensor name")
-            guard name.utf8.count <= GGUFFile.maxTensorNameBytes else {
-                throw CheckpointError.malformed(file: path, reason: "tensor name of \(name.utf8.count) bytes before byte \(pos) is longer than the \(GGUFFile.maxTensorNameBytes) ggml allows; the file is corrupt")
+            let info = try readTensorInfo(alignment: alignment)
+            guard tensorIndex[info.name] == nil else {
+                throw CheckpointError.duplicateTensor(file: path, tensor: info.name)
             }
-            let nDims = try load(UInt32.self, "dimension count of '\(name)'")
-            guard (1...4).contains(nDims) else {
-                throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "has \(nDims) dimensions, must be 1 to 4")
-            }
-            var ne: [Int] = []
-            for _ in 0..<nDims {
-                let d = try load(UInt64.self, "dimensions of '\(name)'")
-                guard let di = Int(exactly: d) else {
-                    throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "dimension \(d) is too large (size overflow)")
-                }
-                ne.append(di)
-            }
-            let typeId = try load(UInt32.self, "type of '\(name)'")
-            guard let type = GGMLType(rawValue: typeId) else {
-                throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "unknown ggml type id \(typeId)")
-            }
-            let offset = try load(UInt64.self, "offset of '\(name)'")
-            guard let off = Int(exactly: offset), off % alignment == 0 else {
-                throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "data offset \(offset) is not a multiple of the alignment \(alignment)")
-            }
-            guard ne[0] % type.blockLayout.elements == 0 else {
-                throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "row length ne[0] = \(ne[0]) is not a multiple of the \(type.name) block size \(type.blockLayout.elements)")
-            }
-            var bytes = type.rowBytes(elements: ne[0])
-            for d in ne.dropFirst() {
-                guard let b = bytes else { break }
-                let (p, o) = b.multipliedReportingOverflow(by: d)
-                bytes = o ? nil : p
-            }
-            guard let byteCount = bytes, Tensor.validatedElementCount(ne) != nil else {
-                throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "size of dims \(ne) of \(type.name) overflows")
-            }
-            guard tensorIndex[name] == nil else {
-                throw CheckpointError.duplicateTensor(file: path, tensor: name)
-            }
-            tensorIndex[name] = infos.count
-            infos.append((name, ne, type, off, byteCount))
+            tensorIndex[info.name] = infos.count
+            infos.append(info)
         }
+        return (infos, tensorIndex)
+    }
 
+    /// One tensor info: a name of legal length, 1-4 dims, a known type whose blocks tile the rows, an
+    /// aligned offset, and a byte size that does not overflow.
+    mutating func readTensorInfo(alignment: Int) throws -> TensorInfoRecord {
+        let name = try string("tensor name")
+        guard name.utf8.count <= GGUFFile.maxTensorNameBytes else {
+            throw CheckpointError.malformed(file: path, reason: "tensor name of \(name.utf8.count) bytes before byte \(pos) is longer than the \(GGUFFile.maxTensorNameBytes) ggml allows; the file is corrupt")
+        }
+        let nDims = try load(UInt32.self, "dimension count of '\(name)'")
+        guard (1...4).contains(nDims) else {
+            throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "has \(nDims) dimensions, must be 1 to 4")
+        }
+        var ne: [Int] = []
+        for _ in 0..<nDims {
+            let d = try load(UInt64.self, "dimensions of '\(name)'")
+            guard let di = Int(exactly: d) else {
+                throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "dimension \(d) is too large (size overflow)")
+            }
+            ne.append(di)
+        }
+        let typeId = try load(UInt32.self, "type of '\(name)'")
+        guard let type = GGMLType(rawValue: typeId) else {
+            throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "unknown ggml type id \(typeId)")
+        }
+        let offset = try load(UInt64.self, "offset of '\(name)'")
+        guard let off = Int(exactly: offset), off % alignment == 0 else {
+            throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "data offset \(offset) is not a multiple of the alignment \(alignment)")
+        }
+        guard ne[0] % type.blockLayout.elements == 0 else {
+            throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "row length ne[0] = \(ne[0]) is not a multiple of the \(type.name) block size \(type.blockLayout.elements)")
+        }
+        var bytes = type.rowBytes(elements: ne[0])
+        for d in ne.dropFirst() {
+            guard let b = bytes else { break }
+            let (p, o) = b.multipliedReportingOverflow(by: d)
+            bytes = o ? nil : p
+        }
+        guard let byteCount = bytes, Tensor.validatedElementCount(ne) != nil else {
+            throw CheckpointError.malformedTensor(file: path, tensor: name, reason: "size of dims \(ne) of \(type.name) overflows")
+        }
+        return (name, ne, type, off, byteCount)
+    }
+
+    /// The data section (after the header, aligned) and each tensor's place in the file: inside it,
+    /// and not overlapping another tensor's data.
+    func placeTensorData(_ infos: [TensorInfoRecord], alignment: Int) throws -> ([GGUFTensorInfo], dataOffset: Int) {
         let (padded, o1) = pos.addingReportingOverflow(alignment - 1)
         guard !o1 else { throw truncated("tensor data") }
         let dataOffset = padded / alignment * alignment
@@ -362,7 +398,6 @@ struct GGUFParser {
         for (a, b) in zip(byStart, byStart.dropFirst()) where a.offset + a.byteCount > b.offset {
             throw CheckpointError.malformedTensor(file: path, tensor: b.name, reason: "data overlaps tensor '\(a.name)' (offsets \(a.offset) and \(b.offset))")
         }
-        return GGUFParsed(version: version, metadata: metadata, metadataIndex: metadataIndex, tensors: tensors,
-                          tensorIndex: tensorIndex, alignment: alignment, dataOffset: dataOffset)
+        return (tensors, dataOffset)
     }
 }

@@ -22,49 +22,12 @@ extension GGUFFile {
         let ffn = try requiredInt("\(arch).feed_forward_length")
         let context = try requiredInt("\(arch).context_length")
         let heads = try requiredInt("\(arch).attention.head_count")
-        var kvHeads = heads
-        if let v = value("\(arch).attention.head_count_kv") {
-            if v.array != nil {
-                throw CheckpointError.unsupportedModel(file: path, reason: "\(arch).attention.head_count_kv is a per-layer array; models with varying KV heads per layer are not supported")
-            }
-            kvHeads = try positiveInt(v, key: "\(arch).attention.head_count_kv")
-        }
-        guard heads % kvHeads == 0 else {
-            throw CheckpointError.invalidConfig(file: path, key: "\(arch).attention.head_count_kv", reason: "\(kvHeads) does not divide head_count \(heads)")
-        }
-        let headDim: Int
-        if let v = value("\(arch).attention.key_length") {
-            headDim = try positiveInt(v, key: "\(arch).attention.key_length")
-        } else {
-            guard hidden % heads == 0 else {
-                throw CheckpointError.missingConfigKey(file: path, key: "\(arch).attention.key_length")
-            }
-            headDim = hidden / heads
-        }
-        if let v = value("\(arch).attention.value_length"), try positiveInt(v, key: "\(arch).attention.value_length") != headDim {
-            throw CheckpointError.unsupportedModel(file: path, reason: "\(arch).attention.value_length \(v) differs from key_length \(headDim)")
-        }
-        if let v = value("\(arch).rope.dimension_count") {
-            let rot = try positiveInt(v, key: "\(arch).rope.dimension_count")
-            guard rot >= headDim else {
-                throw CheckpointError.unsupportedModel(file: path, reason: "partial rotary embedding (rope.dimension_count \(rot) < head_dim \(headDim)) is not supported")
-            }
-        }
-        if tensorInfo("rope_freqs.weight") != nil {
-            throw CheckpointError.unsupportedModel(file: path, reason: "tensor 'rope_freqs.weight' (Llama-3 rope frequency factors) is not mapped to an HF rope_scaling yet; convert from the HF checkpoint instead")
-        }
+        let kvHeads = try kvHeadCount(arch: arch, heads: heads)
+        let headDim = try headDimension(arch: arch, hidden: hidden, heads: heads)
+        try checkRopeCoversHead(arch: arch, headDim: headDim)
         let eps = try requiredNumber("\(arch).attention.layer_norm_rms_epsilon")
         let theta = try value("\(arch).rope.freq_base").map { try number($0, key: "\(arch).rope.freq_base") } ?? JSONValue(10000.0)
-        let vocab: Int
-        if let v = value("\(arch).vocab_size") {
-            vocab = try positiveInt(v, key: "\(arch).vocab_size")
-        } else if let tokens = value("tokenizer.ggml.tokens")?.array {
-            vocab = tokens.count
-        } else if let embd = tensorInfo("token_embd.weight"), embd.ne.count == 2 {
-            vocab = embd.ne[1]
-        } else {
-            throw CheckpointError.missingConfigKey(file: path, key: "\(arch).vocab_size")
-        }
+        let vocab = try vocabularySize(arch: arch)
 
         var members: [(String, JSONValue)] = [
             ("architectures", .array([.string(hfClass)])),
@@ -95,6 +58,64 @@ extension GGUFFile {
         }
         members.append(("torch_dtype", .string("float32")))
         return .object(members)
+    }
+
+    /// `head_count_kv` (default: `head_count`): one number for every layer, dividing the head count.
+    private func kvHeadCount(arch: String, heads: Int) throws -> Int {
+        var kvHeads = heads
+        if let v = value("\(arch).attention.head_count_kv") {
+            if v.array != nil {
+                throw CheckpointError.unsupportedModel(file: path, reason: "\(arch).attention.head_count_kv is a per-layer array; models with varying KV heads per layer are not supported")
+            }
+            kvHeads = try positiveInt(v, key: "\(arch).attention.head_count_kv")
+        }
+        guard heads % kvHeads == 0 else {
+            throw CheckpointError.invalidConfig(file: path, key: "\(arch).attention.head_count_kv", reason: "\(kvHeads) does not divide head_count \(heads)")
+        }
+        return kvHeads
+    }
+
+    /// `key_length` (default: hidden / heads when that divides), which `value_length` must equal.
+    private func headDimension(arch: String, hidden: Int, heads: Int) throws -> Int {
+        let headDim: Int
+        if let v = value("\(arch).attention.key_length") {
+            headDim = try positiveInt(v, key: "\(arch).attention.key_length")
+        } else {
+            guard hidden % heads == 0 else {
+                throw CheckpointError.missingConfigKey(file: path, key: "\(arch).attention.key_length")
+            }
+            headDim = hidden / heads
+        }
+        if let v = value("\(arch).attention.value_length"), try positiveInt(v, key: "\(arch).attention.value_length") != headDim {
+            throw CheckpointError.unsupportedModel(file: path, reason: "\(arch).attention.value_length \(v) differs from key_length \(headDim)")
+        }
+        return headDim
+    }
+
+    /// RoPE over the whole head, with no per-frequency factors: partial rotary and Llama-3
+    /// `rope_freqs.weight` have no HF mapping here yet.
+    private func checkRopeCoversHead(arch: String, headDim: Int) throws {
+        if let v = value("\(arch).rope.dimension_count") {
+            let rot = try positiveInt(v, key: "\(arch).rope.dimension_count")
+            guard rot >= headDim else {
+                throw CheckpointError.unsupportedModel(file: path, reason: "partial rotary embedding (rope.dimension_count \(rot) < head_dim \(headDim)) is not supported")
+            }
+        }
+        if tensorInfo("rope_freqs.weight") != nil {
+            throw CheckpointError.unsupportedModel(file: path, reason: "tensor 'rope_freqs.weight' (Llama-3 rope frequency factors) is not mapped to an HF rope_scaling yet; convert from the HF checkpoint instead")
+        }
+    }
+
+    /// `vocab_size`, else the tokenizer's token count, else the embedding's rows.
+    private func vocabularySize(arch: String) throws -> Int {
+        if let v = value("\(arch).vocab_size") {
+            return try positiveInt(v, key: "\(arch).vocab_size")
+        } else if let tokens = value("tokenizer.ggml.tokens")?.array {
+            return tokens.count
+        } else if let embd = tensorInfo("token_embd.weight"), embd.ne.count == 2 {
+            return embd.ne[1]
+        }
+        throw CheckpointError.missingConfigKey(file: path, key: "\(arch).vocab_size")
     }
 
     /// Llama's `attention_bias` puts biases on q, k, v and o together; any other mix cannot be expressed.

@@ -165,14 +165,27 @@ public enum TensorPayload {
     }
 }
 
-/// Parses sizes such as `5GB`, `500MB`, `2GiB`, `1048576` into bytes.
-public func parseByteSize(_ text: String) -> Int? {
-    let units: [(String, Int)] = [("GIB", 1 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10),
-                                  ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1000), ("B", 1)]
-    let upper = text.uppercased().trimmingCharacters(in: .whitespaces)
-    for (suffix, scale) in units where upper.hasSuffix(suffix) {
-        guard let v = Double(upper.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v > 0 else { return nil }
-        return Int(v * Double(scale))
+/// A positive number of bytes, written as `5GB`, `500MB`, `2GiB` or `1048576` (decimal KB/MB/GB, binary
+/// KiB/MiB/GiB, case-insensitive), as `--max-shard-size` takes it.
+public struct ByteSize: Sendable, CustomStringConvertible {
+    /// The size in bytes.
+    public let bytes: Int
+    /// The text it was read from (`5GB`), shown as the option's default.
+    public let description: String
+
+    /// Reads `text`; nil unless it is a positive size with one of the units above (or none) that fits an `Int`.
+    public init?(_ text: String) {
+        let units: [(suffix: String, scale: Int)] = [("GIB", 1 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10),
+                                                     ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1000), ("B", 1)]
+        let upper = text.uppercased().trimmingCharacters(in: .whitespaces)
+        if let unit = units.first(where: { upper.hasSuffix($0.suffix) }) {
+            let scaled = Double(upper.dropLast(unit.suffix.count).trimmingCharacters(in: .whitespaces)).map { $0 * Double(unit.scale) }
+            guard let scaled, scaled >= 1, scaled < Double(Int.max) else { return nil }
+            bytes = Int(scaled)
+        } else {
+            guard let plain = Int(upper), plain > 0 else { return nil }
+            bytes = plain
+        }
+        description = text
     }
-    return Int(upper).flatMap { $0 > 0 ? $0 : nil }
 }

@@ -27,6 +27,31 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         file = try MappedFile(path: path)
+        let (members, bufferStart) = try Self.header(of: file, path: path)
+        var metadata: [String: String] = [:]
+        var names: [String] = []
+        var entries: [String: Entry] = [:]
+        var spans: [(begin: Int, end: Int, name: String)] = []
+        let bufferSize = file.size - bufferStart
+        for (name, value) in members {
+            if name == "__metadata__" {
+                metadata = try Self.metadataStrings(value, path: path)
+                continue
+            }
+            let (info, begin, end) = try Self.tensorEntry(name, value, path: path, bufferSize: bufferSize)
+            names.append(name)
+            entries[name] = Entry(info: info, offset: bufferStart + begin)
+            spans.append((begin, end, name))
+        }
+        try Self.checkDataIsTiled(spans, bufferSize: bufferSize, path: path)
+        self.names = names
+        self.metadata = metadata
+        self.entries = entries
+    }
+
+    /// The header's members, in file order, and where the data buffer starts: an 8-byte length within
+    /// the limit and the file, then a JSON object padded only with trailing spaces.
+    static func header(of file: MappedFile, path: String) throws -> (members: [(String, JSONValue)], bufferStart: Int) {
         guard file.size >= 8 else {
             throw CheckpointError.truncated(file: path, reason: "\(file.size) bytes, shorter than the 8-byte header length")
         }
@@ -56,65 +81,67 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
         guard let members = json.object else {
             throw CheckpointError.malformed(file: path, reason: "header is not a JSON object")
         }
-        var metadata: [String: String] = [:]
-        var names: [String] = []
-        var entries: [String: Entry] = [:]
-        var spans: [(begin: Int, end: Int, name: String)] = []
-        let bufferStart = 8 + n
-        let bufferSize = file.size - bufferStart
-        for (name, value) in members {
-            if name == "__metadata__" {
-                guard let object = value.object else {
-                    throw CheckpointError.malformed(file: path, reason: "__metadata__ is not an object")
-                }
-                for (k, v) in object {
-                    guard let s = v.string else {
-                        throw CheckpointError.malformed(file: path, reason: "__metadata__ value '\(k)' is not a string")
-                    }
-                    metadata[k] = s
-                }
-                continue
-            }
-            func bad(_ reason: String) -> CheckpointError { .malformedTensor(file: path, tensor: name, reason: reason) }
-            guard value.object != nil else { throw bad("entry is not an object") }
-            guard let dtypeName = value["dtype"]?.string else { throw bad("missing or non-string 'dtype'") }
-            guard let dtype = DType(rawValue: dtypeName) else {
-                if Self.knownUnsupportedDTypes.contains(dtypeName) {
-                    throw CheckpointError.unsupportedDType(file: path, tensor: name, dtype: dtypeName)
-                }
-                throw bad("unknown dtype '\(dtypeName)'")
-            }
-            guard let shapeValues = value["shape"]?.array else { throw bad("missing or non-array 'shape'") }
-            var shape: [Int] = []
-            for dim in shapeValues {
-                guard case let .number(text) = dim, let d = Int(text), d >= 0 else {
-                    throw bad("shape \(shapeValues.map { $0.description }) has a dimension that is not a non-negative integer")
-                }
-                shape.append(d)
-            }
-            guard let offsets = value["data_offsets"]?.array, offsets.count == 2,
-                  case let .number(b) = offsets[0], case let .number(e) = offsets[1],
-                  let begin = Int(b), let endOffset = Int(e), begin >= 0, begin <= endOffset else {
-                throw bad("'data_offsets' must be two non-negative integers [begin, end] with begin <= end")
-            }
-            guard let bytes = Tensor.byteCount(dtype: dtype, shape: shape) else {
-                throw bad("size of shape \(shape) overflows")
-            }
-            guard bytes == endOffset - begin else {
-                throw bad("shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets span \(endOffset - begin)")
-            }
-            guard endOffset <= bufferSize else {
-                throw CheckpointError.truncated(file: path, reason: "tensor '\(name)' ends at byte \(endOffset) of a \(bufferSize)-byte data buffer")
-            }
-            names.append(name)
-            entries[name] = Entry(info: TensorInfo(name: name, shape: shape, dtype: dtype, storedType: dtype.rawValue,
-                                                   storedBytes: bytes, file: path),
-                                  offset: bufferStart + begin)
-            spans.append((begin, endOffset, name))
+        return (members, 8 + n)
+    }
+
+    /// `__metadata__`: an object of strings.
+    static func metadataStrings(_ value: JSONValue, path: String) throws -> [String: String] {
+        guard let object = value.object else {
+            throw CheckpointError.malformed(file: path, reason: "__metadata__ is not an object")
         }
-        spans.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        var metadata: [String: String] = [:]
+        for (k, v) in object {
+            guard let s = v.string else {
+                throw CheckpointError.malformed(file: path, reason: "__metadata__ value '\(k)' is not a string")
+            }
+            metadata[k] = s
+        }
+        return metadata
+    }
+
+    /// One tensor's header entry: a known dtype, a shape of non-negative integers, and data offsets
+    /// [begin, end) within the buffer spanning exactly the shape's bytes.
+    static func tensorEntry(_ name: String, _ value: JSONValue, path: String,
+                            bufferSize: Int) throws -> (info: TensorInfo, begin: Int, end: Int) {
+        func bad(_ reason: String) -> CheckpointError { .malformedTensor(file: path, tensor: name, reason: reason) }
+        guard value.object != nil else { throw bad("entry is not an object") }
+        guard let dtypeName = value["dtype"]?.string else { throw bad("missing or non-string 'dtype'") }
+        guard let dtype = DType(rawValue: dtypeName) else {
+            if Self.knownUnsupportedDTypes.contains(dtypeName) {
+                throw CheckpointError.unsupportedDType(file: path, tensor: name, dtype: dtypeName)
+            }
+            throw bad("unknown dtype '\(dtypeName)'")
+        }
+        guard let shapeValues = value["shape"]?.array else { throw bad("missing or non-array 'shape'") }
+        var shape: [Int] = []
+        for dim in shapeValues {
+            guard case let .number(text) = dim, let d = Int(text), d >= 0 else {
+                throw bad("shape \(shapeValues.map { $0.description }) has a dimension that is not a non-negative integer")
+            }
+            shape.append(d)
+        }
+        guard let offsets = value["data_offsets"]?.array, offsets.count == 2,
+              case let .number(b) = offsets[0], case let .number(e) = offsets[1],
+              let begin = Int(b), let endOffset = Int(e), begin >= 0, begin <= endOffset else {
+            throw bad("'data_offsets' must be two non-negative integers [begin, end] with begin <= end")
+        }
+        guard let bytes = Tensor.byteCount(dtype: dtype, shape: shape) else {
+            throw bad("size of shape \(shape) overflows")
+        }
+        guard bytes == endOffset - begin else {
+            throw bad("shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets span \(endOffset - begin)")
+        }
+        guard endOffset <= bufferSize else {
+            throw CheckpointError.truncated(file: path, reason: "tensor '\(name)' ends at byte \(endOffset) of a \(bufferSize)-byte data buffer")
+        }
+        let info = TensorInfo(name: name, shape: shape, dtype: dtype, storedType: dtype.rawValue, storedBytes: bytes, file: path)
+        return (info, begin, endOffset)
+    }
+
+    /// The tensors' data spans fill the buffer exactly: no gap, no overlap, no trailing bytes.
+    static func checkDataIsTiled(_ spans: [(begin: Int, end: Int, name: String)], bufferSize: Int, path: String) throws {
         var expected = 0
-        for span in spans {
+        for span in spans.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) {
             guard span.begin == expected else {
                 throw CheckpointError.malformedTensor(
                     file: path, tensor: span.name,
@@ -126,9 +153,6 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
             throw CheckpointError.malformed(
                 file: path, reason: "data buffer has \(bufferSize) bytes but the tensors cover \(expected); trailing bytes or a truncated header")
         }
-        self.names = names
-        self.metadata = metadata
-        self.entries = entries
     }
 
     public func info(_ name: String) -> TensorInfo? { entries[name]?.info }

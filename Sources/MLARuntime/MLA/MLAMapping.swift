@@ -189,93 +189,128 @@ extension MLALayerWeights {
     /// Layer `layer` of a native MLA checkpoint: `config` is the `mla_convert` object of config.json, tensors
     /// are read from `store` under `model.layers.{layer}.self_attn.`. d is taken from `o_proj`'s shape.
     public static func nativeLayer(config: JSONValue, store: any TensorStore, layer: Int) throws -> MLALayerWeights {
-        let file = "config.json"
-        let prefix = "model.layers.\(layer).self_attn."
-        guard let attention = config["attention"] else {
-            throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.attention")
-        }
-        guard let entries = config["layers"]?.array else {
-            throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.layers")
-        }
-        guard layer >= 0, layer < entries.count else {
-            throw CheckpointError.invalidConfig(file: file, key: "mla_convert.layers", reason: "has \(entries.count) entries, layer \(layer) requested")
-        }
-        let entry = entries[layer], entryPath = "mla_convert.layers[\(layer)]."
-        let nh = try configInt(attention, "num_heads", file: file, path: "mla_convert.attention.")
-        let dNope = try configInt(attention, "qk_nope_head_dim", file: file, path: "mla_convert.attention.")
-        let dV = try configInt(attention, "v_head_dim", file: file, path: "mla_convert.attention.")
-        guard let scale = attention["softmax_scale"]?.double else {
-            throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.attention.softmax_scale")
-        }
-        guard attention["rope_layout"]?.string == "interleaved" else {
-            throw CheckpointError.invalidConfig(file: file, key: "mla_convert.attention.rope_layout", reason: "only \"interleaved\" is defined by format_version 2")
-        }
-        let r = try configInt(entry, "kv_rank", file: file, path: entryPath)
-        let nRope = try configInt(entry, "n_rope_heads", file: file, path: entryPath)
-        let dRope = try configInt(entry, "rope_dims", file: file, path: entryPath)
-        guard let map = entry["rope_head_of_query_head"]?.array?.compactMap(\.int), map.count == nh else {
-            throw CheckpointError.invalidConfig(file: file, key: entryPath + "rope_head_of_query_head", reason: "needs \(nh) integers, one per query head")
-        }
-        let biasSlots: Set<String> = ["q_proj", "q_a_proj", "kv_a_proj", "k_rope_proj", "o_proj"]
-        let biasList = entry["biases"]?.array ?? []
-        let biases = Set(biasList.compactMap(\.string))
-        guard biases.count == biasList.count, biases.isSubset(of: biasSlots) else {
-            throw CheckpointError.invalidConfig(file: file, key: entryPath + "biases", reason: "must list distinct names from \(biasSlots.sorted()), found \(biasList.map(\.description))")
-        }
-        guard let oInfo = store.info(prefix + NativeName.oProj), oInfo.shape.count == 2 else {
-            throw CheckpointError.missingTensor(file: store.info(prefix + NativeName.kvA)?.file ?? "<store>", tensor: prefix + NativeName.oProj)
-        }
-        let d = oInfo.shape[0]
-        for (key, value) in [("num_heads", nh), ("qk_nope_head_dim", dNope), ("v_head_dim", dV), ("kv_rank", r),
-                             ("n_rope_heads", nRope), ("rope_dims", dRope), ("hidden size (o_proj rows)", d)]
-        where value < 0 || value > maxDimension {
-            throw CheckpointError.invalidConfig(file: file, key: key, reason: "\(value) is outside 0...\(maxDimension)")
-        }
-        let qRows = nh * (dNope + dRope), ropeRows = nRope * dRope
+        let shape = try NativeLayerShape(config: config, store: store, layer: layer)
+        let (prefix, d, nh, r, nRope, dRope) = (shape.prefix, shape.hiddenSize, shape.numHeads, shape.kvRank, shape.nRopeHeads, shape.dRope)
+        let ropeRows = nRope * dRope
         func bias(_ slot: String, _ name: String, _ count: Int) throws -> [Float]? {
-            biases.contains(slot) ? try store.floats(prefix + name, shape: [count]) : nil
+            shape.biases.contains(slot) ? try store.floats(prefix + name, shape: [count]) : nil
         }
-        let query: Query
-        if let qRank = attention["q_lora_rank"], !qRank.isNull {
-            guard let rank = qRank.int, rank > 0, rank <= maxDimension, let eps = attention["q_norm_eps"]?.double else {
-                throw CheckpointError.invalidConfig(file: file, key: "mla_convert.attention.q_lora_rank", reason: "must be null or a positive integer with a numeric q_norm_eps")
-            }
-            query = .lowRank(rank: rank, a: try store.floats(prefix + NativeName.qA, shape: [rank, d]),
-                             aBias: try bias("q_a_proj", NativeName.qABias, rank),
-                             norm: try store.floats(prefix + NativeName.qANorm, shape: [rank]), eps: Float(eps),
-                             b: try store.floats(prefix + NativeName.qB, shape: [qRows, rank]))
-        } else {
-            query = .full(proj: try store.floats(prefix + NativeName.qProj, shape: [qRows, d]),
-                          bias: try bias("q_proj", NativeName.qBias, qRows))
-        }
-        var latentNorm: LatentNorm?
-        if let norm = entry["latent_norm"], !norm.isNull {
-            guard let eps = norm["eps"]?.double else {
-                throw CheckpointError.invalidConfig(file: file, key: entryPath + "latent_norm", reason: "must be null or {\"eps\": number}")
-            }
-            latentNorm = LatentNorm(weight: try store.floats(prefix + NativeName.kvANorm, shape: [r]), eps: Float(eps))
-        }
-        guard let freqRows = entry["rope_inv_freq"]?.array, freqRows.count == nRope,
-              case let freqs = freqRows.map({ $0.array?.compactMap(\.double) ?? [] }),
-              freqs.allSatisfy({ $0.count == dRope / 2 }) else {
-            throw CheckpointError.invalidConfig(file: file, key: entryPath + "rope_inv_freq", reason: "needs \(nRope) arrays of \(dRope / 2) numbers (radians per position)")
-        }
-        guard let attentionFactor = entry["rope_attention_factor"]?.double else {
-            throw CheckpointError.invalidConfig(file: file, key: entryPath + "rope_attention_factor", reason: "must be a number")
-        }
+        let query = try nativeQuery(shape, store: store, bias: bias)
+        let latentNorm = try nativeLatentNorm(shape, store: store)
+        let (freqs, attentionFactor) = try nativeRopeTable(shape)
         let weights = MLALayerWeights(
-            label: prefix, hiddenSize: d, numHeads: nh, dNope: dNope, dRope: dRope, dV: dV, kvRank: r,
-            nRopeHeads: nRope, ropeHeadOfQueryHead: map, query: query,
+            label: prefix, hiddenSize: d, numHeads: nh, dNope: shape.dNope, dRope: dRope, dV: shape.dV, kvRank: r,
+            nRopeHeads: nRope, ropeHeadOfQueryHead: shape.ropeHeadOfQueryHead, query: query,
             kvA: try store.floats(prefix + NativeName.kvA, shape: [r, d]),
             kvABias: try bias("kv_a_proj", NativeName.kvABias, r), latentNorm: latentNorm,
             kRope: try store.floats(prefix + NativeName.kRope, shape: [ropeRows, d]),
             kRopeBias: try bias("k_rope_proj", NativeName.kRopeBias, ropeRows),
-            kvB: try store.floats(prefix + NativeName.kvB, shape: [nh * (dNope + dV), r]),
-            oProj: try store.floats(prefix + NativeName.oProj, shape: [d, nh * dV]),
+            kvB: try store.floats(prefix + NativeName.kvB, shape: [nh * (shape.dNope + shape.dV), r]),
+            oProj: try store.floats(prefix + NativeName.oProj, shape: [d, nh * shape.dV]),
             oBias: try bias("o_proj", NativeName.oBias, d),
-            ropeInvFreq: freqs, ropeAttentionFactor: attentionFactor, softmaxScale: Float(scale))
+            ropeInvFreq: freqs, ropeAttentionFactor: attentionFactor, softmaxScale: Float(shape.softmaxScale))
         try weights.validate()
         return weights
+    }
+
+    /// The dimensions, rope head map and bias slots of one native layer, from the `mla_convert` config
+    /// (shared `attention` object and the layer's `layers[i]` entry) and `o_proj`'s shape, each checked.
+    private struct NativeLayerShape {
+        static let file = "config.json"
+        static let biasSlots: Set<String> = ["q_proj", "q_a_proj", "kv_a_proj", "k_rope_proj", "o_proj"]
+
+        let prefix: String, attention: JSONValue, entry: JSONValue, entryPath: String
+        let numHeads: Int, dNope: Int, dV: Int, softmaxScale: Double
+        let kvRank: Int, nRopeHeads: Int, dRope: Int, ropeHeadOfQueryHead: [Int], biases: Set<String>
+        let hiddenSize: Int
+
+        init(config: JSONValue, store: any TensorStore, layer: Int) throws {
+            let file = Self.file
+            prefix = "model.layers.\(layer).self_attn."
+            guard let attention = config["attention"] else {
+                throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.attention")
+            }
+            guard let entries = config["layers"]?.array else {
+                throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.layers")
+            }
+            guard layer >= 0, layer < entries.count else {
+                throw CheckpointError.invalidConfig(file: file, key: "mla_convert.layers", reason: "has \(entries.count) entries, layer \(layer) requested")
+            }
+            self.attention = attention
+            entry = entries[layer]
+            entryPath = "mla_convert.layers[\(layer)]."
+            numHeads = try configInt(attention, "num_heads", file: file, path: "mla_convert.attention.")
+            dNope = try configInt(attention, "qk_nope_head_dim", file: file, path: "mla_convert.attention.")
+            dV = try configInt(attention, "v_head_dim", file: file, path: "mla_convert.attention.")
+            guard let scale = attention["softmax_scale"]?.double else {
+                throw CheckpointError.missingConfigKey(file: file, key: "mla_convert.attention.softmax_scale")
+            }
+            softmaxScale = scale
+            guard attention["rope_layout"]?.string == "interleaved" else {
+                throw CheckpointError.invalidConfig(file: file, key: "mla_convert.attention.rope_layout", reason: "only \"interleaved\" is defined by format_version 2")
+            }
+            kvRank = try configInt(entry, "kv_rank", file: file, path: entryPath)
+            nRopeHeads = try configInt(entry, "n_rope_heads", file: file, path: entryPath)
+            dRope = try configInt(entry, "rope_dims", file: file, path: entryPath)
+            guard let map = entry["rope_head_of_query_head"]?.array?.compactMap(\.int), map.count == numHeads else {
+                throw CheckpointError.invalidConfig(file: file, key: entryPath + "rope_head_of_query_head", reason: "needs \(numHeads) integers, one per query head")
+            }
+            ropeHeadOfQueryHead = map
+            let biasList = entry["biases"]?.array ?? []
+            biases = Set(biasList.compactMap(\.string))
+            guard biases.count == biasList.count, biases.isSubset(of: Self.biasSlots) else {
+                throw CheckpointError.invalidConfig(file: file, key: entryPath + "biases", reason: "must list distinct names from \(Self.biasSlots.sorted()), found \(biasList.map(\.description))")
+            }
+            guard let oInfo = store.info(prefix + NativeName.oProj), oInfo.shape.count == 2 else {
+                throw CheckpointError.missingTensor(file: store.info(prefix + NativeName.kvA)?.file ?? "<store>", tensor: prefix + NativeName.oProj)
+            }
+            hiddenSize = oInfo.shape[0]
+            for (key, value) in [("num_heads", numHeads), ("qk_nope_head_dim", dNope), ("v_head_dim", dV), ("kv_rank", kvRank),
+                                 ("n_rope_heads", nRopeHeads), ("rope_dims", dRope), ("hidden size (o_proj rows)", hiddenSize)]
+            where value < 0 || value > maxDimension {
+                throw CheckpointError.invalidConfig(file: file, key: key, reason: "\(value) is outside 0...\(maxDimension)")
+            }
+        }
+    }
+
+    /// The query side: q_a/q_a_layernorm/q_b when `q_lora_rank` is set (with its `q_norm_eps`), else q_proj.
+    private static func nativeQuery(_ shape: NativeLayerShape, store: any TensorStore,
+                                    bias: (String, String, Int) throws -> [Float]?) throws -> Query {
+        let (prefix, d) = (shape.prefix, shape.hiddenSize)
+        let qRows = shape.numHeads * (shape.dNope + shape.dRope)
+        guard let qRank = shape.attention["q_lora_rank"], !qRank.isNull else {
+            return .full(proj: try store.floats(prefix + NativeName.qProj, shape: [qRows, d]), bias: try bias("q_proj", NativeName.qBias, qRows))
+        }
+        guard let rank = qRank.int, rank > 0, rank <= maxDimension, let eps = shape.attention["q_norm_eps"]?.double else {
+            throw CheckpointError.invalidConfig(file: NativeLayerShape.file, key: "mla_convert.attention.q_lora_rank", reason: "must be null or a positive integer with a numeric q_norm_eps")
+        }
+        return .lowRank(rank: rank, a: try store.floats(prefix + NativeName.qA, shape: [rank, d]),
+                        aBias: try bias("q_a_proj", NativeName.qABias, rank),
+                        norm: try store.floats(prefix + NativeName.qANorm, shape: [rank]), eps: Float(eps),
+                        b: try store.floats(prefix + NativeName.qB, shape: [qRows, rank]))
+    }
+
+    /// The latent's RMSNorm when the layer entry's `latent_norm` is `{"eps": number}`, nil when null or absent.
+    private static func nativeLatentNorm(_ shape: NativeLayerShape, store: any TensorStore) throws -> LatentNorm? {
+        guard let norm = shape.entry["latent_norm"], !norm.isNull else { return nil }
+        guard let eps = norm["eps"]?.double else {
+            throw CheckpointError.invalidConfig(file: NativeLayerShape.file, key: shape.entryPath + "latent_norm", reason: "must be null or {\"eps\": number}")
+        }
+        return LatentNorm(weight: try store.floats(shape.prefix + NativeName.kvANorm, shape: [shape.kvRank]), eps: Float(eps))
+    }
+
+    /// The layer's RoPE table: per rope head dRope/2 inverse frequencies, and the cos/sin attention factor.
+    private static func nativeRopeTable(_ shape: NativeLayerShape) throws -> (invFreq: [[Double]], attentionFactor: Double) {
+        let (entry, entryPath, nRope, dRope) = (shape.entry, shape.entryPath, shape.nRopeHeads, shape.dRope)
+        guard let freqRows = entry["rope_inv_freq"]?.array, freqRows.count == nRope,
+              case let freqs = freqRows.map({ $0.array?.compactMap(\.double) ?? [] }),
+              freqs.allSatisfy({ $0.count == dRope / 2 }) else {
+            throw CheckpointError.invalidConfig(file: NativeLayerShape.file, key: entryPath + "rope_inv_freq", reason: "needs \(nRope) arrays of \(dRope / 2) numbers (radians per position)")
+        }
+        guard let attentionFactor = entry["rope_attention_factor"]?.double else {
+            throw CheckpointError.invalidConfig(file: NativeLayerShape.file, key: entryPath + "rope_attention_factor", reason: "must be a number")
+        }
+        return (freqs, attentionFactor)
     }
 
     // MARK: - Helpers

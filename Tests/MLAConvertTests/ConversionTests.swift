@@ -278,7 +278,7 @@ import Testing
         let options = LayerConversionOptions(rope: .partial(strategy: .high, pairs: 8, start: 0, combination: .product),
                                              weighting: .plain, foldSoftmaxScale: false)
         let layers = try Self.convert(config, store, options, stats: nil, budget: .rank(32))
-        let ids = DecoderModelTests.tokens
+        let ids = SyntheticModel.tokens
         let source = try DecoderModel(config: config, store: store).logits(ids)
         #expect(Self.relative(try Self.model(config, store, layers.map(\.0)).logits(ids), source) < 1e-5)
         let shared = LayerConversionOptions(rope: .shared(dims: 16, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
@@ -290,7 +290,7 @@ import Testing
     @Test("MHA sources (synthetic, heads = KV heads): all pairs kept at full rank reproduce the source")
     func mhaSourceIsExact() throws {
         let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 4, seed: 5)
-        let ids = DecoderModelTests.tokens
+        let ids = SyntheticModel.tokens
         let source = try DecoderModel(config: config, store: store).logits(ids)
         // All 8 pairs of each of the 4 KV heads keep RoPE; the latent holds the 64 value dims.
         let all = LayerConversionOptions(rope: .partial(strategy: .uniform, pairs: 8, start: 0, combination: .product),

@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+import MLACheckpoint
+import MLATensor
+import MLATestSupport
+
+/// The typed option values (`--dtype`, `--format`, `--max-shard-size`, `--freqfold`): a value that does
+/// not parse is refused in one line naming the values allowed, with exit 64 and no output; one that
+/// parses is accepted in any case the tools document and shapes the output.
+@Suite(.serialized) struct TypedOptionCLITests {
+    @Test("bad option values are refused in one line naming the fix", arguments: [
+        ("mla-convert", ["export", "m", "-o", "out", "--dtype", "int4"], "Please provide one of 'f32', 'bf16' or 'f16'"),
+        ("mla-convert", ["export", "m", "-o", "out", "--dtype", "i32"], "Please provide one of 'f32', 'bf16' or 'f16'"),
+        ("mla-convert", ["export", "m", "-o", "out", "--format", "onnx"], "Please provide one of 'hf' and 'hdf5'"),
+        ("mla-convert", ["export", "m", "-o", "out", "--max-shard-size", "5XB"], "'--max-shard-size <n[KB|MB|GB|KiB|MiB|GiB]>'"),
+        ("mla-convert", ["export", "m", "-o", "out", "--max-shard-size", "0"], "'--max-shard-size <n[KB|MB|GB|KiB|MiB|GiB]>'"),
+        ("mla-convert", ["export", "m", "-o", "out", "--max-shard-size", "-1GB"], "'--max-shard-size <n[KB|MB|GB|KiB|MiB|GiB]>'"),
+        ("mla-convert", ["export", "m", "-o", "out", "--max-shard-size", "1e30GB"], "'--max-shard-size <n[KB|MB|GB|KiB|MiB|GiB]>'"),
+        ("mla-convert", ["gqa2mla", "m", "-o", "out", "--dtype", "f16"], "Please provide one of 'f32' and 'bf16'"),
+        ("mla-convert", ["mha2mla", "m", "-o", "out", "--dtype", "float32"], "Please provide one of 'f32' and 'bf16'"),
+        ("mla-convert", ["mha2mla", "m", "-o", "out", "--max-shard-size", "GB"], "'--max-shard-size <n[KB|MB|GB|KiB|MiB|GiB]>'"),
+        ("mla-convert", ["gqa2mla", "m", "-o", "out", "--freqfold", "0"], "'--freqfold <n|auto>'"),
+        ("mla-convert", ["gqa2mla", "m", "-o", "out", "--freqfold", "Auto"], "'--freqfold <n|auto>'"),
+        ("mla-convert", ["gqa2mla", "m", "-o", "out", "--freqfold", "2.5"], "'--freqfold <n|auto>'"),
+        ("mla-bench", ["synth", "--shape", "tiny", "-o", "out", "--max-shard-size", "2XB"], "'--max-shard-size <n[KB|MB|GB|KiB|MiB|GiB]>'"),
+    ])
+    func badValuesAreRefused(tool: String, arguments: [String], mention: String) throws {
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try CommandLineErrorTests.expectOneLineUsageError(tool, arguments.map { $0 == "out" ? dir + "/out" : $0 }, mention: mention)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+
+    /// `export` of the committed tiny GGUF with `--dtype BF16` (upper case) and `--max-shard-size 2KiB`
+    /// writes BF16 floats in shards of at most 2048 bytes of tensor data (a tensor larger than the limit
+    /// sits alone); `--format hdf5` writes one file holding the same tensors.
+    @Test func exportTakesTypedValues() throws {
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.path("gguf/tiny_llama.gguf")
+        let hf = try CLI.run("mla-convert", ["export", source, "-o", dir + "/hf", "--dtype", "BF16", "--max-shard-size", "2KiB"])
+        #expect(hf.status == 0, "\(hf.stderr)")
+        #expect(hf.stdout.contains("(hf, "))
+        let sharded = try SafetensorsDirectoryStore(directory: dir + "/hf")
+        #expect(sharded.files.count > 1)
+        for file in sharded.files {
+            let infos = file.names.compactMap { file.info($0) }
+            #expect(infos.allSatisfy { !$0.dtype.isComputeFloat || $0.dtype == .bf16 })
+            #expect(infos.count == 1 || infos.reduce(0) { $0 + $1.storedBytes } <= 2048, "\(file.path)")
+        }
+        let hdf5 = try CLI.run("mla-convert", ["export", source, "-o", dir + "/model.h5", "--format", "hdf5"])
+        #expect(hdf5.status == 0, "\(hdf5.stderr)")
+        var isDirectory: ObjCBool = true
+        #expect(FileManager.default.fileExists(atPath: dir + "/model.h5", isDirectory: &isDirectory) && !isDirectory.boolValue)
+        #expect(Set(try Checkpoint.open(dir + "/model.h5").store.names) == Set(sharded.names))
+    }
+
+    /// `gqa2mla --freqfold 2` with the other rope flags fixed converts with that fold, as given, and
+    /// `--dtype F32` writes F32 tensors.
+    @Test func freqfoldAndDTypeAreTaken() throws {
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let synth = try ConverterInputCLITests.synth(in: dir)
+        let r = try CLI.run("mla-convert", ["gqa2mla", synth, "-o", dir + "/out", "--no-calib", "--rope-dim", "16",
+                                            "--rope-frequencies", "high", "--freqfold", "2", "--dtype", "F32", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let summary = try JSONValue.parse(r.stdout)
+        #expect(summary["settings"]?["rope"]?.string?.contains("high pairs, stride 1, freqfold 2 (as given)") == true, "\(r.stdout)")
+        #expect(summary["settings"]?["dtype"]?.string == "F32")
+        let store = try Checkpoint.open(dir + "/out").store
+        #expect(store.names.compactMap { store.info($0) }.filter { $0.dtype.isComputeFloat }.allSatisfy { $0.dtype == .f32 })
+    }
+}
