@@ -15,6 +15,7 @@ extension NormCombination: ExpressibleByArgument {}
 extension MLAOutputFormat: ExpressibleByArgument {}
 extension RopeFrequencyChoice: ExpressibleByArgument {}
 extension FactorInput: ExpressibleByArgument {}
+extension CalibrationOrder: ExpressibleByArgument {}
 
 /// `--dtype` of the converters: f32 or bf16, case-insensitive.
 extension ConvertedDType: ExpressibleByArgument {

@@ -33,5 +33,3 @@ struct LayerPassOptions: ParsableArguments {
         return calibration.description + ", " + plan.order.rawValue + (plan.refitOutput ? ", o_proj refit" : "")
     }
 }
-
-extension CalibrationOrder: ExpressibleByArgument {}
