@@ -83,12 +83,29 @@ public final class ConversionSearch: @unchecked Sendable {
     let sourceNormed: [Float]
     /// Layers converted at once, each on one BLAS thread.
     let workers: Int
+    /// When set, each candidate is converted by the layer-by-layer calibration pass on these windows
+    /// (`CalibratedConversion`), as the final conversion will be, instead of from `statistics` alone.
+    let layerPass: LayerPass?
     public private(set) var scored: [ScoredCandidate] = []
     let start = Date()
 
+    /// The calibration pass a candidate is converted with: its calibration windows, order and refit.
+    public struct LayerPass: Sendable {
+        public let windows: [[Int]]
+        public let order: CalibrationOrder
+        public let refitOutput: Bool
+
+        public init(windows: [[Int]], order: CalibrationOrder, refitOutput: Bool) {
+            self.windows = windows
+            self.order = order
+            self.refitOutput = refitOutput
+        }
+    }
+
     public init(config: ModelConfig, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
-                windows: [[Int]], workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+                windows: [[Int]], layerPass: LayerPass? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         self.config = config
+        self.layerPass = layerPass
         self.store = store
         self.statistics = statistics
         self.budget = budget
@@ -110,18 +127,26 @@ public final class ConversionSearch: @unchecked Sendable {
         let began = Date()
         let conversion = ModelConversion(config: config, store: store, statistics: statistics, options: candidate.options)
         let ranks = try conversion.ranks(budget: budget, allocation: candidate.allocation)
-        // Layer-major: `workers` layers converted at once (one BLAS thread each), the windows passed
-        // through them, then released, so only those layers' MLA weights are ever held.
         var x = try source.embed(windows.flatMap { $0 })
         let sequences = windows.map(\.count)
-        for first in stride(from: 0, to: config.numLayers, by: workers) {
-            let chunk = first..<min(first + workers, config.numLayers)
-            let layers = try parallelMap(chunk.count, workers: workers) { i in
-                try conversion.layer(chunk.lowerBound + i, upToRank: ranks[chunk.lowerBound + i]).weights(rank: ranks[chunk.lowerBound + i]).0
-            }
-            for (i, l) in chunk.enumerated() {
-                let attention = MLAAttentionBlock(weights: layers[i], form: .naive)
-                try source.layers[l].forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
+        func advance(_ l: Int, _ weights: MLALayerWeights) throws {
+            let attention = MLAAttentionBlock(weights: weights, form: .naive)
+            try source.layers[l].forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
+        }
+        if let layerPass {
+            // Layers in order, each converted on the pass's states (its windows attended on all cores).
+            let calibrated = try CalibratedConversion(conversion: conversion, source: source, windows: layerPass.windows, ranks: ranks,
+                                                      order: layerPass.order, refitOutput: layerPass.refitOutput, workers: workers)
+            for l in 0..<config.numLayers { try advance(l, try calibrated.layer(l).0) }
+        } else {
+            // Layer-major: `workers` layers converted at once (one BLAS thread each), the windows passed
+            // through them, then released, so only those layers' MLA weights are ever held.
+            for first in stride(from: 0, to: config.numLayers, by: workers) {
+                let chunk = first..<min(first + workers, config.numLayers)
+                let layers = try parallelMap(chunk.count, workers: workers) { i in
+                    try conversion.layer(chunk.lowerBound + i, upToRank: ranks[chunk.lowerBound + i]).weights(rank: ranks[chunk.lowerBound + i]).0
+                }
+                for (i, l) in chunk.enumerated() { try advance(l, layers[i]) }
             }
         }
         let normed = Kernels.rmsNorm(x, tokens: tokens, weight: source.finalNorm, eps: config.rmsNormEps)

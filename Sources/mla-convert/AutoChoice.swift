@@ -16,6 +16,15 @@ struct SearchOptions: ParsableArguments {
         if let searchTokens, searchTokens < 2 { throw ValidationError("--search-tokens must be at least 2, got \(searchTokens)") }
     }
 
+    /// Calibration tokens each candidate's layer pass runs on: the first windows of the calibration text,
+    /// about a quarter of the default 8,192, which keeps the search near a quarter of the conversion time.
+    static let passTokens = 2048
+
+    /// The layer pass a candidate is converted with: the final conversion's, on its first `passTokens` tokens.
+    func layerPass(_ pass: (windows: [[Int]], order: CalibrationOrder, refitOutput: Bool)) -> ConversionSearch.LayerPass {
+        ConversionSearch.LayerPass(windows: truncated(pass.windows, to: Self.passTokens), order: pass.order, refitOutput: pass.refitOutput)
+    }
+
     /// Largest source model (F32 weights) the search holds in memory: 4 GiB, models up to about 1B
     /// parameters. Larger models use the fixed rule until the search streams layers.
     static let sourceBytesLimit = 4 << 30
