@@ -177,23 +177,22 @@ struct ConversionRunner {
             progress.step()
         }
         func ordered() -> [LayerConversionReport] { streamed.keys.sorted().compactMap { streamed[$0] } }
+        let encoder: any MLAModelEncoder
         switch format {
         case .native:
             let provenance: [(String, JSONValue)] = [
                 ("source", .string(checkpoint.path)), ("method", .string(method)), ("calibration", .string(calibration)),
             ]
-            try onWorkerThreads { try NativeMLAWriter.write(to: plan, source: checkpoint, template: template, ranks: ranks, provenance: provenance,
-                                      dtype: dtype, summary: { summary(ordered()).json }, writer: output.writer,
-                                      layer: { l in
-                                          let (weights, report) = try convert(l)
-                                          return (weights, ConversionSummary.layerEntry(report), report)
-                                      }, workers: workers, received: received) }
+            encoder = NativeMLAEncoder(source: checkpoint, dtype: dtype, provenance: provenance, writer: output.writer)
         case .deepseek:
-            try onWorkerThreads {
-                try DeepSeekV3Export.write(to: plan, source: checkpoint, template: template, dtype: dtype,
-                                           writer: output.writer, summary: { summary(ordered()).json }, layer: convert,
-                                           workers: workers, received: received)
-            }
+            encoder = try DeepSeekV3Encoder(source: checkpoint, dtype: dtype, writer: output.writer)
+        }
+        try onWorkerThreads {
+            try MLAModelWriter.write(encoder, to: plan, template: template, ranks: ranks, summary: { summary(ordered()).json },
+                                     layer: { l in
+                                         let (weights, report) = try convert(l)
+                                         return (weights, ConversionSummary.layerEntry(report), report)
+                                     }, workers: workers, received: received)
         }
         let reports = ordered()
         progress.finish()
