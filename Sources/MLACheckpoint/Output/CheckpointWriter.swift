@@ -112,7 +112,7 @@ public enum TensorPayload {
 
     /// Writes the payload's bytes through `sink`, checking dtypes, that every value is finite
     /// (`checkFinite`) and, for a whole tensor, the shape (the sink checks the byte count).
-    func write(to sink: TensorByteSink) throws {
+    public func write(to sink: TensorByteSink) throws {
         let e = sink.entry
         var element = 0
         func check(_ t: Tensor, shapeMatters: Bool) throws {
