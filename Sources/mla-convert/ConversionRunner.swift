@@ -28,8 +28,8 @@ struct BudgetOptions: ParsableArguments {
 
     /// Refuses combinations the output format cannot hold.
     func check(format: MLAOutputFormat) throws {
-        if format == .deepseek, rankAllocation == .greedy {
-            throw ValidationError("--rank-allocation greedy gives layers different ranks, which DeepSeek-V3 cannot hold; use --format native")
+        if format != .native, rankAllocation == .greedy {
+            throw ValidationError("--rank-allocation greedy gives layers different ranks, which \(format == .gguf ? "deepseek2 GGUF" : "DeepSeek-V3") cannot hold; use --format native")
         }
     }
 }
@@ -66,10 +66,10 @@ struct SourceModelArgument: ParsableArguments {
 
 /// Output options of the converters.
 struct ConversionOutputOptions: ParsableArguments {
-    @Option(name: .shortAndLong, help: "Output directory.")
+    @Option(name: .shortAndLong, help: "Output directory (--format gguf: the output .gguf file).")
     var output: String
 
-    @Option(help: "Tensor dtype: f32 or bf16 (default: the source's float type; quantized -> f32).")
+    @Option(help: "Tensor dtype: f32 or bf16, and f16 for --format gguf (default: the source's float type; quantized -> f32).")
     var dtype: String?
 
     @Option(help: "Largest safetensors shard, e.g. 5GB.")
@@ -88,15 +88,22 @@ struct ConversionOutputOptions: ParsableArguments {
 
     func validate() throws {
         if let layerWorkers, layerWorkers < 1 { throw ValidationError("--layer-workers must be at least 1") }
-        if let dtype, ![DType.f32, .bf16].contains(DType(userName: dtype)) {
-            throw ValidationError("--dtype must be f32 or bf16, not '\(dtype)' (f16 cannot hold the latent norm's scales)")
+        if let dtype, ![DType.f32, .bf16, .f16].contains(DType(userName: dtype)) {
+            throw ValidationError("--dtype must be f32, bf16 or (--format gguf) f16, not '\(dtype)'")
         }
         guard parseByteSize(maxShardSize) != nil else { throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size such as 5GB") }
     }
 
-    /// The checked output (`OutputPlan`), made before any calibration or conversion so that an output
-    /// that overlaps `inputs`, exists or cannot be written fails at once.
-    func plan(inputs: [String]) throws -> OutputPlan { try writer.output(output, force: force, inputs: inputs) }
+    /// The checked output (`OutputPlan`: a directory, or one file for GGUF), made before any calibration
+    /// or conversion so that an output that overlaps `inputs`, exists or cannot be written, or a dtype
+    /// the format cannot hold, fails at once.
+    func plan(inputs: [String], format: MLAOutputFormat) throws -> OutputPlan {
+        if format != .gguf, let dtype, DType(userName: dtype) == .f16 {
+            throw ValidationError("--dtype f16 is written only with --format gguf (the HF formats' latent-norm scales do not fit in f16)")
+        }
+        if format == .gguf { return try OutputPlan(output, kind: .file, force: force, inputs: inputs) }
+        return try writer.output(output, force: force, inputs: inputs)
+    }
 
     /// The output dtype for `checkpoint`: the option, else its first float weight's dtype (F16 and quantized -> F32).
     func resolvedDType(for checkpoint: Checkpoint) -> DType {
@@ -110,7 +117,10 @@ struct ConversionOutputOptions: ParsableArguments {
 
 /// Output formats of the converters.
 enum MLAOutputFormat: String, ExpressibleByArgument, CaseIterable {
-    case deepseek, native
+    case deepseek, native, gguf
+
+    /// DeepSeek-V3 and llama.cpp's deepseek2 fix the softmax scale at 1/√(d_nope + d_rope).
+    var foldsSoftmaxScale: Bool { self != .native }
 }
 
 /// Runs a conversion end to end: ranks, layers, writing, summary.
@@ -186,6 +196,9 @@ struct ConversionRunner {
             encoder = NativeMLAEncoder(source: checkpoint, dtype: dtype, provenance: provenance, writer: output.writer)
         case .deepseek:
             encoder = try DeepSeekV3Encoder(source: checkpoint, dtype: dtype, writer: output.writer)
+        case .gguf:
+            let provenance = [("source", checkpoint.path), ("method", method), ("calibration", calibration)] + settings
+            encoder = try GGUFEncoder(source: checkpoint, dtype: dtype, provenance: provenance)
         }
         try onWorkerThreads {
             try MLAModelWriter.write(encoder, to: plan, template: template, ranks: ranks, summary: { summary(ordered()).json },

@@ -25,7 +25,7 @@ extension MLAConvertCommand {
 
         @OptionGroup var output: ConversionOutputOptions
 
-        @Option(help: "Output format: deepseek (stock DeepSeek-V3) or native.")
+        @Option(help: "Output format: deepseek (stock DeepSeek-V3), native, or gguf (llama.cpp deepseek2, one file).")
         var format: MLAOutputFormat = .deepseek
 
         @OptionGroup var budget: BudgetOptions
@@ -60,7 +60,7 @@ extension MLAConvertCommand {
         func run() throws {
             let start = MonotonicClock.now()
             runtime.apply()
-            let plan = try output.plan(inputs: [source.model] + calibration.inputs)
+            let plan = try output.plan(inputs: [source.model] + calibration.inputs, format: format)
             let checkpoint = try source.open()
             let c = checkpoint.config
             let hd = c.headDim, pairs = hd / 2
@@ -74,7 +74,7 @@ extension MLAConvertCommand {
             var options = LayerConversionOptions(
                 rope: .shared(dims: min(ropeDim ?? 32, hd), stride: 1, fold: 1),
                 weighting: weighting.weighting, queryRank: qLoraRank,
-                foldSoftmaxScale: format == .deepseek)
+                foldSoftmaxScale: format.foldsSoftmaxScale)
             var allocation = allocations[0]
             let searchPlan = fixed && allocations.count == 1 ? (windows: nil, reason: nil) : search.plan(calibration, for: checkpoint)
             var ropeLabel: String

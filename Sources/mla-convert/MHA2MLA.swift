@@ -27,7 +27,7 @@ extension MLAConvertCommand {
 
         @OptionGroup var output: ConversionOutputOptions
 
-        @Option(help: "Output format: native or deepseek.")
+        @Option(help: "Output format: native, deepseek, or gguf (llama.cpp deepseek2, one file; rorope).")
         var format: MLAOutputFormat = .native
 
         @OptionGroup var budget: BudgetOptions
@@ -69,7 +69,7 @@ extension MLAConvertCommand {
         func run() throws {
             let start = MonotonicClock.now()
             runtime.apply()
-            let plan = try output.plan(inputs: [source.model] + calibration.inputs)
+            let plan = try output.plan(inputs: [source.model] + calibration.inputs, format: format)
             let checkpoint = try source.open()
             let c = checkpoint.config
             let defaultPairs = ropePairs ?? max(1, c.headDim / 16)
@@ -81,7 +81,7 @@ extension MLAConvertCommand {
                 LayerConversionOptions(
                     rope: .partial(strategy: strategy, pairs: pairs, start: uniformStart, combination: normCombination),
                     weighting: weighting.weighting, mode: factorization, sigma: sigma,
-                    foldSoftmaxScale: format == .deepseek, activationAware: factorOn == .activations && !calibration.noCalib)
+                    foldSoftmaxScale: format.foldsSoftmaxScale, activationAware: factorOn == .activations && !calibration.noCalib)
             }
             func label(_ strategy: PartialRopeStrategy, _ pairs: Int) -> String {
                 strategy == .rorope ? "rorope, one shared rope key of \(pairs) pairs" : "\(strategy.rawValue), \(pairs) pairs per KV head"
