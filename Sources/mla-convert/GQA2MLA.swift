@@ -18,7 +18,8 @@ extension MLAConvertCommand {
             queries and the value error after o_proj (activation-aware; weights only with --no-calib).
 
             The default output is a DeepSeek-V3 checkpoint that HF transformers (>= 4.53), vLLM and SGLang load \
-            without custom code; --format native writes the toolkit's native MLA format instead.
+            without custom code; --format native writes the toolkit's native MLA format instead, --format gguf one \
+            llama.cpp deepseek2 file (-o OUT.gguf) that llama.cpp runs with its latent cache (docs/gguf-export.md).
             """)
 
         @OptionGroup var source: SourceModelArgument

@@ -20,7 +20,7 @@ extension MLAConvertCommand {
 
             Cache per token per layer: n_kv·2·rope-pairs + kv_lora_rank (rorope: 2·rope-pairs + kv_lora_rank). \
             The default output is the native MLA format; --format deepseek works for rorope (and high/uniform from pair \
-            0 with one KV head).
+            0 with one KV head), and so does --format gguf (one llama.cpp deepseek2 file, docs/gguf-export.md).
             """)
 
         @OptionGroup var source: SourceModelArgument
