@@ -38,9 +38,8 @@ extension ConversionTests {
         #expect(file.tensorInfo("blk.0.attn_k_b.weight")?.ne == [w.dNope, 160, 9] && file.tensorInfo("blk.0.attn_v_b.weight")?.ne == [160, 64, 9])
         #expect(file.tensorInfo("blk.0.attn_kv_a_mqa.weight")?.ne == [576, 192] && file.tensorInfo("output.weight") != nil)
         let source = try GGUFFile(path: checkpoint.path)
-        for name in ["tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.eos_token_id"] {
-            #expect(file.value(name) == source.value(name), "\(name)")
-        }
+        let tokenizerKeys = source.metadata.filter { $0.key.hasPrefix("tokenizer.") }
+        #expect(tokenizerKeys.count >= 5 && tokenizerKeys.allSatisfy { file.value($0.key) == $0.value })
 
         let gguf = try Checkpoint.open(dir + "/model.gguf")
         let read = try MLALayerReader(gguf).layer(3)

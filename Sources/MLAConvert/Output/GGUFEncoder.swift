@@ -23,7 +23,8 @@ public struct GGUFEncoder: MLAModelEncoder {
     public let dtype: DType
     /// `mla_convert.*` string keys written after the toolkit's own (source, method, budget, …).
     public let provenance: [(String, String)]
-    let tokenizer: GGUFTokenizerData
+    /// The `tokenizer.*` keys: a GGUF source's, copied verbatim; else built from tokenizer.json.
+    let tokenizerKeys: [(String, GGUFValue)]
     /// α: the residual stream's scale.
     let alpha: Double
     /// The file's RMSNorm epsilon, α²·ε_source (exact in F32: α is a power of two).
@@ -62,7 +63,11 @@ public struct GGUFEncoder: MLAModelEncoder {
         }
         copied["output.weight"] = (source.store.contains(ModelTensorNames.lmHead) ? ModelTensorNames.lmHead : ModelTensorNames.embedding, false)
         self.copied = copied
-        tokenizer = try BPETokenizer.ggufTokenizerData(for: source)
+        if source.format == .gguf {
+            tokenizerKeys = try GGUFFile(path: source.path).metadata.filter { $0.key.hasPrefix("tokenizer.") }.map { ($0.key, $0.value) }
+        } else {
+            tokenizerKeys = try BPETokenizer.ggufTokenizerData(for: source).ggufMetadata
+        }
     }
 
     static func prefix(_ layer: Int) -> String { "blk.\(layer)." }
@@ -183,7 +188,7 @@ public struct GGUFEncoder: MLAModelEncoder {
             (a + "expert_feed_forward_length", u32(c.intermediateSize)), (a + "expert_shared_count", u32(0)),
             (a + "rope.dimension_count", u32(w.dRope)),
         ]
-        return keys + tokenizer.ggufMetadata
+        return keys + tokenizerKeys
     }
 
     public func write(to output: OutputPlan, entries: [TensorWriteEntry], template: MLALayerWeights, records: () -> [JSONValue],

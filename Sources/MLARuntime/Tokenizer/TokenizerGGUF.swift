@@ -16,10 +16,9 @@ extension BPETokenizer {
                                  addBosToken: addsBosByDefault, addEosToken: false, chatTemplate: chatTemplate)
     }
 
-    /// The GGUF tokenizer of a model converted from `source`: a GGUF source's own, copied; else built from
-    /// its tokenizer.json, with the chat template of tokenizer_config.json.
+    /// The GGUF tokenizer of a model converted from the Hugging Face checkpoint `source`: its tokenizer.json,
+    /// with the chat template of tokenizer_config.json. (A GGUF source's `tokenizer.*` keys are copied as they are.)
     public static func ggufTokenizerData(for source: Checkpoint) throws -> GGUFTokenizerData {
-        if let gguf = source.ggufTokenizer { return gguf }
         let config = source.auxiliaryFiles["tokenizer_config.json"].flatMap { try? JSONValue.parse($0) }
         return try forCheckpoint(source).ggufTokenizerData(chatTemplate: config?["chat_template"]?.string, source: source.path)
     }
