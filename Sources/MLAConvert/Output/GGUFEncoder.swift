@@ -73,6 +73,9 @@ public struct GGUFEncoder: MLAModelEncoder {
     static func prefix(_ layer: Int) -> String { "blk.\(layer)." }
 
     public func check(_ layer: MLALayerWeights, template: MLALayerWeights) throws {
+        if source.config.ropeScaling != .none {
+            throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot write a deepseek2 GGUF: llama.cpp's deepseek2 applies no RoPE frequency factors, so the source's RoPE scaling would be dropped; use --format native")
+        }
         if let reason = DeepSeekV3Encoder.unsupportedReason(layers: [template, layer], source: source.config) {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot write a deepseek2 GGUF: " + reason)
         }
