@@ -82,13 +82,13 @@ let package = Package(
         .target(
             name: "MLATestSupport", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"],
             path: "Tests/MLATestSupport"),
-        .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLACheckpoint", "MLARuntime", "MLALinalg", "MLATensor", "MLATestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLACheckpoint", "MLAConvert", "MLARuntime", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(
-            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAVerify", "MLACheckpoint", "MLATensor", "MLATestSupport"]),
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLAVerify", "MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(
             name: "MLAConvertTests", dependencies: ["MLAConvert", "MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"]),
     ]

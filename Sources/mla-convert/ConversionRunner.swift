@@ -28,8 +28,8 @@ struct BudgetOptions: ParsableArguments {
 
     /// Refuses combinations the output format cannot hold.
     func check(format: MLAOutputFormat) throws {
-        if format == .deepseek, rankAllocation == .greedy {
-            throw ValidationError("--rank-allocation greedy gives layers different ranks, which DeepSeek-V3 cannot hold; use --format native")
+        if format != .native, rankAllocation == .greedy {
+            throw ValidationError("--rank-allocation greedy gives layers different ranks, which \(format == .gguf ? "deepseek2 GGUF" : "DeepSeek-V3") cannot hold; use --format native")
         }
     }
 }
@@ -66,10 +66,10 @@ struct SourceModelArgument: ParsableArguments {
 
 /// Output options of the converters.
 struct ConversionOutputOptions: ParsableArguments {
-    @Option(name: .shortAndLong, help: "Output directory.")
+    @Option(name: .shortAndLong, help: "Output directory (--format gguf: the output .gguf file).")
     var output: String
 
-    @Option(help: "Tensor dtype: f32 or bf16 (default: the source's float type; quantized -> f32; f16 cannot hold the latent norm's scales).")
+    @Option(help: "Tensor dtype: f32 or bf16, and f16 for --format gguf (default: the source's float type; quantized -> f32; the HF formats' latent-norm scales do not fit in f16).")
     var dtype: ConvertedDType?
 
     @Option(help: ArgumentHelp("Largest safetensors shard, e.g. 5GB.", valueName: ByteSize.valueName))
@@ -90,9 +90,16 @@ struct ConversionOutputOptions: ParsableArguments {
         if let layerWorkers, layerWorkers < 1 { throw ValidationError("--layer-workers must be at least 1") }
     }
 
-    /// The checked output (`OutputPlan`), made before any calibration or conversion so that an output
-    /// that overlaps `inputs`, exists or cannot be written fails at once.
-    func plan(inputs: [String]) throws -> OutputPlan { try writer.output(output, force: force, inputs: inputs) }
+    /// The checked output (`OutputPlan`: a directory, or one file for GGUF), made before any calibration
+    /// or conversion so that an output that overlaps `inputs`, exists or cannot be written, or a dtype
+    /// the format cannot hold, fails at once.
+    func plan(inputs: [String], format: MLAOutputFormat) throws -> OutputPlan {
+        if format != .gguf, dtype == .f16 {
+            throw ValidationError("--dtype f16 is written only with --format gguf (the HF formats' latent-norm scales do not fit in f16)")
+        }
+        if format == .gguf { return try OutputPlan(output, kind: .file, force: force, inputs: inputs) }
+        return try writer.output(output, force: force, inputs: inputs)
+    }
 
     /// The output dtype for `checkpoint`: the option, else its first float weight's dtype (F16 and quantized -> F32).
     func resolvedDType(for checkpoint: Checkpoint) -> DType {
@@ -106,17 +113,22 @@ struct ConversionOutputOptions: ParsableArguments {
 
 /// Output formats of the converters.
 enum MLAOutputFormat: String, CaseIterable {
-    case deepseek, native
+    case deepseek, native, gguf
+
+    /// DeepSeek-V3 and llama.cpp's deepseek2 fix the softmax scale at 1/√(d_nope + d_rope).
+    var foldsSoftmaxScale: Bool { self != .native }
 }
 
-/// The tensor dtypes the converters write: f32 or bf16 (f16 cannot hold the latent norm's scales).
+/// The tensor dtypes the converters write: f32, bf16, and f16 for GGUF only (the HF formats'
+/// latent-norm scales do not fit in f16).
 enum ConvertedDType: String, CaseIterable {
-    case f32, bf16
+    case f32, bf16, f16
 
     var dtype: DType {
         switch self {
         case .f32: return .f32
         case .bf16: return .bf16
+        case .f16: return .f16
         }
     }
 }
@@ -198,23 +210,25 @@ struct ConversionRunner {
             progress.step()
         }
         func ordered() -> [LayerConversionReport] { streamed.keys.sorted().compactMap { streamed[$0] } }
+        let encoder: any MLAModelEncoder
         switch format {
         case .native:
             let provenance: [(String, JSONValue)] = [
                 ("source", .string(checkpoint.path)), ("method", .string(method)), ("calibration", .string(calibration)),
             ]
-            try onWorkerThreads { try NativeMLAWriter.write(to: plan, source: checkpoint, template: template, ranks: ranks, provenance: provenance,
-                                      dtype: dtype, summary: { summary(ordered()).json }, writer: output.writer,
-                                      layer: { l in
-                                          let (weights, report) = try convert(l)
-                                          return (weights, ConversionSummary.layerEntry(report), report)
-                                      }, workers: workers, received: received) }
+            encoder = NativeMLAEncoder(source: checkpoint, dtype: dtype, provenance: provenance, writer: output.writer)
         case .deepseek:
-            try onWorkerThreads {
-                try DeepSeekV3Export.write(to: plan, source: checkpoint, template: template, dtype: dtype,
-                                           writer: output.writer, summary: { summary(ordered()).json }, layer: convert,
-                                           workers: workers, received: received)
-            }
+            encoder = try DeepSeekV3Encoder(source: checkpoint, dtype: dtype, writer: output.writer)
+        case .gguf:
+            let provenance = [("source", checkpoint.path), ("method", method), ("calibration", calibration)] + settings
+            encoder = try GGUFEncoder(source: checkpoint, dtype: dtype, provenance: provenance)
+        }
+        try onWorkerThreads {
+            try MLAModelWriter.write(encoder, to: plan, template: template, ranks: ranks, summary: { summary(ordered()).json },
+                                     layer: { l in
+                                         let (weights, report) = try convert(l)
+                                         return (weights, ConversionSummary.layerEntry(report), report)
+                                     }, workers: workers, received: received)
         }
         let reports = ordered()
         progress.finish()

@@ -18,14 +18,15 @@ extension MLAConvertCommand {
             queries and the value error after o_proj (activation-aware; weights only with --no-calib).
 
             The default output is a DeepSeek-V3 checkpoint that HF transformers (>= 4.53), vLLM and SGLang load \
-            without custom code; --format native writes the toolkit's native MLA format instead.
+            without custom code; --format native writes the toolkit's native MLA format instead, --format gguf one \
+            llama.cpp deepseek2 file (-o OUT.gguf) that llama.cpp runs with its latent cache (docs/gguf-export.md).
             """)
 
         @OptionGroup var source: SourceModelArgument
 
         @OptionGroup var output: ConversionOutputOptions
 
-        @Option(help: "Output format: deepseek (stock DeepSeek-V3) or native.")
+        @Option(help: "Output format: deepseek (stock DeepSeek-V3), native, or gguf (llama.cpp deepseek2, one file).")
         var format: MLAOutputFormat = .deepseek
 
         @OptionGroup var budget: BudgetOptions
@@ -60,7 +61,7 @@ extension MLAConvertCommand {
         func run() throws {
             let start = MonotonicClock.now()
             runtime.apply()
-            let plan = try output.plan(inputs: [source.model] + calibration.inputs)
+            let plan = try output.plan(inputs: [source.model] + calibration.inputs, format: format)
             let passPlan = try layerPassOptions.plan(calibration)
             let checkpoint = try source.open()
             let c = checkpoint.config
@@ -75,7 +76,7 @@ extension MLAConvertCommand {
             var options = LayerConversionOptions(
                 rope: .shared(dims: min(ropeDim ?? 32, hd), stride: 1, fold: 1),
                 weighting: weighting.weighting, queryRank: qLoraRank,
-                foldSoftmaxScale: format == .deepseek)
+                foldSoftmaxScale: format.foldsSoftmaxScale)
             var allocation = allocations[0]
             let searchPlan = fixed && allocations.count == 1 ? (windows: nil, reason: nil) : search.plan(calibration, for: checkpoint)
             var ropeLabel: String

@@ -20,14 +20,14 @@ extension MLAConvertCommand {
 
             Cache per token per layer: n_kv·2·rope-pairs + kv_lora_rank (rorope: 2·rope-pairs + kv_lora_rank). \
             The default output is the native MLA format; --format deepseek works for rorope (and high/uniform from pair \
-            0 with one KV head).
+            0 with one KV head), and so does --format gguf (one llama.cpp deepseek2 file, docs/gguf-export.md).
             """)
 
         @OptionGroup var source: SourceModelArgument
 
         @OptionGroup var output: ConversionOutputOptions
 
-        @Option(help: "Output format: native or deepseek.")
+        @Option(help: "Output format: native, deepseek, or gguf (llama.cpp deepseek2, one file; rorope).")
         var format: MLAOutputFormat = .native
 
         @OptionGroup var budget: BudgetOptions
@@ -70,7 +70,7 @@ extension MLAConvertCommand {
         func run() throws {
             let start = MonotonicClock.now()
             runtime.apply()
-            let plan = try output.plan(inputs: [source.model] + calibration.inputs)
+            let plan = try output.plan(inputs: [source.model] + calibration.inputs, format: format)
             let passPlan = try layerPassOptions.plan(calibration)
             let checkpoint = try source.open()
             let c = checkpoint.config
@@ -83,7 +83,7 @@ extension MLAConvertCommand {
                 LayerConversionOptions(
                     rope: .partial(strategy: strategy, pairs: pairs, start: uniformStart, combination: normCombination),
                     weighting: weighting.weighting, mode: factorization, sigma: sigma,
-                    foldSoftmaxScale: format == .deepseek, activationAware: factorOn == .activations && !calibration.noCalib)
+                    foldSoftmaxScale: format.foldsSoftmaxScale, activationAware: factorOn == .activations && !calibration.noCalib)
             }
             func label(_ strategy: PartialRopeStrategy, _ pairs: Int) -> String {
                 strategy == .rorope ? "rorope, one shared rope key of \(pairs) pairs" : "\(strategy.rawValue), \(pairs) pairs per KV head"

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import MLACheckpoint
+import MLAConvert
 import MLARuntime
 import MLATestSupport
 
@@ -137,9 +138,10 @@ extension CLITests {
         let layers = try (0..<c.numLayers).map { try MLALayerWeights.headMerge(c, checkpoint.store, layer: $0) }
         let energy: JSONValue = .object([("kv_energy_retained", JSONValue(1.0)), ("rope_energy_retained", JSONValue(1.0))])
         let writer = CheckpointWriter(format: .hf)
-        try NativeMLAWriter.write(to: try writer.output(path, force: false, inputs: [sample]), source: checkpoint, layers: layers,
-                                  provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
-                                  layerExtras: layers.map { _ in [("errors", energy)] }, writer: writer)
+        try MLAModelWriter.write(NativeMLAEncoder(source: checkpoint, provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
+                                                  writer: writer),
+                                 to: try writer.output(path, force: false, inputs: [sample]), layers: layers,
+                                 layerExtras: layers.map { _ in [("errors", energy)] })
     }
 
     /// `--report` on a lossless MLA conversion of the real model: the page is written with one mark per

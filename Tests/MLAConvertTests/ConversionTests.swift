@@ -209,8 +209,8 @@ import Testing
         let dir = NSTemporaryDirectory() + "mla-ds-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let writer = CheckpointWriter(format: .hf)
-        try DeepSeekV3Export.write(to: try writer.output(dir, force: false, inputs: [checkpoint.path]), source: checkpoint,
-                                   layers: deepseek.map(\.0), dtype: .f32, summary: .object([]), writer: writer)
+        try MLAModelWriter.write(try DeepSeekV3Encoder(source: checkpoint, dtype: .f32, writer: writer),
+                                 to: try writer.output(dir, force: false, inputs: [checkpoint.path]), layers: deepseek.map(\.0), summary: .object([]))
         let exported = try Checkpoint.open(dir)
         let raw = exported.config.raw
         #expect(exported.config.family == .deepseekV3)
@@ -240,8 +240,8 @@ import Testing
         let dir = NSTemporaryDirectory() + "mla-dsq-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let writer = CheckpointWriter(format: .hf)
-        try DeepSeekV3Export.write(to: try writer.output(dir, force: false, inputs: [checkpoint.path]), source: checkpoint,
-                                   layers: lowRank.map(\.0), dtype: .f32, summary: .object([]), writer: writer)
+        try MLAModelWriter.write(try DeepSeekV3Encoder(source: checkpoint, dtype: .f32, writer: writer),
+                                 to: try writer.output(dir, force: false, inputs: [checkpoint.path]), layers: lowRank.map(\.0), summary: .object([]))
         let exported = try Checkpoint.open(dir)
         #expect(exported.config.raw["q_lora_rank"]?.int == 576)
         #expect(Self.relative(try DecoderModel.load(exported).logits(ids), reference) < 1e-4)
@@ -283,7 +283,7 @@ import Testing
         #expect(Self.relative(try Self.model(config, store, layers.map(\.0)).logits(ids), source) < 1e-5)
         let shared = LayerConversionOptions(rope: .shared(dims: 16, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
         let exportable = try Self.convert(config, store, shared, stats: nil, budget: .rank(16)).map(\.0)
-        let reason = DeepSeekV3Export.unsupportedReason(layers: exportable, source: config)
+        let reason = DeepSeekV3Encoder.unsupportedReason(layers: exportable, source: config)
         #expect(reason?.contains("model.layers.0.self_attn.k_proj.bias") == true, "\(reason ?? "")")
     }
 

@@ -3,6 +3,7 @@ import Testing
 import MLACheckpoint
 import MLATensor
 @testable import MLARuntime
+import MLAConvert
 import MLAVerify
 import MLATestSupport
 
@@ -17,9 +18,9 @@ import MLATestSupport
     static func writeNative(_ layers: [MLALayerWeights], source: Checkpoint, maxShardBytes: Int? = nil) throws -> (Checkpoint, String) {
         let dir = NSTemporaryDirectory() + "mla-native-\(UUID().uuidString.prefix(8))"
         let writer = CheckpointWriter(format: .hf, maxShardBytes: maxShardBytes)
-        try NativeMLAWriter.write(to: try writer.output(dir, force: false, inputs: [source.path]), source: source, layers: layers,
-                                  provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
-                                  writer: writer)
+        try MLAModelWriter.write(NativeMLAEncoder(source: source, provenance: [("method", .object([("name", .string("head-merge (test)"))]))],
+                                                  writer: writer),
+                                 to: try writer.output(dir, force: false, inputs: [source.path]), layers: layers)
         return (try Checkpoint.open(dir), dir)
     }
 
@@ -42,7 +43,7 @@ import MLATestSupport
         for l in 0..<checkpoint.config.numLayers {
             let n = LayerTensorNames(layer: l)
             let mlp = try #require(shards.firstIndex(of: shardOf[n.downProj] ?? ""))
-            let attention = try #require(shards.firstIndex(of: shardOf[NativeMLAWriter.prefix(l) + MLALayerWeights.NativeName.kvA] ?? ""))
+            let attention = try #require(shards.firstIndex(of: shardOf[NativeMLAEncoder.prefix(l) + MLALayerWeights.NativeName.kvA] ?? ""))
             #expect(abs(mlp - attention) <= 1 && min(mlp, attention) >= previous, "layer \(l): MLP in shard \(mlp), attention in \(attention)")
             previous = max(mlp, attention)
         }

@@ -130,6 +130,22 @@ import MLACheckpoint
         }
     }
 
+    /// An HF source's tokenizer.json written as GGUF `tokenizer.*` keys (`--format gguf`): the sample's
+    /// tokenizer through tokenizer.json and back to GGUF data has the source GGUF's tokens, merges,
+    /// pre-tokenizer name, special-token types and ids, and encodes like it.
+    @Test(.needsSampleData) func tokenizerJSONToGGUFKeysMatchesTheSourceGGUF() throws {
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let source = try #require(checkpoint.ggufTokenizer)
+        let tok = try TokenizerTests.sample.get()
+        let viaJSON = try BPETokenizer(tokenizerJSON: JSONValue.parse(tok.tokenizerJSON().serialized()), config: tok.tokenizerConfigJSON(), source: "export")
+        let data = try viaJSON.ggufTokenizerData(chatTemplate: nil, source: "export")
+        #expect(data.model == "gpt2" && data.pre == source.pre && data.tokens == source.tokens && data.merges == source.merges)
+        #expect(data.bosTokenId == source.bosTokenId && data.eosTokenId == source.eosTokenId)
+        #expect(zip(data.tokenTypes, source.tokenTypes).allSatisfy { ($0 == 3) == ($1 == 3 || $1 == 4) })
+        let text = try TestData.hamletExcerpt() + "<|im_start|> 12,345 café"
+        #expect(try BPETokenizer(gguf: data).encode(text, allowSpecial: true) == tok.encode(text, allowSpecial: true))
+    }
+
     @Test(.needsSampleData) func ggufTokenizerExportReadsBackIdentically() throws {
         let tok = try TokenizerTests.sample.get()
         let json = tok.tokenizerJSON()

@@ -14,8 +14,9 @@ extension GGUFFile {
     /// frequency factors (not mapped yet); `missingConfigKey`/`invalidConfig` for absent or ill-typed keys.
     public func hfConfig() throws -> JSONValue {
         guard let arch = architecture else { throw CheckpointError.missingConfigKey(file: path, key: "general.architecture") }
+        if arch == "deepseek2" { return try deepSeek2Config() }
         guard let hfClass = Self.hfArchitectures[arch] else {
-            throw CheckpointError.unsupportedModel(file: path, reason: "architecture '\(arch)' is not supported (llama and qwen2 are)")
+            throw CheckpointError.unsupportedModel(file: path, reason: "architecture '\(arch)' is not supported (llama, qwen2 and dense MLA deepseek2 are)")
         }
         let layers = try requiredInt("\(arch).block_count")
         let hidden = try requiredInt("\(arch).embedding_length")
@@ -156,32 +157,32 @@ extension GGUFFile {
         }
     }
 
-    private func requiredInt(_ key: String) throws -> Int {
+    func requiredInt(_ key: String) throws -> Int {
         guard let v = value(key) else { throw CheckpointError.missingConfigKey(file: path, key: key) }
         return try positiveInt(v, key: key)
     }
 
-    private func positiveInt(_ v: GGUFValue, key: String) throws -> Int {
+    func positiveInt(_ v: GGUFValue, key: String) throws -> Int {
         guard let n = v.int, n > 0 else {
             throw CheckpointError.invalidConfig(file: path, key: key, reason: "is \(v.typeName) \(v), expected a positive integer")
         }
         return n
     }
 
-    private func nonNegativeInt(_ v: GGUFValue, key: String) throws -> Int {
+    func nonNegativeInt(_ v: GGUFValue, key: String) throws -> Int {
         guard let n = v.int, n >= 0 else {
             throw CheckpointError.invalidConfig(file: path, key: key, reason: "is \(v.typeName) \(v), expected a non-negative integer")
         }
         return n
     }
 
-    private func requiredNumber(_ key: String) throws -> JSONValue {
+    func requiredNumber(_ key: String) throws -> JSONValue {
         guard let v = value(key) else { throw CheckpointError.missingConfigKey(file: path, key: key) }
         return try number(v, key: key)
     }
 
     /// A float or integer as a JSON number; f32 values use the Float's shortest round-trip decimal.
-    private func number(_ v: GGUFValue, key: String) throws -> JSONValue {
+    func number(_ v: GGUFValue, key: String) throws -> JSONValue {
         switch v {
         case let .float32(f) where f.isFinite: return .number(f.description)
         case let .float64(d) where d.isFinite: return JSONValue(d)

@@ -19,7 +19,27 @@ public enum GGUFNames {
         "ffn_gate": "mlp.gate_proj",
         "ffn_up": "mlp.up_proj",
         "ffn_down": "mlp.down_proj",
+        // deepseek2 (MLA); k_b_proj / v_b_proj are HF's kv_b_proj split per head (`MLALayerWeights.deepSeekKVB`).
+        "attn_q_a": "self_attn.q_a_proj",
+        "attn_q_a_norm": "self_attn.q_a_layernorm",
+        "attn_q_b": "self_attn.q_b_proj",
+        "attn_kv_a_mqa": "self_attn.kv_a_proj_with_mqa",
+        "attn_kv_a_norm": "self_attn.kv_a_layernorm",
+        "attn_k_b": "self_attn.k_b_proj",
+        "attn_v_b": "self_attn.v_b_proj",
     ]
+
+    /// The GGUF name of HF tensor `name` (`model.layers.3.mlp.up_proj.weight` → `blk.3.ffn_up.weight`),
+    /// or nil when the tables have none.
+    public static func ggufName(_ name: String) -> String? {
+        let suffix = name.hasSuffix(".weight") ? "weight" : name.hasSuffix(".bias") ? "bias" : nil
+        guard let suffix else { return nil }
+        let base = String(name.dropLast(suffix.count + 1))
+        if let global = global.first(where: { $0.value == base }) { return "\(global.key).\(suffix)" }
+        guard let layer = LayerTensorNames.layer(of: name) else { return nil }
+        let inner = String(base.dropFirst("model.layers.\(layer).".count))
+        return block.first { $0.value == inner }.map { "blk.\(layer).\($0.key).\(suffix)" }
+    }
 
     /// The HF name of GGUF tensor `name` (`blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight`).
     /// Names outside the table (for example `rope_freqs.weight`) are returned unchanged.

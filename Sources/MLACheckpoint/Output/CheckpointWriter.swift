@@ -11,7 +11,7 @@ public enum OutputFormat: String, Sendable, CaseIterable {
 
 /// Writes a complete checkpoint through an `OutputPlan` (checked at command start), streaming tensor by tensor:
 /// `tensor(name)` is called once per entry, in order, and its result is released after writing.
-public struct CheckpointWriter {
+public struct CheckpointWriter: Sendable {
     public var format: OutputFormat
     /// Shard size limit for `.hf` (bytes of tensor data per file); nil = one file.
     public var maxShardBytes: Int?
@@ -112,7 +112,7 @@ public enum TensorPayload {
 
     /// Writes the payload's bytes through `sink`, checking dtypes, that every value is finite
     /// (`checkFinite`) and, for a whole tensor, the shape (the sink checks the byte count).
-    func write(to sink: TensorByteSink) throws {
+    public func write(to sink: TensorByteSink) throws {
         let e = sink.entry
         var element = 0
         func check(_ t: Tensor, shapeMatters: Bool) throws {

@@ -58,7 +58,7 @@ enum OutputMarker {
     /// Why `path` is not a replaceable output of this toolkit (what is there), or nil when it is one:
     /// a directory with a valid manifest and nothing but its listed files; a safetensors file whose
     /// metadata has `mla_convert.kind` (calibration statistics); an HDF5 file with the root attribute
-    /// `format` that `mla-convert export --format hdf5` writes.
+    /// `format` that `mla-convert export --format hdf5` writes; a GGUF file with the `mla_convert.kind` key.
     static func problem(_ path: String) -> String? {
         if FileIdentity.isDirectory(path) {
             guard let files = OutputManifest.files(in: path) else {
@@ -76,6 +76,9 @@ enum OutputMarker {
         guard let file = try? MappedFile(path: path) else { return "is a file mla-convert cannot read" }
         if file.size >= 4, file.bytes(offset: 0, count: 4) == [0x89, 0x48, 0x44, 0x46] {
             return (try? HDF5Store(path: path)) == nil ? "is an HDF5 file that mla-convert did not write" : nil
+        }
+        if file.size >= 4, file.bytes(offset: 0, count: 4) == Array("GGUF".utf8) {
+            return (try? GGUFFile(path: path))?.value("mla_convert.kind") == nil ? "is a GGUF file that mla-convert did not write" : nil
         }
         guard (try? SafetensorsFile(path: path))?.metadata["mla_convert.kind"] != nil else {
             return "is a file that mla-convert did not write"

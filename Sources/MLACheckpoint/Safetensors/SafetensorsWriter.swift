@@ -148,11 +148,11 @@ public final class TensorByteSink {
     public let entry: TensorWriteEntry
     /// Bytes written so far.
     public private(set) var written = 0
-    fileprivate let file: FileOutput
+    let file: FileOutput
     /// The file being written (for error messages).
     public var path: String { file.path }
 
-    fileprivate init(entry: TensorWriteEntry, file: FileOutput) {
+    init(entry: TensorWriteEntry, file: FileOutput) {
         self.entry = entry
         self.file = file
     }

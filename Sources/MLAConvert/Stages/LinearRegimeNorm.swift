@@ -14,15 +14,16 @@ public struct LinearRegimeNorm: Sendable {
     /// f32 unit roundoff.
     public static let unitRoundoff: Double = 0x1p-24
 
-    /// - `rows` A [r × d], `bias` a [r]?, `inputNorm` γ_n [d] (the attention input is γ_n ⊙ x̂ with ‖x̂‖² < d).
-    public init(rows: Matrix<Double>, bias: [Double]?, inputNorm: [Double], eps: Double) throws {
+    /// - `rows` A [r × d], `bias` a [r]?, `inputNorm` γ_n [d] (the attention input is γ_n ⊙ x̂ with ‖x̂‖² < d);
+    /// - `maxDeviation`: the bound on δ the exponent must reach (default the f32 unit roundoff).
+    public init(rows: Matrix<Double>, bias: [Double]?, inputNorm: [Double], eps: Double, maxDeviation: Double = unitRoundoff) throws {
         var scaled = rows
         for r in 0..<rows.rows { for c in 0..<rows.cols { scaled[r, c] *= inputNorm[c] } }
         let sigmaMax = rows.rows == 0 ? 0 : try truncatedSVD(scaled, rank: 1).s[0]
         let biasNorm = (bias ?? []).reduce(0) { $0 + $1 * $1 }.squareRoot()
         bound = sigmaMax * Double(rows.cols).squareRoot() + biasNorm
         self.eps = eps
-        let ratio = bound / (2 * Double(max(rows.rows, 1)) * Self.unitRoundoff).squareRoot()
+        let ratio = bound / (2 * Double(max(rows.rows, 1)) * maxDeviation).squareRoot()
         exponent = max(0, Int(ceil(log2(max(ratio, 1)))))
     }
 

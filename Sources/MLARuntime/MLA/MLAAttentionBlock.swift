@@ -77,8 +77,10 @@ public struct MLALayerReader: Sendable {
     public func layer(_ layer: Int) throws -> MLALayerWeights {
         let config = checkpoint.config
         if let rope = deepSeekRope {
+            // llama.cpp applies its one epsilon to every norm; HF fixes the latent norms' at 1e-6.
             return try MLALayerWeights.deepSeekV3Layer(config: config.raw, store: checkpoint.store, layer: layer,
-                                                       ropeInvFreq: rope.inverseFrequencies, attentionFactor: rope.attentionFactor)
+                                                       ropeInvFreq: rope.inverseFrequencies, attentionFactor: rope.attentionFactor,
+                                                       normEps: checkpoint.format == .gguf ? config.rmsNormEps : 1e-6)
         }
         return try MLALayerWeights.nativeLayer(config: config.raw["mla_convert"] ?? .null, store: checkpoint.store, layer: layer)
     }

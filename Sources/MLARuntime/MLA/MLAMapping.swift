@@ -52,6 +52,23 @@ extension MLALayerWeights {
     /// `kv_a_proj_with_mqa` `[r + dRope, d]` splits into `kvA` (rows [0, r)) and the single shared rope
     /// key `kRope` (rows [r, r + dRope)); its bias likewise. Biases are read where HF has slots
     /// (`q_a_proj`, `kv_a_proj_with_mqa`, `o_proj`) when present. Rope rows stay interleaved as stored.
+    /// `kv_b_proj` [n_h·(dNope+dV), r], or, where a GGUF (llama.cpp `deepseek2`) split it, joined from
+    /// `k_b_proj` [n_h, r, dNope] (W_UK,hᵀ per head) and `v_b_proj` [n_h, dV, r] (W_UV,h per head).
+    static func deepSeekKVB(store: any TensorStore, prefix: String, heads nh: Int, dNope: Int, dV: Int, rank r: Int) throws -> [Float] {
+        guard !store.contains(prefix + "kv_b_proj.weight"), store.contains(prefix + "k_b_proj.weight") else {
+            return try store.floats(prefix + "kv_b_proj.weight", shape: [nh * (dNope + dV), r])
+        }
+        let kB = try store.floats(prefix + "k_b_proj.weight", shape: [nh, r, dNope])
+        let vB = try store.floats(prefix + "v_b_proj.weight", shape: [nh, dV, r])
+        var kvB = [Float](repeating: 0, count: nh * (dNope + dV) * r)
+        for h in 0..<nh {
+            let head = h * (dNope + dV) * r
+            for i in 0..<dNope { for j in 0..<r { kvB[head + i * r + j] = kB[(h * r + j) * dNope + i] } }
+            kvB.replaceSubrange((head + dNope * r)..<(head + (dNope + dV) * r), with: vB[(h * dV * r)..<((h + 1) * dV * r)])
+        }
+        return kvB
+    }
+
     public static func deepSeekV3Layer(config: JSONValue, store: any TensorStore, layer: Int, ropeInvFreq: [Double],
                                        attentionFactor: Double, normEps: Double = 1e-6,
                                        softmaxScale: Float? = nil) throws -> MLALayerWeights {
@@ -92,7 +109,7 @@ extension MLALayerWeights {
             kvA: Array(kva[..<(r * d)]), kvABias: kvaBias.map { Array($0[..<r]) },
             latentNorm: LatentNorm(weight: try store.floats(prefix + "kv_a_layernorm.weight", shape: [r]), eps: Float(normEps)),
             kRope: Array(kva[(r * d)...]), kRopeBias: kvaBias.map { Array($0[r...]) },
-            kvB: try store.floats(prefix + "kv_b_proj.weight", shape: [nh * (dNope + dV), r]),
+            kvB: try deepSeekKVB(store: store, prefix: prefix, heads: nh, dNope: dNope, dV: dV, rank: r),
             oProj: try store.floats(prefix + "o_proj.weight", shape: [d, nh * dV]),
             oBias: try optional(store, prefix + "o_proj.bias", [d]),
             ropeInvFreq: [ropeInvFreq], ropeAttentionFactor: attentionFactor,

@@ -4,14 +4,14 @@ import MLALinalg
 import MLARuntime
 import MLATensor
 
-/// Writes converted layers as a stock DeepSeek-V3 checkpoint (`docs/deepseek-export.md`, `docs/method.md` §8) that HF
+/// Encodes converted layers as a stock DeepSeek-V3 checkpoint (`docs/deepseek-export.md`, `docs/method.md` §8) that HF
 /// transformers, vLLM and SGLang load unmodified:
 /// - one shared rope key whose frequencies equal DeepSeek's table for some `rope_theta` (checked);
 /// - `kv_a_layernorm` in the linear regime (weight 2^k, latent rows times √ε·2^-k), so it changes nothing;
 /// - `rms_norm_eps` 1e-6 for every engine, with the residual stream rescaled by α = √(1e-6/ε_source)
 ///   (embeddings, o_proj, down_proj times α; the LM head keeps the original embeddings, untied);
 /// - no attention biases (vLLM and SGLang skip them silently), only biases that drop out exactly.
-public enum DeepSeekV3Export {
+public struct DeepSeekV3Encoder: MLAModelEncoder {
     /// The eps HF uses for DeepSeek's latent norms whatever the config says, and so the config's eps.
     public static let eps = 1e-6
 
@@ -80,89 +80,73 @@ public enum DeepSeekV3Export {
         return .object(entries)
     }
 
-    /// Writes the checkpoint. `layers[i]` must come from `source` layer i with the softmax scale folded;
-    /// `dtype` is F32 or BF16 (F16 cannot hold the linear-regime scales). `summary` is written as
-    /// `mla_convert.json` beside the weights.
-    public static func write(to output: OutputPlan, source: Checkpoint, layers: [MLALayerWeights], dtype: DType,
-                             summary: JSONValue, writer: CheckpointWriter) throws {
-        guard let first = layers.first else { throw CheckpointError.unsupportedModel(file: source.path, reason: "no layers to export") }
-        try write(to: output, source: source, template: first, dtype: dtype, writer: writer, summary: { summary },
-                  layer: { (layers[$0], ()) }, received: { _, _ in })
+    public let source: Checkpoint
+    /// F32 or BF16 (F16 cannot hold the linear-regime scales).
+    public let dtype: DType
+    public let writer: CheckpointWriter
+    /// The residual-stream scale α = √(`eps` / source eps) (`docs/method.md` §8.c).
+    let alpha: Double
+    /// Source tensors written times α: the embeddings and every `down_proj`.
+    let scaled: Set<String>
+    /// The source ties its LM head to the embeddings; the export writes it untied (the embeddings are scaled).
+    let untiedHead: Bool
+
+    /// Refuses at once an F16 `dtype` and a source whose RoPE scaling the engines cannot express.
+    public init(source: Checkpoint, dtype: DType, writer: CheckpointWriter) throws {
+        guard dtype == .f32 || dtype == .bf16 else {
+            throw CheckpointError.unsupportedModel(file: source.path, reason: "DeepSeek-V3 export needs --dtype bf16 or f32: the linear-regime kv_a_layernorm weight (2^k) and scaled latent rows underflow and overflow \(dtype.rawValue)")
+        }
+        self.source = source
+        self.dtype = dtype
+        self.writer = writer
+        let c = source.config
+        alpha = (Self.eps / c.rmsNormEps).squareRoot()
+        scaled = Set([ModelTensorNames.embedding] + (0..<c.numLayers).map { LayerTensorNames(layer: $0).downProj })
+        untiedHead = !source.store.contains(ModelTensorNames.lmHead)
     }
 
-    /// Streaming form: `layer(l)` converts layer l (with anything the caller keeps of it, `Extra`); it
-    /// runs on `workers` background threads ahead of the writer (`StreamedLayerTensors`), and
-    /// `received(l, extra)` is called on this thread when the writer reaches the layer. Memory holds
-    /// about workers + 1 converted layers. `template` (layer 0) fixes the shapes of every layer (DeepSeek-V3 has
-    /// one rank); each layer is checked as it arrives, and a failure leaves no output. `summary()` is
-    /// called after the last tensor. The embeddings and `down_proj` (times α) and the untied LM head
-    /// are written in row blocks, never widened whole (a 128256 × 4096 table is 2 GiB in F32).
-    public static func write<Extra: Sendable>(
-        to output: OutputPlan, source: Checkpoint, template: MLALayerWeights, dtype: DType, writer: CheckpointWriter,
-        summary: () throws -> JSONValue, layer: @escaping @Sendable (Int) throws -> (MLALayerWeights, Extra),
-        workers: Int = 1, received: @escaping (Int, Extra) -> Void
-    ) throws {
-        if let reason = unsupportedReason(layers: [template], source: source.config) {
+    public func check(_ layer: MLALayerWeights, template: MLALayerWeights) throws {
+        if let reason = Self.unsupportedReason(layers: [template, layer], source: source.config) {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot export as DeepSeek-V3: " + reason)
         }
-        guard dtype == .f32 || dtype == .bf16 else {
-            throw CheckpointError.unsupportedModel(file: output.path, reason: "DeepSeek-V3 export needs --dtype bf16 or f32: the linear-regime kv_a_layernorm weight (2^k) and scaled latent rows underflow and overflow \(dtype.rawValue)")
+    }
+
+    public func entries(template: MLALayerWeights, ranks: [Int]) throws -> [TensorWriteEntry] {
+        let store = source.store
+        var entries = (0..<source.config.numLayers).flatMap { l in
+            Self.attentionShapes(template, layer: l).map { TensorWriteEntry(name: $0.0, dtype: dtype, shape: $0.1) }
         }
-        let c = source.config, store = source.store, sourcePath = source.path
-        let alpha = (eps / c.rmsNormEps).squareRoot()
-        var entries: [TensorWriteEntry] = []
-        for l in 0..<c.numLayers {
-            entries += attentionShapes(template, layer: l).map { TensorWriteEntry(name: $0.0, dtype: dtype, shape: $0.1) }
-        }
-        let scaled = Set([ModelTensorNames.embedding] + (0..<c.numLayers).map { LayerTensorNames(layer: $0).downProj })
         entries += try source.passThroughTensors().map {
             TensorWriteEntry(name: $0.name, dtype: $0.dtype.isComputeFloat ? dtype : $0.dtype, shape: $0.shape)
         }
-        let untiedHead = !store.contains(ModelTensorNames.lmHead)
         if untiedHead, let info = store.info(ModelTensorNames.embedding) {
             entries.append(TensorWriteEntry(name: ModelTensorNames.lmHead, dtype: dtype, shape: info.shape))
         }
-        entries = LayerTensorNames.layerMajor(entries)
-        var aux = try BPETokenizer.sideFiles(for: source)
-        aux["config.json"] = nil
-        let types = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })
-        let layers = StreamedLayerTensors<Extra>(
-            order: LayerTensorNames.attentionLayerOrder(writer.writeOrder(entries)), workers: workers, source: source.path,
-            produce: { l in
-                let (w, extra) = try layer(l)
-                if let reason = unsupportedReason(layers: [template, w], source: c) {
-                    throw CheckpointError.unsupportedModel(file: sourcePath, reason: "cannot export as DeepSeek-V3: " + reason)
-                }
-                return (try attentionTensors(w, layer: l, store: store, alpha: alpha).mapValues { $0.converted(to: dtype) }, extra)
-            },
-            received: received)
-        defer { layers.cancel() }
-        try writer.write(to: output, config: { config(source: c, layer: template, dtype: dtype) }, entries: entries,
-                         metadata: ["mla_convert.kind": "deepseek-v3", "source": source.path], auxiliaryFiles: aux,
-                         lateFiles: { ["mla_convert.json": Array((try summary().serialized(indent: 2) + "\n").utf8)] }) { name in
-            if let l = LayerTensorNames.attentionLayer(of: name) { return .whole(try layers.tensor(name, layer: l)) }
-            let target = types[name] ?? dtype
-            if untiedHead, name == ModelTensorNames.lmHead {
-                return rowBlocks(try store.tensor(ModelTensorNames.embedding), scale: nil, to: target)
-            }
-            return rowBlocks(try store.tensor(name), scale: scaled.contains(name) ? alpha : nil, to: target)
-        }
+        return LayerTensorNames.layerMajor(entries)
     }
 
-    /// `t` (times `scale`, if given) as `target`, in blocks of about 8 M values: mapped rows that need
-    /// no change pass through untouched, others are widened, scaled and narrowed one block at a time.
-    static func rowBlocks(_ t: Tensor, scale: Double?, to target: DType) -> TensorPayload {
-        guard scale != nil || t.dtype != target, t.shape.count >= 1, t.shape[0] > 0 else {
-            return .whole(t.dtype == target ? t : t.converted(to: target))
+    public func convertedLayer(of name: String) -> Int? { LayerTensorNames.attentionLayer(of: name) }
+
+    public func layerTensors(_ layer: MLALayerWeights, index l: Int) throws -> [String: Tensor] {
+        try Self.attentionTensors(layer, layer: l, store: source.store, alpha: alpha)
+    }
+
+    /// The embeddings and `down_proj` times α and the untied LM head in row blocks (`MLAModelWriter.rowBlocks`).
+    public func sourcePayload(_ entry: TensorWriteEntry) throws -> TensorPayload {
+        if untiedHead, entry.name == ModelTensorNames.lmHead {
+            return MLAModelWriter.rowBlocks(try source.store.tensor(ModelTensorNames.embedding), scale: nil, to: entry.dtype)
         }
-        let rows = t.shape[0], rowSize = max(t.elementCount / rows, 1)
-        let perBlock = max(1, (8 << 20) / rowSize), blocks = (rows + perBlock - 1) / perBlock
-        return .rowBlocks(count: blocks) { i in
-            let block = t.rows((i * perBlock)..<min((i + 1) * perBlock, rows))
-            guard let scale else { return block.converted(to: target) }
-            defer { block.releaseMappedPages() }
-            return Tensor(floats: block.floats().map { Float(Double($0) * scale) }, shape: block.shape).converted(to: target)
-        }
+        return MLAModelWriter.rowBlocks(try source.store.tensor(entry.name), scale: scaled.contains(entry.name) ? alpha : nil, to: entry.dtype)
+    }
+
+    public func writeOrder(_ entries: [TensorWriteEntry]) -> [String] { writer.writeOrder(entries) }
+
+    public func write(to output: OutputPlan, entries: [TensorWriteEntry], template: MLALayerWeights, records: () -> [JSONValue],
+                      summary: () throws -> JSONValue?, payload: (String) throws -> TensorPayload) throws {
+        try writer.write(to: output, config: { Self.config(source: source.config, layer: template, dtype: dtype) }, entries: entries,
+                         metadata: ["mla_convert.kind": "deepseek-v3", "source": source.path],
+                         auxiliaryFiles: try MLAModelWriter.hfSideFiles(of: source),
+                         lateFiles: { try MLAModelWriter.summaryFile(summary()) }, payload: payload)
     }
 
     /// Names and shapes of layer `l`'s attention tensors for a layer shaped like `w`.

@@ -1,0 +1,43 @@
+import Foundation
+import MLACheckpoint
+import MLATestSupport
+import Testing
+
+/// `--format gguf` through the command line: one file, read back by `mla-verify`.
+@Suite(.serialized) struct GGUFCLITests {
+    /// gqa2mla writes OUT.gguf (a single file, deepseek2 with the latent cache keys), and mla-verify
+    /// ORIGINAL OUT.gguf reports the conversion's cache and the same perplexity as mla-verify perplexity.
+    @Test(.needsSampleData) func gqa2mlaWritesAGGUFThatMLAVerifyReads() throws {
+        let sample = SampleData.modelPath
+        let dir = CLI.temporaryDirectory(), out = dir + "/out.gguf"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", out, "--format", "gguf", "--kv-budget", "0.5", "--rope-dim", "32",
+                                            "--calib-tokens", "1024", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try JSONValue.parse(r.stdout)["kv_cache"]?["converted_values_per_token"]?.int == 5760)
+        let file = try GGUFFile(path: out)
+        #expect(file.architecture == "deepseek2" && file.value("deepseek2.attention.kv_lora_rank")?.int == 160)
+        #expect(file.value("mla_convert.method")?.string == "gqa2mla")
+        let text = CLI.cache + "/corpus/hamlet_gut.txt"
+        let v = try CLI.run("mla-verify", [sample, out, "--text", text, "--tokens", "256", "--layers", "0", "--json"])
+        #expect(v.status == 0, "\(v.stderr)")
+        let report = try JSONValue.parse(v.stdout)
+        #expect(report["kv_cache"]?["converted_values_per_token"]?.int == 5760)
+        let ppl = try #require(report["converted"]?["perplexity"]?.double)
+        let alone = try CLI.run("mla-verify", ["perplexity", out, "--text", text, "--tokens", "256", "--json"])
+        let separate = try #require(try JSONValue.parse(alone.stdout)["perplexity"]?.double)
+        #expect(abs(separate / ppl - 1) < 1e-6, "\(separate) vs \(ppl)")
+        // A second run without --force refuses the existing file; with --force it replaces it (it carries mla_convert.kind).
+        let again = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", out, "--format", "gguf", "--kv-lora-rank", "64", "--rope-dim", "32", "--no-calib"])
+        #expect(again.status != 0 && again.stderr.split(separator: "\n").count == 1, "\(again.stderr)")
+    }
+
+    @Test("--dtype f16 is refused at once for the HF formats, whose latent-norm scales it cannot hold", .needsSampleData)
+    func f16OnlyForGGUF() throws {
+        let dir = CLI.temporaryDirectory(), out = dir + "/out"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run("mla-convert", ["gqa2mla", SampleData.modelPath, "-o", out, "--dtype", "f16", "--kv-budget", "0.5"])
+        #expect(r.status != 0 && r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("gguf"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import MLACheckpoint
+import MLAConvert
+import MLARuntime
+import MLATensor
+import MLATestSupport
+import Testing
+
+extension ConversionTests {
+    /// One conversion of the real model at 50 % written twice, natively and as a deepseek2 GGUF (F32):
+    /// the GGUF read back by the runtime scores the Hamlet excerpt like the native output (the residual
+    /// rescale is exact; the latent norm's deviation is far below float rounding on real tokens), its
+    /// keys and tensor shapes are llama.cpp's, W_UK/W_UV come back bit for bit, and the tokenizer is
+    /// the source's.
+    @Test("GGUF (deepseek2) output scores like the native output of the same conversion", .needsSampleData)
+    func ggufExportMatchesNative() throws {
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
+                                             foldSoftmaxScale: true)
+        let layers = try Self.convert(checkpoint.config, checkpoint.store, options, stats: try Self.calibration.get(), budget: .fraction(0.5)).map(\.0)
+        let dir = NSTemporaryDirectory() + "mla-gguf-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let writer = CheckpointWriter(format: .hf)
+        try MLAModelWriter.write(NativeMLAEncoder(source: checkpoint, provenance: [], writer: writer),
+                                 to: try writer.output(dir + "/native", force: false, inputs: [checkpoint.path]), layers: layers)
+        try MLAModelWriter.write(try GGUFEncoder(source: checkpoint, dtype: .f32, provenance: [("method", "test")]),
+                                 to: try OutputPlan(dir + "/model.gguf", kind: .file, force: false, inputs: [checkpoint.path]), layers: layers)
+
+        let file = try GGUFFile(path: dir + "/model.gguf")
+        func key(_ name: String) -> Int? { file.value("deepseek2." + name)?.int }
+        #expect(file.architecture == "deepseek2" && key("block_count") == 30 && key("leading_dense_block_count") == 30)
+        #expect(key("attention.kv_lora_rank") == 160 && key("attention.key_length") == 192 && key("attention.value_length") == 160)
+        let w = layers[0]
+        #expect(key("attention.key_length_mla") == w.dNope + 32 && key("attention.value_length_mla") == 64 && key("rope.dimension_count") == 32)
+        #expect(key("attention.q_lora_rank") == 0 && key("attention.head_count_kv") == 1 && key("expert_shared_count") == 0)
+        #expect(file.value("deepseek2.attention.layer_norm_rms_epsilon") == .float32(Float(1e-5) * 0x1p24))
+        #expect(file.tensorInfo("blk.0.attn_k_b.weight")?.ne == [w.dNope, 160, 9] && file.tensorInfo("blk.0.attn_v_b.weight")?.ne == [160, 64, 9])
+        #expect(file.tensorInfo("blk.0.attn_kv_a_mqa.weight")?.ne == [576, 192] && file.tensorInfo("output.weight") != nil)
+        let source = try GGUFFile(path: checkpoint.path)
+        let tokenizerKeys = source.metadata.filter { $0.key.hasPrefix("tokenizer.") }
+        #expect(tokenizerKeys.count >= 5 && tokenizerKeys.allSatisfy { file.value($0.key) == $0.value })
+
+        let gguf = try Checkpoint.open(dir + "/model.gguf")
+        let read = try MLALayerReader(gguf).layer(3)
+        #expect(read.kvB == layers[3].kvB && read.kRope == layers[3].kRope)
+        // Q8_0 stores one F16 scale amax/127 per 32 values: the latent rows' scales must be normal F16
+        // numbers (≥ 2^-14), or quantization loses them, as it does the 1e-9 rows of the HF export.
+        let blocks = stride(from: 0, to: read.kvA.count, by: 32).map { read.kvA[$0..<min($0 + 32, read.kvA.count)].map(abs).max()! / 127 }
+        let subnormal = Double(blocks.filter { $0 < 0x1p-14 }.count) / Double(blocks.count)
+        #expect(subnormal < 0.01, "\(subnormal) of the latent rows' Q8_0 blocks would get a subnormal F16 scale")
+
+        let ids = try Self.hamletIds(256)
+        let native = try evaluatePerplexity(model: try StreamedModel(try Checkpoint.open(dir + "/native")), tokens: ids, window: 256)
+        let fromGGUF = try evaluatePerplexity(model: try StreamedModel(gguf), tokens: ids, window: 256)
+        // 62.3801 vs 62.3787 here: the latent norm's deviation (≤ 2^-10 for any input) shows at 2e-5.
+        #expect(abs(fromGGUF.perplexity / native.perplexity - 1) < 1e-4, "GGUF \(fromGGUF.perplexity) vs native \(native.perplexity)")
+
+        // F16 storage of every 2-D tensor (the HF export cannot be stored in F16 at all) costs only F16 rounding.
+        try MLAModelWriter.write(try GGUFEncoder(source: checkpoint, dtype: .f16, provenance: []),
+                                 to: try OutputPlan(dir + "/f16.gguf", kind: .file, force: false, inputs: [checkpoint.path]), layers: layers)
+        let f16 = try evaluatePerplexity(model: try StreamedModel(try Checkpoint.open(dir + "/f16.gguf")), tokens: ids, window: 256)
+        #expect(abs(f16.perplexity / native.perplexity - 1) < 3e-3, "F16 GGUF \(f16.perplexity) vs native \(native.perplexity)")
+    }
+}
