@@ -100,42 +100,24 @@ public final class CalibratedConversion: @unchecked Sendable {
         let layer = try source.layer(l)
         let moment = attentionInputMoment(layer)
         var (weights, report) = try conversion.layer(l, moment: moment, upToRank: ranks[l]).weights(rank: ranks[l])
-        let factored = weights, n = weights.numHeads * weights.dV
-        var heads: [Float] = []
-        heads.reserveCapacity(tokens * n)
-        var refit = OutputRefit(headWidth: n, hiddenSize: d)
+        let factored = weights
+        // Per window (the refit's folds are whole windows, so its cross-validation scores unseen text).
+        var heads: [[Float]] = [], targets: [[Float]] = []
         for chunk in chunks {
             let h = normed(chunk, layer)
-            let u = try perSequence(h, chunk, width: n) { x, t in try MLAAttention.headOutputs(factored, x: x, tokens: t) }
-            if refitOutput {
-                var target = try perSequence(h, chunk, width: d) { x, t in try layer.attention.forward(x, sequences: [t]) }
-                if let bias = weights.oBias {
-                    for row in 0..<chunk.rows.count { for i in 0..<d { target[row * d + i] -= bias[i] } }
-                }
-                // Whole windows to folds, so that the refit's cross-validation scores unseen text.
-                var row = 0
-                for (i, t) in chunk.sequences.enumerated() {
-                    refit.add(heads: Array(u[(row * n)..<((row + t) * n)]), target: Array(target[(row * d)..<((row + t) * d)]), rows: t,
-                              fold: chunk.firstWindow + i)
-                    row += t
-                }
-            }
-            heads += u
+            heads += try perSequence(h, chunk) { x, t in try MLAAttention.headOutputs(factored, x: x, tokens: t) }
+            if refitOutput { targets += try perSequence(h, chunk) { x, t in try layer.attention.forward(x, sequences: [t]) } }
         }
-        if refitOutput {
-            let result = try refit.refit(oProj: weights.oProj)
-            weights.oProj = result.oProj
-            report.outputError = (result.before, result.after)
-            report.outputRidge = result.ridge
-        }
+        if refitOutput { try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: targets) }
         try weights.validate()
         if l + 1 < c.numLayers {
             for chunk in chunks {
                 var x = Array(residual[(chunk.rows.lowerBound * d)..<(chunk.rows.upperBound * d)])
+                let windows = chunk.firstWindow..<(chunk.firstWindow + chunk.sequences.count)
                 let a = order == .sequential
-                    ? MLAAttention.output(weights, heads: Array(heads[(chunk.rows.lowerBound * n)..<(chunk.rows.upperBound * n)]), tokens: chunk.rows.count)
+                    ? MLAAttention.output(weights, heads: windows.flatMap { heads[$0] }, tokens: chunk.rows.count)
                     : try layer.attention.forward(normed(chunk, layer), sequences: chunk.sequences)
-                try layer.weights.forward(&x, rows: chunk.rows.count, eps: c.rmsNormEps) { _ in a }
+                layer.weights.forward(&x, rows: chunk.rows.count, eps: c.rmsNormEps) { _ in a }
                 residual.replaceSubrange((chunk.rows.lowerBound * d)..<(chunk.rows.upperBound * d), with: x)
             }
         } else {
@@ -162,19 +144,17 @@ public final class CalibratedConversion: @unchecked Sendable {
                                weight: layer.weights.inputNorm, eps: conversion.config.rmsNormEps)
     }
 
-    /// `attend(x, t)` [t × width] of each window of `chunk` (x its rows of `h`), windows on `workers`
-    /// threads, stacked in order.
-    private func perSequence(_ h: [Float], _ chunk: Chunk, width: Int,
-                             _ attend: @escaping @Sendable ([Float], Int) throws -> [Float]) throws -> [Float] {
-        let d = conversion.config.hiddenSize
-        let sequences = chunk.sequences
+    /// `attend(x, t)` of each window of `chunk` (x its rows of `h`), on `workers` threads, in order.
+    private func perSequence(_ h: [Float], _ chunk: Chunk, _ attend: @escaping @Sendable ([Float], Int) throws -> [Float]) throws -> [[Float]] {
+        try Self.perWindow(h, sequences: chunk.sequences, hiddenSize: conversion.config.hiddenSize, workers: workers, attend)
+    }
+
+    /// `attend(x, t)` of each window of `sequences` (x its rows of `h` [Σ t × d]), on `workers` threads, in order.
+    static func perWindow(_ h: [Float], sequences: [Int], hiddenSize d: Int, workers: Int,
+                          _ attend: @escaping @Sendable ([Float], Int) throws -> [Float]) throws -> [[Float]] {
         let starts = sequences.indices.map { sequences[..<$0].reduce(0, +) }
-        let parts = try parallelMap(sequences.count, workers: workers) { i in
+        return try parallelMap(sequences.count, workers: workers) { i in
             try attend(Array(h[(starts[i] * d)..<((starts[i] + sequences[i]) * d)]), sequences[i])
         }
-        var out: [Float] = []
-        out.reserveCapacity(chunk.rows.count * width)
-        for part in parts { out += part }
-        return out
     }
 }

@@ -83,35 +83,38 @@ public final class ConversionSearch: @unchecked Sendable {
     let sourceNormed: [Float]
     /// Layers converted at once, each on one BLAS thread.
     let workers: Int
-    /// When set, each candidate is converted by the layer-by-layer calibration pass on these windows
-    /// (`CalibratedConversion`), as the final conversion will be, instead of from `statistics` alone.
-    let layerPass: LayerPass?
+    /// When the final conversion refits o_proj, each candidate's layers are refit too (`OutputRefit`), on
+    /// windows of calibration text: per layer, the source model's attention inputs on them (computed once,
+    /// layers × tokens × d floats: 141 MB for 2,048 tokens of the sample), window by window.
+    let refitInputs: [[[Float]]]?
     public private(set) var scored: [ScoredCandidate] = []
     let start = Date()
 
-    /// The calibration pass a candidate is converted with: its calibration windows, order and refit.
-    public struct LayerPass: Sendable {
-        public let windows: [[Int]]
-        public let order: CalibrationOrder
-        public let refitOutput: Bool
-
-        public init(windows: [[Int]], order: CalibrationOrder, refitOutput: Bool) {
-            self.windows = windows
-            self.order = order
-            self.refitOutput = refitOutput
-        }
-    }
-
+    /// - `windows`: the held-out windows candidates are scored on.
+    /// - `refitWindows`: calibration windows to refit each candidate's o_proj on (nil: no refit). The
+    ///   refit runs on the source model's states (parallel order) so that they are computed once; the final
+    ///   conversion's sequential pass is measured to rank candidates the same way (docs/defaults.md).
     public init(config: ModelConfig, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
-                windows: [[Int]], layerPass: LayerPass? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+                windows: [[Int]], refitWindows: [[Int]]? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         self.config = config
-        self.layerPass = layerPass
         self.store = store
         self.statistics = statistics
         self.budget = budget
         self.windows = windows
         self.workers = max(1, workers)
         source = try DecoderModel(config: config, store: store)
+        let sequences = refitWindows?.map(\.count) ?? []
+        if let refitWindows {
+            // Each layer's attention input on the refit windows, cut back into windows.
+            var inputs: [[[Float]]] = []
+            let d = config.hiddenSize, starts = sequences.indices.map { sequences[..<$0].reduce(0, +) }
+            _ = try source.hiddenStates(batch: refitWindows, hooks: LayerHooks(attentionInput: { _, h, _ in
+                inputs.append(sequences.indices.map { Array(h[(starts[$0] * d)..<((starts[$0] + sequences[$0]) * d)]) })
+            }))
+            refitInputs = inputs
+        } else {
+            refitInputs = nil
+        }
         sourceNormed = Kernels.rmsNorm(try source.hiddenStates(batch: windows), tokens: windows.reduce(0) { $0 + $1.count }, weight: source.finalNorm, eps: config.rmsNormEps)
     }
 
@@ -133,26 +136,30 @@ public final class ConversionSearch: @unchecked Sendable {
             let attention = MLAAttentionBlock(weights: weights, form: .naive)
             try source.layers[l].forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
         }
-        if let layerPass {
-            // Layers in order, each converted on the pass's states (its windows attended on all cores).
-            let calibrated = try CalibratedConversion(conversion: conversion, source: source, windows: layerPass.windows, ranks: ranks,
-                                                      order: layerPass.order, refitOutput: layerPass.refitOutput, workers: workers)
-            for l in 0..<config.numLayers { try advance(l, try calibrated.layer(l).0) }
-        } else {
-            // Layer-major: `workers` layers converted at once (one BLAS thread each), the windows passed
-            // through them, then released, so only those layers' MLA weights are ever held.
-            for first in stride(from: 0, to: config.numLayers, by: workers) {
-                let chunk = first..<min(first + workers, config.numLayers)
-                let layers = try parallelMap(chunk.count, workers: workers) { i in
-                    try conversion.layer(chunk.lowerBound + i, upToRank: ranks[chunk.lowerBound + i]).weights(rank: ranks[chunk.lowerBound + i]).0
-                }
-                for (i, l) in chunk.enumerated() { try advance(l, layers[i]) }
+        // Layer-major: `workers` layers converted (and refit) at once, one BLAS thread each, the windows
+        // passed through them, then released, so only those layers' MLA weights are ever held.
+        for first in stride(from: 0, to: config.numLayers, by: workers) {
+            let chunk = first..<min(first + workers, config.numLayers)
+            let layers = try parallelMap(chunk.count, workers: workers) { i in
+                try self.converted(conversion, layer: chunk.lowerBound + i, rank: ranks[chunk.lowerBound + i])
             }
+            for (i, l) in chunk.enumerated() { try advance(l, layers[i]) }
         }
         let normed = Kernels.rmsNorm(x, tokens: tokens, weight: source.finalNorm, eps: config.rmsNormEps)
         let kl = meanKL(normed)
         scored.append(ScoredCandidate(candidate: candidate, kl: kl, seconds: Date().timeIntervalSince(began)))
         return kl
+    }
+
+    /// Layer `l` of `conversion` at `rank`, its o_proj refit on the refit windows when there are any.
+    private func converted(_ conversion: ModelConversion, layer l: Int, rank: Int) throws -> MLALayerWeights {
+        var (weights, report) = try conversion.layer(l, upToRank: rank).weights(rank: rank)
+        guard let inputs = refitInputs?[l] else { return weights }
+        let factored = weights, attention = source.attention[l], d = config.hiddenSize
+        let heads = try inputs.map { try MLAAttention.headOutputs(factored, x: $0, tokens: $0.count / d) }
+        let targets = try inputs.map { try attention.forward($0, sequences: [$0.count / d]) }
+        try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: targets)
+        return weights
     }
 
     /// The relative KL reduction a refinement needs to replace the candidate it refines: smaller

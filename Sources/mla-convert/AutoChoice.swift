@@ -16,13 +16,14 @@ struct SearchOptions: ParsableArguments {
         if let searchTokens, searchTokens < 2 { throw ValidationError("--search-tokens must be at least 2, got \(searchTokens)") }
     }
 
-    /// Calibration tokens each candidate's layer pass runs on: the first windows of the calibration text,
-    /// about a quarter of the default 8,192, which keeps the search near a quarter of the conversion time.
-    static let passTokens = 2048
+    /// Calibration tokens each candidate's o_proj is refit on (when the conversion refits): the first
+    /// windows of the calibration text.
+    static let refitTokens = 2048
 
-    /// The layer pass a candidate is converted with: the final conversion's, on its first `passTokens` tokens.
-    func layerPass(_ pass: (windows: [[Int]], order: CalibrationOrder, refitOutput: Bool)) -> ConversionSearch.LayerPass {
-        ConversionSearch.LayerPass(windows: truncated(pass.windows, to: Self.passTokens), order: pass.order, refitOutput: pass.refitOutput)
+    /// The refit windows of the search for a conversion whose pass is `pass` (nil: no refit).
+    func refitWindows(_ pass: (windows: [[Int]], order: CalibrationOrder, refitOutput: Bool)?) -> [[Int]]? {
+        guard let pass, pass.refitOutput else { return nil }
+        return truncated(pass.windows, to: Self.refitTokens)
     }
 
     /// Largest source model (F32 weights) the search holds in memory: 4 GiB, models up to about 1B

@@ -98,12 +98,12 @@ extension MLAConvertCommand {
             try checkBeforeWork(config: c, budget: budget.budget,
                                 plans: fixed || searchPlan.windows == nil ? [chosen] : strategies.map { options($0, defaultPairs) })
             let layerPass = try passPlan.map { (windows: try calibration.windows(for: checkpoint), order: $0.order, refitOutput: $0.refitOutput) }
-            // The layer pass measures each layer's moment itself, in the search too; the statistics serve greedy ranks.
-            let stats = layerPass != nil && allocations == [.uniform] ? nil : try calibration.statistics(for: checkpoint)
+            // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
+            let stats = layerPass != nil && searchPlan.windows == nil && allocations == [.uniform] ? nil : try calibration.statistics(for: checkpoint)
             var searchReport: SearchReport?
             if let windows = searchPlan.windows {
                 let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
-                                                    windows: windows, layerPass: layerPass.map(search.layerPass))
+                                                    windows: windows, refitWindows: search.refitWindows(layerPass))
                 let what = [ropeStrategy == nil ? "rope strategy" : nil, ropePairs == nil ? "rope pairs" : nil,
                             fixed || weighting.keyWeighting != nil ? nil : "key weighting",
                             allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")

@@ -134,3 +134,26 @@ public struct OutputRefit: Sendable {
         return max(0, quadratic - 2 * linear + s.targetEnergy)
     }
 }
+
+extension OutputRefit {
+    /// Refits the o_proj of `weights` on calibration windows: `heads[i]` [t_i × n_h·dV] are the layer's
+    /// per-head outputs on window i and `targets[i]` [t_i × d] the source attention's outputs (bias
+    /// included) on the same inputs; window i goes to fold i. Records the errors and the ridge in `report`.
+    public static func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport,
+                             heads: [[Float]], targets: [[Float]]) throws {
+        let n = weights.numHeads * weights.dV, d = weights.hiddenSize
+        var refit = OutputRefit(headWidth: n, hiddenSize: d)
+        for (i, (u, y)) in zip(heads, targets).enumerated() {
+            let rows = u.count / max(n, 1)
+            var target = y
+            if let bias = weights.oBias {
+                for row in 0..<rows { for j in 0..<d { target[row * d + j] -= bias[j] } }
+            }
+            refit.add(heads: u, target: target, rows: rows, fold: i)
+        }
+        let result = try refit.refit(oProj: weights.oProj)
+        weights.oProj = result.oProj
+        report.outputError = (result.before, result.after)
+        report.outputRidge = result.ridge
+    }
+}
