@@ -82,7 +82,7 @@ let package = Package(
         .target(
             name: "MLATestSupport", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"],
             path: "Tests/MLATestSupport"),
-        .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLACheckpoint", "MLARuntime", "MLALinalg", "MLATensor", "MLATestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLAConvert", "MLACheckpoint", "MLARuntime", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLACheckpoint", "MLATestSupport"]),
