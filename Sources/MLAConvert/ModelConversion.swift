@@ -100,9 +100,7 @@ public struct ModelConversion: Sendable {
         return ranks
     }
 
-    /// Rope values per token per layer that the plan keeps (n_rope_heads · rope dims).
-    public func ropeValuesPerToken() throws -> Int { Self.ropeValues(config: config, rope: options.rope) }
-
+    /// Rope values per token per layer that `rope` keeps (n_rope_heads · rope dims).
     static func ropeValues(config: ModelConfig, rope: RopePlan) -> Int {
         switch rope {
         case let .shared(dims, _, _): return dims

@@ -3,8 +3,6 @@ import Foundation
 import MLACLI
 import MLACheckpoint
 import MLAConvert
-import MLALinalg
-import MLARuntime
 import MLATensor
 
 /// The cache budget options gqa2mla and mha2mla share.
