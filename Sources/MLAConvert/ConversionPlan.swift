@@ -13,7 +13,10 @@ public enum MLAOutputFormat: String, Sendable, CaseIterable {
 /// Which source frequencies a shared rope key carries (both are DeepSeek-expressible: pair 0 first,
 /// an arithmetic progression of pairs).
 public enum RopeFrequencyChoice: String, Sendable, CaseIterable {
-    case high, uniform
+    /// The fastest rope-dims/2 pairs.
+    case high
+    /// Every (head_dim / rope dims)-th pair from pair 0 (TransMLA).
+    case uniform
 }
 
 /// FreqFold (docs/method.md §4.C): how many adjacent frequency pairs share one PCA group of the rope key.
@@ -32,12 +35,16 @@ public enum FreqFold: Equatable, Sendable {
 
 /// What the low-rank factorization of mha2mla is fitted to.
 public enum FactorInput: String, Sendable, CaseIterable {
-    case activations, weights
+    /// Under the calibration activations (the second moment C).
+    case activations
+    /// The weights alone (MHA2MLA's plain SVD); calibration then only ranks 2-norm pairs.
+    case weights
 }
 
 /// A request refused before any work. The message names the command-line flag of the setting, so the
 /// tools show it as a usage error unchanged.
 public struct ConversionPlanError: Error, CustomStringConvertible, Sendable {
+    /// The refusal, one line.
     public let description: String
 
     public init(_ description: String) { self.description = description }
@@ -47,7 +54,9 @@ public struct ConversionPlanError: Error, CustomStringConvertible, Sendable {
 public struct SharedRopeRequest: Sendable {
     /// Dims of the shared rope key (even, at most the head dim).
     public var dims: Int?
+    /// Which source frequencies the rope key carries.
     public var frequencies: RopeFrequencyChoice?
+    /// Pairs per PCA group of the rope key.
     public var freqfold: FreqFold
     /// q_lora_rank of a low-rank query; nil keeps the full q_proj.
     public var queryRank: Int?
@@ -65,14 +74,19 @@ public struct SharedRopeRequest: Sendable {
 
 /// The rope and factorization settings of mha2mla (partial RoPE per KV head, MHA2MLA); nil is auto.
 public struct PartialRopeRequest: Sendable {
+    /// Which pairs keep RoPE (high, low, uniform, 2-norm, rorope).
     public var strategy: PartialRopeStrategy?
     /// Frequency pairs (2 dims each) kept with RoPE per KV head.
     public var pairs: Int?
     /// First pair of the uniform strategy.
     public var uniformStart: Int
+    /// How 2-norm combines query and key norms.
     public var combination: NormCombination
+    /// One latent for NoPE keys and values (joint) or one each with half the rank (split).
     public var factorization: FactorizationMode
+    /// Where the singular values go (kv_a, kv_b or split).
     public var sigma: SigmaPlacement
+    /// What the factorization is fitted to.
     public var factorOn: FactorInput
 
     public init(strategy: PartialRopeStrategy? = nil, pairs: Int? = nil, uniformStart: Int = 0, combination: NormCombination = .product,
@@ -119,17 +133,21 @@ public enum CalibrationSource: Sendable {
 /// could satisfy; `run` (ConversionRun.swift) checks the rest against the model before any work, makes the
 /// automatic choices, converts and writes. Settings left nil are chosen automatically (docs/defaults.md).
 public struct ConversionPlan: Sendable {
+    /// gqa2mla or mha2mla, with its rope settings.
     public var method: ConversionMethod
     /// The cache to fit per token per layer; `CacheBudget.rank` turns it into the latent rank.
     public var budget: CacheBudget = .fraction(0.5)
     /// Key error the factorization minimizes; nil: plain, and query measured against it when the rope is auto.
     public var keyWeighting: LatentWeighting.Keys?
+    /// Value error the factorization minimizes: plain, or after o_proj (output, default).
     public var valueWeighting: LatentWeighting.Values = .output
     /// Rank per layer; nil: uniform and greedy measured in the native format, uniform in DeepSeek-V3.
     public var allocation: RankAllocation?
+    /// The output format (`writeModel` is the one place that knows them).
     public var format: MLAOutputFormat
     /// Output tensor dtype (f32 or bf16); nil: the source's float type (F16 and quantized -> F32).
     public var dtype: DType?
+    /// Where the activation statistics come from (default: the sample corpus, 8,192 tokens).
     public var calibration: CalibrationSource = .text(CalibrationText())
     /// Which states the layers are calibrated on; nil: sequential with calibration text, parallel otherwise.
     public var calibrationOrder: CalibrationOrder?

@@ -7,10 +7,13 @@ import MLATensor
 /// A plan made concrete for one source model: the automatic choices made, the calibration gathered,
 /// nothing converted yet. `ranks` and `layers` give the per-layer results; `ConversionPlan.run` writes them.
 public struct PreparedConversion: Sendable {
+    /// The plan it was prepared from.
     public let plan: ConversionPlan
+    /// The source model.
     public let checkpoint: Checkpoint
     /// The chosen layer options over the source (and the calibration statistics, when used).
     public let conversion: ModelConversion
+    /// The rank allocation given or chosen.
     public let allocation: RankAllocation
     /// Human-readable settings of the summary (rope plan, latent, query), in order.
     public let settings: [(String, String)]

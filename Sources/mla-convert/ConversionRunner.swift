@@ -31,7 +31,6 @@ struct WeightingOptions: ParsableArguments {
 
     @Option(help: "Value error to minimize: plain (‖v - v̂‖) or output (after o_proj).")
     var valueWeighting: LatentWeighting.Values = .output
-
 }
 
 /// The source model argument of the converters.
