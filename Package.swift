@@ -13,7 +13,8 @@ import PackageDescription
 /// - `MLACheckpoint`: safetensors, GGUF, HDF5, HF config, model adapters, output plans.
 /// - `MLARuntime`: tokenizer, decoder forward pass, perplexity, calibration statistics, MLA attention,
 ///   and where the sample data lives (`SampleDataCache`, docs/sample-data.md).
-/// - `MLAConvert`: the conversion stages, rank allocation and the DeepSeek-V3 export.
+/// - `MLAConvert`: conversion as a library: the plan (`ConversionPlan`), its automatic choices and run, the
+///   conversion stages, rank allocation and the DeepSeek-V3 export.
 /// - `MLAVerify`: drift measurements between a model and its conversion, the HTML report.
 /// - `MLACLI`: what the command-line tools share (checkpoint opening, progress, runtime options, the
 ///   command-line values of `MLATensor` and `MLACheckpoint` types).
@@ -64,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "mla-convert",
             dependencies: [
-                "MLACLI", "MLAConvert", "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime",
+                "MLACLI", "MLAConvert", "MLATensor", "MLACheckpoint", "MLARuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
@@ -82,13 +83,13 @@ let package = Package(
         .target(
             name: "MLATestSupport", dependencies: ["MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime"],
             path: "Tests/MLATestSupport"),
-        .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLACheckpoint", "MLAConvert", "MLARuntime", "MLALinalg", "MLATensor", "MLATestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLAConvert", "MLACheckpoint", "MLARuntime", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(
-            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLAVerify", "MLACheckpoint", "MLATensor", "MLATestSupport"]),
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAVerify", "MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(
             name: "MLAConvertTests", dependencies: ["MLAConvert", "MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"]),
     ]

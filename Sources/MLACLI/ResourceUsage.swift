@@ -1,4 +1,5 @@
 import Foundation
+import MLATensor
 
 /// Memory and time figures of this process, for the summary line commands print at the end.
 public enum ResourceUsage {
@@ -46,10 +47,4 @@ public enum ResourceUsage {
         func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) * 1e-6 }
         return (r.ru_maxrss * 1024, seconds(r.ru_utime), seconds(r.ru_stime))
     }
-}
-
-/// "12.3 MiB".
-public func formatBytes(_ bytes: Int) -> String {
-    let mib = Double(bytes) / 1_048_576
-    return mib >= 1024 ? String(format: "%.2f GiB", mib / 1024) : String(format: "%.1f MiB", mib)
 }

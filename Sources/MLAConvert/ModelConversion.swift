@@ -49,7 +49,16 @@ public struct ModelConversion: Sendable {
     }
 
     /// Cache values per token per layer of the source (2·n_kv·d_h).
-    public var sourceCacheValues: Int { 2 * config.numKVHeads * config.headDim }
+    public var sourceCacheValues: Int { Self.sourceCacheValues(config: config) }
+
+    /// Cache values per token per layer of a source with `config` (2·n_kv·d_h: keys and values of every KV head).
+    public static func sourceCacheValues(config: ModelConfig) -> Int { 2 * config.numKVHeads * config.headDim }
+
+    /// The latent rank `budget` leaves every layer of `config` under `rope` (before any allocation):
+    /// the one place `CacheBudget.rank` is evaluated, for the plan check and for `ranks`.
+    public static func budgetRank(config: ModelConfig, rope: RopePlan, budget: CacheBudget) throws -> Int {
+        try budget.rank(sourceValues: sourceCacheValues(config: config), ropeValues: ropeValues(config: config, rope: rope))
+    }
 
     /// The rank-independent conversion work of layer `layer`, for ranks up to `upToRank` (nil: any;
     /// 0: the spectrum alone, see `LayerConversion.init`).
@@ -69,8 +78,7 @@ public struct ModelConversion: Sendable {
     /// (one extra pass over the layers); ranks stay within [1, max rank of the layer].
     public func ranks(budget: CacheBudget, allocation: RankAllocation, progress: ((Int, Int) -> Void)? = nil) throws -> [Int] {
         let layers = config.numLayers
-        let ropeValues = try ropeValuesPerToken()
-        let rank = try budget.rank(sourceValues: sourceCacheValues, ropeValues: ropeValues)
+        let rank = try Self.budgetRank(config: config, rope: options.rope, budget: budget)
         guard allocation == .greedy else { return Array(repeating: rank, count: layers) }
         var spectra: [[Double]] = []
         for l in 0..<layers {
@@ -92,9 +100,7 @@ public struct ModelConversion: Sendable {
         return ranks
     }
 
-    /// Rope values per token per layer that the plan keeps (n_rope_heads · rope dims).
-    public func ropeValuesPerToken() throws -> Int { Self.ropeValues(config: config, rope: options.rope) }
-
+    /// Rope values per token per layer that `rope` keeps (n_rope_heads · rope dims).
     static func ropeValues(config: ModelConfig, rope: RopePlan) -> Int {
         switch rope {
         case let .shared(dims, _, _): return dims
@@ -119,7 +125,7 @@ public struct ModelConversion: Sendable {
         }
         let ropeValues = Self.ropeValues(config: c, rope: options.rope)
         let nope = nkvDims - min(ropeValues, nkvDims)
-        let rank = try budget.rank(sourceValues: 2 * nkvDims, ropeValues: ropeValues)
+        let rank = try Self.budgetRank(config: c, rope: options.rope, budget: budget)
         let maxRank = min(nope + nkvDims, c.hiddenSize)
         guard rank <= maxRank else {
             throw fail("kv_lora_rank", "\(rank) exceeds the largest useful rank \(maxRank) (NoPE key dims \(nope) + value dims \(nkvDims), at most hidden size \(c.hiddenSize))")

@@ -4,6 +4,7 @@ import MLACLI
 import MLACheckpoint
 import MLALinalg
 import MLARuntime
+import MLATensor
 
 extension Bench {
     struct SynthStats: ParsableCommand {

@@ -24,7 +24,7 @@ extension ConvertedDType: ExpressibleByArgument {
 
 /// `--freqfold`: `auto` or a positive number of pairs.
 extension FreqFold: ExpressibleByArgument {
-    init?(argument: String) {
+    public init?(argument: String) {
         if argument == "auto" {
             self = .auto
         } else if let pairs = Int(argument), pairs >= 1 {
@@ -34,7 +34,7 @@ extension FreqFold: ExpressibleByArgument {
         }
     }
 
-    var defaultValueDescription: String {
+    public var defaultValueDescription: String {
         switch self {
         case .auto: return "auto"
         case let .pairs(pairs): return "\(pairs)"

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import MLACLI
 import MLACheckpoint
-import MLARuntime
+import MLAConvert
 
 extension MLAConvertCommand {
     struct Calibrate: ParsableCommand {
@@ -40,9 +40,9 @@ extension MLAConvertCommand {
         func run() throws {
             runtime.apply()
             // Before the calibration pass: an output that overlaps an input, exists or cannot be written fails now.
-            let plan = try OutputPlan(output, kind: .file, force: force, inputs: [model] + calibration.inputs)
+            let plan = try OutputPlan(output, kind: .file, force: force, inputs: [model] + calibration.source.inputs)
             let checkpoint = try Checkpoint.openPrintingWarnings(model)
-            guard let stats = try calibration.statistics(for: checkpoint) else { return }
+            let stats = try asUsageError { try calibration.text.statistics(for: checkpoint, observer: ProgressObserver()) }
             try stats.save(to: plan)
             print("wrote \(output): \(stats.tokenCount) tokens in \(stats.tags["windows"] ?? "?") windows, \(checkpoint.config.numLayers) layers")
         }

@@ -1,6 +1,5 @@
 import ArgumentParser
 import MLACLI
-import MLACheckpoint
 import MLAConvert
 
 extension MLAConvertCommand {
@@ -62,88 +61,16 @@ extension MLAConvertCommand {
 
         @OptionGroup var search: SearchOptions
 
-        func validate() throws {
-            try budget.check(format: format)
-            if let ropePairs, ropePairs < 1 { throw ValidationError("--rope-pairs must be positive, got \(ropePairs)") }
+        /// The conversion these options ask for.
+        var plan: ConversionPlan {
+            let rope = PartialRopeRequest(strategy: ropeStrategy, pairs: ropePairs, uniformStart: uniformStart, combination: normCombination,
+                                          factorization: factorization, sigma: sigma, factorOn: factorOn)
+            return conversionPlan(.mha2mla(rope), format: format, budget: budget, weighting: weighting, calibration: calibration,
+                                  layerPass: layerPassOptions, search: search, output: output, runtime: runtime)
         }
 
-        func run() throws {
-            let start = MonotonicClock.now()
-            runtime.apply()
-            let plan = try output.plan(inputs: [source.model] + calibration.inputs, format: format)
-            let passPlan = try layerPassOptions.plan(calibration)
-            let checkpoint = try source.open()
-            let c = checkpoint.config
-            let defaultPairs = ropePairs ?? max(1, c.headDim / 16)
-            if ropeStrategy == .twoNorm, calibration.noCalib {
-                throw ValidationError("--rope-strategy 2-norm ranks pairs by calibration norms; drop --no-calib or choose another strategy")
-            }
-            let allocations = allocationCandidates(fixed: budget.rankAllocation, format: format)
-            func options(_ strategy: PartialRopeStrategy, _ pairs: Int) -> LayerConversionOptions {
-                LayerConversionOptions(
-                    rope: .partial(strategy: strategy, pairs: pairs, start: uniformStart, combination: normCombination),
-                    weighting: weighting.weighting, mode: factorization, sigma: sigma,
-                    foldSoftmaxScale: format.foldsSoftmaxScale, activationAware: factorOn == .activations && !calibration.noCalib)
-            }
-            func label(_ strategy: PartialRopeStrategy, _ pairs: Int) -> String {
-                strategy == .rorope ? "rorope, one shared rope key of \(pairs) pairs" : "\(strategy.rawValue), \(pairs) pairs per KV head"
-            }
-            var chosen = options(ropeStrategy ?? .high, defaultPairs)
-            var allocation = allocations[0]
-            let fixed = ropeStrategy != nil && ropePairs != nil
-            let searchPlan = fixed && allocations.count == 1 ? (windows: nil, reason: nil) : search.plan(calibration, for: checkpoint)
-            if let reason = searchPlan.reason, !fixed { writeStandardError("rope: \(reason), so the fixed rule applies (docs/defaults.md)\n") }
-            let strategies: [PartialRopeStrategy] = ropeStrategy.map { [$0] } ?? [.high, .twoNorm, .rorope]
-            // Refused before any work: a fixed plan that does not fit, or no strategy that does at the first pairs.
-            try checkBeforeWork(config: c, budget: budget.budget,
-                                plans: fixed || searchPlan.windows == nil ? [chosen] : strategies.map { options($0, defaultPairs) })
-            let layerPass = try passPlan.map { (windows: try calibration.windows(for: checkpoint), order: $0.order, refitOutput: $0.refitOutput) }
-            // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
-            let stats = layerPass != nil && searchPlan.windows == nil && allocations == [.uniform] ? nil : try calibration.statistics(for: checkpoint)
-            var searchReport: SearchReport?
-            if let windows = searchPlan.windows {
-                let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget.budget,
-                                                    windows: windows, refitWindows: search.refitWindows(layerPass))
-                let what = [ropeStrategy == nil ? "rope strategy" : nil, ropePairs == nil ? "rope pairs" : nil,
-                            fixed || weighting.keyWeighting != nil ? nil : "key weighting",
-                            allocations.count > 1 ? "rank allocation" : nil].compactMap { $0 }.joined(separator: ", ")
-                let report = try runSearch(search: searcher, allocations: allocations, keyWeightingFixed: fixed || weighting.keyWeighting != nil, what: what) { measure in
-                    func candidate(_ s: PartialRopeStrategy, _ p: Int) -> SearchCandidate {
-                        SearchCandidate(label: label(s, p), options: options(s, p), allocation: allocations[0])
-                    }
-                    for s in strategies { _ = try measure(candidate(s, defaultPairs)) }
-                    guard ropePairs == nil, let best = searcher.best, case let .partial(s, p, _, _) = best.candidate.options.rope else { return }
-                    // Rope pairs trade against the latent rank: halve or double while the score improves.
-                    for step in [{ (p: Int) in p * 2 }, { (p: Int) in p / 2 }] {
-                        var pairs = step(p), current = best.kl
-                        while pairs >= 1, pairs <= c.headDim / 2, let kl = try measure(candidate(s, pairs)), kl < current {
-                            current = kl
-                            pairs = step(pairs)
-                        }
-                        if current < best.kl { break }
-                    }
-                }
-                chosen = report.choice.options
-                allocation = report.choice.allocation
-                searchReport = report
-            }
-            guard case let .partial(strategy, pairs, _, _) = chosen.rope else { preconditionFailure("mha2mla keeps partial RoPE") }
-            let heads = strategy == .rorope ? "one shared rope key" : "each of the \(c.numKVHeads) KV heads"
-            writeStandardError("rope: \(heads) keeps \(pairs) frequency pairs = \(2 * pairs) rope dims (head dim \(c.headDim))\n")
-            let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: stats, options: chosen)
-            let settings: [(String, String)] = [
-                ("rope", "\(strategy.rawValue): \(heads) keeps \(pairs) pairs (\(2 * pairs) dims)" + (searchReport == nil ? "" : " (auto)")),
-                ("latent", "\(factorization.rawValue) on \(calibration.noCalib ? "weights" : factorOn.rawValue), sigma \(sigma.rawValue), \(WeightingOptions.describe(chosen.weighting)), \(allocation.rawValue) ranks"),
-            ]
-            try ConversionRunner(method: "mha2mla", checkpoint: checkpoint, conversion: conversion, budget: budget.budget,
-                                 allocation: allocation, format: format, output: output, plan: plan, settings: settings,
-                                 calibration: LayerPassOptions.describe(calibration, passPlan), threads: runtime.threads, search: searchReport,
-                                 layerPass: layerPass).run(start: start)
-        }
+        func validate() throws { try asUsageError { try plan.validate() } }
+
+        func run() throws { try runConversion(plan, source: source, output: output, runtime: runtime) }
     }
-}
-
-/// What the low-rank factorization is fitted to.
-enum FactorInput: String, CaseIterable {
-    case activations, weights
 }

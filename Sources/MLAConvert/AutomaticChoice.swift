@@ -1,0 +1,112 @@
+import MLACheckpoint
+import MLARuntime
+import MLATensor
+
+/// What a method contributes to the automatic choice (`ConversionPlan.choose`).
+struct MethodCandidates {
+    /// The plan taken when nothing is measured: as given, or the fixed rule.
+    var options: LayerConversionOptions
+    /// Plans of which one must fit the budget before any work (the rope candidates, or `options`).
+    var checked: [LayerConversionOptions]
+    /// The settings the search chooses, for its report ("rope plan, key weighting").
+    var what: String
+    /// Whether the key weighting is fixed (given, or the whole rope plan is).
+    var keyWeightingFixed: Bool
+    /// Measures the rope candidates it wants through `measure` (nil: the candidate does not fit the
+    /// budget); may look at `search.best`.
+    var explore: (_ search: ConversionSearch, _ measure: (SearchCandidate) throws -> Double?) throws -> Void
+}
+
+/// What a conversion settled on before converting.
+struct ConversionChoice {
+    var options: LayerConversionOptions
+    var allocation: RankAllocation
+    /// The calibration statistics (nil: weights only, or the layer pass measures each layer itself).
+    var statistics: CalibrationStatistics?
+    /// What the automatic choice measured, when it ran.
+    var search: SearchReport?
+    /// The calibration windows of the layer pass, when it runs.
+    var layerWindows: [[Int]]?
+}
+
+extension ConversionPlan {
+    /// Largest source model (F32 weights) the search holds in memory: 4 GiB, models up to about 1B
+    /// parameters. Larger models use the fixed rule until the search streams layers.
+    public static let searchSourceBytesLimit = 4 << 30
+
+    /// The held-out windows when the search can run, or why it cannot: no calibration, a source model
+    /// too large to hold, or no held-out calibration text (e.g. a checkpoint without a tokenizer).
+    func searchWindows(for checkpoint: Checkpoint) -> (windows: [[Int]]?, reason: String?) {
+        guard let text = heldOutText else { return (nil, "without calibration") }
+        let c = checkpoint.config
+        let bytes = LayerParallelism.sourceLayerBytes(checkpoint) * c.numLayers + 4 * c.vocabSize * c.hiddenSize * (c.tiedEmbeddings ? 1 : 2)
+        if bytes > Self.searchSourceBytesLimit {
+            return (nil, "the search would hold the source model's F32 weights (\(formatBytes(bytes))) in memory")
+        }
+        do {
+            return (try text.searchWindows(for: checkpoint, searchTokens: searchTokens), nil)
+        } catch {
+            return (nil, "no held-out calibration text (\(error))")
+        }
+    }
+
+    /// Calibration tokens each search candidate's o_proj is refit on, when the conversion refits: the
+    /// first windows of the calibration text (docs/defaults.md).
+    static let searchRefitTokens = 2048
+
+    /// Checks `method` before any work, then gathers the calibration (layer-pass windows, statistics) and,
+    /// when `searchWindows` is given, measures the candidates and keeps the best.
+    func choose(_ method: MethodCandidates, searchWindows: [[Int]]?, checkpoint: Checkpoint, observer: any ConversionObserver)
+        throws -> ConversionChoice {
+        let c = checkpoint.config
+        try Self.checkBeforeWork(config: c, budget: budget, plans: method.checked)
+        let layerWindows = try layerPass().map { _ in try calibrationText!.windows(for: checkpoint) }
+        // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
+        let needsStatistics = layerWindows == nil || searchWindows != nil || allocations != [.uniform]
+        let stats = needsStatistics ? try calibration.statistics(for: checkpoint, observer: observer) : nil
+        var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats, layerWindows: layerWindows)
+        if let windows = searchWindows {
+            // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration tokens.
+            let refitWindows = try layerPass()?.refitOutput == true ? layerWindows.map { CalibrationText.truncated($0, to: Self.searchRefitTokens) } : nil
+            let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget, windows: windows,
+                                                refitWindows: refitWindows)
+            let report = try runSearch(searcher, method: method, observer: observer)
+            choice.options = report.choice.options
+            choice.allocation = report.choice.allocation
+            choice.search = report
+        }
+        return choice
+    }
+
+    /// Runs an automatic choice: `method.explore` measures the rope candidates, then, as refinements of
+    /// the kept candidate (`ConversionSearch.chosenIndex`), query-weighted keys (unless fixed) and every
+    /// other allocation. Each score is a note to `observer`.
+    private func runSearch(_ search: ConversionSearch, method: MethodCandidates, observer: any ConversionObserver) throws -> SearchReport {
+        let start = observer.now()
+        func measure(_ candidate: SearchCandidate) throws -> Double? {
+            guard search.fits(candidate.options) else { return nil }
+            let kl = try search.score(candidate)
+            observer.note("auto: KL \(String(format: "%.5f", kl))  \(candidate.label)")
+            return kl
+        }
+        try method.explore(search, measure)
+        if !method.keyWeightingFixed, let best = search.best, best.candidate.options.weighting.keys == .plain {
+            var o = best.candidate.options
+            o.weighting = LatentWeighting(keys: .query, values: o.weighting.values)
+            _ = try measure(SearchCandidate(label: best.candidate.label + ", query-weighted keys", options: o, allocation: best.candidate.allocation,
+                                            refines: best.candidate.label))
+        }
+        if let best = search.best, allocations.count > 1 {
+            for allocation in allocations where allocation != best.candidate.allocation {
+                _ = try measure(SearchCandidate(label: best.candidate.label + ", \(allocation.rawValue) ranks", options: best.candidate.options,
+                                                allocation: allocation, refines: best.candidate.label))
+            }
+        }
+        let seconds = observer.now() - start
+        observer.note("auto: \(search.scored.count) candidates in \(String(format: "%.1f", seconds)) s")
+        guard let report = search.report(what: method.what) else {
+            throw ConversionPlanError("no automatic candidate fits this budget; raise the budget or fix the rope settings")
+        }
+        return report
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import MLACheckpoint
+import MLALinalg
+import MLARuntime
+import MLATensor
+
+/// A plan made concrete for one source model: the automatic choices made, the calibration gathered,
+/// nothing converted yet. `ranks` and `layers` give the per-layer results; `ConversionPlan.run` writes them.
+public struct PreparedConversion: Sendable {
+    /// The plan it was prepared from.
+    public let plan: ConversionPlan
+    /// The source model.
+    public let checkpoint: Checkpoint
+    /// The chosen layer options over the source (and the calibration statistics, when used).
+    public let conversion: ModelConversion
+    /// The rank allocation given or chosen.
+    public let allocation: RankAllocation
+    /// Human-readable settings of the summary (rope plan, latent, query), in order.
+    public let settings: [(String, String)]
+    /// What the automatic choice measured, when it ran.
+    public let search: SearchReport?
+    /// The calibration windows of the layer pass (`CalibratedConversion`), when it runs.
+    let layerWindows: [[Int]]?
+
+    /// Latent rank of each layer (`ModelConversion.ranks`: the budget through `CacheBudget.rank`, then
+    /// the allocation); a greedy allocation reports its spectra pass as stage "spectra".
+    public func ranks(observer: any ConversionObserver = SilentObserver()) throws -> [Int] {
+        let budget = plan.budget
+        guard allocation == .greedy else { return try conversion.ranks(budget: budget, allocation: allocation) }
+        observer.begin("spectra", total: checkpoint.config.numLayers)
+        let ranks = try conversion.ranks(budget: budget, allocation: allocation) { done, _ in observer.advance("spectra", to: done) }
+        observer.end("spectra")
+        return ranks
+    }
+
+    /// The per-layer producer: layer l converted at `ranks[l]`, with its report. With the layer pass
+    /// the layers are converted in order (asking for a later one converts the earlier ones first).
+    public func layers(ranks: [Int]) throws -> @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) {
+        let conversion = self.conversion
+        guard let windows = layerWindows, let pass = try plan.layerPass() else {
+            return { l in try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l]) }
+        }
+        let calibrated = try CalibratedConversion(conversion: conversion, source: StreamedModel(checkpoint), windows: windows,
+                                                  ranks: ranks, order: pass.order, refitOutput: pass.refitOutput)
+        return { l in try calibrated.layer(l) }
+    }
+}
+
+extension ConversionPlan {
+    /// Checks the plan against `checkpoint` before any work, gathers the calibration and makes the
+    /// automatic choices (each score a note to `observer`). Throws `ConversionPlanError` for a request the
+    /// model cannot satisfy and `MLAError` for a plan that does not fit the budget.
+    public func prepare(checkpoint: Checkpoint, observer: any ConversionObserver = SilentObserver()) throws -> PreparedConversion {
+        try validate()
+        let c = checkpoint.config
+        try checkRequest(config: c)
+        let settings: (ConversionChoice) -> [(String, String)]
+        let choice: ConversionChoice
+        switch method {
+        case let .gqa2mla(r):
+            let search = r.isFixed && allocations.count == 1 ? (windows: nil, reason: nil) : searchWindows(for: checkpoint)
+            let (candidates, ropeLabel) = try sharedCandidates(r, config: c, searchReason: search.reason, searching: search.windows != nil)
+            choice = try choose(candidates, searchWindows: search.windows, checkpoint: checkpoint, observer: observer)
+            settings = { sharedSettings(r, $0, ropeLabel: ropeLabel) }
+        case let .mha2mla(r):
+            let search = r.isFixed && allocations.count == 1 ? (windows: nil, reason: nil) : searchWindows(for: checkpoint)
+            if let reason = search.reason, !r.isFixed { observer.note("rope: \(reason), so the fixed rule applies (docs/defaults.md)") }
+            let candidates = partialCandidates(r, config: c, searching: search.windows != nil)
+            choice = try choose(candidates, searchWindows: search.windows, checkpoint: checkpoint, observer: observer)
+            let described = partialSettings(r, choice, config: c)
+            observer.note(described.note)
+            settings = { _ in described.settings }
+        }
+        return PreparedConversion(plan: self, checkpoint: checkpoint,
+                                  conversion: ModelConversion(config: c, store: checkpoint.store, statistics: choice.statistics, options: choice.options),
+                                  allocation: choice.allocation, settings: settings(choice), search: choice.search, layerWindows: choice.layerWindows)
+    }
+
+    /// Converts `checkpoint` and writes the result to `output` (checked beforehand, see
+    /// `CheckpointWriter.output`) with `writer` (shard size). Layer 0 is converted first as the template
+    /// of every layer's tensors; the others are converted on background workers ahead of the writer
+    /// (stage "convert" of `observer`). Returns the summary, also written into the output
+    /// (`mla_convert.json`); `start` (on `observer.now()`'s clock) dates its duration.
+    public func run(checkpoint: Checkpoint, to output: OutputPlan, writer: CheckpointWriter,
+                    observer: any ConversionObserver = SilentObserver(), start: Double? = nil) throws -> ConversionSummary {
+        let start = start ?? observer.now()
+        let prepared = try prepare(checkpoint: checkpoint, observer: observer)
+        let ranks = try prepared.ranks(observer: observer)
+        let parallelism = prepared.layerParallelism()
+        let workerThreads = parallelism.blasThreads ?? BLASThreads.current
+        let summary = SummaryMaker(prepared: prepared, ranks: ranks, dtype: outputDType(for: checkpoint), start: start, observer: observer,
+                                   parallelism: "\(parallelism.workers) layer worker\(parallelism.workers == 1 ? "" : "s") × "
+                                       + "\(workerThreads) BLAS thread\(workerThreads == 1 ? "" : "s")")
+        observer.begin("convert", total: checkpoint.config.numLayers)
+        let produce = try prepared.layers(ranks: ranks)
+        let (template, firstReport) = try produce(0)
+        let layer: @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) = { l in l == 0 ? (template, firstReport) : try produce(l) }
+        var streamed: [Int: LayerConversionReport] = [:]
+        func ordered() -> [LayerConversionReport] { streamed.keys.sorted().compactMap { streamed[$0] } }
+        let previous = BLASThreads.current
+        BLASThreads.set(workerThreads)
+        defer { BLASThreads.set(previous) }
+        try writeModel(prepared, to: output, template: template, ranks: ranks, layer: layer, dtype: summary.dtype, writer: writer,
+                       workers: parallelism.workers, summary: { summary.make(ordered()).json }) { l, report in
+            streamed[l] = report
+            observer.advance("convert", to: streamed.count)
+        }
+        let reports = ordered()
+        observer.end("convert")
+        return summary.make(reports)
+    }
+
+    /// The output dtype for `checkpoint`: the plan's, else its first float weight's (F16 and quantized -> F32).
+    public func outputDType(for checkpoint: Checkpoint) -> DType {
+        if let dtype { return dtype }
+        let stored = checkpoint.store.info(LayerTensorNames(layer: 0).qProj)?.dtype
+        return stored == .bf16 ? .bf16 : .f32
+    }
+
+    /// The writing step, the one place that knows the output formats: writes `prepared`'s model in
+    /// `format` to `output`, `template` fixing every layer's tensor shapes, the other layers pulled from
+    /// `layer` on `workers` threads and handed to `received` (layer, report) once written; `summary` is
+    /// the JSON stored with the model.
+    func writeModel(_ prepared: PreparedConversion, to output: OutputPlan, template: MLALayerWeights, ranks: [Int],
+                    layer: @escaping @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport), dtype: DType,
+                    writer: CheckpointWriter, workers: Int, summary: () throws -> JSONValue,
+                    received: @escaping (Int, LayerConversionReport) -> Void) throws {
+        let source = prepared.checkpoint
+        let encoder: any MLAModelEncoder
+        switch format {
+        case .native:
+            let provenance: [(String, JSONValue)] = [
+                ("source", .string(source.path)), ("method", .string(method.name)), ("calibration", .string(calibrationDescription)),
+            ]
+            encoder = NativeMLAEncoder(source: source, dtype: dtype, provenance: provenance, writer: writer)
+        case .deepseek:
+            encoder = try DeepSeekV3Encoder(source: source, dtype: dtype, writer: writer)
+        case .gguf:
+            let provenance = [("source", source.path), ("method", method.name), ("calibration", calibrationDescription)] + prepared.settings
+            encoder = try GGUFEncoder(source: source, dtype: dtype, provenance: provenance)
+        }
+        try MLAModelWriter.write(encoder, to: output, template: template, ranks: ranks, summary: summary,
+                                 layer: { l in
+                                     let (weights, report) = try layer(l)
+                                     return (weights, ConversionSummary.layerEntry(report), report)
+                                 }, workers: workers, received: received)
+    }
+}
+
+extension PreparedConversion {
+    /// How many layers convert at once and on how many BLAS threads: one layer on all threads with the
+    /// layer pass (it converts in order), else `LayerParallelism.choose`.
+    func layerParallelism() -> LayerParallelism {
+        if layerWindows != nil { return LayerParallelism(workers: 1, blasThreads: nil) }
+        return LayerParallelism.choose(requested: plan.layerWorkers, layerBytes: LayerParallelism.sourceLayerBytes(checkpoint),
+                                       cores: ProcessInfo.processInfo.activeProcessorCount, threads: plan.threads)
+    }
+}
+
+/// Builds the `ConversionSummary` of a run from the layer reports received so far.
+private struct SummaryMaker {
+    let prepared: PreparedConversion
+    let ranks: [Int]
+    let dtype: DType
+    let start: Double
+    let observer: any ConversionObserver
+    /// "1 layer worker × 2 BLAS threads".
+    let parallelism: String
+
+    func make(_ reports: [LayerConversionReport]) -> ConversionSummary {
+        let plan = prepared.plan, conversion = prepared.conversion, layers = conversion.config.numLayers
+        let ropeValues = ModelConversion.ropeValues(config: conversion.config, rope: conversion.options.rope)
+        return ConversionSummary(
+            method: plan.method.name, source: prepared.checkpoint.path, calibration: plan.calibrationDescription, format: plan.format.rawValue,
+            settings: prepared.settings + [("dtype", dtype.rawValue), ("parallelism", parallelism)],
+            layers: reports, sourceCacheValues: conversion.sourceCacheValues * layers,
+            convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,
+            seconds: observer.now() - start, peakResidentBytes: observer.peakResidentBytes, search: prepared.search)
+    }
+}

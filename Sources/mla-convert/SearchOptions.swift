@@ -1,0 +1,9 @@
+import ArgumentParser
+
+/// How the automatic choice of the rope plan and rank allocation is measured (`ConversionPlan.searchTokens`).
+struct SearchOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Held-out calibration tokens each automatic candidate is scored on: this many tokens' worth of the calibration windows after the ones the statistics used (default: one whole window, --calib-window).",
+        discussion: "Settings left at auto are chosen by converting each candidate at the budget's ranks and measuring its mean KL to the source on these tokens (docs/defaults.md). A whole window measures the rope error at every distance the calibration covers."))
+    var searchTokens: Int?
+}
