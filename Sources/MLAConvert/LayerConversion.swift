@@ -164,15 +164,10 @@ public struct LayerConversion: Sendable {
         return total > 0 ? kept / total : 1
     }
 
-    /// The MLA layer at latent width `rank`, with its report.
-    public func weights(rank: Int) throws -> (MLALayerWeights, LayerConversionReport) {
-        let s = source, hd = s.headDim, d = s.hiddenSize, nh = s.numHeads
-        let ranks = splitRanks(rank)
-        for (latent, r) in zip(latents, ranks) where r > latent.eigenvalues.count || r < 0 {
-            throw MLAError.invalid(layer: "layer \(s.layer)", field: "kv_lora_rank",
-                                   reason: "rank \(rank) exceeds the \(latent.eigenvalues.count) latent directions this layer has")
-        }
-        // Latent rows A [r × d] and up-projections B_N [nN × r], B_V [nV × r] (split: block diagonal).
+    /// Latent rows A [r × d] and up-projections B_N [nN × r], B_V [nV × r] at total `rank` (`ranks` per
+    /// latent; split mode: block diagonal, keys first).
+    private func latentFactors(rank: Int, ranks: [Int]) throws -> (a: Matrix<Double>, bNope: Matrix<Double>, bValue: Matrix<Double>) {
+        let s = source, hd = s.headDim
         let parts = try zip(latents, ranks).map { latent, r in
             do {
                 return try latent.factors(rank: r, sigma: options.sigma)
@@ -195,6 +190,18 @@ public struct LayerConversion: Sendable {
                 offset += r
             }
         }
+        return (a, bNope, bValue)
+    }
+
+    /// The MLA layer at latent width `rank`, with its report.
+    public func weights(rank: Int) throws -> (MLALayerWeights, LayerConversionReport) {
+        let s = source, hd = s.headDim, d = s.hiddenSize, nh = s.numHeads
+        let ranks = splitRanks(rank)
+        for (latent, r) in zip(latents, ranks) where r > latent.eigenvalues.count || r < 0 {
+            throw MLAError.invalid(layer: "layer \(s.layer)", field: "kv_lora_rank",
+                                   reason: "rank \(rank) exceeds the \(latent.eigenvalues.count) latent directions this layer has")
+        }
+        let (a, bNope, bValue) = try latentFactors(rank: rank, ranks: ranks)
         let dRope = rope.dRope, qWidth = hd + dRope
         let scale = 1 / Double(hd).squareRoot()
         let newScale = options.foldSoftmaxScale ? 1 / Double(qWidth).squareRoot() : scale
