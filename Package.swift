@@ -12,7 +12,7 @@ import PackageDescription
 /// - `MLALinalg`: BLAS GEMM and LAPACK factorizations, top-r eigenpairs and SVDs.
 /// - `MLACheckpoint`: safetensors, GGUF, HDF5, HF config, model adapters, output plans.
 /// - `MLARuntime`: tokenizer, decoder forward pass, perplexity, calibration statistics, MLA attention,
-///   and where the sample data lives (`SampleDataCache`, docs/sample-data.md).
+///   and where the sample data lives (`SampleDataCache`, docs/samples.md).
 /// - `MLAConvert`: conversion as a library: the plan (`ConversionPlan`), its automatic choices and run, the
 ///   conversion stages, rank allocation and the DeepSeek-V3 export.
 /// - `MLAVerify`: drift measurements between a model and its conversion, the HTML report.

@@ -4,7 +4,7 @@ import MLARuntime
 import MLATensor
 
 /// Calibration text and how it is cut: round-robin windows of `window` tokens over the files,
-/// `tokens` in all (the default text is the sample corpus without Hamlet, docs/sample-data.md).
+/// `tokens` in all (the default text is the sample corpus without Hamlet, docs/samples.md).
 public struct CalibrationText: Sendable {
     /// Text files; empty: the sample corpus's plays without Hamlet, each play's first 256 tokens skipped.
     public var files: [String]
@@ -103,7 +103,7 @@ public struct CalibrationText: Sendable {
     public static func defaultCorpusDirectory() throws -> String {
         guard let dir = SampleDataCache.locate(SampleDataCache.corpus) else {
             throw ConversionPlanError("no calibration text in \(SampleDataCache.searched(SampleDataCache.corpus)): pass --calib FILES, "
-                                      + "--calib-stats FILE or --no-calib, or fetch the sample corpus (docs/sample-data.md)")
+                                      + "--calib-stats FILE or --no-calib, or fetch the sample corpus (docs/samples.md)")
         }
         return dir
     }

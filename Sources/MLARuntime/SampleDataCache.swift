@@ -1,6 +1,6 @@
 import Foundation
 
-/// Where the tools find the sample data (docs/sample-data.md) when a command line names no file: the default
+/// Where the tools find the sample data (docs/samples.md) when a command line names no file: the default
 /// calibration corpus of `mla-convert` and the default evaluation text of `mla-verify`.
 ///
 /// The cache directories are tried in this order, and the first that holds the wanted file wins:

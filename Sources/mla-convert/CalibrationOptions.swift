@@ -8,7 +8,7 @@ struct CalibrationOptions: ParsableArguments {
             help: ArgumentHelp("Calibration text files (default: the sample corpus's plays without Hamlet).",
                                discussion: """
                                The sample corpus is found in $MLA_CACHE/corpus, $XDG_CACHE_HOME/mla-convert/corpus \
-                               (default ~/.cache/mla-convert/corpus) or ./.cache/corpus, first found (docs/sample-data.md).
+                               (default ~/.cache/mla-convert/corpus) or ./.cache/corpus, first found (docs/samples.md).
                                """))
     var calib: [String] = []
 

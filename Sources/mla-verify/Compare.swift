@@ -45,7 +45,7 @@ extension MLAVerifyCommand {
                 help: ArgumentHelp("Evaluation text files (default: the sample corpus's Hamlet).",
                                    discussion: """
                                    The default is corpus/hamlet_gut.txt in $MLA_CACHE, $XDG_CACHE_HOME/mla-convert \
-                                   (default ~/.cache/mla-convert) or ./.cache, first found (docs/sample-data.md).
+                                   (default ~/.cache/mla-convert) or ./.cache, first found (docs/samples.md).
                                    """))
         var text: [String] = []
         @Option(help: "Comma-separated token ids to evaluate instead of a text.") var ids: String?
@@ -115,7 +115,7 @@ extension MLAVerifyCommand {
         func defaultText() throws -> String {
             guard let path = SampleDataCache.locate(SampleDataCache.evaluationText) else {
                 throw ValidationError("no evaluation text in \(SampleDataCache.searched(SampleDataCache.evaluationText)): "
-                                      + "pass --text FILES, or fetch the sample corpus (docs/sample-data.md)")
+                                      + "pass --text FILES, or fetch the sample corpus (docs/samples.md)")
             }
             return path
         }

@@ -118,7 +118,7 @@ enum CLI {
         #expect(help.stdout.contains("without BOS") && help.stdout.contains("exp(mean NLL"))
     }
 
-    /// docs/sample-data.md greedy generation through the command line.
+    /// docs/samples.md greedy generation through the command line.
     @Test(.needsSampleData) func generateMatchesReference() throws {
         let sample = SampleData.modelPath
         let r = try CLI.run("mla-verify", ["generate", sample, "--prompt", "Once upon a time", "--tokens", "10", "--json"])

@@ -4,12 +4,12 @@ import MLATestSupport
 import Testing
 
 /// The converters' defaults on the real sample model, as a user runs them (nothing but the budget):
-/// their perplexity on the docs/sample-data.md Hamlet excerpt stays under a ceiling tied to the measured result
+/// their perplexity on the docs/samples.md Hamlet excerpt stays under a ceiling tied to the measured result
 /// (docs/results.md, docs/defaults.md), the automatic choice keeps the candidate its rule says, and
 /// explicit flags fix what they name. Each default conversion runs once, with its own calibration, and
 /// its result is shared by the tests that read it; the flag tests share one set of saved statistics.
 @Suite(.serialized, .needsSampleData) struct DefaultsCLITests {
-    /// Perplexity of the original sample on the excerpt's first 512 tokens (docs/sample-data.md).
+    /// Perplexity of the original sample on the excerpt's first 512 tokens (docs/samples.md).
     static let originalPerplexity = 50.02
 
     /// (converter, budget, ceiling on the perplexity ratio): the ratio measured with the defaults ×

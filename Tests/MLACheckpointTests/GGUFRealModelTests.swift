@@ -4,7 +4,7 @@ import MLATensor
 import Testing
 import MLATestSupport
 
-/// The real SmolLM2-135M-Instruct Q4_1 GGUF (docs/sample-data.md "Sample model"). Skipped, visibly, when the cache
+/// The real SmolLM2-135M-Instruct Q4_1 GGUF (docs/samples.md "Sample model"). Skipped, visibly, when the cache
 /// lacks it; `scripts/test` fails under `CI=true` when any test was skipped.
 @Suite("GGUF real sample model", .needsSampleData)
 struct GGUFRealModelTests {
@@ -14,7 +14,7 @@ struct GGUFRealModelTests {
         try GGUFFile(path: path)
     }
 
-    @Test("header numbers from docs/sample-data.md")
+    @Test("header numbers from docs/samples.md")
     func header() throws {
         let f = try open()
         #expect(f.version == 3)

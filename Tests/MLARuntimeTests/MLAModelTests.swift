@@ -67,7 +67,7 @@ import MLATestSupport
 
 extension MLAModelTests {
     /// Greedy decoding with the latent caches (absorbed form, one token at a time) of the exact merge
-    /// reproduces the continuations of docs/sample-data.md, and each cache holds (r + n_rope·d_rope) values per token.
+    /// reproduces the continuations of docs/samples.md, and each cache holds (r + n_rope·d_rope) values per token.
     @Test(.needsSampleData) func latentCacheGenerationMatchesReference() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
         let c = checkpoint.config

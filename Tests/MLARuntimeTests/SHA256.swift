@@ -1,4 +1,4 @@
-/// A small SHA-256 (FIPS 180-4) for checking token-id sequences against the hashes in docs/sample-data.md.
+/// A small SHA-256 (FIPS 180-4) for checking token-id sequences against the hashes in docs/samples.md.
 /// Test-only; checked against the standard "abc" and empty-string vectors in TokenizerTests.
 enum SHA256 {
     private static let k: [UInt32] = [
@@ -41,7 +41,7 @@ enum SHA256 {
         return h.map { v in (0..<8).map { String((v >> (28 - UInt32($0) * 4)) & 0xf, radix: 16) }.joined() }.joined()
     }
 
-    /// sha256 of ids written as little-endian int32 (the convention of docs/sample-data.md).
+    /// sha256 of ids written as little-endian int32 (the convention of docs/samples.md).
     static func ofTokenIds(_ ids: [Int]) -> String {
         hex(ids.flatMap { id -> [UInt8] in
             let v = UInt32(truncatingIfNeeded: Int32(id))

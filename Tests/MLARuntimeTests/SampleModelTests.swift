@@ -4,7 +4,7 @@ import MLATestSupport
 @testable import MLARuntime
 
 /// The real sample model (SmolLM2-135M-Instruct, Q4_1 GGUF) against the independent reference
-/// numbers of docs/sample-data.md ("Reference numbers") (a from-scratch numpy forward pass in float64).
+/// numbers of docs/samples.md ("Reference numbers") (a from-scratch numpy forward pass in float64).
 @Suite(.serialized) struct SampleModelTests {
     @Test(.needsSampleData) func greedyGenerationMatchesReference() throws {
         let (_, box) = try TestData.sampleModel.get()
@@ -16,7 +16,7 @@ import MLATestSupport
 }
 
 extension SampleModelTests {
-    /// docs/sample-data.md: perplexity 50.020 and top-1 186/511 on the Hamlet excerpt, 15.945 and 242/511 on
+    /// docs/samples.md: perplexity 50.020 and top-1 186/511 on the Hamlet excerpt, 15.945 and 242/511 on
     /// the Apache excerpt (first 512 tokens, one window, no BOS). Tolerance 0.5 %, top-1 ±2 hits.
     @Test(.needsSampleData, arguments: [("hamlet", 50.020, 3.91243, 186), ("apache", 15.945, 2.76918, 242)])
     func perplexityMatchesReference(text: String, perplexity: Double, nll: Double, hits: Int) throws {
@@ -31,7 +31,7 @@ extension SampleModelTests {
         #expect(abs(Int((result.top1 * 511).rounded()) - hits) <= 2, "top-1 \(result.top1)")
     }
 
-    /// docs/sample-data.md: the top-5 logits at the last position of the Hamlet excerpt.
+    /// docs/samples.md: the top-5 logits at the last position of the Hamlet excerpt.
     @Test(.needsSampleData) func topLogitsAtLastPosition() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))

@@ -4,7 +4,7 @@ import MLATestSupport
 import MLACheckpoint
 @testable import MLARuntime
 
-/// The sample model's embedded tokenizer against the independent reference ids of docs/sample-data.md ("Reference numbers").
+/// The sample model's embedded tokenizer against the independent reference ids of docs/samples.md ("Reference numbers").
 @Suite struct TokenizerTests {
     static let sample: Result<BPETokenizer, any Error> = Result {
         let file = try GGUFFile(path: TestData.sampleModelPath)

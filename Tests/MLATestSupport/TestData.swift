@@ -16,7 +16,7 @@ public enum TestData {
         return (checkpoint, DecoderModelBox(model: try DecoderModel(config: checkpoint.config, store: checkpoint.store)))
     }
 
-    /// Bytes [3000, 6000) of hamlet_gut.txt (docs/sample-data.md "Reference numbers").
+    /// Bytes [3000, 6000) of hamlet_gut.txt (docs/samples.md "Reference numbers").
     public static func hamletExcerpt() throws -> String {
         let data = try Data(contentsOf: URL(fileURLWithPath: corpus + "/hamlet_gut.txt"))
         return String(decoding: data[3000..<6000], as: UTF8.self)

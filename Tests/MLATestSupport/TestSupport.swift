@@ -18,7 +18,7 @@ public enum Fixtures {
 }
 
 /// The sample model and corpus fetched by `scripts/setup`: `$MLA_CACHE`, else `<repo>/.cache`
-/// (docs/sample-data.md says what they are).
+/// (docs/samples.md says what they are).
 ///
 /// Tests that read them carry the `.needsSampleData` trait: without the data they are reported as
 /// *skipped*, never as passed, and `scripts/test` fails under `CI=true` when any test was skipped.
