@@ -101,14 +101,17 @@ public final class CalibratedConversion: @unchecked Sendable {
         let moment = attentionInputMoment(layer)
         var (weights, report) = try conversion.layer(l, moment: moment, upToRank: ranks[l]).weights(rank: ranks[l])
         let factored = weights
-        // Per window (the refit's folds are whole windows, so its cross-validation scores unseen text).
-        var heads: [[Float]] = [], targets: [[Float]] = []
+        // Per window (the refit's folds are whole windows, so its cross-validation scores unseen text):
+        // the converted heads (the refit's inputs, and the sequential states' next step) and the source
+        // attention (the refit's target, and the parallel states' next step).
+        let needsHeads = refitOutput || order == .sequential, needsSource = refitOutput || order == .parallel
+        var heads: [[Float]] = [], sourceOutputs: [[Float]] = []
         for chunk in chunks {
             let h = normed(chunk, layer)
-            heads += try perSequence(h, chunk) { x, t in try MLAAttention.headOutputs(factored, x: x, tokens: t) }
-            if refitOutput { targets += try perSequence(h, chunk) { x, t in try layer.attention.forward(x, sequences: [t]) } }
+            if needsHeads { heads += try perWindow(h, chunk) { x, t in try MLAAttention.headOutputs(factored, x: x, tokens: t) } }
+            if needsSource { sourceOutputs += try perWindow(h, chunk) { x, t in try layer.attention.forward(x, sequences: [t]) } }
         }
-        if refitOutput { try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: targets) }
+        if refitOutput { try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: sourceOutputs) }
         try weights.validate()
         if l + 1 < c.numLayers {
             for chunk in chunks {
@@ -116,7 +119,7 @@ public final class CalibratedConversion: @unchecked Sendable {
                 let windows = chunk.firstWindow..<(chunk.firstWindow + chunk.sequences.count)
                 let a = order == .sequential
                     ? MLAAttention.output(weights, heads: windows.flatMap { heads[$0] }, tokens: chunk.rows.count)
-                    : try layer.attention.forward(normed(chunk, layer), sequences: chunk.sequences)
+                    : windows.flatMap { sourceOutputs[$0] }
                 layer.weights.forward(&x, rows: chunk.rows.count, eps: c.rmsNormEps) { _ in a }
                 residual.replaceSubrange((chunk.rows.lowerBound * d)..<(chunk.rows.upperBound * d), with: x)
             }
@@ -144,14 +147,9 @@ public final class CalibratedConversion: @unchecked Sendable {
                                weight: layer.weights.inputNorm, eps: conversion.config.rmsNormEps)
     }
 
-    /// `attend(x, t)` of each window of `chunk` (x its rows of `h`), on `workers` threads, in order.
-    private func perSequence(_ h: [Float], _ chunk: Chunk, _ attend: @escaping @Sendable ([Float], Int) throws -> [Float]) throws -> [[Float]] {
-        try Self.perWindow(h, sequences: chunk.sequences, hiddenSize: conversion.config.hiddenSize, workers: workers, attend)
-    }
-
-    /// `attend(x, t)` of each window of `sequences` (x its rows of `h` [Σ t × d]), on `workers` threads, in order.
-    static func perWindow(_ h: [Float], sequences: [Int], hiddenSize d: Int, workers: Int,
-                          _ attend: @escaping @Sendable ([Float], Int) throws -> [Float]) throws -> [[Float]] {
+    /// `attend(x, t)` of each window of `chunk` (x its rows of `h` [rows × d]), on `workers` threads, in order.
+    private func perWindow(_ h: [Float], _ chunk: Chunk, _ attend: @escaping @Sendable ([Float], Int) throws -> [Float]) throws -> [[Float]] {
+        let d = conversion.config.hiddenSize, sequences = chunk.sequences
         let starts = sequences.indices.map { sequences[..<$0].reduce(0, +) }
         return try parallelMap(sequences.count, workers: workers) { i in
             try attend(Array(h[(starts[i] * d)..<((starts[i] + sequences[i]) * d)]), sequences[i])

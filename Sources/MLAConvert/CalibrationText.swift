@@ -14,6 +14,9 @@ public struct CalibrationText: Sendable {
     public var window: Int
     /// Windows run at once through the source model, each on one BLAS thread; nil: one per core.
     public var workers: Int?
+    /// The files' token streams, tokenized once per model and files and shared by the copies of this
+    /// text (a default conversion cuts its statistics, layer-pass and held-out windows from them).
+    private let tokenized = TokenStreams()
 
     public init(files: [String] = [], tokens: Int = 8192, window: Int = 512, workers: Int? = nil) {
         self.files = files
@@ -88,10 +91,12 @@ public struct CalibrationText: Sendable {
     /// The calibration files and their round-robin windows covering `tokens` tokens.
     private func textWindows(for checkpoint: Checkpoint, tokens: Int) throws -> ([String], [[Int]]) {
         let files = try self.files.isEmpty ? CalibrationCorpus.defaultFiles(in: try Self.defaultCorpusDirectory()) : self.files
-        let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
-        // One file per worker at a time (the tokenizer is thread-safe); streams stay in file order.
-        let streams = try parallelMap(files.count, workers: ProcessInfo.processInfo.activeProcessorCount, oneBLASThreadEach: false) { i in
-            tokenizer.encode(try InputFile.readText(files[i]))
+        let streams = try tokenized.streams(key: [checkpoint.path] + files) {
+            let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
+            // One file per worker at a time (the tokenizer is thread-safe); streams stay in file order.
+            return try parallelMap(files.count, workers: ProcessInfo.processInfo.activeProcessorCount, oneBLASThreadEach: false) { i in
+                tokenizer.encode(try InputFile.readText(files[i]))
+            }
         }
         let windows = CalibrationCorpus.windows(streams: streams, window: window, totalTokens: tokens, skip: self.files.isEmpty ? 256 : 0)
         guard !windows.isEmpty else { throw ConversionPlanError("the calibration text holds no complete window of \(window) tokens") }
@@ -106,6 +111,22 @@ public struct CalibrationText: Sendable {
                                       + "--calib-stats FILE or --no-calib, or fetch the sample corpus (docs/samples.md)")
         }
         return dir
+    }
+}
+
+/// Token streams of calibration files, made once per key (the model and the files).
+private final class TokenStreams: @unchecked Sendable {
+    // @unchecked: `made` is read and written under `lock` only.
+    private let lock = NSLock()
+    private var made: [[String]: [[Int]]] = [:]
+
+    func streams(key: [String], _ make: () throws -> [[Int]]) rethrows -> [[Int]] {
+        lock.lock()
+        defer { lock.unlock() }
+        if let streams = made[key] { return streams }
+        let streams = try make()
+        made[key] = streams
+        return streams
     }
 }
 

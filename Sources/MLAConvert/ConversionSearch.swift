@@ -157,6 +157,8 @@ public final class ConversionSearch: @unchecked Sendable {
         guard let inputs = refitInputs?[l] else { return weights }
         let factored = weights, attention = source.attention[l], d = config.hiddenSize
         let heads = try inputs.map { try MLAAttention.headOutputs(factored, x: $0, tokens: $0.count / d) }
+        // The source attention is recomputed for each candidate rather than kept: it would double the
+        // refit inputs' memory, and costs less than the candidate's own attention on the same tokens.
         let targets = try inputs.map { try attention.forward($0, sequences: [$0.count / d]) }
         try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: targets)
         return weights

@@ -53,9 +53,6 @@ public struct OutputRefit: Sendable {
                                                cross: [Double](repeating: 0, count: hiddenSize * headWidth)), count: max(folds, 2))
     }
 
-    /// Tokens accumulated.
-    public var tokens: Int { folds.reduce(0) { $0 + $1.tokens } }
-
     /// Adds `rows` tokens to fold `fold` (taken modulo the fold count): `heads` [rows × n] (the
     /// converted layer's per-head outputs) and `target` [rows × d] (the source attention output minus
     /// the converted layer's output bias). Deal whole calibration windows to folds, so that scoring

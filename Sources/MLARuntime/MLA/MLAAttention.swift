@@ -117,6 +117,25 @@ public enum MLAAttention {
         _ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int],
         cache: inout LatentCache, form: Form = .absorbed
     ) throws -> [Float] {
+        let heads = try prefillHeads(weights, x: x, tokens: tokens, positions: positions, cache: &cache, form: form)
+        return tokens == 0 ? [] : output(weights, heads: heads, tokens: tokens)
+    }
+
+    /// The per-head attention outputs before o_proj, `[tokens, n_h·dV]` (head h in columns
+    /// [h·dV, (h+1)·dV)), of `tokens` tokens at positions 0..<tokens attending causally to each other
+    /// (an empty cache). `output(weights, heads:tokens:)` of the result is `naive`'s result. A
+    /// conversion refits o_proj on these (`OutputRefit`). `weights` must have passed `validate()`.
+    public static func headOutputs(_ weights: MLALayerWeights, x: [Float], tokens: Int) throws -> [Float] {
+        var cache = LatentCache(for: weights)
+        return try prefillHeads(weights, x: x, tokens: tokens, positions: Array(0..<max(tokens, 0)), cache: &cache, form: .naive)
+    }
+
+    /// `prefill` without o_proj: appends the tokens to `cache` and returns their per-head outputs
+    /// `[tokens, n_h·dV]`. Throws when `x`, `positions` or `cache` do not fit `weights`.
+    private static func prefillHeads(
+        _ weights: MLALayerWeights, x: [Float], tokens: Int, positions: [Int],
+        cache: inout LatentCache, form: Form
+    ) throws -> [Float] {
         guard tokens >= 0, !tokens.multipliedReportingOverflow(by: weights.hiddenSize).overflow,
             x.count == tokens * weights.hiddenSize, positions.count == tokens
         else {
@@ -137,24 +156,7 @@ public enum MLAAttention {
         if tokens == 0 { return [] }
         let projected = project(weights, x: x, tokens: tokens, positions: positions)
         try cache.append(latent: projected.latent, ropeKeys: projected.ropeKeys, tokens: tokens)
-        let heads = attend(
-            weights, queries: projected.queries, tokens: tokens, cache: cache, form: form)
-        return output(weights, heads: heads, tokens: tokens)
-    }
-
-    /// The per-head attention outputs before o_proj, `[tokens, n_h·dV]` (head h in columns
-    /// [h·dV, (h+1)·dV)), of `tokens` tokens at positions 0..<tokens attending causally to each other
-    /// (an empty cache). `output(weights, heads:tokens:)` of the result is `naive`'s result. A
-    /// conversion refits o_proj on these (`OutputRefit`). `weights` must have passed `validate()`.
-    public static func headOutputs(_ weights: MLALayerWeights, x: [Float], tokens: Int) throws -> [Float] {
-        guard tokens >= 0, !tokens.multipliedReportingOverflow(by: weights.hiddenSize).overflow, x.count == tokens * weights.hiddenSize else {
-            throw MLAError.input(layer: weights.label, reason: "\(tokens) tokens need x of \(tokens * weights.hiddenSize) values, got \(x.count)")
-        }
-        var cache = LatentCache(for: weights)
-        guard tokens > 0 else { return [] }
-        let projected = project(weights, x: x, tokens: tokens, positions: Array(0..<tokens))
-        try cache.append(latent: projected.latent, ropeKeys: projected.ropeKeys, tokens: tokens)
-        return attend(weights, queries: projected.queries, tokens: tokens, cache: cache, form: .naive)
+        return attend(weights, queries: projected.queries, tokens: tokens, cache: cache, form: form)
     }
 
     /// o_proj (and its bias) applied to per-head outputs `heads` `[tokens, n_h·dV]`; returns `[tokens, d]`.
