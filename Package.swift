@@ -59,7 +59,7 @@ let package = Package(
         .target(
             name: "MLACLI",
             dependencies: [
-                "MLATensor", "MLALinalg", "MLACheckpoint", "CKernels",
+                "MLATensor", "MLALinalg", "MLACheckpoint", "MLARuntime", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import MLALinalg
+import MLARuntime
 
 /// Options every subcommand that does numeric work shares.
 public struct RuntimeOptions: ParsableArguments {

@@ -30,18 +30,19 @@ struct ConversionChoice {
 }
 
 extension ConversionPlan {
-    /// Largest source model (F32 weights) the search holds in memory: 4 GiB, models up to about 1B
-    /// parameters. Larger models use the fixed rule until the search streams layers.
+    /// Largest source model (F32 weights) the automatic choice measures candidates on: 4 GiB, models up
+    /// to about 1B parameters. Each candidate is a whole conversion and pass at the budget, minutes per
+    /// candidate beyond that size, so larger models use the fixed rule.
     public static let searchSourceBytesLimit = 4 << 30
 
     /// The held-out windows when the search can run, or why it cannot: no calibration, a source model
-    /// too large to hold, or no held-out calibration text (e.g. a checkpoint without a tokenizer).
+    /// above `searchSourceBytesLimit`, or no held-out calibration text (e.g. a checkpoint without a tokenizer).
     func searchWindows(for checkpoint: Checkpoint) -> (windows: [[Int]]?, reason: String?) {
         guard let text = heldOutText else { return (nil, "without calibration") }
         let c = checkpoint.config
         let bytes = LayerParallelism.sourceLayerBytes(checkpoint) * c.numLayers + 4 * c.vocabSize * c.hiddenSize * (c.tiedEmbeddings ? 1 : 2)
         if bytes > Self.searchSourceBytesLimit {
-            return (nil, "the search would hold the source model's F32 weights (\(formatBytes(bytes))) in memory")
+            return (nil, "the source model (\(formatBytes(bytes)) in F32) is above the search's \(formatBytes(Self.searchSourceBytesLimit)) limit")
         }
         do {
             return (try text.searchWindows(for: checkpoint, searchTokens: searchTokens), nil)
@@ -64,13 +65,16 @@ extension ConversionPlan {
         // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
         let needsStatistics = layerWindows == nil || searchWindows != nil || allocations != [.uniform]
         let stats = needsStatistics ? try calibration.statistics(for: checkpoint, observer: observer) : nil
+        // The statistics pass freed a whole F32 model: give it back before the search and the pass.
+        AllocatorTuning.returnFreedMemory()
         var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats, layerWindows: layerWindows)
         if let windows = searchWindows {
             // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration tokens.
             let refitWindows = try layerPass()?.refitOutput == true ? layerWindows.map { CalibrationText.truncated($0, to: Self.searchRefitTokens) } : nil
-            let searcher = try ConversionSearch(config: c, store: checkpoint.store, statistics: stats, budget: budget, windows: windows,
-                                                refitWindows: refitWindows)
-            let report = try runSearch(searcher, method: method, observer: observer)
+            let report = try runSearch(try ConversionSearch(source: StreamedModel(checkpoint), store: checkpoint.store, statistics: stats, budget: budget,
+                                                            windows: windows, refitWindows: refitWindows),
+                                       method: method, observer: observer)
+            AllocatorTuning.returnFreedMemory()
             choice.options = report.choice.options
             choice.allocation = report.choice.allocation
             choice.search = report

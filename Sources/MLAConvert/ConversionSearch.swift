@@ -67,9 +67,11 @@ public struct SearchReport: Sendable {
 /// Scores candidate conversions end to end: each is converted at the budget's actual ranks (the rope
 /// dims trade against the latent rank, which a full-rank measurement cannot see), run on held-out
 /// calibration tokens, and compared with the source by the mean KL of the next-token distributions.
-/// The source model and its logits are computed once and shared by every candidate.
+/// The source is read a layer at a time (`StreamedModel`), never held whole; its states on the held-out
+/// windows (and the refit windows' attention inputs) come from one layer-major pass shared by every
+/// candidate.
 public final class ConversionSearch: @unchecked Sendable {
-    // @unchecked: immutable after init except `scored`, which only the calling thread touches.
+    // @unchecked: immutable after init except `scored` (the calling thread only) and `ridges` (its lock).
     public let config: ModelConfig
     let store: any TensorStore
     let statistics: CalibrationStatistics?
@@ -77,45 +79,72 @@ public final class ConversionSearch: @unchecked Sendable {
     /// Held-out windows, each run from position 0 (as one batch).
     let windows: [[Int]]
     var tokens: Int { windows.reduce(0) { $0 + $1.count } }
-    let source: DecoderModel
+    let source: any LayerwiseModel
     /// The source's final-normed hidden states on `tokens` [T × d]; its logits are recomputed per
     /// vocabulary chunk beside each candidate's, so no [T × vocab] table is held.
     let sourceNormed: [Float]
     /// Layers converted at once, each on one BLAS thread.
     let workers: Int
     /// When the final conversion refits o_proj, each candidate's layers are refit too (`OutputRefit`), on
-    /// windows of calibration text: per layer, the source model's attention inputs on them (computed once,
-    /// layers × tokens × d floats: 141 MB for 2,048 tokens of the sample), window by window.
-    let refitInputs: [[[Float]]]?
+    /// windows of calibration text: per layer, the source attention's inputs and outputs on them, computed
+    /// once (2 × layers × tokens × d floats: 283 MB for 2,048 tokens of the sample, less than the statistics
+    /// pass before it holds).
+    let refitSamples: [RefitSamples]?
+    /// Each layer's refit ridge, chosen by cross-validation for the first candidate and reused by the
+    /// others (a layer's calibration noise, which sets the ridge, is the same for every candidate; the
+    /// cross-validation's 25 F64 solves per layer were 60 % of the search).
+    private let ridges = LayerRidges()
     public private(set) var scored: [ScoredCandidate] = []
     let start = Date()
 
+    /// - `source`: the source model (a `StreamedModel`, or a loaded `DecoderModel`).
     /// - `windows`: the held-out windows candidates are scored on.
     /// - `refitWindows`: calibration windows to refit each candidate's o_proj on (nil: no refit). The
     ///   refit runs on the source model's states (parallel order) so that they are computed once; the final
     ///   conversion's sequential pass is measured to rank candidates the same way (docs/defaults.md).
-    public init(config: ModelConfig, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
+    public init(source: any LayerwiseModel, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
                 windows: [[Int]], refitWindows: [[Int]]? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
-        self.config = config
+        config = source.config
+        self.source = source
         self.store = store
         self.statistics = statistics
         self.budget = budget
         self.windows = windows
         self.workers = max(1, workers)
-        source = try DecoderModel(config: config, store: store)
-        let sequences = refitWindows?.map(\.count) ?? []
-        if let refitWindows {
-            // Each layer's attention input on the refit windows, cut back into windows.
-            var inputs: [[[Float]]] = []
-            let d = config.hiddenSize, starts = sequences.indices.map { sequences[..<$0].reduce(0, +) }
-            _ = try source.hiddenStates(batch: refitWindows, hooks: LayerHooks(attentionInput: { _, h, _ in
-                inputs.append(sequences.indices.map { Array(h[(starts[$0] * d)..<((starts[$0] + sequences[$0]) * d)]) })
-            }))
-            refitInputs = inputs
-        } else {
-            refitInputs = nil
+        let pass = try Self.sourcePass(source, refitWindows: refitWindows ?? [], heldOut: windows, workers: self.workers)
+        refitSamples = refitWindows == nil ? nil : pass.refitSamples
+        sourceNormed = pass.heldOutNormed
+    }
+
+    /// A source layer's attention on the refit windows: per window its input (after the input norm)
+    /// and its output, [t × d] each.
+    struct RefitSamples {
+        var inputs: [[Float]] = []
+        var targets: [[Float]] = []
+    }
+
+    /// One layer-major pass of the source over the refit windows and the held-out windows: each layer's
+    /// attention samples on the refit windows and the final-normed states of the held-out windows,
+    /// stacked [T × d].
+    private static func sourcePass(_ source: any LayerwiseModel, refitWindows: [[Int]], heldOut: [[Int]], workers: Int) throws
+        -> (refitSamples: [RefitSamples], heldOutNormed: [Float]) {
+        let c = source.config, d = c.hiddenSize
+        var states = try WindowStates(model: source, windows: refitWindows + heldOut)
+        let captured = WindowCapture(windows: refitWindows.count)
+        var samples: [RefitSamples] = []
+        for l in 0..<c.numLayers {
+            try states.advance(through: try source.layer(l), eps: c.rmsNormEps, workers: workers) { w, x, output in
+                if w < refitWindows.count { captured.set(w, (x, output)) }
+                return nil
+            }
+            if !refitWindows.isEmpty {
+                let pairs = captured.take()
+                samples.append(RefitSamples(inputs: pairs.map(\.0), targets: pairs.map(\.1)))
+            }
         }
-        sourceNormed = Kernels.rmsNorm(try source.hiddenStates(batch: windows), tokens: windows.reduce(0) { $0 + $1.count }, weight: source.finalNorm, eps: config.rmsNormEps)
+        let refitRows = refitWindows.reduce(0) { $0 + $1.count }
+        let normed = states.normed(finalNorm: source.finalNorm, eps: c.rmsNormEps)
+        return (samples, Array(normed[(refitRows * d)...]))
     }
 
     /// Whether `options` fit the budget and the model (`ModelConversion.checkPlan`).
@@ -132,21 +161,21 @@ public final class ConversionSearch: @unchecked Sendable {
         let ranks = try conversion.ranks(budget: budget, allocation: candidate.allocation)
         var x = try source.embed(windows.flatMap { $0 })
         let sequences = windows.map(\.count)
-        func advance(_ l: Int, _ weights: MLALayerWeights) throws {
-            let attention = MLAAttentionBlock(weights: weights, form: .naive)
-            try source.layers[l].forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
-        }
-        // Layer-major: `workers` layers converted (and refit) at once, one BLAS thread each, the windows
-        // passed through them, then released, so only those layers' MLA weights are ever held.
+        // Layer-major: `workers` layers read, converted (and refit) at once, one BLAS thread each, the
+        // windows passed through them, then released, so only those layers are ever held.
         for first in stride(from: 0, to: config.numLayers, by: workers) {
             let chunk = first..<min(first + workers, config.numLayers)
             let layers = try parallelMap(chunk.count, workers: workers) { i in
-                try self.converted(conversion, layer: chunk.lowerBound + i, rank: ranks[chunk.lowerBound + i])
+                let l = chunk.lowerBound + i
+                return (try self.source.layer(l), try self.converted(conversion, layer: l, rank: ranks[l]))
             }
-            for (i, l) in chunk.enumerated() { try advance(l, layers[i]) }
+            for (sourceLayer, weights) in layers {
+                let attention = MLAAttentionBlock(weights: weights, form: .naive)
+                try sourceLayer.weights.forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
+            }
         }
         let normed = Kernels.rmsNorm(x, tokens: tokens, weight: source.finalNorm, eps: config.rmsNormEps)
-        let kl = meanKL(normed)
+        let kl = try meanKL(normed)
         scored.append(ScoredCandidate(candidate: candidate, kl: kl, seconds: Date().timeIntervalSince(began)))
         return kl
     }
@@ -154,14 +183,23 @@ public final class ConversionSearch: @unchecked Sendable {
     /// Layer `l` of `conversion` at `rank`, its o_proj refit on the refit windows when there are any.
     private func converted(_ conversion: ModelConversion, layer l: Int, rank: Int) throws -> MLALayerWeights {
         var (weights, report) = try conversion.layer(l, upToRank: rank).weights(rank: rank)
-        guard let inputs = refitInputs?[l] else { return weights }
-        let factored = weights, attention = source.attention[l], d = config.hiddenSize
-        let heads = try inputs.map { try MLAAttention.headOutputs(factored, x: $0, tokens: $0.count / d) }
-        // The source attention is recomputed for each candidate rather than kept: it would double the
-        // refit inputs' memory, and costs less than the candidate's own attention on the same tokens.
-        let targets = try inputs.map { try attention.forward($0, sequences: [$0.count / d]) }
-        try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: targets)
+        guard let samples = refitSamples?[l] else { return weights }
+        let factored = weights, d = config.hiddenSize
+        let heads = try samples.inputs.map { try MLAAttention.headOutputs(factored, x: $0, tokens: $0.count / d) }
+        let known = ridges.ridge(layer: l)
+        try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: samples.targets,
+                              ridge: known.map { .fixed($0) } ?? .crossValidated)
+        if known == nil { ridges.record(report.outputRidge, layer: l) }
         return weights
+    }
+
+    /// Each layer's refit ridge as the first candidate chose it (nil: o_proj kept); throws when a layer
+    /// has none yet (no candidate scored, or no refit).
+    public func chosenRidges() throws -> [Double?] {
+        try (0..<config.numLayers).map { l in
+            guard let ridge = ridges.ridge(layer: l) else { throw ConversionPlanError("the search has not refit layer \(l)") }
+            return ridge
+        }
     }
 
     /// The relative KL reduction a refinement needs to replace the candidate it refines: smaller
@@ -191,18 +229,61 @@ public final class ConversionSearch: @unchecked Sendable {
 
     /// Mean KL(source ‖ converted) over every position of the held-out windows, from both models'
     /// final-normed states, the LM head applied a vocabulary chunk at a time (no [T × vocab] table).
-    private func meanKL(_ converted: [Float]) -> Double {
+    private func meanKL(_ converted: [Float]) throws -> Double {
         let d = config.hiddenSize, rows = tokens
         var pairs = [SoftmaxPairStats](repeating: SoftmaxPairStats(), count: rows)
         // Chunks of about 4 M head values (16 MB): the head rows and both logit blocks stay small beside
         // the source model the search holds.
         let step = max(1, (4 << 20) / max(d, 1))
         for range in stride(from: 0, to: config.vocabSize, by: step).map({ $0..<min($0 + step, config.vocabSize) }) {
-            let head = Array(source.lmHead[(range.lowerBound * d)..<(range.upperBound * d)])
+            let head = try source.lmHeadRows(range)
             let zo = Kernels.linear(sourceNormed, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
             let zc = Kernels.linear(converted, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
             SoftmaxPairStats.accumulate(&pairs, zo, zc, count: range.count, first: range.lowerBound, workers: workers)
         }
         return pairs.reduce(0) { $0 + $1.kl } / Double(max(rows, 1))
+    }
+}
+
+/// Each layer's refit ridge once chosen: nil until recorded, then the relative ridge or nil (o_proj kept).
+private final class LayerRidges: @unchecked Sendable {
+    // @unchecked: `chosen` is read and written under `lock` only.
+    private let lock = NSLock()
+    private var chosen: [Int: Double?] = [:]
+
+    func ridge(layer: Int) -> Double?? {
+        lock.lock()
+        defer { lock.unlock() }
+        return chosen[layer]
+    }
+
+    func record(_ ridge: Double?, layer: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        chosen[layer] = ridge
+    }
+}
+
+/// One (attention input, output) pair per window, set from the workers of `WindowStates.advance` and
+/// taken by the caller.
+private final class WindowCapture: @unchecked Sendable {
+    // @unchecked: `values` is read and written under `lock` only.
+    private let lock = NSLock()
+    private var values: [([Float], [Float])]
+
+    init(windows: Int) { values = Array(repeating: ([], []), count: windows) }
+
+    func set(_ window: Int, _ value: ([Float], [Float])) {
+        lock.lock()
+        defer { lock.unlock() }
+        values[window] = value
+    }
+
+    /// The values set so far, leaving every slot empty.
+    func take() -> [([Float], [Float])] {
+        lock.lock()
+        defer { lock.unlock() }
+        defer { values = Array(repeating: ([], []), count: values.count) }
+        return values
     }
 }

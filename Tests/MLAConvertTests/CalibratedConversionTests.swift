@@ -84,6 +84,23 @@ import Testing
         }
         #expect(errorAfter < 0.95 * errorBefore, "held-out error \(errorBefore) -> \(errorAfter)")
     }
+
+    @Test("the search scores a candidate the same with the source streamed a layer at a time as with it loaded", .needsSampleData)
+    func streamedSearchMatchesLoaded() throws {
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let windows = try Self.windows(4)
+        let stats = try collectCalibration(model: box.model, windows: Array(windows.prefix(2)))
+        let candidate = SearchCandidate(label: "rope 32, uniform pairs, freqfold 4", options: Self.options, allocation: .uniform)
+        func score(_ source: any LayerwiseModel) throws -> (kl: Double, ridges: [Double?]) {
+            let search = try ConversionSearch(source: source, store: checkpoint.store, statistics: stats, budget: .fraction(0.3125),
+                                              windows: [windows[3]], refitWindows: Array(windows.prefix(3)))
+            let kl = try search.score(candidate)
+            return (kl, try search.chosenRidges())
+        }
+        let streamed = try score(StreamedModel(checkpoint)), loaded = try score(box.model)
+        #expect(streamed.kl > 0 && abs(streamed.kl - loaded.kl) <= 1e-6 * loaded.kl, "KL \(streamed.kl) streamed, \(loaded.kl) loaded")
+        #expect(streamed.ridges == loaded.ridges && streamed.ridges.count == checkpoint.config.numLayers)
+    }
 }
 
 /// `OutputRefit` on synthetic data, against answers known in closed form.
@@ -117,5 +134,10 @@ struct OutputRefitTests {
         // Noise: a fit lowers the error on the windows it saw, never on the others; cross-validation sees that.
         let kept = try unrelated.refit(oProj: [Float](repeating: 0, count: d * n))
         #expect(kept.ridge == nil && kept.after == kept.before, "chose ridge \(String(describing: kept.ridge))")
+        // A ridge given (as the search reuses one) is the same solve the cross-validation ends with; none keeps o_proj.
+        let given = try exact.refit(oProj: current, ridge: .fixed(fitted.ridge))
+        #expect(given.oProj == fitted.oProj && given.ridge == fitted.ridge)
+        let keptAsGiven = try exact.refit(oProj: current, ridge: .fixed(nil))
+        #expect(keptAsGiven.oProj == current && keptAsGiven.after == keptAsGiven.before)
     }
 }

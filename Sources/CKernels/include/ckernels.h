@@ -27,6 +27,10 @@ int ck_has_avx2(void);
 /// Returns 1 when both took effect; does nothing (0) on other C libraries.
 int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold);
 
+/// glibc malloc_trim(0): returns free heap pages to the system. Returns 1 when memory was released,
+/// 0 otherwise (and on other C libraries).
+int ck_return_freed_memory(void);
+
 /// Makes exit() end the process right after the exit handlers registered after this call (and
 /// stdio flushing), skipping shared-library destructors: OpenBLAS 0.3.21's destructor
 /// (blas_thread_shutdown_) can deadlock joining a worker thread that was just going to sleep (the

@@ -35,6 +35,15 @@ public struct OutputRefit: Sendable {
     /// Relative ridges tried, λ / (tr(Σ u uᵀ)/n).
     public static let ridges: [Double] = [1e-4, 1e-3, 1e-2, 1e-1, 1]
 
+    /// How `refit` picks the ridge.
+    public enum RidgeChoice: Sendable, Equatable {
+        /// By cross-validation over the folds (see the type): about 25 solves, F64.
+        case crossValidated
+        /// As given (a relative ridge, or nil to keep o_proj): one solve, e.g. a ridge another
+        /// conversion of the same layer chose.
+        case fixed(Double?)
+    }
+
     /// What `refit` chose and how well it fits.
     public struct Result: Sendable {
         /// The refit o_proj [d × n] (the given one when no λ beat it).
@@ -65,26 +74,35 @@ public struct OutputRefit: Sendable {
         folds[k].tokens += rows
     }
 
-    /// The refit o_proj for the current `oProj` [d × n], λ chosen by cross-validation (see the type).
-    public func refit(oProj: [Float]) throws -> Result {
+    /// The refit o_proj for the current `oProj` [d × n], the ridge picked by `ridge`.
+    public func refit(oProj: [Float], ridge choice: RidgeChoice = .crossValidated) throws -> Result {
         let n = headWidth, d = hiddenSize
         precondition(oProj.count == d * n, "OutputRefit: o_proj must be [\(d) × \(n)]")
         let w = Matrix(rows: d, cols: n, values: widened(oProj))
         let all = sums(excluding: nil)
-        let occupied = folds.indices.filter { folds[$0].tokens > 0 }
-        // Held-out error of each candidate (nil: keep W_o), summed over the folds.
-        var best: (ridge: Double?, error: Double) = (nil, occupied.reduce(0.0) { $0 + error(w, sums(only: $1)) })
-        if occupied.count >= 2 {
-            for ridge in Self.ridges {
-                var heldOut = 0.0
-                for k in occupied { heldOut += error(try fit(w, sums(excluding: k), ridge: ridge), sums(only: k)) }
-                if heldOut < best.error { best = (ridge, heldOut) }
-            }
+        let ridge: Double?
+        switch choice {
+        case .crossValidated: ridge = try crossValidatedRidge(w)
+        case let .fixed(given): ridge = given
         }
-        let refit = try best.ridge.map { try fit(w, all, ridge: $0) } ?? w
+        let refit = try ridge.map { try fit(w, all, ridge: $0) } ?? w
         let energy = max(all.targetEnergy, .leastNormalMagnitude)
-        return Result(oProj: best.ridge == nil ? oProj : narrowed(refit.values), ridge: best.ridge,
+        return Result(oProj: ridge == nil ? oProj : narrowed(refit.values), ridge: ridge,
                       before: error(w, all) / energy, after: error(refit, all) / energy)
+    }
+
+    /// The ridge of `ridges` with the smallest held-out error summed over the folds, or nil when
+    /// keeping `w` scores better than every one (or fewer than two folds hold tokens).
+    private func crossValidatedRidge(_ w: Matrix<Double>) throws -> Double? {
+        let occupied = folds.indices.filter { folds[$0].tokens > 0 }
+        guard occupied.count >= 2 else { return nil }
+        var best: (ridge: Double?, error: Double) = (nil, occupied.reduce(0.0) { $0 + error(w, sums(only: $1)) })
+        for ridge in Self.ridges {
+            var heldOut = 0.0
+            for k in occupied { heldOut += error(try fit(w, sums(excluding: k), ridge: ridge), sums(only: k)) }
+            if heldOut < best.error { best = (ridge, heldOut) }
+        }
+        return best.ridge
     }
 
     /// The sums of every fold but `excluding` (nil: all), with Σ u uᵀ filled in both triangles.
@@ -137,7 +155,7 @@ extension OutputRefit {
     /// per-head outputs on window i and `targets[i]` [t_i × d] the source attention's outputs (bias
     /// included) on the same inputs; window i goes to fold i. Records the errors and the ridge in `report`.
     public static func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport,
-                             heads: [[Float]], targets: [[Float]]) throws {
+                             heads: [[Float]], targets: [[Float]], ridge: RidgeChoice = .crossValidated) throws {
         let n = weights.numHeads * weights.dV, d = weights.hiddenSize
         var refit = OutputRefit(headWidth: n, hiddenSize: d)
         for (i, (u, y)) in zip(heads, targets).enumerated() {
@@ -148,7 +166,7 @@ extension OutputRefit {
             }
             refit.add(heads: u, target: target, rows: rows, fold: i)
         }
-        let result = try refit.refit(oProj: weights.oProj)
+        let result = try refit.refit(oProj: weights.oProj, ridge: ridge)
         weights.oProj = result.oProj
         report.outputError = (result.before, result.after)
         report.outputRidge = result.ridge
