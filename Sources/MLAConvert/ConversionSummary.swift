@@ -85,6 +85,12 @@ public struct ConversionSummary: Sendable {
         self.search = search
     }
 
+    /// The stages the layers went through and the output format's encoder runs, in pipeline order.
+    public var stages: [ConversionStage] {
+        let ran = Set(layers.flatMap(\.stages) + format.stages)
+        return ConversionStage.allCases.filter(ran.contains)
+    }
+
     /// Kept fraction of the source cache.
     public var cacheFraction: Double { Double(convertedCacheValues) / Double(max(sourceCacheValues, 1)) }
 
@@ -109,6 +115,10 @@ public struct ConversionSummary: Sendable {
             ("method", .string(method.rawValue)), ("source", .string(source)), ("calibration", .string(calibration)),
             ("format", .string(format.rawValue)),
             ("settings", .object(settings.entries.map { ($0.0, JSONValue.string($0.1)) })),
+            ("stages", .array(stages.map { stage in
+                .object([("stage", .string(stage.rawValue)), ("exactness", .string(stage.exactness.rawValue)),
+                         ("description", .string(stage.explanation))])
+            })),
         ] + (search.map { [("search", $0.json)] } ?? []) + [
             ("kv_cache", .object([
                 ("source_values_per_token", JSONValue(sourceCacheValues)),
@@ -128,6 +138,7 @@ public struct ConversionSummary: Sendable {
     public var text: String {
         var lines = ["\(method.rawValue): \(source) -> \(format.rawValue)", "  calibration: \(calibration)"]
         lines += settings.entries.map { "  \($0.0): \($0.1)" }
+        lines.append("  stages: " + stages.map { "\($0.rawValue) (\($0.exactness.rawValue))" }.joined(separator: ", "))
         lines += (search?.lines ?? []).map { "  " + $0 }
         let refit = layers.contains { $0.outputError != nil }
         lines.append("  layer  kv_rank  rope pairs kept (per rope head)          rope energy  kv energy"
