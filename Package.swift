@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(
-            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAVerify", "MLACheckpoint", "MLATensor", "MLATestSupport"]),
+            name: "MLARuntimeTests", dependencies: ["MLARuntime", "MLAConvert", "MLAVerify", "MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(
             name: "MLAConvertTests", dependencies: ["MLAConvert", "MLARuntime", "MLACheckpoint", "MLALinalg", "MLATensor", "MLATestSupport"]),
     ]

@@ -114,11 +114,15 @@ public enum ConversionMethod: Sendable {
     case gqa2mla(SharedRopeRequest)
     case mha2mla(PartialRopeRequest)
 
-    /// "gqa2mla" or "mha2mla", as the summary names it.
-    public var name: String {
+    /// Which converter, without its settings.
+    public enum Kind: String, Sendable, CaseIterable {
+        case gqa2mla, mha2mla
+    }
+
+    public var kind: Kind {
         switch self {
-        case .gqa2mla: return "gqa2mla"
-        case .mha2mla: return "mha2mla"
+        case .gqa2mla: return .gqa2mla
+        case .mha2mla: return .mha2mla
         }
     }
 }

@@ -15,8 +15,8 @@ public struct PreparedConversion: Sendable {
     public let conversion: ModelConversion
     /// The rank allocation given or chosen.
     public let allocation: RankAllocation
-    /// Human-readable settings of the summary (rope plan, latent, query), in order.
-    public let settings: [(String, String)]
+    /// What the method chose, as the summary states it.
+    public let settings: MethodSettings
     /// What the automatic choice measured, when it ran.
     public let search: SearchReport?
     /// The calibration windows of the layer pass (`CalibratedConversion`), when it runs.
@@ -54,7 +54,7 @@ extension ConversionPlan {
         try validate()
         let c = checkpoint.config
         try checkRequest(config: c)
-        let settings: (ConversionChoice) -> [(String, String)]
+        let settings: (ConversionChoice) -> MethodSettings
         let choice: ConversionChoice
         switch method {
         case let .gqa2mla(r):
@@ -88,9 +88,9 @@ extension ConversionPlan {
         let ranks = try prepared.ranks(observer: observer)
         let parallelism = prepared.layerParallelism()
         let workerThreads = parallelism.blasThreads ?? BLASThreads.current
-        let summary = SummaryMaker(prepared: prepared, ranks: ranks, dtype: outputDType(for: checkpoint), start: start, observer: observer,
-                                   parallelism: "\(parallelism.workers) layer worker\(parallelism.workers == 1 ? "" : "s") × "
-                                       + "\(workerThreads) BLAS thread\(workerThreads == 1 ? "" : "s")")
+        let summary = SummaryMaker(prepared: prepared, ranks: ranks, start: start, observer: observer,
+                                   settings: ConversionSettings(method: prepared.settings, dtype: outputDType(for: checkpoint),
+                                                                layerWorkers: parallelism.workers, blasThreads: workerThreads))
         observer.begin("convert", total: checkpoint.config.numLayers)
         let produce = try prepared.layers(ranks: ranks)
         let (template, firstReport) = try produce(0)
@@ -100,7 +100,7 @@ extension ConversionPlan {
         let previous = BLASThreads.current
         BLASThreads.set(workerThreads)
         defer { BLASThreads.set(previous) }
-        try writeModel(prepared, to: output, template: template, ranks: ranks, layer: layer, dtype: summary.dtype, writer: writer,
+        try writeModel(prepared, to: output, template: template, ranks: ranks, layer: layer, dtype: summary.settings.dtype, writer: writer,
                        workers: parallelism.workers, summary: { summary.make(ordered()).json }) { l, report in
             streamed[l] = report
             observer.advance("convert", to: streamed.count)
@@ -130,13 +130,13 @@ extension ConversionPlan {
         switch format {
         case .native:
             let provenance: [(String, JSONValue)] = [
-                ("source", .string(source.path)), ("method", .string(method.name)), ("calibration", .string(calibrationDescription)),
+                ("source", .string(source.path)), ("method", .string(method.kind.rawValue)), ("calibration", .string(calibrationDescription)),
             ]
             encoder = NativeMLAEncoder(source: source, dtype: dtype, provenance: provenance, writer: writer)
         case .deepseek:
             encoder = try DeepSeekV3Encoder(source: source, dtype: dtype, writer: writer)
         case .gguf:
-            let provenance = [("source", source.path), ("method", method.name), ("calibration", calibrationDescription)] + prepared.settings
+            let provenance = [("source", source.path), ("method", method.kind.rawValue), ("calibration", calibrationDescription)] + prepared.settings.entries
             encoder = try GGUFEncoder(source: source, dtype: dtype, provenance: provenance)
         }
         try MLAModelWriter.write(encoder, to: output, template: template, ranks: ranks, summary: summary,
@@ -161,18 +161,16 @@ extension PreparedConversion {
 private struct SummaryMaker {
     let prepared: PreparedConversion
     let ranks: [Int]
-    let dtype: DType
     let start: Double
     let observer: any ConversionObserver
-    /// "1 layer worker × 2 BLAS threads".
-    let parallelism: String
+    let settings: ConversionSettings
 
     func make(_ reports: [LayerConversionReport]) -> ConversionSummary {
         let plan = prepared.plan, conversion = prepared.conversion, layers = conversion.config.numLayers
         let ropeValues = ModelConversion.ropeValues(config: conversion.config, rope: conversion.options.rope)
         return ConversionSummary(
-            method: plan.method.name, source: prepared.checkpoint.path, calibration: plan.calibrationDescription, format: plan.format.rawValue,
-            settings: prepared.settings + [("dtype", dtype.rawValue), ("parallelism", parallelism)],
+            method: plan.method.kind, source: prepared.checkpoint.path, calibration: plan.calibrationDescription, format: plan.format,
+            settings: settings,
             layers: reports, sourceCacheValues: conversion.sourceCacheValues * layers,
             convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,
             seconds: observer.now() - start, peakResidentBytes: observer.peakResidentBytes, search: prepared.search)

@@ -1,13 +1,65 @@
 import MLACheckpoint
+import MLATensor
+
+/// What the method chose, as the summary, the GGUF metadata and the native config state it.
+public struct MethodSettings: Sendable {
+    /// The rope plan and how it was chosen, in words ("one shared key of 32 dims = 16 frequency pairs, …").
+    public let rope: String
+    /// The factorization, its weighting and the rank allocation, in words.
+    public let latent: String
+    /// gqa2mla's query projection; nil for mha2mla, which always keeps q_proj and does not say so.
+    public let query: QueryProjection?
+
+    /// The query projection of a gqa2mla conversion.
+    public enum QueryProjection: Sendable, Equatable {
+        /// The source's q_proj, as converted.
+        case full
+        /// q_a_proj → q_a_layernorm → q_b_proj of this rank (`LowRankQuery`).
+        case lowRank(Int)
+    }
+
+    /// (name, text) in the order they are shown: rope, latent, query.
+    public var entries: [(String, String)] {
+        let query = query.map { query -> String in
+            switch query {
+            case .full: return "full"
+            case let .lowRank(rank): return "low rank \(rank)"
+            }
+        }
+        return [("rope", rope), ("latent", latent)] + (query.map { [("query", $0)] } ?? [])
+    }
+}
+
+/// The settings a summary shows: the method's, then the output dtype and the layer parallelism.
+public struct ConversionSettings: Sendable {
+    public let method: MethodSettings
+    public let dtype: DType
+    /// Layers converted at once, and the BLAS threads each runs on.
+    public let layerWorkers: Int
+    public let blasThreads: Int
+
+    public init(method: MethodSettings, dtype: DType, layerWorkers: Int, blasThreads: Int) {
+        self.method = method
+        self.dtype = dtype
+        self.layerWorkers = layerWorkers
+        self.blasThreads = blasThreads
+    }
+
+    /// (name, text) in the order they are shown, e.g. ("parallelism", "1 layer worker × 2 BLAS threads").
+    public var entries: [(String, String)] {
+        func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+        return method.entries + [("dtype", dtype.rawValue),
+                                 ("parallelism", count(layerWorkers, "layer worker") + " × " + count(blasThreads, "BLAS thread"))]
+    }
+}
 
 /// What a conversion did, for the terminal, `--json` and the output's `mla_convert.json`.
 public struct ConversionSummary: Sendable {
-    public let method: String
+    public let method: ConversionMethod.Kind
     public let source: String
     public let calibration: String
-    public let format: String
-    /// Human-readable settings (rope plan, weighting, ...), in order.
-    public let settings: [(String, String)]
+    public let format: MLAOutputFormat
+    public let settings: ConversionSettings
     public let layers: [LayerConversionReport]
     /// Cache values per token for the whole model, before and after.
     public let sourceCacheValues: Int
@@ -17,7 +69,7 @@ public struct ConversionSummary: Sendable {
     /// The automatic choice's candidates and scores, when settings were left at auto.
     public let search: SearchReport?
 
-    public init(method: String, source: String, calibration: String, format: String, settings: [(String, String)],
+    public init(method: ConversionMethod.Kind, source: String, calibration: String, format: MLAOutputFormat, settings: ConversionSettings,
                 layers: [LayerConversionReport], sourceCacheValues: Int, convertedCacheValues: Int, seconds: Double,
                 peakResidentBytes: Int, search: SearchReport? = nil) {
         self.method = method
@@ -31,6 +83,12 @@ public struct ConversionSummary: Sendable {
         self.seconds = seconds
         self.peakResidentBytes = peakResidentBytes
         self.search = search
+    }
+
+    /// The stages the layers went through and the output format's encoder runs, in pipeline order.
+    public var stages: [ConversionStage] {
+        let ran = Set(layers.flatMap(\.stages) + format.stages)
+        return ConversionStage.allCases.filter(ran.contains)
     }
 
     /// Kept fraction of the source cache.
@@ -54,9 +112,13 @@ public struct ConversionSummary: Sendable {
 
     public var json: JSONValue {
         .object([
-            ("method", .string(method)), ("source", .string(source)), ("calibration", .string(calibration)),
-            ("format", .string(format)),
-            ("settings", .object(settings.map { ($0.0, JSONValue.string($0.1)) })),
+            ("method", .string(method.rawValue)), ("source", .string(source)), ("calibration", .string(calibration)),
+            ("format", .string(format.rawValue)),
+            ("settings", .object(settings.entries.map { ($0.0, JSONValue.string($0.1)) })),
+            ("stages", .array(stages.map { stage in
+                .object([("stage", .string(stage.rawValue)), ("exactness", .string(stage.exactness.rawValue)),
+                         ("description", .string(stage.explanation))])
+            })),
         ] + (search.map { [("search", $0.json)] } ?? []) + [
             ("kv_cache", .object([
                 ("source_values_per_token", JSONValue(sourceCacheValues)),
@@ -74,8 +136,9 @@ public struct ConversionSummary: Sendable {
 
     /// The terminal summary: settings, a per-layer table and the cache line.
     public var text: String {
-        var lines = ["\(method): \(source) -> \(format)", "  calibration: \(calibration)"]
-        lines += settings.map { "  \($0.0): \($0.1)" }
+        var lines = ["\(method.rawValue): \(source) -> \(format.rawValue)", "  calibration: \(calibration)"]
+        lines += settings.entries.map { "  \($0.0): \($0.1)" }
+        lines.append("  stages: " + stages.map { "\($0.rawValue) (\($0.exactness.rawValue))" }.joined(separator: ", "))
         lines += (search?.lines ?? []).map { "  " + $0 }
         let refit = layers.contains { $0.outputError != nil }
         lines.append("  layer  kv_rank  rope pairs kept (per rope head)          rope energy  kv energy"

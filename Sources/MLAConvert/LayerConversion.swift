@@ -67,6 +67,8 @@ public struct LayerConversionReport: Sendable {
     public var outputError: (before: Double, after: Double)?
     /// The relative ridge the refit chose by cross-validation, or nil when it kept o_proj (or did not run).
     public var outputRidge: Double?
+    /// The stages the layer went through, in order (`LayerConversion.stages`, then `.outputRefit` when refit).
+    public var stages: [ConversionStage]
 }
 
 /// The per-layer work common to gqa2mla and mha2mla: rope split, weighted joint factorization, query.
@@ -142,6 +144,23 @@ public struct LayerConversion: Sendable {
                        try LatentFactorization(nope: empty, values: s.v, moment: factorMoment, weighting: options.weighting,
                                                keyWeight: { [] }, valueWeight: valueWeight, upToRank: latentRanks?[1])]
         }
+    }
+
+    /// The stages `weights(rank:)` runs, in order: the rope split, the factorization, and the query-side
+    /// and bias steps the options and the source call for.
+    public var stages: [ConversionStage] {
+        var stages: [ConversionStage]
+        switch options.rope {
+        case let .shared(_, _, fold): stages = fold > 1 ? [.ropeRotation, .freqFold] : [.ropeRotation]
+        case .partial(.rorope, _, _, _): stages = [.ropeRotation]
+        case .partial: stages = [.partialRope]
+        }
+        if rope.nopeRows > 0 { stages.append(.ropeTruncation) }
+        stages.append(.latentFactorization)
+        if source.kBias != nil || source.vBias != nil { stages.append(.biasMove) }
+        if options.foldSoftmaxScale { stages.append(.softmaxScaleFold) }
+        if options.queryRank != nil { stages += [.lowRankQuery, .linearRegimeNorm] }
+        return stages
     }
 
     /// Largest latent rank: rank of [NoPE keys; values] and at most d.
@@ -262,7 +281,7 @@ public struct LayerConversion: Sendable {
         try weights.validate()
         let report = LayerConversionReport(layer: s.layer, kvRank: rank, keptPairs: rope.keptPairs,
                                            ropeEnergyRetained: rope.ropeEnergyRetained, kvEnergyRetained: energyRetained(rank: rank),
-                                           queryEnergyRetained: queryEnergy)
+                                           queryEnergyRetained: queryEnergy, stages: stages)
         return (weights, report)
     }
 }

@@ -72,14 +72,13 @@ extension ConversionPlan {
     }
 
     /// gqa2mla's summary settings for what was chosen.
-    func sharedSettings(_ r: SharedRopeRequest, _ choice: ConversionChoice, ropeLabel: String) -> [(String, String)] {
+    func sharedSettings(_ r: SharedRopeRequest, _ choice: ConversionChoice, ropeLabel: String) -> MethodSettings {
         guard case let .shared(dRope, _, _) = choice.options.rope else { preconditionFailure("gqa2mla keeps one shared rope key") }
         let label = choice.search.map { $0.choice.label + " (auto)" } ?? ropeLabel
-        return [
-            ("rope", "one shared key of \(dRope) dims = \(dRope / 2) frequency pairs, \(label)"),
-            ("latent", "joint [NoPE keys; values], \(choice.options.weighting.settingText), \(choice.allocation.rawValue) ranks"),
-            ("query", r.queryRank.map { "low rank \($0)" } ?? "full"),
-        ]
+        return MethodSettings(
+            rope: "one shared key of \(dRope) dims = \(dRope / 2) frequency pairs, \(label)",
+            latent: "joint [NoPE keys; values], \(choice.options.weighting.settingText), \(choice.allocation.rawValue) ranks",
+            query: r.queryRank.map { .lowRank($0) } ?? .full)
     }
 
     /// mha2mla's layer options for `strategy` keeping `pairs` pairs per head.
@@ -121,15 +120,15 @@ extension ConversionPlan {
     }
 
     /// mha2mla's summary settings for what was chosen, and the note of the rope kept.
-    func partialSettings(_ r: PartialRopeRequest, _ choice: ConversionChoice, config c: ModelConfig) -> (settings: [(String, String)], note: String) {
+    func partialSettings(_ r: PartialRopeRequest, _ choice: ConversionChoice, config c: ModelConfig) -> (settings: MethodSettings, note: String) {
         guard case let .partial(strategy, pairs, _, _) = choice.options.rope else { preconditionFailure("mha2mla keeps partial RoPE") }
         let heads = strategy == .rorope ? "one shared rope key" : "each of the \(c.numKVHeads) KV heads"
         let note = "rope: \(heads) keeps \(pairs) frequency pairs = \(2 * pairs) rope dims (head dim \(c.headDim))"
-        let settings = [
-            ("rope", "\(strategy.rawValue): \(heads) keeps \(pairs) pairs (\(2 * pairs) dims)" + (choice.search == nil ? "" : " (auto)")),
-            ("latent", "\(r.factorization.rawValue) on \(heldOutText == nil ? "weights" : r.factorOn.rawValue), sigma \(r.sigma.rawValue), "
-                + "\(choice.options.weighting.settingText), \(choice.allocation.rawValue) ranks"),
-        ]
+        let settings = MethodSettings(
+            rope: "\(strategy.rawValue): \(heads) keeps \(pairs) pairs (\(2 * pairs) dims)" + (choice.search == nil ? "" : " (auto)"),
+            latent: "\(r.factorization.rawValue) on \(heldOutText == nil ? "weights" : r.factorOn.rawValue), sigma \(r.sigma.rawValue), "
+                + "\(choice.options.weighting.settingText), \(choice.allocation.rawValue) ranks",
+            query: nil)
         return (settings, note)
     }
 }

@@ -165,6 +165,23 @@ enum TinyModel {
                                         mentions: [path, "superblock version 0"])
         }
     }
+
+    /// An HDF5 export whose root object header fails its checksum (one attribute byte changed): one line
+    /// naming the file. libhdf5 1.10.8 leaks the failed cache entry, so this runs in a fresh process
+    /// (HDF5Tests keep to valid files); the tool must not print libhdf5's "infinite loop closing
+    /// library" report as it exits.
+    @Test func checksumDamagedHDF5IsRefused() throws {
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/damaged.h5"
+        let export = try CLI.run("mla-convert", ["export", Fixtures.path("gguf/tiny_llama.gguf"), "-o", path, "--format", "hdf5"])
+        #expect(export.status == 0, "\(export.stderr)")
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let format = try #require(bytes.range(of: Data("mla-convert-hdf5".utf8)))
+        bytes.replaceSubrange(format, with: Data("xxx-convert-hdf5".utf8))
+        try bytes.write(to: URL(fileURLWithPath: path))
+        TimedCLI.expectOneLineError(try TimedCLI.run("mla-convert", ["inspect", path], timeout: 10), mentions: [path])
+    }
 }
 
 /// Rewrites a GGUF header with one more tensor info; the tensor data becomes a sparse hole of zeros

@@ -56,7 +56,7 @@ import MLATestSupport
     }
 
     /// `gqa2mla --freqfold 2` with the other rope flags fixed converts with that fold, as given, and
-    /// `--dtype F32` writes F32 tensors.
+    /// `--dtype F32` writes F32 tensors; the summary lists the stages that ran, FreqFold among them.
     @Test func freqfoldAndDTypeAreTaken() throws {
         let dir = CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -67,6 +67,10 @@ import MLATestSupport
         let summary = try JSONValue.parse(r.stdout)
         #expect(summary["settings"]?["rope"]?.string?.contains("high pairs, stride 1, freqfold 2 (as given)") == true, "\(r.stdout)")
         #expect(summary["settings"]?["dtype"]?.string == "F32")
+        let stages = summary["stages"]?.array?.compactMap { stage in stage["stage"]?.string.map { ($0, stage["exactness"]?.string ?? "") } }
+        #expect(stages?.map(\.0) == ["rope rotation", "freqfold", "rope truncation", "latent factorization", "softmax scale fold",
+                                      "linear-regime norm", "residual rescale"], "\(r.stdout)")
+        #expect(stages?.first { $0.0 == "freqfold" }?.1 == "lossy" && stages?.first { $0.0 == "rope rotation" }?.1 == "exact")
         let store = try Checkpoint.open(dir + "/out").store
         #expect(store.names.compactMap { store.info($0) }.filter { $0.dtype.isComputeFloat }.allSatisfy { $0.dtype == .f32 })
     }

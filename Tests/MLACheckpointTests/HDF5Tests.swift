@@ -74,14 +74,18 @@ import MLATensor
             #expect(error.description.hasPrefix(path), "\(error)")
             #expect(error.description.contains(mention), "\(error)")
         }
-        // A valid HDF5 file that is not in our layout.
+        // A valid HDF5 file that is not in our layout: h5py's reference file with another format name.
+        // (h5py leaves the root object header without a checksum, so the file stays valid; the same edit
+        // in a file of HDF5Writer breaks the header's checksum, and libhdf5 1.10.8 then leaks the failed
+        // cache entry, which `H5close` at exit reports as "HDF5: infinite loop closing library". Damaged
+        // files are read in fresh processes instead: InputFuzzTests, InputValidationCLITests.)
         let foreign = dir + "/foreign.h5"
-        try HDF5Writer.write(path: foreign, config: { Self.config }, entries: [], deflateLevel: nil, files: { [:] }) { _ in fatalError() }
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: foreign))
-        if let r = bytes.range(of: Data("mla-convert-hdf5".utf8)) { bytes.replaceSubrange(r, with: Data("xxx-convert-hdf5".utf8)) }
+        var bytes = reference
+        let format = try #require(bytes.range(of: Data("mla-convert-hdf5".utf8)))
+        bytes.replaceSubrange(format, with: Data("xxx-convert-hdf5".utf8))
         try bytes.write(to: URL(fileURLWithPath: foreign))
         let error = try #require(throws: CheckpointError.self) { try HDF5Store(path: foreign) }
-        #expect(error.description.contains("format"))
+        #expect(error.description.contains("root attribute format is not"), "\(error)")
     }
 
     @Test func failedWriteLeavesNoFile() throws {

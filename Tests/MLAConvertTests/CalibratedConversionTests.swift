@@ -38,24 +38,6 @@ import Testing
         }
     }
 
-    @Test("sequential calibration with the o_proj refit at full rank reproduces the source", .needsSampleData)
-    func fullRankRefitIsExact() throws {
-        let (checkpoint, box) = try TestData.sampleModel.get()
-        let conversion = ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: nil,
-                                         options: LayerConversionOptions(rope: .partial(strategy: .high, pairs: 32, start: 0, combination: .product),
-                                                                         weighting: LatentWeighting(keys: .plain, values: .output), foldSoftmaxScale: true))
-        let full = try (0..<checkpoint.config.numLayers).map { try conversion.layer($0, upToRank: nil).maxRank }
-        let sequential = try CalibratedConversion(conversion: conversion, source: box.model, windows: try Self.windows(2), ranks: full, order: .sequential, refitOutput: true)
-        let layers = try (0..<checkpoint.config.numLayers).map { try sequential.layer($0) }
-        for (_, report) in layers {
-            let error = try #require(report.outputError)
-            #expect(error.before < 1e-5 && error.after < 1e-5, "layer \(report.layer): output error \(error)")
-        }
-        let ids = try ConversionTests.hamletIds(96)
-        let converted = try ConversionTests.model(checkpoint, layers.map(\.0)).logits(ids)
-        #expect(ConversionTests.relative(converted, try box.model.logits(ids)) < 1e-3)
-    }
-
     @Test("the o_proj refit lowers the attention-output error on held-out windows at 31.25 %", .needsSampleData)
     func refitGeneralizes() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()

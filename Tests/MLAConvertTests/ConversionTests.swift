@@ -47,22 +47,6 @@ import Testing
         return try conversion.convert(ranks: conversion.ranks(budget: budget, allocation: .uniform))
     }
 
-    @Test("mha2mla keeping every pair at full rank reproduces the source (real model, activation-weighted)", .needsSampleData)
-    func partialRopeFullRankIsExact() throws {
-        let (checkpoint, box) = try TestData.sampleModel.get()
-        let options = LayerConversionOptions(
-            rope: .partial(strategy: .high, pairs: 32, start: 0, combination: .product),
-            weighting: LatentWeighting(keys: .query, values: .output), foldSoftmaxScale: true)
-        let layers = try Self.convert(checkpoint.config, checkpoint.store, options, stats: try Self.calibration.get(), budget: .rank(192))
-        #expect(layers.allSatisfy { abs($0.1.kvEnergyRetained - 1) < 1e-9 && abs($0.1.ropeEnergyRetained - 1) < 1e-9 })
-        let ids = try Self.hamletIds(96)
-        let source = try box.model.logits(ids)
-        for form in [MLAAttention.Form.absorbed, .naive] {
-            let error = Self.relative(try Self.model(checkpoint, layers.map(\.0), form: form).logits(ids), source)
-            #expect(error < 1e-4, "\(form): \(error)")
-        }
-    }
-
     @Test("The input-side (d × d) latent factorization matches the output side, and is exact at full rank (real weights)", .needsSampleData)
     func inputSideFactorizationMatchesOutputSide() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
@@ -135,51 +119,6 @@ import Testing
         }
     }
 
-    @Test("RoRoPE rotation keeps every q·k before truncation (real weights, float64)", .needsSampleData)
-    func roropeRotationIsExact() throws {
-        let (checkpoint, _) = try TestData.sampleModel.get()
-        let s = try SourceLayer(config: checkpoint.config, store: checkpoint.store, layer: 3)
-        let stats = try Self.calibration.get()
-        let keyMoment = outputMoment(s.k, stats.secondMoment(layer: 3))
-        let theta = RopeFrequencies(config: checkpoint.config).inverseFrequencies
-        let split = try RopeSplit.rotated(source: s, dRope: 64, stride: 1, fold: 1, invFreq: theta, keyMoment: keyMoment)
-        // Orthogonality of the basis.
-        let gram = matmul(split.basis, split.basis, transB: true)
-        #expect(zip(gram.values, Matrix<Double>.identity(gram.rows).values).map { abs($0 - $1) }.max()! < 1e-12)
-        // Scores with RoPE applied to every rotated component at its pair's frequency equal the source's.
-        var rng = SplitMix64(seed: 7)
-        let x = Matrix(rows: s.hiddenSize, cols: 2, values: (0..<(2 * s.hiddenSize)).map { _ in Double(rng.float(1)) })
-        let q = matmul(s.q, x), k = matmul(s.k, x)
-        let (m, n) = (37, 5)
-        func rotate(_ v: [Double], pairs: [(Int, Int, Double)], position: Int) -> [Double] {
-            var out = v
-            for (re, im, f) in pairs {
-                let a = f * Double(position)
-                out[re] = v[re] * cos(a) - v[im] * sin(a)
-                out[im] = v[re] * sin(a) + v[im] * cos(a)
-            }
-            return out
-        }
-        let sourcePairs = (0..<s.numKVHeads).flatMap { j in (0..<s.pairs).map { (s.keyRow(kvHead: j, pair: $0, part: 0), s.keyRow(kvHead: j, pair: $0, part: 1), theta[$0]) } }
-        let rotatedPairs = (0..<32).map { (2 * $0, 2 * $0 + 1, split.invFreq[0][$0]) }
-            + split.nopePairMix.enumerated().map { c, mix in (64 + 2 * c, 64 + 2 * c + 1, theta[mix.indices.max { mix[$0] < mix[$1] }!]) }
-        let kAt = rotate((0..<k.rows).map { k[$0, 1] }, pairs: sourcePairs, position: n)
-        let kRotated = rotate(matmul(split.basis, Matrix(rows: k.rows, cols: 1, values: (0..<k.rows).map { k[$0, 1] })).values,
-                              pairs: rotatedPairs, position: n)
-        for h in 0..<s.numHeads {
-            let j = s.kvHead(ofQueryHead: h)
-            var qh = [Double](repeating: 0, count: k.rows)
-            for i in 0..<s.headDim { qh[j * s.headDim + i] = q[h * s.headDim + i, 0] }
-            let qAt = rotate(qh, pairs: sourcePairs, position: m)
-            let qRotated = rotate(matmul(split.basis, Matrix(rows: qh.count, cols: 1, values: qh)).values, pairs: rotatedPairs, position: m)
-            let source = zip(qAt, kAt).reduce(0.0) { $0 + $1.0 * $1.1 }
-            let rotated = zip(qRotated, kRotated).reduce(0.0) { $0 + $1.0 * $1.1 }
-            #expect(abs(source - rotated) <= 1e-10 * max(1, abs(source)), "head \(h): \(source) vs \(rotated)")
-        }
-        // Component 0 of each pair holds the most key energy: the kept energy is at least 1/n_kv.
-        #expect(split.ropeEnergyRetained >= 1 / Double(s.numKVHeads))
-    }
-
     @Test("full-rank joint factorization is exact whatever the weighting and balance (real model)", .needsSampleData)
     func fullRankFactorizationIsExact() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
@@ -196,36 +135,6 @@ import Testing
         #expect(Self.relative(weighted, plain) < 1e-4)
     }
 
-    @Test("DeepSeek-V3 export equals the native output (linear-regime norm, eps rescale, folded scale)", .needsSampleData, arguments: [32, 64])
-    func deepSeekExportMatchesNative(ropeDim: Int) throws {
-        let (checkpoint, _) = try TestData.sampleModel.get()
-        let stats = try Self.calibration.get()
-        let base = LayerConversionOptions(rope: .shared(dims: ropeDim, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
-                                          foldSoftmaxScale: false)
-        var folded = base
-        folded.foldSoftmaxScale = true
-        let native = try Self.convert(checkpoint.config, checkpoint.store, base, stats: stats, budget: .fraction(0.5))
-        let deepseek = try Self.convert(checkpoint.config, checkpoint.store, folded, stats: stats, budget: .fraction(0.5))
-        let dir = NSTemporaryDirectory() + "mla-ds-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let writer = CheckpointWriter(format: .hf)
-        try MLAModelWriter.write(try DeepSeekV3Encoder(source: checkpoint, dtype: .f32, writer: writer),
-                                 to: try writer.output(dir, force: false, inputs: [checkpoint.path]), layers: deepseek.map(\.0), summary: .object([]))
-        let exported = try Checkpoint.open(dir)
-        let raw = exported.config.raw
-        #expect(exported.config.family == .deepseekV3)
-        #expect(raw["num_key_value_heads"]?.int == 9 && raw["head_dim"] == nil && raw["rms_norm_eps"]?.double == 1e-6)
-        #expect(raw["kv_lora_rank"]?.int == 192 - ropeDim && raw["tie_word_embeddings"] == .bool(false))
-        // b' = b^(d_R/d_h) for the highest pairs.
-        let theta = try #require(raw["rope_theta"]?.double)
-        #expect(abs(theta / pow(100000, Double(ropeDim) / 64) - 1) < 1e-9)
-        #expect(FileManager.default.fileExists(atPath: dir + "/tokenizer.json") && FileManager.default.fileExists(atPath: dir + "/mla_convert.json"))
-        let ids = try Self.hamletIds(96)
-        let reference = try Self.model(checkpoint, native.map(\.0)).logits(ids)
-        let loaded = try DecoderModel.load(exported).logits(ids)
-        #expect(Self.relative(loaded, reference) < 1e-4)
-    }
-
     @Test("a low-rank query at full rank is exact, and the DeepSeek export of it (q_a_proj path) loads and matches", .needsSampleData)
     func lowRankQueryFullRank() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
@@ -237,50 +146,27 @@ import Testing
         let ids = try Self.hamletIds(64)
         let reference = try Self.model(checkpoint, full).logits(ids)
         #expect(Self.relative(try Self.model(checkpoint, lowRank.map(\.0)).logits(ids), reference) < 1e-4)
-        let dir = NSTemporaryDirectory() + "mla-dsq-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let writer = CheckpointWriter(format: .hf)
-        try MLAModelWriter.write(try DeepSeekV3Encoder(source: checkpoint, dtype: .f32, writer: writer),
-                                 to: try writer.output(dir, force: false, inputs: [checkpoint.path]), layers: lowRank.map(\.0), summary: .object([]))
-        let exported = try Checkpoint.open(dir)
-        #expect(exported.config.raw["q_lora_rank"]?.int == 576)
-        #expect(Self.relative(try DecoderModel.load(exported).logits(ids), reference) < 1e-4)
-    }
-
-    @Test("the linear-regime latent norm bound holds on real activations and the deviation is below 2^-24", .needsSampleData)
-    func linearRegimeNormBound() throws {
-        let (checkpoint, box) = try TestData.sampleModel.get()
-        let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
-        let layer = try ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: nil, options: options)
-            .layer(5).weights(rank: 128).0
-        let d = layer.hiddenSize
-        let rows = Matrix(rows: layer.kvRank, cols: d, values: layer.kvA.map(Double.init))
-        let gamma = try checkpoint.store.floats(LayerTensorNames(layer: 5).inputNorm, shape: [d]).map(Double.init)
-        let norm = try LinearRegimeNorm(rows: rows, bias: nil, inputNorm: gamma, eps: 1e-6)
-        #expect(norm.maxDeviation(rank: layer.kvRank) <= LinearRegimeNorm.unitRoundoff)
-        var inputs: [Float] = []
-        _ = try box.model.hiddenStates(try Self.hamletIds(64), hooks: LayerHooks(attentionInput: { l, x, _ in if l == 5 { inputs = x } }))
-        let c = matmul(Matrix(rows: 64, cols: d, values: inputs.map(Double.init)), rows, transB: true)
-        for t in 0..<64 {
-            let v = (0..<layer.kvRank).map { c[t, $0] }
-            let sq = v.reduce(0) { $0 + $1 * $1 }
-            #expect(sq.squareRoot() <= norm.bound)
-            // RMSNorm_eps(s·v)·w against v, in float64.
-            let s = norm.rowScale
-            let factor = norm.weight * s / (s * s * sq / Double(layer.kvRank) + 1e-6).squareRoot()
-            #expect(abs(factor - 1) <= LinearRegimeNorm.unitRoundoff)
+        try Self.withDeepSeekExport(of: checkpoint, layers: lowRank.map(\.0)) { exported, _ in
+            #expect(exported.config.raw["q_lora_rank"]?.int == 576)
+            let loaded = try DecoderModel.load(exported).logits(ids)
+            #expect(Self.relative(loaded, reference) < 1e-4)
         }
     }
 
-    @Test("biases: q/k/v/o biases convert exactly in the native format; DeepSeek export refuses them by name")
-    func biasesAreExactOrRefused() throws {
+    /// `body(exported, directory)` on `layers` of `checkpoint` exported as DeepSeek-V3 (F32) to a temporary
+    /// directory, removed afterwards.
+    static func withDeepSeekExport(of checkpoint: Checkpoint, layers: [MLALayerWeights], _ body: (Checkpoint, String) throws -> Void) throws {
+        let dir = NSTemporaryDirectory() + "mla-ds-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let writer = CheckpointWriter(format: .hf)
+        try MLAModelWriter.write(try DeepSeekV3Encoder(source: checkpoint, dtype: .f32, writer: writer),
+                                 to: try writer.output(dir, force: false, inputs: [checkpoint.path]), layers: layers, summary: .object([]))
+        try body(try Checkpoint.open(dir), dir)
+    }
+
+    @Test("DeepSeek export refuses attention biases by name (biases convert exactly: stageIsAsExactAsDeclared)")
+    func deepSeekRefusesBiases() throws {
         let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 2, qkvBias: true, outputBias: true, tied: false, family: .qwen2)
-        let options = LayerConversionOptions(rope: .partial(strategy: .high, pairs: 8, start: 0, combination: .product),
-                                             weighting: .plain, foldSoftmaxScale: false)
-        let layers = try Self.convert(config, store, options, stats: nil, budget: .rank(32))
-        let ids = SyntheticModel.tokens
-        let source = try DecoderModel(config: config, store: store).logits(ids)
-        #expect(Self.relative(try Self.model(config, store, layers.map(\.0)).logits(ids), source) < 1e-5)
         let shared = LayerConversionOptions(rope: .shared(dims: 16, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
         let exportable = try Self.convert(config, store, shared, stats: nil, budget: .rank(16)).map(\.0)
         let reason = DeepSeekV3Encoder.unsupportedReason(layers: exportable, source: config)

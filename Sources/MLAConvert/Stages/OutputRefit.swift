@@ -153,7 +153,7 @@ public struct OutputRefit: Sendable {
 extension OutputRefit {
     /// Refits the o_proj of `weights` on calibration windows: `heads[i]` [t_i × n_h·dV] are the layer's
     /// per-head outputs on window i and `targets[i]` [t_i × d] the source attention's outputs (bias
-    /// included) on the same inputs; window i goes to fold i. Records the errors and the ridge in `report`.
+    /// included) on the same inputs; window i goes to fold i. Records the errors, the ridge and the stage in `report`.
     public static func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport,
                              heads: [[Float]], targets: [[Float]], ridge: RidgeChoice = .crossValidated) throws {
         let n = weights.numHeads * weights.dV, d = weights.hiddenSize
@@ -170,5 +170,6 @@ extension OutputRefit {
         weights.oProj = result.oProj
         report.outputError = (result.before, result.after)
         report.outputRidge = result.ridge
+        report.stages.append(.outputRefit)
     }
 }
