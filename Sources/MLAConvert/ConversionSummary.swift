@@ -91,6 +91,12 @@ public struct ConversionSummary: Sendable {
         return ConversionStage.allCases.filter(ran.contains)
     }
 
+    /// A caveat of the output format, one line (the DeepSeek-V3 export's storage limit, docs/deepseek-export.md).
+    public var formatNote: String? {
+        guard format == .deepseek else { return nil }
+        return "note: keep this DeepSeek-V3 checkpoint F32 or BF16: F16 and llama.cpp's quantizations (convert_hf_to_gguf.py --outtype f16/q8_0, llama-quantize) destroy its tiny latent rows; for llama.cpp convert with --format gguf (docs/deepseek-export.md)"
+    }
+
     /// Kept fraction of the source cache.
     public var cacheFraction: Double { Double(convertedCacheValues) / Double(max(sourceCacheValues, 1)) }
 
@@ -131,7 +137,7 @@ public struct ConversionSummary: Sendable {
                 .object([("layer", JSONValue(r.layer)), ("kv_rank", JSONValue(r.kvRank))] + Self.layerEntry(r))
             })),
             ("seconds", JSONValue(seconds)), ("peak_rss_bytes", JSONValue(peakResidentBytes)),
-        ])
+        ] + (formatNote.map { [("note", JSONValue.string($0))] } ?? []))
     }
 
     /// The terminal summary: settings, a per-layer table and the cache line.
@@ -151,6 +157,7 @@ public struct ConversionSummary: Sendable {
                                  pad(percent(r.ropeEnergyRetained), 11), pad(percent(r.kvEnergyRetained), 9)].joined(separator: "  ") + output)
         }
         lines.append("  KV cache per token: \(sourceCacheValues) -> \(convertedCacheValues) values (\(percent(cacheFraction)) kept, -\(percent(1 - cacheFraction)))")
+        if let note = formatNote { lines.append("  " + note) }
         return lines.joined(separator: "\n")
     }
 

@@ -40,4 +40,29 @@ import Testing
         #expect(r.status != 0 && r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("gguf"), "\(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out))
     }
+
+    /// The DeepSeek-V3 export's limit is printed with its summary (terminal and --json, so mla_convert.json too),
+    /// not with the native format's; its config passes llama.cpp's expert check (fewer expert groups than experts).
+    @Test func deepSeekSummaryStatesItsStorageLimit() throws {
+        let dir = CLI.temporaryDirectory(), model = dir + "/synth"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let synth = try CLI.run("mla-bench", ["synth", "--shape", "small", "--layers", "2", "-o", model])
+        #expect(synth.status == 0, "\(synth.stderr)")
+        func note(_ text: String) -> [Substring] { text.split(separator: "\n").filter { $0.contains("note: keep this DeepSeek-V3 checkpoint F32 or BF16") } }
+        let text = try CLI.run("mla-convert", ["gqa2mla", model, "-o", dir + "/ds", "--no-calib"])
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(note(text.stdout).count == 1 && note(text.stdout)[0].contains("--format gguf"), "\(text.stdout)")
+        let config = try JSONValue.parse(String(contentsOfFile: dir + "/ds/config.json", encoding: .utf8))
+        let groups = try #require(config["n_group"]?.int), experts = try #require(config["n_routed_experts"]?.int)
+        #expect(groups < experts)
+        let json = try CLI.run("mla-convert", ["gqa2mla", model, "-o", dir + "/ds-json", "--no-calib", "--json"])
+        #expect(json.status == 0, "\(json.stderr)")
+        let printed = try #require(try JSONValue.parse(json.stdout)["note"]?.string)
+        #expect(note(printed).count == 1)
+        let saved = try JSONValue.parse(String(contentsOfFile: dir + "/ds-json/mla_convert.json", encoding: .utf8))
+        #expect(saved["note"]?.string != nil)
+        // (The synthetic model has no tokenizer, which --format gguf needs.)
+        let native = try CLI.run("mla-convert", ["gqa2mla", model, "-o", dir + "/native", "--no-calib", "--format", "native"])
+        #expect(native.status == 0 && note(native.stdout).isEmpty, "\(native.stderr)")
+    }
 }

@@ -56,7 +56,9 @@ public struct DeepSeekV3Encoder: MLAModelEncoder {
         return zip(table, invFreq).allSatisfy { abs($0 - $1) <= 1e-9 * $1 } ? base : nil
     }
 
-    /// The config.json object (`docs/deepseek-export.md`, values from the source and layer 0).
+    /// The config.json object (`docs/deepseek-export.md`, values from the source and layer 0). Every layer is
+    /// dense (`first_k_dense_replace` = layers), so the expert keys are never used; they are 2 routed experts in
+    /// 1 group, top-1, because llama.cpp (after `convert_hf_to_gguf.py`) asserts fewer groups than experts.
     public static func config(source c: ModelConfig, layer w: MLALayerWeights, dtype: DType) -> JSONValue {
         var qRank = JSONValue.null
         if case let .lowRank(rank, _, _, _, _, _) = w.query { qRank = JSONValue(rank) }
@@ -67,7 +69,7 @@ public struct DeepSeekV3Encoder: MLAModelEncoder {
             ("num_hidden_layers", JSONValue(c.numLayers)), ("num_attention_heads", JSONValue(w.numHeads)),
             ("num_key_value_heads", JSONValue(w.numHeads)), ("q_lora_rank", qRank), ("kv_lora_rank", JSONValue(w.kvRank)),
             ("qk_nope_head_dim", JSONValue(w.dNope)), ("qk_rope_head_dim", JSONValue(w.dRope)), ("v_head_dim", JSONValue(w.dV)),
-            ("n_routed_experts", JSONValue(1)), ("n_shared_experts", JSONValue(1)), ("num_experts_per_tok", JSONValue(1)),
+            ("n_routed_experts", JSONValue(2)), ("n_shared_experts", JSONValue(1)), ("num_experts_per_tok", JSONValue(1)),
             ("n_group", JSONValue(1)), ("topk_group", JSONValue(1)), ("first_k_dense_replace", JSONValue(c.numLayers)),
             ("moe_layer_freq", JSONValue(1)), ("hidden_act", .string("silu")),
             ("max_position_embeddings", JSONValue(c.maxPositions)), ("rms_norm_eps", JSONValue(eps)),
