@@ -167,7 +167,7 @@ private struct SummaryMaker {
 
     func make(_ reports: [LayerConversionReport]) -> ConversionSummary {
         let plan = prepared.plan, conversion = prepared.conversion, layers = conversion.config.numLayers
-        let ropeValues = ModelConversion.ropeValues(config: conversion.config, rope: conversion.options.rope)
+        let ropeValues = ModelConversion.ropeValues(config: conversion.config, rope: conversion.options.ropePlan)
         return ConversionSummary(
             method: plan.method.kind, source: prepared.checkpoint.path, calibration: plan.calibrationDescription, format: plan.format,
             settings: settings,

@@ -25,7 +25,7 @@ public enum FactorizationMode: String, Sendable, CaseIterable {
 
 /// Everything that decides how a source layer becomes an MLA layer, except its rank.
 public struct LayerConversionOptions: Sendable {
-    public var rope: RopePlan
+    public var ropePlan: RopePlan
     public var weighting: LatentWeighting
     public var mode: FactorizationMode
     public var sigma: SigmaPlacement
@@ -38,10 +38,10 @@ public struct LayerConversionOptions: Sendable {
     /// MHA2MLA's SVD) even when calibration is available for choosing rope pairs.
     public var activationAware: Bool
 
-    public init(rope: RopePlan, weighting: LatentWeighting, mode: FactorizationMode = .joint, sigma: SigmaPlacement = .down,
+    public init(ropePlan: RopePlan, weighting: LatentWeighting, mode: FactorizationMode = .joint, sigma: SigmaPlacement = .down,
                 queryRank: Int? = nil, foldSoftmaxScale: Bool, activationAware: Bool = true) {
         self.activationAware = activationAware
-        self.rope = rope
+        self.ropePlan = ropePlan
         self.weighting = weighting
         self.mode = mode
         self.sigma = sigma
@@ -76,7 +76,7 @@ public struct LayerConversionReport: Sendable {
 public struct LayerConversion: Sendable {
     public let source: SourceLayer
     public let options: LayerConversionOptions
-    public let rope: RopeSplit
+    public let ropeSplit: RopeSplit
     public let latents: [LatentFactorization]
     /// The moment the factorizations use (nil when weights only).
     let factorMoment: Matrix<Double>?
@@ -84,10 +84,10 @@ public struct LayerConversion: Sendable {
     let attentionFactor: Double
 
     /// - `moment`: the layer's calibration second moment C [d × d], or nil (weights only: C = I).
-    /// - `rope`: the source's RoPE table (scaled).
+    /// - `frequencies`: the source's RoPE table (scaled).
     /// - `upToRank`: the largest rank `weights(rank:)` will be asked for (nil: any; 0: only the spectrum,
     ///   for `energyRetained`); eigenvectors beyond it are never computed.
-    public init(source s: SourceLayer, moment: Matrix<Double>?, rope frequencies: RopeFrequencies,
+    public init(source s: SourceLayer, moment: Matrix<Double>?, frequencies: RopeFrequencies,
                 options: LayerConversionOptions, upToRank: Int? = nil) throws {
         source = s
         self.options = options
@@ -95,23 +95,23 @@ public struct LayerConversion: Sendable {
         attentionFactor = frequencies.attentionFactor
         // E[q_h q_hᵀ] per head: only query-weighted keys need them (2-norm reads their diagonals).
         let queryMoments = { (0..<s.numHeads).map { outputMoment(s.queryHead($0), moment) } }
-        switch options.rope {
+        switch options.ropePlan {
         case let .shared(dims, stride, fold):
-            rope = try RopeSplit.rotated(source: s, dRope: dims, stride: stride, fold: fold, invFreq: invFreq,
+            ropeSplit = try RopeSplit.rotated(source: s, dRope: dims, stride: stride, fold: fold, invFreq: invFreq,
                                          keyMoment: outputMoment(s.k, moment))
         case let .partial(.rorope, pairs, _, _):
-            rope = try RopeSplit.rotated(source: s, dRope: 2 * pairs, stride: 1, fold: 1, invFreq: invFreq,
+            ropeSplit = try RopeSplit.rotated(source: s, dRope: 2 * pairs, stride: 1, fold: 1, invFreq: invFreq,
                                          keyMoment: outputMoment(s.k, moment))
         case let .partial(strategy, pairs, start, combination):
             let keyEnergy = momentDiagonal(s.k, moment)
             let kept = PartialRope.keptPairs(strategy: strategy, pairs: pairs, start: start, combination: combination, source: s,
                                              keyEnergy: keyEnergy, queryEnergy: { (0..<s.numHeads).map { momentDiagonal(s.queryHead($0), moment) } })
-            rope = RopeSplit.partial(source: s, kept: kept, invFreq: invFreq, keyEnergy: keyEnergy)
+            ropeSplit = RopeSplit.partial(source: s, kept: kept, invFreq: invFreq, keyEnergy: keyEnergy)
         }
-        let nope = rope.transform(s.k, rows: rope.ropeRows..<rope.keyRows)
+        let nope = ropeSplit.transform(s.k, rows: ropeSplit.ropeRows..<ropeSplit.keyRows)
         let factorMoment = options.activationAware ? moment : nil
         self.factorMoment = factorMoment
-        let split = rope
+        let split = ropeSplit
         // Diagonal blocks of Σ_j N_jᵀ Q_j N_j along the NoPE groups, and of Σ_{h∈j} W_o,hᵀ W_o,h per KV head.
         func keyWeight() -> [Matrix<Double>] {
             var blocks = split.nopeGroups.map { Matrix<Double>.zeros($0.count, $0.count) }
@@ -150,12 +150,12 @@ public struct LayerConversion: Sendable {
     /// and bias steps the options and the source call for.
     public var stages: [ConversionStage] {
         var stages: [ConversionStage]
-        switch options.rope {
+        switch options.ropePlan {
         case let .shared(_, _, fold): stages = fold > 1 ? [.ropeRotation, .freqFold] : [.ropeRotation]
         case .partial(.rorope, _, _, _): stages = [.ropeRotation]
         case .partial: stages = [.partialRope]
         }
-        if rope.nopeRows > 0 { stages.append(.ropeTruncation) }
+        if ropeSplit.nopeRows > 0 { stages.append(.ropeTruncation) }
         stages.append(.latentFactorization)
         if source.kBias != nil || source.vBias != nil { stages.append(.biasMove) }
         if options.foldSoftmaxScale { stages.append(.softmaxScaleFold) }
@@ -200,7 +200,7 @@ public struct LayerConversion: Sendable {
             (a, bNope, bValue) = parts[0]
         } else {
             a = Matrix(stacking: parts.map(\.a))
-            bNope = .zeros(rope.nopeRows, rank)
+            bNope = .zeros(ropeSplit.nopeRows, rank)
             bValue = .zeros(s.numKVHeads * hd, rank)
             var offset = 0
             for (f, r) in zip(parts, ranks) {
@@ -221,21 +221,21 @@ public struct LayerConversion: Sendable {
                                    reason: "rank \(rank) exceeds the \(latent.eigenvalues.count) latent directions this layer has")
         }
         let (a, bNope, bValue) = try latentFactors(rank: rank, ranks: ranks)
-        let dRope = rope.dRope, qWidth = hd + dRope
+        let dRope = ropeSplit.dRope, qWidth = hd + dRope
         let scale = 1 / Double(hd).squareRoot()
         let newScale = options.foldSoftmaxScale ? 1 / Double(qWidth).squareRoot() : scale
         let gamma = scale / newScale
         var kvB = Matrix<Double>.zeros(nh * (hd + hd), rank)
         var query = Matrix<Double>.zeros(nh * qWidth, d)
         var queryBias: [Double]? = s.qBias.map { _ in [Double](repeating: 0, count: nh * qWidth) }
-        let keyUp = (0..<s.numKVHeads).map { matmul(rope.nopeToKey(kvHead: $0), bNope.rows(rope.nopeGroups[rope.nopeGroupOfKVHead[$0]])) }
+        let keyUp = (0..<s.numKVHeads).map { matmul(ropeSplit.nopeToKey(kvHead: $0), bNope.rows(ropeSplit.nopeGroups[ropeSplit.nopeGroupOfKVHead[$0]])) }
         for h in 0..<nh {
             let j = s.kvHead(ofQueryHead: h)
             let uk = keyUp[j]
             kvB.values.replaceSubrange((h * 2 * hd * rank)..<((h * 2 + 1) * hd * rank), with: uk.values)
             kvB.values.replaceSubrange(((h * 2 + 1) * hd * rank)..<((h + 1) * 2 * hd * rank),
                                        with: bValue.values[(j * hd * rank)..<((j + 1) * hd * rank)])
-            let block = rope.ropeBlock(ropeHead: rope.ropeHeadOfQueryHead[h], kvHead: j)
+            let block = ropeSplit.ropeBlock(ropeHead: ropeSplit.ropeHeadOfQueryHead[h], kvHead: j)
             let qh = s.queryHead(h)
             let rows = qh.values + matmul(block, qh).values
             query.values.replaceSubrange((h * qWidth * d)..<((h + 1) * qWidth * d), with: rows.map { $0 * gamma })
@@ -245,8 +245,8 @@ public struct LayerConversion: Sendable {
                 queryBias!.replaceSubrange((h * qWidth)..<((h + 1) * qWidth), with: (bh + ropeBias).map { $0 * gamma })
             }
         }
-        let kRope = rope.transform(s.k, rows: 0..<rope.ropeRows)
-        let kRopeBias = s.kBias.map { rope.transform(Matrix(rows: $0.count, cols: 1, values: $0), rows: 0..<rope.ropeRows).values }
+        let kRope = ropeSplit.transform(s.k, rows: 0..<ropeSplit.ropeRows)
+        let kRopeBias = s.kBias.map { ropeSplit.transform(Matrix(rows: $0.count, cols: 1, values: $0), rows: 0..<ropeSplit.ropeRows).values }
         // Value bias: rows of p sum to 1, so it moves to o_proj's bias exactly; NoPE key bias is dropped
         // exactly (a constant shift of a score row).
         var oBias = s.oBias
@@ -273,14 +273,14 @@ public struct LayerConversion: Sendable {
         }
         let weights = MLALayerWeights(
             label: "model.layers.\(s.layer).self_attn.", hiddenSize: d, numHeads: nh, dNope: hd, dRope: dRope, dV: hd,
-            kvRank: rank, nRopeHeads: rope.nRopeHeads, ropeHeadOfQueryHead: rope.ropeHeadOfQueryHead, query: queryForm,
+            kvRank: rank, nRopeHeads: ropeSplit.nRopeHeads, ropeHeadOfQueryHead: ropeSplit.ropeHeadOfQueryHead, query: queryForm,
             kvA: narrowed(a.values), kvABias: nil, latentNorm: nil, kRope: narrowed(kRope.values),
             kRopeBias: kRopeBias?.map(Float.init), kvB: narrowed(kvB.values), oProj: narrowed(s.o.values),
-            oBias: oBias?.map(Float.init), ropeInvFreq: rope.invFreq, ropeAttentionFactor: attentionFactor,
+            oBias: oBias?.map(Float.init), ropeInvFreq: ropeSplit.invFreq, ropeAttentionFactor: attentionFactor,
             softmaxScale: Float(newScale))
         try weights.validate()
-        let report = LayerConversionReport(layer: s.layer, kvRank: rank, keptPairs: rope.keptPairs,
-                                           ropeEnergyRetained: rope.ropeEnergyRetained, kvEnergyRetained: energyRetained(rank: rank),
+        let report = LayerConversionReport(layer: s.layer, kvRank: rank, keptPairs: ropeSplit.keptPairs,
+                                           ropeEnergyRetained: ropeSplit.ropeEnergyRetained, kvEnergyRetained: energyRetained(rank: rank),
                                            queryEnergyRetained: queryEnergy, stages: stages)
         return (weights, report)
     }

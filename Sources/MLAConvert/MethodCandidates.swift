@@ -28,16 +28,16 @@ extension ConversionPlan {
         -> (MethodCandidates, ropeLabel: String) {
         let hd = c.headDim, pairs = hd / 2
         let space = SharedRopeSpace(headDim: hd, dims: r.dims, frequencies: r.frequencies, fold: r.freqfold.pairs)
-        var options = LayerConversionOptions(rope: .shared(dims: min(r.dims ?? 32, hd), stride: 1, fold: 1), weighting: weighting,
+        var options = LayerConversionOptions(ropePlan: .shared(dims: min(r.dims ?? 32, hd), stride: 1, fold: 1), weighting: weighting,
                                              queryRank: r.queryRank, foldSoftmaxScale: format.foldsSoftmaxScale)
         var ropeLabel = ""
         if r.isFixed, let dims = r.dims, let freq = r.frequencies, let fold = r.freqfold.pairs {
             let stride = freq == .high ? 1 : pairs / (dims / 2)
-            options.rope = .shared(dims: dims, stride: stride, fold: max(fold, stride))
+            options.ropePlan = .shared(dims: dims, stride: stride, fold: max(fold, stride))
             ropeLabel = "\(freq.rawValue) pairs, stride \(stride), freqfold \(max(fold, stride)) (as given)"
         } else if let reason = searchReason {
             guard let rule = space.fixedRule() else { throw ConversionPlanError("no rope plan fits --rope-dim/--rope-frequencies/--freqfold as given") }
-            options.rope = rule.plan
+            options.ropePlan = rule.plan
             ropeLabel = rule.label + " (fixed rule: \(reason), docs/defaults.md)"
         }
         let base = options, first = allocations[0]
@@ -45,7 +45,7 @@ extension ConversionPlan {
             ? [SearchCandidate(label: "rope \(ropeLabel)", options: base, allocation: first)]
             : space.dimCandidates.flatMap { d in space.plans(dims: d).map { p -> SearchCandidate in
                 var o = base
-                o.rope = p.plan
+                o.ropePlan = p.plan
                 return SearchCandidate(label: p.label, options: o, allocation: first)
             } }
         let keyWeightingFixed = r.isFixed || keyWeighting != nil
@@ -60,7 +60,7 @@ extension ConversionPlan {
     /// the one plan that keeps every pair), then the other plans of the best width.
     static func exploreByWidth(_ candidates: [SearchCandidate], measure: (SearchCandidate) throws -> Double?) throws {
         let byDims = Dictionary(grouping: candidates) { candidate -> Int in
-            if case let .shared(dims, _, _) = candidate.options.rope { return dims }
+            if case let .shared(dims, _, _) = candidate.options.ropePlan { return dims }
             return 0
         }
         var bestDims: Int?, bestKL = Double.infinity
@@ -73,7 +73,7 @@ extension ConversionPlan {
 
     /// gqa2mla's summary settings for what was chosen.
     func sharedSettings(_ r: SharedRopeRequest, _ choice: ConversionChoice, ropeLabel: String) -> MethodSettings {
-        guard case let .shared(dRope, _, _) = choice.options.rope else { preconditionFailure("gqa2mla keeps one shared rope key") }
+        guard case let .shared(dRope, _, _) = choice.options.ropePlan else { preconditionFailure("gqa2mla keeps one shared rope key") }
         let label = choice.search.map { $0.choice.label + " (auto)" } ?? ropeLabel
         return MethodSettings(
             rope: "one shared key of \(dRope) dims = \(dRope / 2) frequency pairs, \(label)",
@@ -84,7 +84,7 @@ extension ConversionPlan {
     /// mha2mla's layer options for `strategy` keeping `pairs` pairs per head.
     private func partialOptions(_ r: PartialRopeRequest, _ strategy: PartialRopeStrategy, _ pairs: Int) -> LayerConversionOptions {
         LayerConversionOptions(
-            rope: .partial(strategy: strategy, pairs: pairs, start: r.uniformStart, combination: r.combination),
+            ropePlan: .partial(strategy: strategy, pairs: pairs, start: r.uniformStart, combination: r.combination),
             weighting: weighting, mode: r.factorization, sigma: r.sigma,
             foldSoftmaxScale: format.foldsSoftmaxScale, activationAware: r.factorOn == .activations && heldOutText != nil)
     }
@@ -106,7 +106,7 @@ extension ConversionPlan {
         let checked = r.isFixed || !searching ? [chosen] : strategies.map { partialOptions(r, $0, defaultPairs) }
         return MethodCandidates(options: chosen, checked: checked, what: what, keyWeightingFixed: keyWeightingFixed) { searcher, measure in
             for s in strategies { _ = try measure(candidate(s, defaultPairs)) }
-            guard r.pairs == nil, let best = searcher.best, case let .partial(s, p, _, _) = best.candidate.options.rope else { return }
+            guard r.pairs == nil, let best = searcher.best, case let .partial(s, p, _, _) = best.candidate.options.ropePlan else { return }
             // Rope pairs trade against the latent rank: halve or double while the score improves.
             for step in [{ (p: Int) in p * 2 }, { (p: Int) in p / 2 }] {
                 var pairs = step(p), current = best.kl
@@ -121,7 +121,7 @@ extension ConversionPlan {
 
     /// mha2mla's summary settings for what was chosen, and the note of the rope kept.
     func partialSettings(_ r: PartialRopeRequest, _ choice: ConversionChoice, config c: ModelConfig) -> (settings: MethodSettings, note: String) {
-        guard case let .partial(strategy, pairs, _, _) = choice.options.rope else { preconditionFailure("mha2mla keeps partial RoPE") }
+        guard case let .partial(strategy, pairs, _, _) = choice.options.ropePlan else { preconditionFailure("mha2mla keeps partial RoPE") }
         let heads = strategy == .rorope ? "one shared rope key" : "each of the \(c.numKVHeads) KV heads"
         let note = "rope: \(heads) keeps \(pairs) frequency pairs = \(2 * pairs) rope dims (head dim \(c.headDim))"
         let settings = MethodSettings(

@@ -71,14 +71,14 @@ public struct ModelConversion: Sendable {
     public func layer(_ layer: Int, moment: Matrix<Double>?, upToRank: Int?) throws -> LayerConversion {
         let c = config
         return try LayerConversion(source: SourceLayer(config: c, store: store, layer: layer), moment: moment,
-                                   rope: RopeFrequencies(config: c), options: options, upToRank: upToRank)
+                                   frequencies: RopeFrequencies(config: c), options: options, upToRank: upToRank)
     }
 
     /// Per-layer ranks for `budget` with `allocation`. Greedy needs every layer's spectrum first
     /// (one extra pass over the layers); ranks stay within [1, max rank of the layer].
     public func ranks(budget: CacheBudget, allocation: RankAllocation, progress: ((Int, Int) -> Void)? = nil) throws -> [Int] {
         let layers = config.numLayers
-        let rank = try Self.budgetRank(config: config, rope: options.rope, budget: budget)
+        let rank = try Self.budgetRank(config: config, rope: options.ropePlan, budget: budget)
         guard allocation == .greedy else { return Array(repeating: rank, count: layers) }
         var spectra: [[Double]] = []
         for l in 0..<layers {
@@ -115,7 +115,7 @@ public struct ModelConversion: Sendable {
         func fail(_ field: String, _ reason: String) -> MLAError { MLAError.invalid(layer: "model", field: field, reason: reason) }
         guard c.headDim % 2 == 0 else { throw fail("head_dim", "\(c.headDim) is odd; RoPE needs pairs") }
         let pairs = c.headDim / 2, nkvDims = c.numKVHeads * c.headDim
-        switch options.rope {
+        switch options.ropePlan {
         case let .shared(dims, stride, fold):
             guard dims >= 2, dims % 2 == 0, dims <= c.headDim else { throw fail("rope dims", "\(dims) must be even and within 2...\(c.headDim) (the head dim)") }
             guard stride * dims / 2 <= pairs, pairs % fold == 0 else { throw fail("freqfold", "stride \(stride) and fold \(fold) do not fit \(pairs) pairs") }
@@ -123,9 +123,9 @@ public struct ModelConversion: Sendable {
             guard keep >= 1, keep <= pairs else { throw fail("rope pairs", "\(keep) pairs requested, a head has \(pairs) (head dim \(c.headDim)); --rope-pairs counts frequency pairs, not dims") }
             guard start >= 0, start < pairs else { throw fail("uniform start", "\(start) is outside 0..<\(pairs)") }
         }
-        let ropeValues = Self.ropeValues(config: c, rope: options.rope)
+        let ropeValues = Self.ropeValues(config: c, rope: options.ropePlan)
         let nope = nkvDims - min(ropeValues, nkvDims)
-        let rank = try Self.budgetRank(config: c, rope: options.rope, budget: budget)
+        let rank = try Self.budgetRank(config: c, rope: options.ropePlan, budget: budget)
         let maxRank = min(nope + nkvDims, c.hiddenSize)
         guard rank <= maxRank else {
             throw fail("kv_lora_rank", "\(rank) exceeds the largest useful rank \(maxRank) (NoPE key dims \(nope) + value dims \(nkvDims), at most hidden size \(c.hiddenSize))")
@@ -134,7 +134,7 @@ public struct ModelConversion: Sendable {
             throw fail("kv_lora_rank", "split mode gives keys \(rank / 2) and values \(rank - rank / 2) of it, more than their \(nope) and \(nkvDims) dims")
         }
         if let qr = options.queryRank {
-            let rows = c.numHeads * (c.headDim + (options.rope.isShared ? ropeValues : ropeValues / c.numKVHeads))
+            let rows = c.numHeads * (c.headDim + (options.ropePlan.isShared ? ropeValues : ropeValues / c.numKVHeads))
             guard qr <= min(rows, c.hiddenSize) else { throw fail("q_lora_rank", "\(qr) exceeds min(query rows \(rows), hidden size \(c.hiddenSize))") }
         }
     }

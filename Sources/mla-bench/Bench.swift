@@ -198,14 +198,14 @@ extension Bench {
             let c = checkpoint.config
             let rope: RopePlan = ropePairs.map { .partial(strategy: .high, pairs: $0, start: 0, combination: .product) }
                 ?? .shared(dims: ropeDim ?? min(64, c.headDim), stride: 1, fold: 1)
-            let options = LayerConversionOptions(rope: rope,
+            let options = LayerConversionOptions(ropePlan: rope,
                                                  weighting: LatentWeighting(keys: .plain, values: .output), foldSoftmaxScale: true)
             let moment: Matrix<Double>? = withMoment ? .identity(c.hiddenSize) : nil
             var t = MonotonicClock.now()
             let source = try SourceLayer(config: c, store: checkpoint.store, layer: layer)
             let read = MonotonicClock.now() - t
             t = MonotonicClock.now()
-            let conversion = try LayerConversion(source: source, moment: moment, rope: RopeFrequencies(config: c), options: options,
+            let conversion = try LayerConversion(source: source, moment: moment, frequencies: RopeFrequencies(config: c), options: options,
                                                  upToRank: rank)
             let prepare = MonotonicClock.now() - t
             var cut = Double.infinity

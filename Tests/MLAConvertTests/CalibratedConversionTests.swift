@@ -18,7 +18,7 @@ import Testing
         return (0..<count).map { i in Array(ids[(300 + (skip + i) * length)..<(300 + (skip + i + 1) * length)]) }
     }
 
-    static let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 2, fold: 4),
+    static let options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 2, fold: 4),
                                                 weighting: LatentWeighting(keys: .plain, values: .output), foldSoftmaxScale: true)
 
     @Test("layer 0 of a sequential conversion equals the parallel one calibrated on the same windows", .needsSampleData)

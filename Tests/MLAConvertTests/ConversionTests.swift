@@ -124,7 +124,7 @@ import Testing
         let (checkpoint, _) = try TestData.sampleModel.get()
         let stats = try Self.calibration.get()
         func layers(_ weighting: LatentWeighting) throws -> [MLALayerWeights] {
-            let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: weighting, foldSoftmaxScale: false)
+            let options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 1, fold: 1), weighting: weighting, foldSoftmaxScale: false)
             let converted = try Self.convert(checkpoint.config, checkpoint.store, options, stats: stats, budget: .rank(352))
             #expect(converted.allSatisfy { abs($0.1.kvEnergyRetained - 1) < 1e-9 })
             return converted.map(\.0)
@@ -138,7 +138,7 @@ import Testing
     @Test("a low-rank query at full rank is exact, and the DeepSeek export of it (q_a_proj path) loads and matches", .needsSampleData)
     func lowRankQueryFullRank() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
-        var options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
+        var options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
         let full = try Self.convert(checkpoint.config, checkpoint.store, options, stats: nil, budget: .rank(96)).map(\.0)
         options.queryRank = 576
         let lowRank = try Self.convert(checkpoint.config, checkpoint.store, options, stats: nil, budget: .rank(96))
@@ -167,7 +167,7 @@ import Testing
     @Test("DeepSeek export refuses attention biases by name (biases convert exactly: stageIsAsExactAsDeclared)")
     func deepSeekRefusesBiases() throws {
         let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 2, qkvBias: true, outputBias: true, tied: false, family: .qwen2)
-        let shared = LayerConversionOptions(rope: .shared(dims: 16, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
+        let shared = LayerConversionOptions(ropePlan: .shared(dims: 16, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
         let exportable = try Self.convert(config, store, shared, stats: nil, budget: .rank(16)).map(\.0)
         let reason = DeepSeekV3Encoder.unsupportedReason(layers: exportable, source: config)
         #expect(reason?.contains("model.layers.0.self_attn.k_proj.bias") == true, "\(reason ?? "")")
@@ -179,7 +179,7 @@ import Testing
         let ids = SyntheticModel.tokens
         let source = try DecoderModel(config: config, store: store).logits(ids)
         // All 8 pairs of each of the 4 KV heads keep RoPE; the latent holds the 64 value dims.
-        let all = LayerConversionOptions(rope: .partial(strategy: .uniform, pairs: 8, start: 0, combination: .product),
+        let all = LayerConversionOptions(ropePlan: .partial(strategy: .uniform, pairs: 8, start: 0, combination: .product),
                                          weighting: LatentWeighting(keys: .plain, values: .output), foldSoftmaxScale: true)
         let exact = try Self.convert(config, store, all, stats: nil, budget: .rank(64))
         #expect(Self.relative(try Self.model(config, store, exact.map(\.0)).logits(ids), source) < 1e-5)
@@ -188,7 +188,7 @@ import Testing
     @Test("greedy allocation keeps the total rank and gives more to layers with more energy left")
     func greedyAllocationKeepsTotal() throws {
         let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 2)
-        let options = LayerConversionOptions(rope: .shared(dims: 8, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: false)
+        let options = LayerConversionOptions(ropePlan: .shared(dims: 8, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: false)
         let conversion = ModelConversion(config: config, store: store, statistics: nil, options: options)
         let greedy = try conversion.ranks(budget: .rank(20), allocation: .greedy)
         #expect(greedy.reduce(0, +) == 40)
@@ -205,7 +205,7 @@ import Testing
     ])
     func impossibleRequests(rope: RopePlan, budget: CacheBudget, field: String) throws {
         let (config, _) = SyntheticModel.make(heads: 4, kvHeads: 2)
-        let options = LayerConversionOptions(rope: rope, weighting: .plain, foldSoftmaxScale: false)
+        let options = LayerConversionOptions(ropePlan: rope, weighting: .plain, foldSoftmaxScale: false)
         #expect { try ModelConversion.checkPlan(config: config, options: options, budget: budget) } throws: { error in
             "\(error)".contains(field)
         }

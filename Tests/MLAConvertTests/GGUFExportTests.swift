@@ -15,7 +15,7 @@ extension ConversionTests {
     @Test("GGUF (deepseek2) output scores like the native output of the same conversion", .needsSampleData)
     func ggufExportMatchesNative() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
-        let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
+        let options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
                                              foldSoftmaxScale: true)
         let layers = try Self.convert(checkpoint.config, checkpoint.store, options, stats: try Self.calibration.get(), budget: .fraction(0.5)).map(\.0)
         let dir = NSTemporaryDirectory() + "mla-gguf-\(UUID().uuidString.prefix(8))"

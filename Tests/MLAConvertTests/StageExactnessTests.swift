@@ -59,11 +59,11 @@ extension ConversionTests {
     /// when every component, rope or NoPE, is turned at its own pair's frequency (float64).
     static func ropeBasisKeepsScores(_ rope: RopePlan, recording stage: ConversionStage) throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
-        let options = LayerConversionOptions(rope: rope, weighting: .plain, foldSoftmaxScale: false)
+        let options = LayerConversionOptions(ropePlan: rope, weighting: .plain, foldSoftmaxScale: false)
         let conversion = try ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: try calibration.get(), options: options)
             .layer(3, upToRank: 0)
         #expect(conversion.stages.contains(stage))
-        let s = conversion.source, split = conversion.rope
+        let s = conversion.source, split = conversion.ropeSplit
         let theta = RopeFrequencies(config: checkpoint.config).inverseFrequencies
         let gram = matmul(split.basis, split.basis, transB: true)
         #expect(zip(gram.values, Matrix<Double>.identity(gram.rows).values).map { abs($0 - $1) }.max()! < 1e-12)
@@ -108,12 +108,12 @@ extension ConversionTests {
     /// [NoPE keys; values] that the rope split leaves (float64, relative Frobenius error).
     static func fullRankFactorizationReproducesKeysAndValues() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
-        let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: LatentWeighting(keys: .query, values: .output),
+        let options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 1, fold: 1), weighting: LatentWeighting(keys: .query, values: .output),
                                              foldSoftmaxScale: false)
         let conversion = try ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: try calibration.get(), options: options)
             .layer(5)
         #expect(conversion.stages.contains(.latentFactorization))
-        let rank = conversion.maxRank, split = conversion.rope
+        let rank = conversion.maxRank, split = conversion.ropeSplit
         #expect(abs(conversion.energyRetained(rank: rank) - 1) < 1e-12)
         let z = Matrix(stacking: [split.transform(conversion.source.k, rows: split.ropeRows..<split.keyRows), conversion.source.v])
         for sigma in SigmaPlacement.allCases {
@@ -130,7 +130,7 @@ extension ConversionTests {
     static func fullRankReproducesSource(statistics: CalibrationStatistics?, queryRank: Int?, recording stage: ConversionStage) throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let options = LayerConversionOptions(
-            rope: .partial(strategy: .high, pairs: 32, start: 0, combination: .product),
+            ropePlan: .partial(strategy: .high, pairs: 32, start: 0, combination: .product),
             weighting: LatentWeighting(keys: .query, values: .output), queryRank: queryRank, foldSoftmaxScale: true)
         let layers = try convert(checkpoint.config, checkpoint.store, options, stats: statistics, budget: .rank(192))
         #expect(layers.allSatisfy { abs($0.1.kvEnergyRetained - 1) < 1e-9 && abs($0.1.ropeEnergyRetained - 1) < 1e-9 })
@@ -146,7 +146,7 @@ extension ConversionTests {
     /// Query, key, value and output biases (a synthetic Qwen2: the sample model has none) convert exactly.
     static func biasesMoveExactly() throws {
         let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 2, qkvBias: true, outputBias: true, tied: false, family: .qwen2)
-        let options = LayerConversionOptions(rope: .partial(strategy: .high, pairs: 8, start: 0, combination: .product),
+        let options = LayerConversionOptions(ropePlan: .partial(strategy: .high, pairs: 8, start: 0, combination: .product),
                                              weighting: .plain, foldSoftmaxScale: false)
         let layers = try convert(config, store, options, stats: nil, budget: .rank(32))
         #expect(layers.allSatisfy { $0.1.stages.contains(.biasMove) })
@@ -160,7 +160,7 @@ extension ConversionTests {
     static func fullRankRefitReproducesSource() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let conversion = ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: nil,
-                                         options: LayerConversionOptions(rope: .partial(strategy: .high, pairs: 32, start: 0, combination: .product),
+                                         options: LayerConversionOptions(ropePlan: .partial(strategy: .high, pairs: 32, start: 0, combination: .product),
                                                                          weighting: LatentWeighting(keys: .plain, values: .output), foldSoftmaxScale: true))
         let full = try (0..<checkpoint.config.numLayers).map { try conversion.layer($0, upToRank: nil).maxRank }
         let sequential = try CalibratedConversion(conversion: conversion, source: box.model, windows: try CalibratedConversionTests.windows(2),
@@ -179,7 +179,7 @@ extension ConversionTests {
     /// and RMSNorm_ε(s·c)·w deviates from c by at most 2^-24 (float64).
     static func linearRegimeNormStaysWithinBound() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
-        let options = LayerConversionOptions(rope: .shared(dims: 32, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
+        let options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 1, fold: 1), weighting: .plain, foldSoftmaxScale: true)
         let layer = try ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: nil, options: options)
             .layer(5).weights(rank: 128).0
         #expect(MLAOutputFormat.deepseek.stages.contains(.linearRegimeNorm))
@@ -206,7 +206,7 @@ extension ConversionTests {
     static func deepSeekExportMatchesNative(ropeDim: Int) throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
         let stats = try calibration.get()
-        let base = LayerConversionOptions(rope: .shared(dims: ropeDim, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
+        let base = LayerConversionOptions(ropePlan: .shared(dims: ropeDim, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
                                           foldSoftmaxScale: false)
         var folded = base
         folded.foldSoftmaxScale = true
