@@ -65,7 +65,7 @@ extension ConversionPlan {
         // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
         let needsStatistics = layerWindows == nil || searchWindows != nil || allocations != [.uniform]
         let stats = needsStatistics ? try calibration.statistics(for: checkpoint, observer: observer) : nil
-        // The statistics pass freed a whole F32 model: give it back before the search and the pass.
+        // The statistics pass freed its layers and states: give the memory back before the search and the pass.
         AllocatorTuning.returnFreedMemory()
         var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats, layerWindows: layerWindows)
         if let windows = searchWindows {

@@ -44,15 +44,14 @@ public struct CalibrationText: Sendable {
     public func windows(for checkpoint: Checkpoint) throws -> [[Int]] { try textWindows(for: checkpoint, tokens: tokens).1 }
 
     /// Runs the text through `checkpoint` and returns each layer's attention-input second moment; the
-    /// windows are reported as stage `label` of `observer`.
+    /// layers are reported as stage `label` of `observer`.
     public func statistics(for checkpoint: Checkpoint, observer: any ConversionObserver = SilentObserver(), label: String = "calibrate")
         throws -> CalibrationStatistics {
-        let c = checkpoint.config
         let (files, windows) = try textWindows(for: checkpoint, tokens: tokens)
-        let decoder = try DecoderModel(config: c, store: checkpoint.store)
-        observer.begin(label, total: windows.count)
+        observer.begin(label, total: checkpoint.config.numLayers)
+        // Layer-major on the streamed source: one layer's F32 weights at a time, never the whole model.
         let stats = try collectCalibration(
-            model: decoder, windows: windows, workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
+            streaming: try StreamedModel(checkpoint), windows: windows, workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
             tags: ["model": checkpoint.path, "text": files.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ","),
                    "windows": String(windows.count), "window": String(window)]) { done, _ in observer.advance(label, to: done) }
         observer.end(label)

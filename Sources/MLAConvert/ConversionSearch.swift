@@ -130,7 +130,7 @@ public final class ConversionSearch: @unchecked Sendable {
         -> (refitSamples: [RefitSamples], heldOutNormed: [Float]) {
         let c = source.config, d = c.hiddenSize
         var states = try WindowStates(model: source, windows: refitWindows + heldOut)
-        let captured = WindowCapture(windows: refitWindows.count)
+        let captured = PerWindow<([Float], [Float])>(windows: refitWindows.count)
         var samples: [RefitSamples] = []
         for l in 0..<c.numLayers {
             try states.advance(through: try source.layer(l), eps: c.rmsNormEps, workers: workers) { w, x, output in
@@ -261,29 +261,5 @@ private final class LayerRidges: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         chosen[layer] = ridge
-    }
-}
-
-/// One (attention input, output) pair per window, set from the workers of `WindowStates.advance` and
-/// taken by the caller.
-private final class WindowCapture: @unchecked Sendable {
-    // @unchecked: `values` is read and written under `lock` only.
-    private let lock = NSLock()
-    private var values: [([Float], [Float])]
-
-    init(windows: Int) { values = Array(repeating: ([], []), count: windows) }
-
-    func set(_ window: Int, _ value: ([Float], [Float])) {
-        lock.lock()
-        defer { lock.unlock() }
-        values[window] = value
-    }
-
-    /// The values set so far, leaving every slot empty.
-    func take() -> [([Float], [Float])] {
-        lock.lock()
-        defer { lock.unlock() }
-        defer { values = Array(repeating: ([], []), count: values.count) }
-        return values
     }
 }

@@ -162,6 +162,39 @@ public func collectCalibration(model: DecoderModel, windows: [[Int]], batchToken
     return stats
 }
 
+/// The same statistics as `collectCalibration`, collected layer-major (`WindowStates`): every window
+/// passes through a layer before the next layer is read, so a `StreamedModel` needs one layer's F32
+/// weights at a time instead of the whole model (the default conversion of the sample: 540 MB of source
+/// weights fewer at its peak). Memory: the windows' residual streams and one layer's attention inputs,
+/// [tokens × d] each, plus the sums. `workers` windows run at once, each on one BLAS thread;
+/// `progress(layers done, layers)` is called after each layer.
+public func collectCalibration(streaming model: some LayerwiseModel, windows: [[Int]], workers: Int = 1, tags: [String: String] = [:],
+                               progress: ((Int, Int) -> Void)? = nil) throws -> CalibrationStatistics {
+    let c = model.config, last = c.numLayers - 1
+    var stats = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize, tags: tags)
+    var states = try WindowStates(model: model, windows: windows)
+    for l in 0...last {
+        let layer = try model.layer(l)
+        // The last layer's attention input is all calibration needs of it.
+        let inputs = l == last
+            ? zip(states.states, windows).map { Kernels.rmsNorm($0, tokens: $1.count, weight: layer.weights.inputNorm, eps: c.rmsNormEps) }
+            : try attentionInputs(of: layer, advancing: &states, eps: c.rmsNormEps, workers: workers)
+        for (x, window) in zip(inputs, windows) { stats.accumulate(layer: l, x: x, tokens: window.count) }
+        progress?(l + 1, c.numLayers)
+    }
+    return stats
+}
+
+/// Advances `states` through `layer` and returns each window's attention input, [T_w × d].
+private func attentionInputs(of layer: DecoderLayer, advancing states: inout WindowStates, eps: Double, workers: Int) throws -> [[Float]] {
+    let captured = PerWindow<[Float]>(windows: states.windows.count)
+    try states.advance(through: layer, eps: eps, workers: workers) { w, x, _ in
+        captured.set(w, x)
+        return nil
+    }
+    return captured.take()
+}
+
 /// The batches of one `collectCalibration` call, shared by its workers.
 private final class CalibrationRun: @unchecked Sendable {
     // @unchecked: `done` is guarded by `lock`; everything else is immutable (the model is read-only).

@@ -41,3 +41,27 @@ public struct WindowStates: Sendable {
         return Kernels.rmsNorm(stacked, tokens: stacked.count / max(hiddenSize, 1), weight: finalNorm, eps: eps)
     }
 }
+
+/// One value per window, set from the workers of `WindowStates.advance` (e.g. each window's attention
+/// input) and taken by the caller once the layer is done.
+public final class PerWindow<Value>: @unchecked Sendable {
+    // @unchecked: `values` is read and written under `lock` only.
+    private let lock = NSLock()
+    private var values: [Value?]
+
+    public init(windows: Int) { values = Array(repeating: nil, count: windows) }
+
+    public func set(_ window: Int, _ value: Value) {
+        lock.lock()
+        defer { lock.unlock() }
+        values[window] = value
+    }
+
+    /// The values set, in window order (a window not set is left out), leaving every slot empty.
+    public func take() -> [Value] {
+        lock.lock()
+        defer { lock.unlock() }
+        defer { values = Array(repeating: nil, count: values.count) }
+        return values.compactMap { $0 }
+    }
+}

@@ -59,20 +59,27 @@ import MLATestSupport
     }
 
     /// Calibration on two workers (one BLAS thread each, a window each at a time, sums added at the
-    /// end) gives the statistics of one worker on the real sample model: the same token count and every
-    /// layer's moment to F32 block rounding (the BLAS thread counts differ, so the rounding may).
-    @Test(.needsSampleData) func parallelWorkersMatchOneWorker() throws {
+    /// end) gives the statistics of one worker on the real sample model, and so does the layer-major
+    /// collection from the streamed checkpoint (a different code path: one layer at a time, every window
+    /// through it): the same token count and every layer's moment to F32 block rounding (the BLAS thread
+    /// counts and the summation order differ, so the rounding may).
+    @Test(.needsSampleData) func parallelAndStreamedCollectionMatchOneWorker() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let tokenizer = try BPETokenizer(gguf: try #require(checkpoint.ggufTokenizer))
         let ids = tokenizer.encode(try TestData.hamletExcerpt())
         let windows = (0..<5).map { Array(ids[($0 * 100)..<($0 * 100 + 96)]) }
         let one = try collectCalibration(model: box.model, windows: windows, workers: 1)
         let two = try collectCalibration(model: box.model, windows: windows, workers: 2)
-        #expect(one.tokenCount == 480 && two.tokenCount == 480)
-        for layer in 0..<checkpoint.config.numLayers {
-            let a = one.layerSum(layer), b = two.layerSum(layer)
-            let scale = a.map(abs).max()!
-            #expect(zip(a, b).map { abs($0 - $1) }.max()! / scale < 1e-6, "layer \(layer)")
+        var layersDone: [Int] = []
+        let streamed = try collectCalibration(streaming: try StreamedModel(checkpoint), windows: windows, workers: 2) { done, _ in layersDone.append(done) }
+        #expect(layersDone == Array(1...checkpoint.config.numLayers))
+        for other in [two, streamed] {
+            #expect(one.tokenCount == 480 && other.tokenCount == 480)
+            for layer in 0..<checkpoint.config.numLayers {
+                let a = one.layerSum(layer), b = other.layerSum(layer)
+                let scale = a.map(abs).max()!
+                #expect(zip(a, b).map { abs($0 - $1) }.max()! / scale < 1e-6, "layer \(layer)")
+            }
         }
     }
 
