@@ -130,17 +130,12 @@ public final class ConversionSearch: @unchecked Sendable {
         -> (refitSamples: [RefitSamples], heldOutNormed: [Float]) {
         let c = source.config, d = c.hiddenSize
         var states = try WindowStates(model: source, windows: refitWindows + heldOut)
-        let captured = PerWindow<([Float], [Float])>(windows: refitWindows.count)
+        let refitCount = refitWindows.count
         var samples: [RefitSamples] = []
         for l in 0..<c.numLayers {
-            try states.advance(through: try source.layer(l), eps: c.rmsNormEps, workers: workers) { w, x, output in
-                if w < refitWindows.count { captured.set(w, (x, output)) }
-                return nil
-            }
-            if !refitWindows.isEmpty {
-                let pairs = captured.take()
-                samples.append(RefitSamples(inputs: pairs.map(\.0), targets: pairs.map(\.1)))
-            }
+            let pairs = try states.advance(through: try source.layer(l), eps: c.rmsNormEps, workers: workers,
+                                           capturing: { w, x, output in w < refitCount ? (x, output) : nil })
+            if refitCount > 0 { samples.append(RefitSamples(inputs: pairs.map(\.0), targets: pairs.map(\.1))) }
         }
         let refitRows = refitWindows.reduce(0) { $0 + $1.count }
         let normed = states.normed(finalNorm: source.finalNorm, eps: c.rmsNormEps)

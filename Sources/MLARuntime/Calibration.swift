@@ -178,21 +178,11 @@ public func collectCalibration(streaming model: some LayerwiseModel, windows: [[
         // The last layer's attention input is all calibration needs of it.
         let inputs = l == last
             ? zip(states.states, windows).map { Kernels.rmsNorm($0, tokens: $1.count, weight: layer.weights.inputNorm, eps: c.rmsNormEps) }
-            : try attentionInputs(of: layer, advancing: &states, eps: c.rmsNormEps, workers: workers)
+            : try states.advance(through: layer, eps: c.rmsNormEps, workers: workers, capturing: { _, x, _ in x })
         for (x, window) in zip(inputs, windows) { stats.accumulate(layer: l, x: x, tokens: window.count) }
         progress?(l + 1, c.numLayers)
     }
     return stats
-}
-
-/// Advances `states` through `layer` and returns each window's attention input, [T_w × d].
-private func attentionInputs(of layer: DecoderLayer, advancing states: inout WindowStates, eps: Double, workers: Int) throws -> [[Float]] {
-    let captured = PerWindow<[Float]>(windows: states.windows.count)
-    try states.advance(through: layer, eps: eps, workers: workers) { w, x, _ in
-        captured.set(w, x)
-        return nil
-    }
-    return captured.take()
 }
 
 /// The batches of one `collectCalibration` call, shared by its workers.

@@ -35,6 +35,18 @@ public struct WindowStates: Sendable {
         }
     }
 
+    /// Runs every window through `layer` as `advance` does and returns, in window order, the non-nil
+    /// values of `capture(window, attention input, attention output)` (e.g. the inputs of some windows).
+    public mutating func advance<Value>(through layer: DecoderLayer, eps: Double, workers: Int,
+                                        capturing capture: @escaping @Sendable (Int, [Float], [Float]) -> Value?) throws -> [Value] {
+        let captured = PerWindow<Value>(windows: windows.count)
+        try advance(through: layer, eps: eps, workers: workers) { w, x, output in
+            if let value = capture(w, x, output) { captured.set(w, value) }
+            return nil
+        }
+        return captured.take()
+    }
+
     /// The final-normed states of all windows stacked by rows, [Σ T_w × d].
     public func normed(finalNorm: [Float], eps: Double) -> [Float] {
         let stacked = states.flatMap { $0 }
@@ -42,26 +54,24 @@ public struct WindowStates: Sendable {
     }
 }
 
-/// One value per window, set from the workers of `WindowStates.advance` (e.g. each window's attention
-/// input) and taken by the caller once the layer is done.
-public final class PerWindow<Value>: @unchecked Sendable {
+/// One value per window, set from the workers of `WindowStates.advance` and taken once the layer is done.
+private final class PerWindow<Value>: @unchecked Sendable {
     // @unchecked: `values` is read and written under `lock` only.
     private let lock = NSLock()
     private var values: [Value?]
 
-    public init(windows: Int) { values = Array(repeating: nil, count: windows) }
+    init(windows: Int) { values = Array(repeating: nil, count: windows) }
 
-    public func set(_ window: Int, _ value: Value) {
+    func set(_ window: Int, _ value: Value) {
         lock.lock()
         defer { lock.unlock() }
         values[window] = value
     }
 
-    /// The values set, in window order (a window not set is left out), leaving every slot empty.
-    public func take() -> [Value] {
+    /// The values set, in window order (a window not set is left out).
+    func take() -> [Value] {
         lock.lock()
         defer { lock.unlock() }
-        defer { values = Array(repeating: nil, count: values.count) }
         return values.compactMap { $0 }
     }
 }
