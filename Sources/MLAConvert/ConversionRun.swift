@@ -83,12 +83,12 @@ extension ConversionPlan {
     /// (`mla_convert.json`); `start` (on `observer.now()`'s clock) dates its duration.
     public func run(checkpoint: Checkpoint, to output: OutputPlan, writer: CheckpointWriter,
                     observer: any ConversionObserver = SilentObserver(), start: Double? = nil) throws -> ConversionSummary {
-        let start = start ?? observer.now()
+        let start = start ?? observer.now(), startWork = FlopCount.totals
         let prepared = try prepare(checkpoint: checkpoint, observer: observer)
         let ranks = try prepared.ranks(observer: observer)
         let parallelism = prepared.layerParallelism()
         let workerThreads = parallelism.blasThreads ?? BLASThreads.current
-        let summary = SummaryMaker(prepared: prepared, ranks: ranks, start: start, observer: observer,
+        let summary = SummaryMaker(prepared: prepared, ranks: ranks, start: start, startWork: startWork, observer: observer,
                                    settings: ConversionSettings(method: prepared.settings, dtype: outputDType(for: checkpoint),
                                                                 layerWorkers: parallelism.workers, blasThreads: workerThreads))
         observer.begin("convert", total: checkpoint.config.numLayers)
@@ -162,6 +162,7 @@ private struct SummaryMaker {
     let prepared: PreparedConversion
     let ranks: [Int]
     let start: Double
+    let startWork: FlopCount.Totals
     let observer: any ConversionObserver
     let settings: ConversionSettings
 
@@ -173,6 +174,7 @@ private struct SummaryMaker {
             settings: settings,
             layers: reports, sourceCacheValues: conversion.sourceCacheValues * layers,
             convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,
-            seconds: observer.now() - start, peakResidentBytes: observer.peakResidentBytes, search: prepared.search)
+            seconds: observer.now() - start, peakResidentBytes: observer.peakResidentBytes, work: FlopCount.totals.since(startWork),
+            search: prepared.search)
     }
 }

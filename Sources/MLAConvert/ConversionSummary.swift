@@ -1,4 +1,5 @@
 import MLACheckpoint
+import MLALinalg
 import MLATensor
 
 /// What the method chose, as the summary, the GGUF metadata and the native config state it.
@@ -66,12 +67,15 @@ public struct ConversionSummary: Sendable {
     public let convertedCacheValues: Int
     public var seconds: Double
     public var peakResidentBytes: Int
+    /// Operations of the process's BLAS and LAPACK calls during the conversion (`FlopCount`: exact when
+    /// the conversion is the process's only work, as in the CLI).
+    public var work: FlopCount.Totals
     /// The automatic choice's candidates and scores, when settings were left at auto.
     public let search: SearchReport?
 
     public init(method: ConversionMethod.Kind, source: String, calibration: String, format: MLAOutputFormat, settings: ConversionSettings,
                 layers: [LayerConversionReport], sourceCacheValues: Int, convertedCacheValues: Int, seconds: Double,
-                peakResidentBytes: Int, search: SearchReport? = nil) {
+                peakResidentBytes: Int, work: FlopCount.Totals = FlopCount.Totals(), search: SearchReport? = nil) {
         self.method = method
         self.source = source
         self.calibration = calibration
@@ -82,6 +86,7 @@ public struct ConversionSummary: Sendable {
         self.convertedCacheValues = convertedCacheValues
         self.seconds = seconds
         self.peakResidentBytes = peakResidentBytes
+        self.work = work
         self.search = search
     }
 
@@ -137,6 +142,7 @@ public struct ConversionSummary: Sendable {
                 .object([("layer", JSONValue(r.layer)), ("kv_rank", JSONValue(r.kvRank))] + Self.layerEntry(r))
             })),
             ("seconds", JSONValue(seconds)), ("peak_rss_bytes", JSONValue(peakResidentBytes)),
+            ("work_flops", .object([("single", JSONValue(work.single)), ("double", JSONValue(work.double))])),
         ] + (formatNote.map { [("note", JSONValue.string($0))] } ?? []))
     }
 

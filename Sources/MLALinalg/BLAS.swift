@@ -20,6 +20,7 @@ extension Float: LinalgScalar {
     public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                             a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        FlopCount.add(2 * Double(m) * Double(n) * Double(k), Float.self)
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
     }
@@ -28,11 +29,13 @@ extension Float: LinalgScalar {
 extension Float {
     public static func syrkTransposed(n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
                                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        FlopCount.add(Double(n) * Double(n) * Double(k), Float.self)
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(n), blasint(k), alpha, a, blasint(lda), beta, c, blasint(ldc))
     }
 
     public static func trsm(left: Bool, lower: Bool, transT: Bool, m: Int, n: Int, t: UnsafePointer<Float>, ldt: Int,
                             b: UnsafeMutablePointer<Float>, ldb: Int) {
+        FlopCount.add(Double(m) * Double(n) * Double(left ? m : n), Float.self)
         cblas_strsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
                     CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb))
     }
@@ -42,6 +45,7 @@ extension Double: LinalgScalar {
     public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Double,
                             a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
                             beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
+        FlopCount.add(2 * Double(m) * Double(n) * Double(k), Double.self)
         cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
     }
@@ -50,11 +54,13 @@ extension Double: LinalgScalar {
 extension Double {
     public static func syrkTransposed(n: Int, k: Int, alpha: Double, a: UnsafePointer<Double>, lda: Int,
                                       beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
+        FlopCount.add(Double(n) * Double(n) * Double(k), Double.self)
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(n), blasint(k), alpha, a, blasint(lda), beta, c, blasint(ldc))
     }
 
     public static func trsm(left: Bool, lower: Bool, transT: Bool, m: Int, n: Int, t: UnsafePointer<Double>, ldt: Int,
                             b: UnsafeMutablePointer<Double>, ldb: Int) {
+        FlopCount.add(Double(m) * Double(n) * Double(left ? m : n), Double.self)
         cblas_dtrsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
                     CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb))
     }

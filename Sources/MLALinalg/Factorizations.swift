@@ -19,6 +19,7 @@ public func svd<T: LAPACKScalar>(_ a: Matrix<T>) throws -> (u: Matrix<T>, s: [T]
                 buffer, lwork, &iwork)
     }
     try check(info, T.prefix + "gesdd", m, n)
+    FlopCount.add(6 * Double(max(m, n)) * Double(k * k) + 20 * pow3(k), T.self)
     return (Matrix(rows: m, cols: k, values: u), s, Matrix(rows: k, cols: n, values: vt))
 }
 
@@ -38,6 +39,7 @@ public func truncatedSVD<T: LAPACKScalar>(_ a: Matrix<T>, rank: Int) throws -> (
                  Int32(n), 1, Int32(rank), &found, &s, &vt, Int32(n), &u, Int32(rank), buffer, lwork, &iwork)
     }
     try check(info, T.prefix + "gesvdx", m, n)
+    FlopCount.add(4 * Double(max(m, n)) * Double(k * k) - 4 * pow3(k) / 3 + 2 * Double((m + n) * k * rank), T.self)
     return (Matrix(rows: m, cols: rank, values: u), Array(s.prefix(rank)), Matrix(rows: rank, cols: n, values: vt))
 }
 
@@ -85,6 +87,7 @@ public func symmetricEigen<T: LAPACKScalar>(_ a: Matrix<T>, vectors count: Int) 
             T.ormtr(Int32(n), Int32(count), &reflectors, &tau, top, buffer, lwork)
         }, T.prefix + "ormtr", n, count)
     }
+    FlopCount.add(8 * pow3(n) / 3 + 2 * Double(n * n * count), T.self)
     var vectors = Matrix<T>.zeros(n, count)
     for c in 0..<count {
         let src = first + (count - 1 - c) * n
@@ -111,6 +114,7 @@ private func syevd<T: LAPACKScalar>(_ a: Matrix<T>, vectors: Bool) throws -> (va
         T.syevd(vectors, Int32(n), &buf, &w, buffer, lwork, &iwork, Int32(iwork.count))
     }
     try check(info, T.prefix + "syevd", n, n)
+    FlopCount.add((vectors ? 14 : 4) * pow3(n) / 3, T.self)
     return (Array(w.reversed()), buf)
 }
 
@@ -122,6 +126,7 @@ public func cholesky<T: LAPACKScalar>(_ a: Matrix<T>) throws -> Matrix<T> {
     var buf = a.values
     let info = buf.withUnsafeMutableBufferPointer { T.potrf(Int32(n), $0.baseAddress!) }
     try check(Int(info), T.prefix + "potrf", n, n)
+    FlopCount.add(pow3(n) / 3, T.self)
     // Column-major lower factor: L[i][j] = buf[i + j*n] for i >= j.
     var l = Matrix<T>.zeros(n, n)
     for i in 0..<n {
@@ -149,12 +154,16 @@ public func qr<T: LAPACKScalar>(_ a: Matrix<T>) throws -> (q: Matrix<T>, r: Matr
         T.orgqr(Int32(m), Int32(k), Int32(k), &buf, &tau, buffer, lwork)
     }
     try check(info, T.prefix + "orgqr", m, n)
+    FlopCount.add(2 * (2 * Double(m * k * k) - 2 * pow3(k) / 3), T.self)
     var q = Matrix<T>.zeros(m, k)
     for i in 0..<m {
         for j in 0..<k { q.values[i * k + j] = buf[i + j * m] }
     }
     return (q, r)
 }
+
+/// n³ as a Double, for the operation counts of `FlopCount`.
+func pow3(_ n: Int) -> Double { Double(n) * Double(n) * Double(n) }
 
 /// Runs `call` once as a workspace query (lwork = -1), sizes the buffer with `Workspace.size`, and
 /// runs it again for real. Returns LAPACK's info.

@@ -73,6 +73,7 @@ public func partialSymmetricEigen<T: LAPACKScalar>(_ a: Matrix<T>, rank: Int) th
         T.syevr(Int32(n), &buf, Int32(n - rank + 1), Int32(n), &found, &w, &z, &isuppz, buffer, lwork, &iwork, Int32(iwork.count))
     }
     try check(info, T.prefix + "syevr", n, n)
+    FlopCount.add(4 * pow3(n) / 3 + 2 * Double(n * n * rank), T.self)
     // Column-major z: eigenvector j (ascending among the found ones) is z[j*n ..< (j+1)*n].
     var vectors = Matrix<T>.zeros(n, rank)
     for c in 0..<rank {
@@ -188,4 +189,5 @@ func orthonormalizeColumns<T: LAPACKScalar>(_ y: inout Matrix<T>) throws {
         T.orglq(Int32(l), Int32(m), Int32(l), &y.values, &tau, buffer, lwork)
     }
     try check(info, T.prefix + "orglq", l, m)
+    FlopCount.add(2 * (2 * Double(m * l * l) - 2 * pow3(l) / 3), T.self)
 }

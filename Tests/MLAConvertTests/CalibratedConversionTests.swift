@@ -122,4 +122,46 @@ struct OutputRefitTests {
         let keptAsGiven = try exact.refit(oProj: current, ridge: .fixed(nil))
         #expect(keptAsGiven.oProj == current && keptAsGiven.after == keptAsGiven.before)
     }
+
+    @Test("the cross-validation's scan picks the ridge that scoring every ridge picks, on noisy targets")
+    func scanMatchesEveryRidgeScored() throws {
+        let n = 24, d = 10, rows = 60, windows = 8
+        let current = Self.noise(d * n, seed: 3), truth = Self.noise(d * n, seed: 4)
+        // Few rows per coefficient and targets with noise: a ridge inside the grid wins.
+        let u = (0..<windows).map { Self.noise(rows * n, seed: 20 + UInt64($0)) }
+        let y = (0..<windows).map { w -> [Float] in
+            let noise = Self.noise(rows * d, seed: 200 + UInt64(w))
+            return (0..<(rows * d)).map { idx in
+                let (t, i) = (idx / d, idx % d)
+                return (0..<n).reduce(Float(0)) { $0 + truth[i * n + $1] * u[w][t * n + $1] } + 2 * noise[idx]
+            }
+        }
+        var all = OutputRefit(headWidth: n, hiddenSize: d)
+        for w in 0..<windows { all.add(heads: u[w], target: y[w], rows: rows, fold: w) }
+        let chosen = try all.refit(oProj: current).ridge
+
+        // Independently: every ridge (and keeping o_proj) fitted on three folds through `.fixed` and scored
+        // on the fourth in F64 straight from the data; folds are windows modulo 4.
+        func heldOutError(_ ridge: Double?) throws -> Double {
+            var total = 0.0
+            for k in 0..<4 {
+                var train = OutputRefit(headWidth: n, hiddenSize: d)
+                for w in 0..<windows where w % 4 != k { train.add(heads: u[w], target: y[w], rows: rows, fold: w) }
+                let wk = try train.refit(oProj: current, ridge: .fixed(ridge)).oProj
+                for w in 0..<windows where w % 4 == k {
+                    for t in 0..<rows {
+                        for i in 0..<d {
+                            let fit = (0..<n).reduce(0.0) { $0 + Double(wk[i * n + $1]) * Double(u[w][t * n + $1]) }
+                            total += (fit - Double(y[w][t * d + i])) * (fit - Double(y[w][t * d + i]))
+                        }
+                    }
+                }
+            }
+            return total
+        }
+        let scored = try ([nil] + OutputRefit.ridges.map { Optional($0) }).map { ($0, try heldOutError($0)) }
+        let best = scored.min { $0.1 < $1.1 }!.0
+        #expect(best != nil && best != OutputRefit.ridges.first, "the data must make an inner ridge win, got \(String(describing: best))")
+        #expect(chosen == best, "scan chose \(String(describing: chosen)), every ridge scored: \(scored)")
+    }
 }

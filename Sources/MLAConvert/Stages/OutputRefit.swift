@@ -13,10 +13,10 @@ import MLARuntime
 /// output, Σ (y − b) uᵀ = W_o Σ u uᵀ, and W(λ) = W_o for every λ.
 ///
 /// The n² coefficients per output row can fit the calibration tokens' noise, so λ is chosen by
-/// cross-validation: the tokens are dealt into `folds` folds (`add`'s `fold`), each λ of `ridges`
+/// cross-validation: the tokens are dealt into `folds` folds (`add`'s `fold`), a λ of `ridges`
 /// (relative to the mean eigenvalue tr(Σ u uᵀ)/n) is fitted on all folds but one and scored on that
-/// one, and the λ with the smallest held-out error is refit on every fold. When keeping W_o scores
-/// better than every λ, o_proj is left as it is.
+/// one, from the largest λ down while the held-out error falls, and the best λ is refit on every fold.
+/// When keeping W_o scores better than the largest λ, o_proj is left as it is.
 public struct OutputRefit: Sendable {
     /// n_h·dV: the per-head outputs' width (o_proj's input).
     public let headWidth: Int
@@ -37,7 +37,7 @@ public struct OutputRefit: Sendable {
 
     /// How `refit` picks the ridge.
     public enum RidgeChoice: Sendable, Equatable {
-        /// By cross-validation over the folds (see the type): about 25 solves, F64.
+        /// By cross-validation over the folds (see the type): 4 solves (F64) per ridge scored.
         case crossValidated
         /// As given (a relative ridge, or nil to keep o_proj): one solve, e.g. a ridge another
         /// conversion of the same layer chose.
@@ -91,16 +91,20 @@ public struct OutputRefit: Sendable {
                       before: error(w, all) / energy, after: error(refit, all) / energy)
     }
 
-    /// The ridge of `ridges` with the smallest held-out error summed over the folds, or nil when
-    /// keeping `w` scores better than every one (or fewer than two folds hold tokens).
+    /// The ridge with the smallest held-out error summed over the folds, or nil when keeping `w` scores
+    /// better (or fewer than two folds hold tokens). The scan starts at keeping `w` (the ridge → ∞) and
+    /// walks `ridges` down, stopping at the first that does not improve on the one before: the same
+    /// choice as scoring every ridge when the held-out error is unimodal in λ, as ridge regression's is
+    /// here (docs/method.md §6.a), at 2-3 ridges' solves instead of all of them.
     private func crossValidatedRidge(_ w: Matrix<Double>) throws -> Double? {
         let occupied = folds.indices.filter { folds[$0].tokens > 0 }
         guard occupied.count >= 2 else { return nil }
         var best: (ridge: Double?, error: Double) = (nil, occupied.reduce(0.0) { $0 + error(w, sums(only: $1)) })
-        for ridge in Self.ridges {
+        for ridge in Self.ridges.sorted(by: >) {
             var heldOut = 0.0
             for k in occupied { heldOut += error(try fit(w, sums(excluding: k), ridge: ridge), sums(only: k)) }
-            if heldOut < best.error { best = (ridge, heldOut) }
+            guard heldOut < best.error else { break }
+            best = (ridge, heldOut)
         }
         return best.ridge
     }
