@@ -25,8 +25,6 @@ public final class CalibratedConversion: @unchecked Sendable {
     public let ranks: [Int]
     /// Whether o_proj is refit after the factorization.
     public let refitOutput: Bool
-    /// Whether each head's key up-projection is refit to the causal NoPE scores (`KeyRefit`) before o_proj.
-    public let refitKeys: Bool
     /// Which states the layers are calibrated on.
     public let order: CalibrationOrder
     private let source: any LayerwiseModel
@@ -58,13 +56,12 @@ public final class CalibratedConversion: @unchecked Sendable {
     /// - `windows`: the calibration token windows, each run from position 0.
     /// - `workers`: windows attended at once, each on one BLAS thread.
     public init(conversion: ModelConversion, source: any LayerwiseModel, windows: [[Int]], ranks: [Int], order: CalibrationOrder,
-                refitOutput: Bool, refitKeys: Bool = false, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+                refitOutput: Bool, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         precondition(ranks.count == conversion.config.numLayers, "CalibratedConversion: one rank per layer")
         self.conversion = conversion
         self.source = source
         self.ranks = ranks
         self.refitOutput = refitOutput
-        self.refitKeys = refitKeys
         self.order = order
         self.workers = max(1, workers)
         var chunks: [Chunk] = [], sequences: [Int] = []
@@ -102,22 +99,7 @@ public final class CalibratedConversion: @unchecked Sendable {
         let l = next, c = conversion.config, d = c.hiddenSize
         let layer = try source.layer(l)
         let moment = attentionInputMoment(layer)
-        let converted = try conversion.layer(l, moment: moment, upToRank: refitKeys ? nil : ranks[l])
-        var (weights, report) = try converted.weights(rank: ranks[l])
-        if refitKeys {
-            let exact = try converted.weights(rank: converted.maxRank).0
-            var inputs: [[Float]] = []
-            for chunk in chunks {
-                let h = normed(chunk, layer)
-                var start = 0
-                for t in chunk.sequences {
-                    inputs.append(Array(h[(start * d)..<((start + t) * d)]))
-                    start += t
-                }
-            }
-            let result = try KeyRefit.apply(to: &weights, exact: exact, inputs: inputs, workers: workers)
-            report.keyError = (result.before, result.after)
-        }
+        var (weights, report) = try conversion.layer(l, moment: moment, upToRank: ranks[l]).weights(rank: ranks[l])
         let factored = weights
         // Per window (the refit's folds are whole windows, so its cross-validation scores unseen text):
         // the converted heads (the refit's inputs, and the sequential states' next step) and the source

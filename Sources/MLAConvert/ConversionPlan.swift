@@ -162,8 +162,6 @@ public struct ConversionPlan: Sendable {
     public var calibrationOrder: CalibrationOrder?
     /// Whether o_proj is refit on the calibration tokens; nil: with calibration text only.
     public var outputRefit: Bool?
-    /// Whether each layer's key up-projections are refit to the causal NoPE scores (`KeyRefit`), in the layer pass.
-    public var keyRefit = false
     /// Held-out tokens each automatic candidate is scored on; nil: one calibration window.
     public var searchTokens: Int?
     /// Layers converted at once; nil: chosen by `LayerParallelism.choose`.
@@ -236,13 +234,13 @@ public struct ConversionPlan: Sendable {
     /// without calibration text.
     func layerPass() throws -> (order: CalibrationOrder, refitOutput: Bool)? {
         guard calibrationText != nil else {
-            if calibrationOrder == .sequential || outputRefit == true || keyRefit {
+            if calibrationOrder == .sequential || outputRefit == true {
                 throw ConversionPlanError("--calib-order sequential and --output-refit run the calibration text through the layers; they cannot use --no-calib or --calib-stats")
             }
             return nil
         }
         let order = calibrationOrder ?? .sequential, refit = outputRefit ?? true
-        return order == .sequential || refit || keyRefit ? (order, refit) : nil
+        return order == .sequential || refit ? (order, refit) : nil
     }
 
     /// The summary's description of the calibration and the layer pass.

@@ -41,8 +41,7 @@ public struct PreparedConversion: Sendable {
             return { l in try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l]) }
         }
         let calibrated = try CalibratedConversion(conversion: conversion, source: StreamedModel(checkpoint), windows: windows,
-                                                  ranks: ranks, order: pass.order, refitOutput: pass.refitOutput,
-                                                  refitKeys: plan.keyRefit)
+                                                  ranks: ranks, order: pass.order, refitOutput: pass.refitOutput)
         return { l in try calibrated.layer(l) }
     }
 }

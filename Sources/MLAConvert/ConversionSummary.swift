@@ -112,9 +112,6 @@ public struct ConversionSummary: Sendable {
                 ("attention_output_error", JSONValue(error.before)),
                 ("attention_output_error_refit", JSONValue(error.after)),
                 ("refit_ridge", r.outputRidge.map { JSONValue($0) } ?? .null),
-            ] } ?? []) + (r.keyError.map { error in [
-                ("nope_score_error", JSONValue(error.before)),
-                ("nope_score_error_refit", JSONValue(error.after)),
             ] } ?? []))),
         ]
     }

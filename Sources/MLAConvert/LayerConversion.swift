@@ -65,9 +65,6 @@ public struct LayerConversionReport: Sendable {
     /// The attention-output error on the calibration tokens relative to the output's energy,
     /// Σ‖ŷ − y‖² / Σ‖y‖², before and after the o_proj refit (`OutputRefit`); nil when not refit.
     public var outputError: (before: Double, after: Double)?
-    /// The causal NoPE score error on the calibration tokens relative to the exact scores' energy, before
-    /// and after the key up-projection refit (`KeyRefit`); nil when not refit.
-    public var keyError: (before: Double, after: Double)?
     /// The relative ridge the refit chose by cross-validation, or nil when it kept o_proj (or did not run).
     public var outputRidge: Double?
     /// The stages the layer went through, in order (`LayerConversion.stages`, then `.outputRefit` when refit).

@@ -118,7 +118,6 @@ func conversionPlan(_ method: ConversionMethod, format: MLAOutputFormat, budget:
     plan.calibration = calibration.source
     plan.calibrationOrder = layerPass.calibOrder
     plan.outputRefit = layerPass.outputRefit
-    plan.keyRefit = layerPass.keyRefit
     plan.searchTokens = search.searchTokens
     plan.dtype = output.dtype?.dtype
     plan.layerWorkers = output.layerWorkers

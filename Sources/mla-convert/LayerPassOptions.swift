@@ -11,7 +11,4 @@ struct LayerPassOptions: ParsableArguments {
 
     @Flag(inversion: .prefixedNo, help: "Refit each layer's o_proj by least squares so its attention output matches the source layer's on the calibration tokens (default: on with calibration text; --calib-stats and --no-calib cannot refit).")
     var outputRefit: Bool?
-
-    @Flag(help: "Refit each head's key up-projection so its causal NoPE scores match the source's on the calibration tokens, before the o_proj refit (docs/method.md §6.b).")
-    var keyRefit = false
 }
