@@ -75,7 +75,7 @@ public struct LatentFactorization: Sendable {
 
     /// Relative damping of the weight matrices: numerical safety for directions no query looks at
     /// (TransMLA damps its moments by 1 % of the mean diagonal likewise).
-    static let damping = 1e-2
+    public static let damping = 1e-2
 
     /// - `nope` [nN × d]: NoPE key coordinates (R_N W_k), `values` [n_kv·d_h × d] (W_v).
     /// - `keyWeight`: the diagonal blocks of Σ_j N_jᵀ Q_j N_j along the NoPE rows (used when
@@ -85,14 +85,16 @@ public struct LatentFactorization: Sendable {
     /// - `upToRank`: the largest rank `factors` will be asked for (nil: any; 0: the spectrum alone). Only
     ///   that many eigenvectors are back-transformed (`symmetricEigen(_:vectors:)`): at Llama-2-7B's
     ///   d = 4096 and rank 2048 that is 1.2 s of the layer's 4.6 s eigendecomposition saved.
+    /// - `damping`: of the weights, relative to their mean diagonal (0: undamped, e.g. to compare the
+    ///   query-weighted keys with KQ-SVD's optimum, `docs/method.md` §6.b).
     ///
     /// Keys are measured uncentered: a centered key objective (softmax ignores a shared key offset) was
     /// tried and raised perplexity several-fold on the sample model, so the keys' mean is kept.
     public init(nope: Matrix<Double>, values: Matrix<Double>, moment: Matrix<Double>?, weighting: LatentWeighting,
                 keyWeight: () -> [Matrix<Double>], valueWeight: () -> [Matrix<Double>], side: Side? = nil,
-                upToRank: Int? = nil) throws {
-        let keyFactor = try weighting.keys == .query ? Self.weightFactor(keyWeight()) : nil
-        let valueFactor = try weighting.values == .output ? Self.weightFactor(valueWeight()) : nil
+                upToRank: Int? = nil, damping: Double = Self.damping) throws {
+        let keyFactor = try weighting.keys == .query ? Self.weightFactor(keyWeight(), damping: damping) : nil
+        let valueFactor = try weighting.values == .output ? Self.weightFactor(valueWeight(), damping: damping) : nil
         func weighted(_ factor: [Matrix<Double>]?, _ m: Matrix<Double>) -> Matrix<Double>? {
             factor.map { Self.blockwise($0, m) { matmul($0, $1, transA: true) } }
         }
@@ -185,7 +187,7 @@ public struct LatentFactorization: Sendable {
 
     /// Lower Cholesky factors L_b of each weight block plus δ·I (δ = `damping`·mean diagonal of the
     /// whole weight), so that R = Lᵀ has RᵀR = W + δI. Nil (identity weight) when the weight is zero.
-    static func weightFactor(_ blocks: [Matrix<Double>]) throws -> [Matrix<Double>]? {
+    static func weightFactor(_ blocks: [Matrix<Double>], damping: Double) throws -> [Matrix<Double>]? {
         let n = blocks.reduce(0) { $0 + $1.rows }, total = blocks.reduce(0.0) { $0 + trace($1) }
         guard total > 0 else { return nil }
         let delta = damping * total / Double(n)
