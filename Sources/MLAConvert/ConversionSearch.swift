@@ -182,8 +182,9 @@ public final class ConversionSearch: @unchecked Sendable {
         let factored = weights, d = config.hiddenSize
         let heads = try samples.inputs.map { try MLAAttention.headOutputs(factored, x: $0, tokens: $0.count / d) }
         let known = ridges.ridge(layer: l)
+        // The search keeps the weights only: the refit's errors (for the summary) are not measured.
         try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: samples.targets,
-                              ridge: known.map { .fixed($0) } ?? .crossValidated)
+                              ridge: known.map { .fixed($0) } ?? .crossValidated, measuringErrors: false)
         if known == nil { ridges.record(report.outputRidge, layer: l) }
         return weights
     }

@@ -112,15 +112,19 @@ struct OutputRefitTests {
         let fitted = try exact.refit(oProj: current)
         #expect(fitted.ridge == OutputRefit.ridges.first)
         #expect(zip(fitted.oProj, truth).allSatisfy { abs($0 - $1) < 1e-3 })
-        #expect(fitted.before > 0.1 && fitted.after < 1e-5)
+        let errors = try #require(fitted.errors)
+        #expect(errors.before > 0.1 && errors.after < 1e-5)
         // Noise: a fit lowers the error on the windows it saw, never on the others; cross-validation sees that.
         let kept = try unrelated.refit(oProj: [Float](repeating: 0, count: d * n))
-        #expect(kept.ridge == nil && kept.after == kept.before, "chose ridge \(String(describing: kept.ridge))")
+        #expect(kept.ridge == nil && kept.errors.map { $0.after == $0.before } == true, "chose ridge \(String(describing: kept.ridge))")
         // A ridge given (as the search reuses one) is the same solve the cross-validation ends with; none keeps o_proj.
         let given = try exact.refit(oProj: current, ridge: .fixed(fitted.ridge))
         #expect(given.oProj == fitted.oProj && given.ridge == fitted.ridge)
         let keptAsGiven = try exact.refit(oProj: current, ridge: .fixed(nil))
-        #expect(keptAsGiven.oProj == current && keptAsGiven.after == keptAsGiven.before)
+        #expect(keptAsGiven.oProj == current && keptAsGiven.errors.map { $0.after == $0.before } == true)
+        // Unmeasured errors change nothing else.
+        let unmeasured = try exact.refit(oProj: current, ridge: .fixed(fitted.ridge), measuringErrors: false)
+        #expect(unmeasured.oProj == fitted.oProj && unmeasured.errors == nil)
     }
 
     @Test("the cross-validation's scan picks the ridge that scoring every ridge picks, on noisy targets")

@@ -50,9 +50,9 @@ public struct OutputRefit: Sendable {
         public let oProj: [Float]
         /// The relative ridge chosen, or nil when o_proj was kept.
         public let ridge: Double?
-        /// Σ‖W u + b − y‖² / Σ‖y − b‖² over all calibration tokens, before (W_o) and after.
-        public let before: Double
-        public let after: Double
+        /// Σ‖W u + b − y‖² / Σ‖y − b‖² over all calibration tokens, before (W_o) and after; nil when
+        /// not measured.
+        public let errors: (before: Double, after: Double)?
     }
 
     public init(headWidth: Int, hiddenSize: Int, folds: Int = 4) {
@@ -74,8 +74,9 @@ public struct OutputRefit: Sendable {
         folds[k].tokens += rows
     }
 
-    /// The refit o_proj for the current `oProj` [d × n], the ridge picked by `ridge`.
-    public func refit(oProj: [Float], ridge choice: RidgeChoice = .crossValidated) throws -> Result {
+    /// The refit o_proj for the current `oProj` [d × n], the ridge picked by `ridge`; its errors before
+    /// and after when `measuringErrors` (two F64 products of o_proj's size with the Gram matrix).
+    public func refit(oProj: [Float], ridge choice: RidgeChoice = .crossValidated, measuringErrors: Bool = true) throws -> Result {
         let n = headWidth, d = hiddenSize
         precondition(oProj.count == d * n, "OutputRefit: o_proj must be [\(d) × \(n)]")
         let w = Matrix(rows: d, cols: n, values: widened(oProj))
@@ -88,7 +89,7 @@ public struct OutputRefit: Sendable {
         let refit = try ridge.map { try fit(w, all, ridge: $0) } ?? w
         let energy = max(all.targetEnergy, .leastNormalMagnitude)
         return Result(oProj: ridge == nil ? oProj : narrowed(refit.values), ridge: ridge,
-                      before: error(w, all) / energy, after: error(refit, all) / energy)
+                      errors: measuringErrors ? (error(w, all) / energy, error(refit, all) / energy) : nil)
     }
 
     /// The ridge with the smallest held-out error summed over the folds, or nil when keeping `w` scores
@@ -157,9 +158,10 @@ public struct OutputRefit: Sendable {
 extension OutputRefit {
     /// Refits the o_proj of `weights` on calibration windows: `heads[i]` [t_i × n_h·dV] are the layer's
     /// per-head outputs on window i and `targets[i]` [t_i × d] the source attention's outputs (bias
-    /// included) on the same inputs; window i goes to fold i. Records the errors, the ridge and the stage in `report`.
+    /// included) on the same inputs; window i goes to fold i. Records the ridge, the stage and (when
+    /// `measuringErrors`) the errors in `report`.
     public static func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport,
-                             heads: [[Float]], targets: [[Float]], ridge: RidgeChoice = .crossValidated) throws {
+                             heads: [[Float]], targets: [[Float]], ridge: RidgeChoice = .crossValidated, measuringErrors: Bool = true) throws {
         let n = weights.numHeads * weights.dV, d = weights.hiddenSize
         var refit = OutputRefit(headWidth: n, hiddenSize: d)
         for (i, (u, y)) in zip(heads, targets).enumerated() {
@@ -170,9 +172,9 @@ extension OutputRefit {
             }
             refit.add(heads: u, target: target, rows: rows, fold: i)
         }
-        let result = try refit.refit(oProj: weights.oProj, ridge: ridge)
+        let result = try refit.refit(oProj: weights.oProj, ridge: ridge, measuringErrors: measuringErrors)
         weights.oProj = result.oProj
-        report.outputError = (result.before, result.after)
+        report.outputError = result.errors
         report.outputRidge = result.ridge
         report.stages.append(.outputRefit)
     }
