@@ -87,8 +87,7 @@ public final class ConversionSearch: @unchecked Sendable {
     let workers: Int
     /// When the final conversion refits o_proj, each candidate's layers are refit too (`OutputRefit`), on
     /// windows of calibration text: per layer, the source attention's inputs and outputs on them, computed
-    /// once (2 × layers × tokens × d floats: 283 MB for 2,048 tokens of the sample, less than the statistics
-    /// pass before it holds).
+    /// once (2 × layers × tokens × d floats: 142 MB for the default 1,024 tokens of the sample).
     let refitSamples: [RefitSamples]?
     /// Each layer's refit ridge, chosen by cross-validation for the first candidate and reused by the
     /// others (a layer's calibration noise, which sets the ridge, is the same for every candidate; the
