@@ -156,6 +156,8 @@ public struct ConversionPlan: Sendable {
     public var format: MLAOutputFormat
     /// Output tensor dtype (f32 or bf16, and f16 for GGUF); nil: the source's float type (F16 and quantized -> F32).
     public var dtype: DType?
+    /// `--dtype q8_0`, GGUF only: 2-D tensors stored as llama.cpp's Q8_0 blocks of their F32 values (`dtype` F32).
+    public var q8_0 = false
     /// Where the activation statistics come from (default: the sample corpus, 8,192 tokens).
     public var calibration: CalibrationSource = .text(CalibrationText())
     /// Which states the layers are calibrated on; nil: sequential with calibration text, parallel otherwise.
@@ -212,6 +214,12 @@ public struct ConversionPlan: Sendable {
         }
         if format != .gguf, dtype == .f16 {
             throw ConversionPlanError("--dtype f16 is written only with --format gguf (the HF formats' latent-norm scales do not fit in f16)")
+        }
+        if format != .gguf, q8_0 {
+            throw ConversionPlanError("--dtype q8_0 is written only with --format gguf (llama.cpp's Q8_0 blocks); use f32 or bf16")
+        }
+        if q8_0, let dtype, dtype != .f32 {
+            throw ConversionPlanError("--dtype q8_0 quantizes the F32 values; leave the plan's dtype F32, not \(dtype.rawValue)")
         }
         switch method {
         case let .gqa2mla(r):

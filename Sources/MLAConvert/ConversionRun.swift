@@ -89,7 +89,7 @@ extension ConversionPlan {
         let parallelism = prepared.layerParallelism()
         let workerThreads = parallelism.blasThreads ?? BLASThreads.current
         let summary = SummaryMaker(prepared: prepared, ranks: ranks, start: start, startWork: startWork, observer: observer,
-                                   settings: ConversionSettings(method: prepared.settings, dtype: outputDType(for: checkpoint),
+                                   settings: ConversionSettings(method: prepared.settings, dtype: outputDType(for: checkpoint), q8_0: q8_0,
                                                                 layerWorkers: parallelism.workers, blasThreads: workerThreads))
         observer.begin("convert", total: checkpoint.config.numLayers)
         let produce = try prepared.layers(ranks: ranks)
@@ -112,6 +112,7 @@ extension ConversionPlan {
 
     /// The output dtype for `checkpoint`: the plan's, else its first float weight's (F16 and quantized -> F32).
     public func outputDType(for checkpoint: Checkpoint) -> DType {
+        if q8_0 { return .f32 }
         if let dtype { return dtype }
         let stored = checkpoint.store.info(LayerTensorNames(layer: 0).qProj)?.dtype
         return stored == .bf16 ? .bf16 : .f32
@@ -137,7 +138,7 @@ extension ConversionPlan {
             encoder = try DeepSeekV3Encoder(source: source, dtype: dtype, writer: writer)
         case .gguf:
             let provenance = [("source", source.path), ("method", method.kind.rawValue), ("calibration", calibrationDescription)] + prepared.settings.entries
-            encoder = try GGUFEncoder(source: source, dtype: dtype, provenance: provenance)
+            encoder = try GGUFEncoder(source: source, dtype: dtype, q8_0: q8_0, provenance: provenance)
         }
         try MLAModelWriter.write(encoder, to: output, template: template, ranks: ranks, summary: summary,
                                  layer: { l in

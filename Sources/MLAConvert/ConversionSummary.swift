@@ -35,13 +35,16 @@ public struct MethodSettings: Sendable {
 public struct ConversionSettings: Sendable {
     public let method: MethodSettings
     public let dtype: DType
+    /// Whether 2-D tensors are stored as Q8_0 blocks of `dtype` (F32) values (GGUF).
+    public let q8_0: Bool
     /// Layers converted at once, and the BLAS threads each runs on.
     public let layerWorkers: Int
     public let blasThreads: Int
 
-    public init(method: MethodSettings, dtype: DType, layerWorkers: Int, blasThreads: Int) {
+    public init(method: MethodSettings, dtype: DType, q8_0: Bool = false, layerWorkers: Int, blasThreads: Int) {
         self.method = method
         self.dtype = dtype
+        self.q8_0 = q8_0
         self.layerWorkers = layerWorkers
         self.blasThreads = blasThreads
     }
@@ -49,7 +52,7 @@ public struct ConversionSettings: Sendable {
     /// (name, text) in the order they are shown, e.g. ("parallelism", "1 layer worker × 2 BLAS threads").
     public var entries: [(String, String)] {
         func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
-        return method.entries + [("dtype", dtype.rawValue),
+        return method.entries + [("dtype", q8_0 ? "Q8_0" : dtype.rawValue),
                                  ("parallelism", count(layerWorkers, "layer worker") + " × " + count(blasThreads, "BLAS thread"))]
     }
 }

@@ -17,7 +17,7 @@ extension RopeFrequencyChoice: ExpressibleByArgument {}
 extension FactorInput: ExpressibleByArgument {}
 extension CalibrationOrder: ExpressibleByArgument {}
 
-/// `--dtype` of the converters: f32 or bf16, case-insensitive.
+/// `--dtype` of the converters: f32, bf16, f16 or q8_0, case-insensitive.
 extension ConvertedDType: ExpressibleByArgument {
     init?(argument: String) { self.init(rawValue: argument.lowercased()) }
 }

@@ -55,7 +55,7 @@ struct ConversionOutputOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "Output directory (--format gguf: the output .gguf file).")
     var output: String
 
-    @Option(help: "Tensor dtype: f32 or bf16, and f16 for --format gguf (default: the source's float type; quantized -> f32; the HF formats' latent-norm scales do not fit in f16).")
+    @Option(help: "Tensor dtype: f32 or bf16, and f16 or q8_0 (llama-quantize's Q8_0 of the f32 values) for --format gguf (default: the source's float type; quantized -> f32; the HF formats' latent-norm scales do not fit in f16).")
     var dtype: ConvertedDType?
 
     @Option(help: ArgumentHelp("Largest safetensors shard, e.g. 5GB.", valueName: ByteSize.valueName))
@@ -82,14 +82,14 @@ struct ConversionOutputOptions: ParsableArguments {
     var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: maxShardSize.bytes) }
 }
 
-/// The tensor dtypes the converters write: f32, bf16, and f16 for GGUF only (the HF formats'
-/// latent-norm scales do not fit in f16).
+/// The tensor dtypes the converters write: f32, bf16, and f16 and q8_0 for GGUF only (the HF formats'
+/// latent-norm scales do not fit in f16; q8_0 is llama.cpp's block type, computed from F32).
 enum ConvertedDType: String, CaseIterable {
-    case f32, bf16, f16
+    case f32, bf16, f16, q8_0
 
     var dtype: DType {
         switch self {
-        case .f32: return .f32
+        case .f32, .q8_0: return .f32
         case .bf16: return .bf16
         case .f16: return .f16
         }
@@ -120,6 +120,7 @@ func conversionPlan(_ method: ConversionMethod, format: MLAOutputFormat, budget:
     plan.outputRefit = layerPass.outputRefit
     plan.searchTokens = search.searchTokens
     plan.dtype = output.dtype?.dtype
+    plan.q8_0 = output.dtype == .q8_0
     plan.layerWorkers = output.layerWorkers
     plan.threads = runtime.threads
     return plan

@@ -68,4 +68,54 @@ import MLATensor
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
     }
+
+    /// Q8_0 storage: rows of 32-value blocks whose magnitudes span 0.1 to 7000 (and an all-zero block),
+    /// written in row blocks as a streaming encoder does, read back through the repository's reader:
+    /// each block's stored F16 scale is amax/127 and each value is within half a scale step, both against
+    /// a float64 computation (plus the F16 rounding of the scale: 127 · 2^-11 of a step).
+    @Test func q8_0BlocksRoundTripWithinHalfAStep() throws {
+        let shape = [4, 3, 64]
+        var values: [Float] = (0..<shape.reduce(1, *)).map { i in
+            let block = i / 32, j = i % 32
+            return Float(sin(Double(i) * 0.37) * pow(10, Double(block % 5) - 1) * (j == 5 ? 7 : 1))
+        }
+        for j in 64..<96 { values[j] = 0 }
+        let t = Tensor(floats: values, shape: shape)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-q8-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let plan = try OutputPlan(dir + "/q8.gguf", kind: .file, force: false, inputs: [])
+        let entries = [TensorWriteEntry(name: "blk.0.attn_k_b.weight", dtype: .f32, shape: shape),
+                       TensorWriteEntry(name: "blk.0.attn_norm.weight", dtype: .f32, shape: [5])]
+        try plan.write { file in
+            try GGUFWriter.write(path: file, metadata: Self.metadata, entries: entries, q8_0: ["blk.0.attn_k_b.weight"]) { sink in
+                if sink.entry.shape.count == 1 { return try TensorPayload.whole(Self.tensor(.f32, [5], seed: 0)).write(to: sink) }
+                try TensorPayload.rowBlocks(count: 4) { t.rows($0..<($0 + 1)) }.write(to: sink)
+            }
+        }
+        let file = try GGUFFile(path: dir + "/q8.gguf")
+        let info = try #require(file.tensorInfo("blk.0.attn_k_b.weight"))
+        #expect(info.type == .q8_0 && info.ne == [64, 3, 4])
+        #expect(file.tensorInfo("blk.0.attn_norm.weight")?.type == .f32)
+        let raw = file.withTensorBytes(info) { Array($0) }
+        #expect(raw.count == values.count / 32 * 34)
+        let read = try GGUFTensorStore(file: file).tensor(GGUFNames.hfName("blk.0.attn_k_b.weight")).floats()
+        for b in 0..<(values.count / 32) {
+            let x = values[(b * 32)..<(b * 32 + 32)].map(Double.init)
+            let step = x.map(abs).max()! / 127
+            let scale = Double(Float16(bitPattern: UInt16(raw[b * 34]) | UInt16(raw[b * 34 + 1]) << 8))
+            #expect(abs(scale - step) <= step * 0x1p-11, "block \(b): scale \(scale) for amax/127 = \(step)")
+            let bound = step * (0.5 + 127 * 0x1p-11) + 1e-12
+            for j in 0..<32 where abs(Double(read[b * 32 + j]) - x[j]) > bound {
+                Issue.record("block \(b) value \(j): \(read[b * 32 + j]) for \(x[j]), step \(step)")
+            }
+        }
+        // A row that is not whole blocks cannot be Q8_0 (llama-quantize stores such a tensor as F16).
+        #expect(throws: CheckpointError.self) {
+            try OutputPlan(dir + "/odd.gguf", kind: .file, force: false, inputs: []).write { file in
+                try GGUFWriter.write(path: file, metadata: Self.metadata, entries: [TensorWriteEntry(name: "x.weight", dtype: .f32, shape: [2, 40])],
+                                     q8_0: ["x.weight"]) { _ in }
+            }
+        }
+    }
 }

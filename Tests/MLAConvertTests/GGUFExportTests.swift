@@ -11,7 +11,7 @@ extension ConversionTests {
     /// the GGUF read back by the runtime scores the Hamlet excerpt like the native output (the residual
     /// rescale is exact; the latent norm's deviation is far below float rounding on real tokens), its
     /// keys and tensor shapes are llama.cpp's, W_UK/W_UV come back bit for bit, and the tokenizer is
-    /// the source's.
+    /// the source's; the F16 and Q8_0 files of the same layers stay within their rounding.
     @Test("GGUF (deepseek2) output scores like the native output of the same conversion", .needsSampleData)
     func ggufExportMatchesNative() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
@@ -61,5 +61,29 @@ extension ConversionTests {
                                  to: try OutputPlan(dir + "/f16.gguf", kind: .file, force: false, inputs: [checkpoint.path]), layers: layers)
         let f16 = try evaluatePerplexity(model: try StreamedModel(try Checkpoint.open(dir + "/f16.gguf")), tokens: ids, window: 256)
         #expect(abs(f16.perplexity / native.perplexity - 1) < 3e-3, "F16 GGUF \(f16.perplexity) vs native \(native.perplexity)")
+
+        // --dtype q8_0: every 2-D tensor whose rows are whole 32-value blocks is Q8_0 (here all: r = 160,
+        // d_nope = 64), norms stay F32; each value is within half a Q8_0 step of the F32 file's, the step
+        // being its block's amax/127 in float64, plus 127 times the F16 rounding of the step (half an F16
+        // ulp: 2^-11 relative, 2^-25 absolute below F16's normal range); the model stays sane.
+        try MLAModelWriter.write(try GGUFEncoder(source: checkpoint, dtype: .f32, q8_0: true, provenance: []),
+                                 to: try OutputPlan(dir + "/q8.gguf", kind: .file, force: false, inputs: [checkpoint.path]), layers: layers)
+        let q8File = try GGUFFile(path: dir + "/q8.gguf")
+        #expect(q8File.value("general.file_type") == .uint32(7))
+        #expect(q8File.tensors.allSatisfy { $0.type == ($0.ne.count == 1 ? .f32 : .q8_0) }, "\(Set(q8File.tensors.map { "\($0.ne.count)-D \($0.type)" }))")
+        let f32Store = try GGUFTensorStore(file: file), q8Store = try GGUFTensorStore(file: q8File)
+        for name in ["blk.3.attn_kv_a_mqa.weight", "blk.3.attn_k_b.weight", "blk.3.attn_v_b.weight", "blk.3.attn_q.weight", "token_embd.weight"] {
+            let hf = GGUFNames.hfName(name)
+            let x = try f32Store.tensor(hf).floats().map(Double.init), y = try q8Store.tensor(hf).floats()
+            var worst = 0.0
+            for b in 0..<(x.count / 32) {
+                let step = x[(b * 32)..<(b * 32 + 32)].map(abs).max()! / 127
+                let bound = 0.5 * step + 127 * max(step * 0x1p-11, 0x1p-25)
+                for j in (b * 32)..<(b * 32 + 32) where step > 0 { worst = max(worst, abs(Double(y[j]) - x[j]) / bound) }
+            }
+            #expect(y.count == x.count && worst <= 1, "\(name): an error of \(worst) times the bound")
+        }
+        let q8 = try evaluatePerplexity(model: try StreamedModel(try Checkpoint.open(dir + "/q8.gguf")), tokens: ids, window: 256)
+        #expect(abs(q8.perplexity / native.perplexity - 1) < 0.02, "Q8_0 GGUF \(q8.perplexity) vs native \(native.perplexity)")
     }
 }

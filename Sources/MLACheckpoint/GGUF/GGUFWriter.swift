@@ -23,8 +23,10 @@ public enum GGUFWriter {
     /// Writes `path`: `metadata` in order, then the `entries` (row-major shapes, outermost first; the
     /// file stores them reversed, ne0 innermost, as ggml does) in order. `tensor(sink)` is called once
     /// per entry, in order, and must write exactly the entry's bytes through `sink`
-    /// (`TensorPayload.write(to:)` checks them finite on the way).
-    public static func write(path: String, metadata: [(String, GGUFValue)], entries: [TensorWriteEntry],
+    /// (`TensorPayload.write(to:)` checks them finite on the way). The entries named in `q8_0` (F32,
+    /// rows a whole number of 32-value blocks) are stored as Q8_0 (`GGMLQuantize.q8_0`), encoded as their
+    /// F32 bytes arrive (in whole blocks, as row blocks of whole rows are).
+    public static func write(path: String, metadata: [(String, GGUFValue)], entries: [TensorWriteEntry], q8_0: Set<String> = [],
                              tensor: (TensorByteSink) throws -> Void) throws {
         var header = GGUFBytes()
         header.bytes += Array("GGUF".utf8)
@@ -38,10 +40,20 @@ public enum GGUFWriter {
         }
         var offset = 0
         var offsets: [Int] = []
+        var storedBytes: [Int] = []
         for e in entries {
-            guard let type = ggmlType(e.dtype) else {
+            guard var type = ggmlType(e.dtype) else {
                 throw CheckpointError.writeFailed(path: path, reason: "tensor '\(e.name)': \(e.dtype.rawValue) has no GGUF type here (F32, F16 and BF16 are written)")
             }
+            var bytes = e.byteCount
+            if q8_0.contains(e.name) {
+                guard e.dtype == .f32, let rowLength = e.shape.last, rowLength % GGMLQuantize.q8_0BlockValues == 0 else {
+                    throw CheckpointError.writeFailed(path: path, reason: "tensor '\(e.name)' (\(e.dtype.rawValue) \(e.shape)) cannot be stored as Q8_0: it needs F32 rows of a multiple of 32 values")
+                }
+                type = .q8_0
+                bytes = e.byteCount / 4 / GGMLQuantize.q8_0BlockValues * GGMLQuantize.q8_0BlockBytes
+            }
+            storedBytes.append(bytes)
             guard e.name.utf8.count <= GGUFFile.maxTensorNameBytes else {
                 throw CheckpointError.writeFailed(path: path, reason: "tensor name '\(e.name)' is longer than ggml's \(GGUFFile.maxTensorNameBytes) bytes")
             }
@@ -51,7 +63,7 @@ public enum GGUFWriter {
             header.u32(type.rawValue)
             header.u64(UInt64(offset))
             offsets.append(offset)
-            offset = padded(offset + e.byteCount)
+            offset = padded(offset + bytes)
         }
         header.bytes += [UInt8](repeating: 0, count: padded(header.bytes.count) - header.bytes.count)
         guard let file = FileOutput(path: path) else {
@@ -60,14 +72,14 @@ public enum GGUFWriter {
         do {
             try header.bytes.withUnsafeBytes { try file.write($0) }
             var position = 0
-            for (e, start) in zip(entries, offsets) {
-                try zeros(start - position, to: file)
-                let sink = TensorByteSink(entry: e, file: file)
+            for (i, e) in entries.enumerated() {
+                try zeros(offsets[i] - position, to: file)
+                let sink = TensorByteSink(entry: e, file: file, encode: q8_0.contains(e.name) ? { try q8_0Blocks($0, path: path, entry: e) } : nil)
                 try tensor(sink)
                 guard sink.written == e.byteCount else {
                     throw CheckpointError.malformedTensor(file: path, tensor: e.name, reason: "writer got \(sink.written) of \(e.byteCount) bytes")
                 }
-                position = start + e.byteCount
+                position = offsets[i] + storedBytes[i]
             }
             try zeros(offset - position, to: file)
             try file.close()
@@ -75,6 +87,23 @@ public enum GGUFWriter {
             file.abandon()
             throw error
         }
+    }
+
+    /// The Q8_0 blocks of the F32 bytes `raw` of `entry` (a whole number of blocks).
+    private static func q8_0Blocks(_ raw: UnsafeRawBufferPointer, path: String, entry: TensorWriteEntry) throws -> [UInt8] {
+        let blockBytes = 4 * GGMLQuantize.q8_0BlockValues
+        guard raw.count % blockBytes == 0 else {
+            throw CheckpointError.malformedTensor(file: path, tensor: entry.name, reason: "Q8_0 writer got \(raw.count) bytes, not whole blocks of \(blockBytes)")
+        }
+        let values = [Float](unsafeUninitializedCapacity: raw.count / 4) { buffer, count in
+            _ = raw.copyBytes(to: buffer)
+            count = raw.count / 4
+        }
+        var out: [UInt8] = []
+        if values.withUnsafeBufferPointer({ GGMLQuantize.q8_0($0, into: &out) }) != nil {
+            throw CheckpointError.writeFailed(path: path, reason: "tensor '\(entry.name)' has a value beyond 127 × 65504, whose Q8_0 scale overflows F16; write it with --dtype f32 or bf16")
+        }
+        return out
     }
 
     /// `n` rounded up to the alignment.

@@ -149,12 +149,15 @@ public final class TensorByteSink {
     /// Bytes written so far.
     public private(set) var written = 0
     let file: FileOutput
+    /// Re-encodes the entry's bytes on their way to the file (a GGUF writer's Q8_0 blocks); nil: written as given.
+    let encode: ((UnsafeRawBufferPointer) throws -> [UInt8])?
     /// The file being written (for error messages).
     public var path: String { file.path }
 
-    init(entry: TensorWriteEntry, file: FileOutput) {
+    init(entry: TensorWriteEntry, file: FileOutput, encode: ((UnsafeRawBufferPointer) throws -> [UInt8])? = nil) {
         self.entry = entry
         self.file = file
+        self.encode = encode
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
@@ -162,7 +165,11 @@ public final class TensorByteSink {
             throw CheckpointError.malformedTensor(file: file.path, tensor: entry.name,
                                                   reason: "writer got more than \(entry.byteCount) bytes")
         }
-        try file.write(bytes)
+        if let encode {
+            try encode(bytes).withUnsafeBytes { try file.write($0) }
+        } else {
+            try file.write(bytes)
+        }
         written += bytes.count
     }
 }

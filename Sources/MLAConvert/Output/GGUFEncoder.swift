@@ -16,11 +16,15 @@ import MLATensor
 ///   magnitudes (`LinearRegimeNorm` with δ ≤ `latentDeviation`).
 /// - RoPE rows stay interleaved (llama.cpp's NORM rope rotates consecutive pairs); the softmax scale
 ///   must be folded to 1/√(d_nope + d_rope), llama.cpp's `kq_scale`.
-/// - 2-D tensors in `dtype` (F32, BF16 or F16), 1-D tensors (norms) in F32, as llama.cpp writes them.
+/// - 2-D tensors in `dtype` (F32, BF16 or F16), 1-D tensors (norms) in F32, as llama.cpp writes them; or,
+///   with `q8_0`, every 2-D tensor as `llama-quantize … Q8_0` stores it: Q8_0 blocks of the F32 values
+///   (`GGMLQuantize.q8_0`, ggml's rounding) when its rows are a multiple of 32 values, else F16.
 public struct GGUFEncoder: MLAModelEncoder {
     public let source: Checkpoint
-    /// Dtype of the 2-D tensors: F32, BF16 or F16.
+    /// Dtype of the 2-D tensors: F32, BF16 or F16 (F32 with `q8_0`: the values quantized).
     public let dtype: DType
+    /// Whether 2-D tensors are stored as Q8_0 blocks (F16 where a row is not a multiple of 32 values).
+    public let q8_0: Bool
     /// `mla_convert.*` string keys written after the toolkit's own (source, method, budget, …).
     public let provenance: [(String, String)]
     /// The `tokenizer.*` keys: a GGUF source's, copied verbatim; else built from tokenizer.json.
@@ -42,12 +46,13 @@ public struct GGUFEncoder: MLAModelEncoder {
 
     /// Refuses at once a dtype GGUF is not written in, a source tensor without a GGUF name (an MLP bias)
     /// and a source whose tokenizer cannot be written.
-    public init(source: Checkpoint, dtype: DType, provenance: [(String, String)]) throws {
-        guard [.f32, .bf16, .f16].contains(dtype) else {
-            throw CheckpointError.unsupportedModel(file: source.path, reason: "GGUF output is written in f32, bf16 or f16, not \(dtype.rawValue)")
+    public init(source: Checkpoint, dtype: DType, q8_0: Bool = false, provenance: [(String, String)]) throws {
+        guard [.f32, .bf16, .f16].contains(dtype), !q8_0 || dtype == .f32 else {
+            throw CheckpointError.unsupportedModel(file: source.path, reason: "GGUF output is written in f32, bf16, f16 or q8_0 (from f32), not \(dtype.rawValue)\(q8_0 ? " q8_0" : "")")
         }
         self.source = source
         self.dtype = dtype
+        self.q8_0 = q8_0
         self.provenance = provenance
         let c = source.config
         alpha = pow(2, Double(Self.residualExponent))
@@ -103,7 +108,8 @@ public struct GGUFEncoder: MLAModelEncoder {
     public func entries(template: MLALayerWeights, ranks: [Int]) throws -> [TensorWriteEntry] {
         let store = source.store
         func entry(_ name: String, _ shape: [Int]) -> TensorWriteEntry {
-            TensorWriteEntry(name: name, dtype: shape.count == 1 ? .f32 : dtype, shape: shape)
+            let fallback = q8_0 && shape.count > 1 && shape[shape.count - 1] % GGMLQuantize.q8_0BlockValues != 0
+            return TensorWriteEntry(name: name, dtype: shape.count == 1 ? .f32 : fallback ? .f16 : dtype, shape: shape)
         }
         func copiedEntry(_ name: String) throws -> TensorWriteEntry {
             guard let from = copied[name], let info = store.info(from.source) else { throw CheckpointError.missingTensor(file: source.path, tensor: name) }
@@ -168,7 +174,7 @@ public struct GGUFEncoder: MLAModelEncoder {
         let c = source.config, a = "deepseek2."
         func u32(_ n: Int) -> GGUFValue { .uint32(UInt32(n)) }
         let theta = DeepSeekV3Encoder.ropeTheta(w.ropeInvFreq[0], dRope: w.dRope) ?? 10000
-        let fileType: UInt32 = dtype == .f32 ? 0 : dtype == .f16 ? 1 : 32
+        let fileType: UInt32 = q8_0 ? 7 : dtype == .f32 ? 0 : dtype == .f16 ? 1 : 32
         var keys: [(String, GGUFValue)] = [
             ("general.architecture", .string("deepseek2")),
             ("general.name", .string(URL(fileURLWithPath: source.path).deletingPathExtension().lastPathComponent + " (MLA)")),
@@ -200,7 +206,8 @@ public struct GGUFEncoder: MLAModelEncoder {
             throw CheckpointError.writeFailed(path: output.path, reason: "the output plan is not for a single GGUF file (caller bug)")
         }
         try output.write { file in
-            try GGUFWriter.write(path: file, metadata: metadata(template: template), entries: entries) { sink in
+            let quantized = q8_0 ? Set(entries.filter { $0.shape.count > 1 && $0.dtype == .f32 }.map(\.name)) : []
+            try GGUFWriter.write(path: file, metadata: metadata(template: template), entries: entries, q8_0: quantized) { sink in
                 try payload(sink.entry.name).write(to: sink)
             }
         }
