@@ -22,19 +22,22 @@ public enum FlopCount {
     }
 
     private static let lock = NSLock()
-    nonisolated(unsafe) private static var counted = Totals()
+    // Whole operations in integers, so that differences of totals are exact.
+    nonisolated(unsafe) private static var single = 0
+    nonisolated(unsafe) private static var double = 0
 
     /// Operations so far (every thread of the process).
     public static var totals: Totals {
         lock.lock()
         defer { lock.unlock() }
-        return counted
+        return Totals(single: Double(single), double: Double(double))
     }
 
-    /// Adds `flops` operations done on `T` scalars.
+    /// Adds `flops` operations (rounded to a whole number) done on `T` scalars.
     static func add<T: LinalgScalar>(_ flops: Double, _: T.Type) {
+        let whole = Int(flops.rounded())
         lock.lock()
-        if T.self == Float.self { counted.single += flops } else { counted.double += flops }
+        if T.self == Float.self { single += whole } else { double += whole }
         lock.unlock()
     }
 }
