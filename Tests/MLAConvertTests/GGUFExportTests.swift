@@ -86,4 +86,34 @@ extension ConversionTests {
         let q8 = try evaluatePerplexity(model: try StreamedModel(try Checkpoint.open(dir + "/q8.gguf")), tokens: ids, window: 256)
         #expect(abs(q8.perplexity / native.perplexity - 1) < 0.02, "Q8_0 GGUF \(q8.perplexity) vs native \(native.perplexity)")
     }
+
+    /// A low-rank query (--q-lora-rank) goes to attn_q_a / attn_q_a_norm / attn_q_b with its norm made
+    /// linear under the file's single epsilon: the GGUF computes what the native output does (whose query
+    /// norm uses the HF constant 1e-6), and the q_a rows sit at normal magnitudes.
+    @Test func lowRankQueryGGUFMatchesNative() throws {
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
+                                             queryRank: 288, foldSoftmaxScale: true)
+        let layers = try Self.convert(checkpoint.config, checkpoint.store, options, stats: try Self.calibration.get(), budget: .fraction(0.5)).map(\.0)
+        let dir = NSTemporaryDirectory() + "mla-gguf-q-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let writer = CheckpointWriter(format: .hf)
+        try MLAModelWriter.write(NativeMLAEncoder(source: checkpoint, provenance: [], writer: writer),
+                                 to: try writer.output(dir + "/native", force: false, inputs: [checkpoint.path]), layers: layers)
+        try MLAModelWriter.write(try GGUFEncoder(source: checkpoint, dtype: .f32, provenance: []),
+                                 to: try OutputPlan(dir + "/model.gguf", kind: .file, force: false, inputs: [checkpoint.path]), layers: layers)
+        let file = try GGUFFile(path: dir + "/model.gguf")
+        #expect(file.value("deepseek2.attention.q_lora_rank")?.int == 288 && file.tensorInfo("blk.0.attn_q.weight") == nil)
+        #expect(file.tensorInfo("blk.0.attn_q_a.weight")?.ne == [576, 288] && file.tensorInfo("blk.0.attn_q_a_norm.weight")?.ne == [288])
+        #expect(file.tensorInfo("blk.0.attn_q_b.weight")?.ne == [288, 9 * layers[0].qHeadWidth])
+        let qA = try GGUFTensorStore(file: file).tensor(GGUFNames.hfName("blk.5.attn_q_a.weight")).floats()
+        let rms = (qA.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(qA.count)).squareRoot()
+        #expect(rms > 1e-3, "the q_a rows' RMS \(rms) would not survive F16 block scales")
+
+        let ids = try Self.hamletIds(256)
+        let native = try evaluatePerplexity(model: try StreamedModel(try Checkpoint.open(dir + "/native")), tokens: ids, window: 256)
+        let fromGGUF = try evaluatePerplexity(model: try StreamedModel(try Checkpoint.open(dir + "/model.gguf")), tokens: ids, window: 256)
+        #expect(abs(fromGGUF.perplexity / native.perplexity - 1) < 1e-4, "GGUF \(fromGGUF.perplexity) vs native \(native.perplexity)")
+    }
 }

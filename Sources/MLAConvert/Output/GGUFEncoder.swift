@@ -7,7 +7,9 @@ import MLATensor
 /// Encodes converted layers as a llama.cpp GGUF of architecture `deepseek2` (docs/gguf-export.md): one
 /// file that llama.cpp runs with its latent KV cache (`kv_lora_rank + rope` values per token and layer).
 ///
-/// - Dense: `leading_dense_block_count` = block count, no expert keys; `q_lora_rank` 0 (`attn_q`).
+/// - Dense: `leading_dense_block_count` = block count, no expert keys; `q_lora_rank` 0 (`attn_q`), or the
+///   low-rank query's rank (`attn_q_a`, `attn_q_a_norm`, `attn_q_b`; its norm made linear under the
+///   file's epsilon like the latent's).
 /// - `key_length_mla` / `value_length_mla` set, so llama.cpp takes its MLA path with `attn_k_b`
 ///   {d_nope, r, n_h} and `attn_v_b` {r, d_v, n_h} (ggml order, innermost first).
 /// - One RMSNorm epsilon for every norm: the residual stream is scaled by α = 2^`residualExponent`
@@ -84,8 +86,8 @@ public struct GGUFEncoder: MLAModelEncoder {
         if let reason = DeepSeekV3Encoder.unsupportedReason(layers: [template, layer], source: source.config) {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot write a deepseek2 GGUF: " + reason)
         }
-        if case .lowRank = layer.query {
-            throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot write a deepseek2 GGUF: a low-rank query (--q-lora-rank) is not written to GGUF yet; leave it out")
+        if case .lowRank(_, _, .some, _, _, _) = layer.query {
+            throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot write a deepseek2 GGUF: llama.cpp's attn_q_a has no bias; leave out --q-lora-rank")
         }
         if layer.dNope < 1 {
             throw CheckpointError.unsupportedModel(file: source.path, reason: "cannot write a deepseek2 GGUF: \(layer.label) has no nope dimensions, which llama.cpp requires (use a smaller --rope-dim)")
@@ -94,9 +96,14 @@ public struct GGUFEncoder: MLAModelEncoder {
 
     /// Names and row-major shapes of layer `l`'s converted attention tensors.
     static func attentionShapes(_ w: MLALayerWeights, layer l: Int) -> [(String, [Int])] {
-        let p = prefix(l), d = w.hiddenSize
-        return [
-            (p + "attn_q.weight", [w.numHeads * w.qHeadWidth, d]),
+        let p = prefix(l), d = w.hiddenSize, qRows = w.numHeads * w.qHeadWidth
+        let query: [(String, [Int])]
+        switch w.query {
+        case .full: query = [(p + "attn_q.weight", [qRows, d])]
+        case let .lowRank(rank, _, _, _, _, _):
+            query = [(p + "attn_q_a.weight", [rank, d]), (p + "attn_q_a_norm.weight", [rank]), (p + "attn_q_b.weight", [qRows, rank])]
+        }
+        return query + [
             (p + "attn_kv_a_mqa.weight", [w.kvRank + w.dRope, d]),
             (p + "attn_kv_a_norm.weight", [w.kvRank]),
             (p + "attn_k_b.weight", [w.numHeads, w.kvRank, w.dNope]),
@@ -135,14 +142,27 @@ public struct GGUFEncoder: MLAModelEncoder {
     }
 
     /// Layer `l`'s attention in the GGUF layout (F32): latent rows scaled into the linear regime of
-    /// `attn_kv_a_norm` under the file's epsilon, `attn_k_b` = W_UK,hᵀ and `attn_v_b` = W_UV,h per head,
-    /// `attn_output` times α.
+    /// `attn_kv_a_norm` (and a low-rank query's into that of `attn_q_a_norm`) under the file's epsilon,
+    /// `attn_k_b` = W_UK,hᵀ and `attn_v_b` = W_UV,h per head, `attn_output` times α.
     public func layerTensors(_ w: MLALayerWeights, index l: Int) throws -> [String: Tensor] {
-        guard case let .full(query, _) = w.query else { throw CheckpointError.unsupportedModel(file: source.path, reason: "\(w.label): low-rank query") }
         let d = w.hiddenSize, r = w.kvRank, headRows = w.dNope + w.dV
         let inputNorm = try source.store.floats(LayerTensorNames(layer: l).inputNorm, shape: [d]).map(Double.init)
-        let norm = try LinearRegimeNorm(rows: Matrix(rows: r, cols: d, values: w.kvA.map(Double.init)), bias: nil,
-                                        inputNorm: inputNorm, eps: Double(eps), maxDeviation: Self.latentDeviation)
+        func linearNorm(_ rows: Matrix<Double>) throws -> LinearRegimeNorm {
+            try LinearRegimeNorm(rows: rows, bias: nil, inputNorm: inputNorm, eps: Double(eps), maxDeviation: Self.latentDeviation)
+        }
+        let query: [[Float]]
+        switch w.query {
+        case let .full(proj, _):
+            query = [proj]
+        case let .lowRank(rank, a, _, qNorm, qEps, b):
+            // The query's linear map A = a·γ/√ε_q (its norm is linear in the model's own form), re-made
+            // linear under the file's epsilon.
+            let unscale = Double(qNorm[0]) / Double(qEps).squareRoot()
+            let rows = Matrix(rows: rank, cols: d, values: a.map { Double($0) * unscale })
+            let qNormHere = try linearNorm(rows)
+            query = [rows.values.map { Float($0 * qNormHere.rowScale) }, [Float](repeating: Float(qNormHere.weight), count: rank), b]
+        }
+        let norm = try linearNorm(Matrix(rows: r, cols: d, values: w.kvA.map(Double.init)))
         var kB = [Float](repeating: 0, count: w.numHeads * r * w.dNope)
         var vB = [Float](repeating: 0, count: w.numHeads * w.dV * r)
         for h in 0..<w.numHeads {
@@ -153,8 +173,8 @@ public struct GGUFEncoder: MLAModelEncoder {
             vB.replaceSubrange((h * w.dV * r)..<((h + 1) * w.dV * r), with: w.kvB[values..<(values + w.dV * r)])
         }
         let s = norm.rowScale
-        let values: [[Float]] = [
-            query, w.kvA.map { Float(Double($0) * s) } + w.kRope, [Float](repeating: Float(norm.weight), count: r), kB, vB,
+        let values: [[Float]] = query + [
+            w.kvA.map { Float(Double($0) * s) } + w.kRope, [Float](repeating: Float(norm.weight), count: r), kB, vB,
             w.oProj.map { Float(Double($0) * alpha) },
         ]
         return Dictionary(uniqueKeysWithValues: zip(Self.attentionShapes(w, layer: l), values).map {
@@ -175,6 +195,8 @@ public struct GGUFEncoder: MLAModelEncoder {
         func u32(_ n: Int) -> GGUFValue { .uint32(UInt32(n)) }
         let theta = DeepSeekV3Encoder.ropeTheta(w.ropeInvFreq[0], dRope: w.dRope) ?? 10000
         let fileType: UInt32 = q8_0 ? 7 : dtype == .f32 ? 0 : dtype == .f16 ? 1 : 32
+        var queryRank = 0
+        if case let .lowRank(rank, _, _, _, _, _) = w.query { queryRank = rank }
         var keys: [(String, GGUFValue)] = [
             ("general.architecture", .string("deepseek2")),
             ("general.name", .string(URL(fileURLWithPath: source.path).deletingPathExtension().lastPathComponent + " (MLA)")),
@@ -191,7 +213,7 @@ public struct GGUFEncoder: MLAModelEncoder {
             (a + "attention.head_count", u32(w.numHeads)), (a + "attention.head_count_kv", u32(1)),
             (a + "rope.freq_base", .float32(Float(theta))), (a + "attention.layer_norm_rms_epsilon", .float32(eps)),
             (a + "leading_dense_block_count", u32(c.numLayers)), (a + "vocab_size", u32(c.vocabSize)),
-            (a + "attention.q_lora_rank", u32(0)), (a + "attention.kv_lora_rank", u32(w.kvRank)),
+            (a + "attention.q_lora_rank", u32(queryRank)), (a + "attention.kv_lora_rank", u32(w.kvRank)),
             (a + "attention.key_length", u32(w.kvRank + w.dRope)), (a + "attention.value_length", u32(w.kvRank)),
             (a + "attention.key_length_mla", u32(w.dNope + w.dRope)), (a + "attention.value_length_mla", u32(w.dV)),
             (a + "expert_feed_forward_length", u32(c.intermediateSize)), (a + "expert_shared_count", u32(0)),
