@@ -156,7 +156,7 @@ public struct ConversionPlan: Sendable {
     public var format: MLAOutputFormat
     /// Output tensor dtype (f32 or bf16, and f16 for GGUF); nil: the source's float type (F16 and quantized -> F32).
     public var dtype: DType?
-    /// Where the activation statistics come from (default: the sample corpus, 8,192 tokens).
+    /// Where the activation statistics come from (default: the sample data's calibration mix, 8,192 tokens).
     public var calibration: CalibrationSource = .text(CalibrationText())
     /// Which states the layers are calibrated on; nil: sequential with calibration text, parallel otherwise.
     public var calibrationOrder: CalibrationOrder?

@@ -34,7 +34,7 @@ import Testing
         private var stats: String?
         private var conversions: [String: Converted] = [:]
 
-        /// Saved default statistics (the sample corpus without Hamlet, default token count), once.
+        /// Saved default statistics (the default calibration mix, default token count), once.
         func calibration(_ sample: String) throws -> String {
             if let stats { return stats }
             let path = dir + "/calib.safetensors"
