@@ -152,6 +152,11 @@ public struct CalibrationMix: Sendable, Equatable, CustomStringConvertible {
         self.shares = shares
     }
 
+    /// The `--calib-mix` spelling: "plays=2,docs=1,code=1" (the domains with a positive share).
+    public var spec: String {
+        zip(CalibrationCorpus.domains, shares).filter { $0.1 > 0 }.map { "\($0.0.name)=\($0.1)" }.joined(separator: ",")
+    }
+
     /// Each domain with a positive share, with its percentage: "plays 50 %, docs 25 %, code 25 %".
     public var description: String {
         let total = Double(shares.reduce(0, +))

@@ -13,8 +13,8 @@ extension MLAConvertCommand {
             the attention input (F64 sums of F32 blocks), without storing activations. The result is a safetensors file that \
             conversions can reuse (calibrate once, convert many times).
 
-            Default text: a mix of three domains of the sample data (--calib-mix, default plays 50 %, docs 25 %, \
-            code 25 % of the windows): Shakespeare's modern-spelling plays other than Hamlet, the Docutils \
+            Default text: a mix of three domains of the sample data (--calib-mix, default \(CalibrationMix.standard) \
+            of the windows): Shakespeare's modern-spelling plays other than Hamlet, the Docutils \
             documentation and the Docutils Python sources, each without its held-out evaluation file and \
             without license texts. Within a domain the files are sampled round-robin in path order (window i of \
             every file, then window i+1, skipping each file's first 256 tokens of front matter); the domains' \

@@ -14,7 +14,7 @@ struct CalibrationOptions: ParsableArguments {
                                """))
     var calib: [String] = []
 
-    @Option(help: ArgumentHelp("Shares of the default text's domains as name=weight pairs (default: plays=2,docs=1,code=1).",
+    @Option(help: ArgumentHelp("Shares of the default text's domains as name=weight pairs (default: \(CalibrationMix.standard.spec)).",
                                discussion: "Windows are taken from the domains in proportion to the weights, in the same order for any --calib-tokens; a domain not named is left out (plays=1: Shakespeare only)."))
     var calibMix: String?
 

@@ -84,6 +84,8 @@ import Testing
         #expect(try CalibrationMix(parsing: "code=3, plays=1").shares == [1, 0, 3])
         #expect(try CalibrationMix(parsing: "plays=2,docs=1,code=1") == .standard)
         #expect(CalibrationMix.standard.description == "plays 50 %, docs 25 %, code 25 %")
+        #expect(try CalibrationMix(parsing: "docs=0,code=3,plays=1").spec == "plays=1,code=3")
+        #expect(CalibrationMix.standard.spec == "plays=2,docs=1,code=1")
         for bad in ["", "plays=0", "poems=1", "plays=-1", "plays"] {
             #expect(throws: ConversionPlanError.self) { try CalibrationMix(parsing: bad) }
         }
