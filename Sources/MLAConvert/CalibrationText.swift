@@ -4,10 +4,12 @@ import MLARuntime
 import MLATensor
 
 /// Calibration text and how it is cut: round-robin windows of `window` tokens over the files,
-/// `tokens` in all (the default text is the sample corpus without Hamlet, docs/samples.md).
+/// `tokens` in all (the default text is a mix of the sample data's domains, docs/samples.md).
 public struct CalibrationText: Sendable {
-    /// Text files; empty: the sample corpus's plays without Hamlet, each play's first 256 tokens skipped.
+    /// Text files; empty: the default mix of `CalibrationCorpus.domains`, each file's first 256 tokens skipped.
     public var files: [String]
+    /// The shares of the default text's domains (used when `files` is empty).
+    public var mix: CalibrationMix
     /// Calibration tokens in all.
     public var tokens: Int
     /// Window length in tokens; each window runs from position 0.
@@ -18,8 +20,9 @@ public struct CalibrationText: Sendable {
     /// text (a default conversion cuts its statistics, layer-pass and held-out windows from them).
     private let tokenized = TokenStreams()
 
-    public init(files: [String] = [], tokens: Int = 8192, window: Int = 512, workers: Int? = nil) {
+    public init(files: [String] = [], mix: CalibrationMix = .standard, tokens: Int = 8192, window: Int = 512, workers: Int? = nil) {
         self.files = files
+        self.mix = mix
         self.tokens = tokens
         self.window = window
         self.workers = workers
@@ -34,11 +37,11 @@ public struct CalibrationText: Sendable {
 
     /// A short description for summaries and provenance.
     public var description: String {
-        "\(tokens) tokens of " + (files.isEmpty ? "the sample corpus (without Hamlet)" : files.joined(separator: ", "))
+        "\(tokens) tokens of " + (files.isEmpty ? "the default mix (\(mix))" : files.joined(separator: ", "))
     }
 
-    /// The files and folders this text reads (the default corpus folder when found).
-    public var inputs: [String] { files.isEmpty ? ((try? Self.defaultCorpusDirectory()).map { [$0] } ?? []) : files }
+    /// The files and folders this text reads (the default mix's folders when found).
+    public var inputs: [String] { files.isEmpty ? ((try? mix.directories()).map { $0.map(\.1) } ?? []) : files }
 
     /// The calibration windows of `checkpoint`'s tokenized text (`tokens` in all), as token ids.
     public func windows(for checkpoint: Checkpoint) throws -> [[Int]] { try textWindows(for: checkpoint, tokens: tokens).1 }
@@ -87,29 +90,91 @@ public struct CalibrationText: Sendable {
         return out
     }
 
-    /// The calibration files and their round-robin windows covering `tokens` tokens.
+    /// The calibration files and their windows covering `tokens` tokens: round-robin over the files,
+    /// and for the default text round-robin over each domain's files, the domains interleaved by the mix.
     private func textWindows(for checkpoint: Checkpoint, tokens: Int) throws -> ([String], [[Int]]) {
-        let files = try self.files.isEmpty ? CalibrationCorpus.defaultFiles(in: try Self.defaultCorpusDirectory()) : self.files
-        let streams = try tokenized.streams(key: [checkpoint.path] + files) {
+        let windows: [[Int]], files: [String]
+        if self.files.isEmpty {
+            let domains = try mix.directories().map { domain, dir in try domain.files(in: dir) }
+            files = domains.flatMap { $0 }
+            let streams = try self.streams(of: files, for: checkpoint)
+            var next = 0
+            let perDomain = domains.map { domainFiles in
+                defer { next += domainFiles.count }
+                return CalibrationCorpus.windows(streams: Array(streams[next..<(next + domainFiles.count)]), window: window, totalTokens: tokens)
+            }
+            windows = CalibrationCorpus.mixed(perDomain, shares: mix.shares.filter { $0 > 0 }, totalTokens: tokens)
+        } else {
+            files = self.files
+            windows = CalibrationCorpus.windows(streams: try streams(of: files, for: checkpoint), window: window, totalTokens: tokens, skip: 0)
+        }
+        guard !windows.isEmpty else { throw ConversionPlanError("the calibration text holds no complete window of \(window) tokens") }
+        return (files, windows)
+    }
+
+    /// The token streams of `files` in order, tokenized once per model and files.
+    private func streams(of files: [String], for checkpoint: Checkpoint) throws -> [[Int]] {
+        try tokenized.streams(key: [checkpoint.path] + files) {
             let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
             // One file per worker at a time (the tokenizer is thread-safe); streams stay in file order.
             return try parallelMap(files.count, workers: ProcessInfo.processInfo.activeProcessorCount, oneBLASThreadEach: false) { i in
                 tokenizer.encode(try InputFile.readText(files[i]))
             }
         }
-        let windows = CalibrationCorpus.windows(streams: streams, window: window, totalTokens: tokens, skip: self.files.isEmpty ? 256 : 0)
-        guard !windows.isEmpty else { throw ConversionPlanError("the calibration text holds no complete window of \(window) tokens") }
-        return (files, windows)
+    }
+}
+
+/// The shares of the default calibration text's domains (`CalibrationCorpus.domains`): a weight per
+/// domain, the windows of the text interleaved in proportion (`CalibrationCorpus.mixed`).
+public struct CalibrationMix: Sendable, Equatable, CustomStringConvertible {
+    /// One weight per domain of `CalibrationCorpus.domains`, in its order; at least one is positive.
+    public let shares: [Int]
+
+    /// The default mix (docs/samples.md; chosen by measurement in docs/results.md).
+    public static let standard = CalibrationMix(validShares: [2, 1, 1])
+
+    private init(validShares: [Int]) { shares = validShares }
+
+    /// Parses `--calib-mix`: `name=weight` pairs separated by commas (`plays=2,docs=1,code=1`); domains
+    /// not named get weight 0.
+    public init(parsing spec: String) throws {
+        var shares = [Int](repeating: 0, count: CalibrationCorpus.domains.count)
+        for part in spec.split(separator: ",") {
+            let pair = part.split(separator: "=", maxSplits: 1).map { String($0).trimmingCharacters(in: .whitespaces) }
+            guard pair.count == 2, let i = CalibrationCorpus.domains.firstIndex(where: { $0.name == pair[0] }),
+                  let weight = Int(pair[1]), weight >= 0 else {
+                throw ConversionPlanError("--calib-mix '\(spec)': expected name=weight pairs with names "
+                                          + CalibrationCorpus.domains.map(\.name).joined(separator: ", ") + " and weights of 0 or more")
+            }
+            shares[i] = weight
+        }
+        guard shares.contains(where: { $0 > 0 }) else { throw ConversionPlanError("--calib-mix '\(spec)': give some domain a positive weight") }
+        self.shares = shares
     }
 
-    /// The sample corpus: `corpus` in the first sample-data cache that has it (`SampleDataCache`:
-    /// `$MLA_CACHE`, then `$XDG_CACHE_HOME/mla-convert` or `~/.cache/mla-convert`, then `./.cache`).
-    public static func defaultCorpusDirectory() throws -> String {
-        guard let dir = SampleDataCache.locate(SampleDataCache.corpus) else {
-            throw ConversionPlanError("no calibration text in \(SampleDataCache.searched(SampleDataCache.corpus)): pass --calib FILES, "
-                                      + "--calib-stats FILE or --no-calib, or fetch the sample corpus (docs/samples.md)")
+    /// The `--calib-mix` spelling: "plays=2,docs=1,code=1" (the domains with a positive share).
+    public var spec: String {
+        zip(CalibrationCorpus.domains, shares).filter { $0.1 > 0 }.map { "\($0.0.name)=\($0.1)" }.joined(separator: ",")
+    }
+
+    /// Each domain with a positive share, with its percentage: "plays 50 %, docs 25 %, code 25 %".
+    public var description: String {
+        let total = Double(shares.reduce(0, +))
+        return zip(CalibrationCorpus.domains, shares).filter { $0.1 > 0 }
+            .map { "\($0.0.name) \(String(format: "%.4g", 100 * Double($0.1) / total)) %" }.joined(separator: ", ")
+    }
+
+    /// The domains with a positive share and their folders, in the first sample-data cache that holds
+    /// them all (`SampleDataCache`: `$MLA_CACHE`, then `$XDG_CACHE_HOME/mla-convert` or
+    /// `~/.cache/mla-convert`, then `./.cache`).
+    public func directories() throws -> [(CalibrationDomain, String)] {
+        let domains = zip(CalibrationCorpus.domains, shares).filter { $0.1 > 0 }.map(\.0)
+        let folders = domains.map(\.folder)
+        guard let cache = SampleDataCache.directory(holding: folders) else {
+            throw ConversionPlanError("no calibration text in \(SampleDataCache.searched(folders)): pass --calib FILES, "
+                                      + "--calib-stats FILE or --no-calib, or fetch the sample data with fixtures/fetch-sample-data (docs/samples.md)")
         }
-        return dir
+        return domains.map { ($0, cache + "/" + $0.folder) }
     }
 }
 

@@ -158,7 +158,7 @@ public struct ConversionPlan: Sendable {
     public var dtype: DType?
     /// `--dtype q8_0`, GGUF only: 2-D tensors stored as llama.cpp's Q8_0 blocks of their F32 values (`dtype` F32).
     public var q8_0 = false
-    /// Where the activation statistics come from (default: the sample corpus, 8,192 tokens).
+    /// Where the activation statistics come from (default: the sample data's calibration mix, 8,192 tokens).
     public var calibration: CalibrationSource = .text(CalibrationText())
     /// Which states the layers are calibrated on; nil: sequential with calibration text, parallel otherwise.
     public var calibrationOrder: CalibrationOrder?

@@ -12,7 +12,8 @@ import Foundation
 /// The executable's own location is not consulted: a built or installed binary says nothing reliable
 /// about where a checkout or its cache is.
 public enum SampleDataCache {
-    /// The corpus folder (the Shakespeare plays), relative to a cache directory.
+    /// The corpus folder (the Shakespeare plays), relative to a cache directory. The default calibration
+    /// text also reads the folders of `CalibrationCorpus.domains`.
     public static let corpus = "corpus"
     /// The evaluation text (never used for calibration), relative to a cache directory.
     public static let evaluationText = "corpus/hamlet_gut.txt"
@@ -38,6 +39,23 @@ public enum SampleDataCache {
         directories(environment: environment, currentDirectory: currentDirectory).lazy
             .map { $0 + "/" + relative }
             .first { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// The first cache directory that holds every one of `relatives`, or nil.
+    public static func directory(holding relatives: [String], environment: [String: String] = ProcessInfo.processInfo.environment,
+                                 currentDirectory: String = FileManager.default.currentDirectoryPath) -> String? {
+        directories(environment: environment, currentDirectory: currentDirectory)
+            .first { dir in relatives.allSatisfy { FileManager.default.fileExists(atPath: dir + "/" + $0) } }
+    }
+
+    /// The places `directory(holding:)` looked, for an error message: "A, B or C (each with x/, y/ and z/)".
+    public static func searched(_ relatives: [String], environment: [String: String] = ProcessInfo.processInfo.environment,
+                                currentDirectory: String = FileManager.default.currentDirectoryPath) -> String {
+        let dirs = directories(environment: environment, currentDirectory: currentDirectory)
+        let places = dirs.count == 1 ? dirs[0] : dirs.dropLast().joined(separator: ", ") + " or " + dirs[dirs.count - 1]
+        let folders = relatives.map { $0 + "/" }
+        let each = folders.count == 1 ? folders[0] : folders.dropLast().joined(separator: ", ") + " and " + folders[folders.count - 1]
+        return places + " (each with " + each + ")"
     }
 
     /// The places `locate` looked, for an error message: "A, B or C".

@@ -13,9 +13,12 @@ extension MLAConvertCommand {
             the attention input (F64 sums of F32 blocks), without storing activations. The result is a safetensors file that \
             conversions can reuse (calibrate once, convert many times).
 
-            Default text: the sample corpus's modern-spelling plays other than Hamlet (Hamlet is evaluation \
-            text), in file-name order, sampled round-robin: window i of every play, then window i+1, skipping \
-            each play's first 256 tokens of front matter.
+            Default text: a mix of three domains of the sample data (--calib-mix, default \(CalibrationMix.standard) \
+            of the windows): Shakespeare's modern-spelling plays other than Hamlet, the Docutils \
+            documentation and the Docutils Python sources, each without its held-out evaluation file and \
+            without license texts. Within a domain the files are sampled round-robin in path order (window i of \
+            every file, then window i+1, skipping each file's first 256 tokens of front matter); the domains' \
+            windows are interleaved by their shares, in the same order for any --calib-tokens.
             """)
 
         @Argument(help: "The model to calibrate.")

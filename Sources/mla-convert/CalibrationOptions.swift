@@ -2,15 +2,21 @@ import ArgumentParser
 import MLAConvert
 
 /// Where the activation statistics of a conversion come from: saved statistics, calibration text
-/// (default: the sample corpus without Hamlet), or none (weights only).
+/// (default: the mix of the sample data's plays, docs and code), or none (weights only).
 struct CalibrationOptions: ParsableArguments {
     @Option(parsing: .upToNextOption,
-            help: ArgumentHelp("Calibration text files (default: the sample corpus's plays without Hamlet).",
+            help: ArgumentHelp("Calibration text files (default: the sample data's mix of plays, docs and code, --calib-mix).",
                                discussion: """
-                               The sample corpus is found in $MLA_CACHE/corpus, $XDG_CACHE_HOME/mla-convert/corpus \
-                               (default ~/.cache/mla-convert/corpus) or ./.cache/corpus, first found (docs/samples.md).
+                               The default text is read from the folders corpus/ (Shakespeare without Hamlet), docs/ (Docutils \
+                               documentation) and code/ (Docutils Python sources) of the first of $MLA_CACHE, \
+                               $XDG_CACHE_HOME/mla-convert (default ~/.cache/mla-convert) and ./.cache that holds them all; \
+                               fixtures/fetch-sample-data fetches them (docs/samples.md).
                                """))
     var calib: [String] = []
+
+    @Option(help: ArgumentHelp("Shares of the default text's domains as name=weight pairs (default: \(CalibrationMix.standard.spec)).",
+                               discussion: "Windows are taken from the domains in proportion to the weights, in the same order for any --calib-tokens; a domain not named is left out (plays=1: Shakespeare only)."))
+    var calibMix: String?
 
     @Option(help: "Calibration tokens in all.")
     var calibTokens: Int = 8192
@@ -28,16 +34,25 @@ struct CalibrationOptions: ParsableArguments {
     @Flag(help: "Weights only: factor the weights without activation statistics (C = I).")
     var noCalib = false
 
-    /// Refuses --no-calib with a calibration source, and counts out of range (`CalibrationText.validate`).
+    /// Refuses --no-calib with a calibration source, --calib-mix with files or a malformed mix, and counts
+    /// out of range (`CalibrationText.validate`).
     func validate() throws {
         if noCalib, calibStats != nil || !calib.isEmpty {
             throw ValidationError("--no-calib cannot be combined with --calib or --calib-stats")
         }
-        try asUsageError { try text.validate() }
+        if calibMix != nil, noCalib || !calib.isEmpty {
+            throw ValidationError("--calib-mix mixes the default text: it cannot be combined with --calib or --no-calib")
+        }
+        try asUsageError { _ = try mix; try text.validate() }
     }
 
-    /// The calibration text the options name (the sample corpus when no file is given).
-    var text: CalibrationText { CalibrationText(files: calib, tokens: calibTokens, window: calibWindow, workers: calibWorkers) }
+    /// The default text's shares (`--calib-mix`, else the standard mix).
+    private var mix: CalibrationMix { get throws { try calibMix.map(CalibrationMix.init(parsing:)) ?? .standard } }
+
+    /// The calibration text the options name (the default mix when no file is given).
+    var text: CalibrationText {
+        CalibrationText(files: calib, mix: (try? mix) ?? .standard, tokens: calibTokens, window: calibWindow, workers: calibWorkers)
+    }
 
     /// Where the conversion's statistics come from; saved statistics keep the text for held-out windows.
     var source: CalibrationSource {

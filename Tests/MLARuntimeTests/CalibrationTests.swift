@@ -102,10 +102,26 @@ import MLATestSupport
         #expect(w == [[2, 3, 4, 5], [102, 103, 104, 105], [6, 7, 8, 9], [106, 107]])
     }
 
-    @Test(.needsSampleData) func defaultCorpusNeverContainsHamlet() throws {
-        let files = try CalibrationCorpus.defaultFiles(in: TestData.corpus)
-        #expect(files.count == 36)
-        #expect(!files.contains { $0.contains("hamlet") })
-        #expect(!files.contains { $0.contains("sonnets") })
+    /// Shares 2:1:1 give the schedule A B C A (by hand: window k goes to the largest deficit 2k/4 - taken,
+    /// ties to the earlier domain), every token count takes a prefix of it, each domain stays within one
+    /// window of its share, and a domain that runs out leaves its turns to the others.
+    @Test func mixedWindowsHoldTheShares() {
+        let domains = (0..<3).map { d in (0..<40).map { w in (0..<4).map { 1000 * d + 4 * w + $0 } } }
+        let full = CalibrationCorpus.mixed(domains, shares: [2, 1, 1], totalTokens: 32)
+        #expect(full.map { $0[0] / 1000 } == [0, 1, 2, 0, 0, 1, 2, 0])
+        #expect(full.map { $0[0] % 1000 } == [0, 0, 0, 4, 8, 4, 4, 12])
+        for total in [4, 13, 40, 64, 101] {
+            let w = CalibrationCorpus.mixed(domains, shares: [2, 1, 1], totalTokens: total)
+            #expect(w.reduce(0) { $0 + $1.count } == total)
+            #expect(Array(w.dropLast()) == Array(CalibrationCorpus.mixed(domains, shares: [2, 1, 1], totalTokens: 200).prefix(w.count - 1)))
+            for (d, share) in [2, 1, 1].enumerated() {
+                let tokens = w.joined().filter { $0 / 1000 == d }.count
+                #expect(abs(Double(tokens) - Double(total * share) / 4) <= 4, "total \(total), domain \(d): \(tokens) tokens")
+            }
+        }
+        let short = [domains[0], [domains[1][0]], domains[2]]
+        let w = CalibrationCorpus.mixed(short, shares: [1, 1, 1], totalTokens: 24)
+        #expect(w.map { $0[0] / 1000 } == [0, 1, 2, 0, 2, 0])
+        #expect(CalibrationCorpus.mixed(domains, shares: [0, 1, 0], totalTokens: 12).allSatisfy { $0[0] / 1000 == 1 })
     }
 }

@@ -58,4 +58,23 @@ import Testing
         #expect(SampleDataCache.searched(SampleDataCache.corpus, environment: env, currentDirectory: root + "/cwd")
             == "\(root)/mla/corpus, \(root)/home/.cache/mla-convert/corpus or \(root)/cwd/.cache/corpus")
     }
+
+    /// The default calibration mix needs all its domain folders in one cache: a cache holding only the
+    /// plays is passed over for a later one that holds them all, and the error names every place.
+    @Test func mixFoldersComeFromOneCache() throws {
+        let (root, dirs) = try Self.tree(holding: ["mla", "home"])
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let folders = CalibrationCorpus.domains.map(\.folder)
+        #expect(folders == ["corpus", "docs", "code"])
+        for folder in folders.dropFirst() {
+            try FileManager.default.createDirectory(atPath: dirs["home"]! + "/" + folder, withIntermediateDirectories: true)
+        }
+        let env = ["MLA_CACHE": dirs["mla"]!, "HOME": root + "/home"]
+        #expect(SampleDataCache.directory(holding: folders, environment: env, currentDirectory: root + "/cwd") == dirs["home"]!)
+        #expect(SampleDataCache.directory(holding: ["corpus"], environment: env, currentDirectory: root + "/cwd") == dirs["mla"]!)
+        try FileManager.default.removeItem(atPath: dirs["home"]! + "/code")
+        #expect(SampleDataCache.directory(holding: folders, environment: env, currentDirectory: root + "/cwd") == nil)
+        #expect(SampleDataCache.searched(folders, environment: env, currentDirectory: root + "/cwd")
+            == "\(root)/mla, \(root)/home/.cache/mla-convert or \(root)/cwd/.cache (each with corpus/, docs/ and code/)")
+    }
 }

@@ -31,14 +31,16 @@ public enum SampleData {
     public static var modelPath: String { cache + "/sample.gguf" }
     public static var corpus: String { cache + "/corpus" }
 
-    /// True when both the sample model and the corpus (its Hamlet text) are in the cache.
+    /// True when the sample model, the corpus (its Hamlet text) and the other folders of the default
+    /// calibration mix (docs/, code/) are in the cache.
     public static var isAvailable: Bool {
         FileManager.default.fileExists(atPath: modelPath) && FileManager.default.fileExists(atPath: corpus + "/hamlet_gut.txt")
+            && ["docs", "code"].allSatisfy { FileManager.default.fileExists(atPath: cache + "/" + $0) }
     }
 
     /// Why a test needing the data was skipped, as `swift test` prints it.
     public static var missingReason: String {
-        "sample data missing in \(cache) (sample.gguf, corpus/): run scripts/setup or set MLA_CACHE"
+        "sample data missing in \(cache) (sample.gguf, corpus/, docs/, code/): run scripts/setup or set MLA_CACHE"
     }
 }
 
