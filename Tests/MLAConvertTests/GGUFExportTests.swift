@@ -14,18 +14,8 @@ extension ConversionTests {
     /// the source's; the F16 and Q8_0 files of the same layers stay within their rounding.
     @Test("GGUF (deepseek2) output scores like the native output of the same conversion", .needsSampleData)
     func ggufExportMatchesNative() throws {
-        let (checkpoint, _) = try TestData.sampleModel.get()
-        let options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
-                                             foldSoftmaxScale: true)
-        let layers = try Self.convert(checkpoint.config, checkpoint.store, options, stats: try Self.calibration.get(), budget: .fraction(0.5)).map(\.0)
-        let dir = NSTemporaryDirectory() + "mla-gguf-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (checkpoint, layers, dir) = try Self.nativeAndGGUF()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let writer = CheckpointWriter(format: .hf)
-        try MLAModelWriter.write(NativeMLAEncoder(source: checkpoint, provenance: [], writer: writer),
-                                 to: try writer.output(dir + "/native", force: false, inputs: [checkpoint.path]), layers: layers)
-        try MLAModelWriter.write(try GGUFEncoder(source: checkpoint, dtype: .f32, provenance: [("method", "test")]),
-                                 to: try OutputPlan(dir + "/model.gguf", kind: .file, force: false, inputs: [checkpoint.path]), layers: layers)
 
         let file = try GGUFFile(path: dir + "/model.gguf")
         func key(_ name: String) -> Int? { file.value("deepseek2." + name)?.int }
@@ -90,19 +80,9 @@ extension ConversionTests {
     /// A low-rank query (--q-lora-rank) goes to attn_q_a / attn_q_a_norm / attn_q_b with its norm made
     /// linear under the file's single epsilon: the GGUF computes what the native output does (whose query
     /// norm uses the HF constant 1e-6), and the q_a rows sit at normal magnitudes.
-    @Test func lowRankQueryGGUFMatchesNative() throws {
-        let (checkpoint, _) = try TestData.sampleModel.get()
-        let options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
-                                             queryRank: 288, foldSoftmaxScale: true)
-        let layers = try Self.convert(checkpoint.config, checkpoint.store, options, stats: try Self.calibration.get(), budget: .fraction(0.5)).map(\.0)
-        let dir = NSTemporaryDirectory() + "mla-gguf-q-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    @Test(.needsSampleData) func lowRankQueryGGUFMatchesNative() throws {
+        let (_, layers, dir) = try Self.nativeAndGGUF(queryRank: 288)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let writer = CheckpointWriter(format: .hf)
-        try MLAModelWriter.write(NativeMLAEncoder(source: checkpoint, provenance: [], writer: writer),
-                                 to: try writer.output(dir + "/native", force: false, inputs: [checkpoint.path]), layers: layers)
-        try MLAModelWriter.write(try GGUFEncoder(source: checkpoint, dtype: .f32, provenance: []),
-                                 to: try OutputPlan(dir + "/model.gguf", kind: .file, force: false, inputs: [checkpoint.path]), layers: layers)
         let file = try GGUFFile(path: dir + "/model.gguf")
         #expect(file.value("deepseek2.attention.q_lora_rank")?.int == 288 && file.tensorInfo("blk.0.attn_q.weight") == nil)
         #expect(file.tensorInfo("blk.0.attn_q_a.weight")?.ne == [576, 288] && file.tensorInfo("blk.0.attn_q_a_norm.weight")?.ne == [288])
@@ -115,5 +95,23 @@ extension ConversionTests {
         let native = try evaluatePerplexity(model: try StreamedModel(try Checkpoint.open(dir + "/native")), tokens: ids, window: 256)
         let fromGGUF = try evaluatePerplexity(model: try StreamedModel(try Checkpoint.open(dir + "/model.gguf")), tokens: ids, window: 256)
         #expect(abs(fromGGUF.perplexity / native.perplexity - 1) < 1e-4, "GGUF \(fromGGUF.perplexity) vs native \(native.perplexity)")
+    }
+
+    /// The sample model converted at 50 % (rope 32 with stride 1 and no fold, plain keys, output-weighted values;
+    /// `queryRank`: a low-rank query) and written into a new temporary directory `dir` twice: natively
+    /// (`dir/native`) and as an F32 deepseek2 GGUF (`dir/model.gguf`). The caller removes `dir`.
+    static func nativeAndGGUF(queryRank: Int? = nil) throws -> (checkpoint: Checkpoint, layers: [MLALayerWeights], dir: String) {
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let options = LayerConversionOptions(ropePlan: .shared(dims: 32, stride: 1, fold: 1), weighting: LatentWeighting(keys: .plain, values: .output),
+                                             queryRank: queryRank, foldSoftmaxScale: true)
+        let layers = try convert(checkpoint.config, checkpoint.store, options, stats: try calibration.get(), budget: .fraction(0.5)).map(\.0)
+        let dir = NSTemporaryDirectory() + "mla-gguf-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let writer = CheckpointWriter(format: .hf)
+        try MLAModelWriter.write(NativeMLAEncoder(source: checkpoint, provenance: [], writer: writer),
+                                 to: try writer.output(dir + "/native", force: false, inputs: [checkpoint.path]), layers: layers)
+        try MLAModelWriter.write(try GGUFEncoder(source: checkpoint, dtype: .f32, provenance: [("method", "test")]),
+                                 to: try OutputPlan(dir + "/model.gguf", kind: .file, force: false, inputs: [checkpoint.path]), layers: layers)
+        return (checkpoint, layers, dir)
     }
 }
