@@ -52,16 +52,17 @@ public enum SampleDataCache {
     public static func searched(_ relatives: [String], environment: [String: String] = ProcessInfo.processInfo.environment,
                                 currentDirectory: String = FileManager.default.currentDirectoryPath) -> String {
         let dirs = directories(environment: environment, currentDirectory: currentDirectory)
-        let places = dirs.count == 1 ? dirs[0] : dirs.dropLast().joined(separator: ", ") + " or " + dirs[dirs.count - 1]
-        let folders = relatives.map { $0 + "/" }
-        let each = folders.count == 1 ? folders[0] : folders.dropLast().joined(separator: ", ") + " and " + folders[folders.count - 1]
-        return places + " (each with " + each + ")"
+        return listed(dirs, "or") + " (each with " + listed(relatives.map { $0 + "/" }, "and") + ")"
     }
 
     /// The places `locate` looked, for an error message: "A, B or C".
     public static func searched(_ relative: String, environment: [String: String] = ProcessInfo.processInfo.environment,
                                 currentDirectory: String = FileManager.default.currentDirectoryPath) -> String {
-        let paths = directories(environment: environment, currentDirectory: currentDirectory).map { $0 + "/" + relative }
-        return paths.count == 1 ? paths[0] : paths.dropLast().joined(separator: ", ") + " or " + paths[paths.count - 1]
+        listed(directories(environment: environment, currentDirectory: currentDirectory).map { $0 + "/" + relative }, "or")
+    }
+
+    /// "A, B or C" (`conjunction` "or"), "A" for one item.
+    private static func listed(_ items: [String], _ conjunction: String) -> String {
+        items.count <= 1 ? items.joined() : items.dropLast().joined(separator: ", ") + " \(conjunction) " + items[items.count - 1]
     }
 }

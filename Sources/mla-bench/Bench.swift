@@ -57,10 +57,14 @@ extension Bench {
             }
             if shapes.isEmpty { shapes = [(size, size, size)] }
             for (m, n, k) in shapes {
+                let before = FlopCount.totals
                 let best = double ? Self.time(Double.self, m, n, k) : Self.time(Float.self, m, n, k)
+                let counted = FlopCount.totals.since(before)
                 let label = m == n && n == k ? "\(m)^3" : "\(m)x\(n)x\(k)"
-                print(String(format: "%@gemm %@: %.2f ms, %.1f GFLOP/s (%d BLAS threads)", double ? "d" : "s", label, best * 1e3,
-                             2 * Double(m) * Double(n) * Double(k) / best / 1e9, BLASThreads.current))
+                // The counted work of the 3 timed runs, as `FlopCount` (the conversions' work_flops) sees it.
+                print(String(format: "%@gemm %@: %.2f ms, %.1f GFLOP/s (%d BLAS threads); counted %.0f F32 + %.0f F64 flops",
+                             double ? "d" : "s", label, best * 1e3, 2 * Double(m) * Double(n) * Double(k) / best / 1e9, BLASThreads.current,
+                             counted.single, counted.double))
             }
         }
 

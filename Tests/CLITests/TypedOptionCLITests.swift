@@ -76,3 +76,20 @@ import MLATestSupport
         #expect(store.names.compactMap { store.info($0) }.filter { $0.dtype.isComputeFloat }.allSatisfy { $0.dtype == .f32 })
     }
 }
+
+/// `FlopCount`, which the conversions' `work_flops` and scripts/phase-cost's GEMM floor read, counted in a
+/// process of its own (tests running beside each other share the in-process counter): `mla-bench gemm`
+/// times 3 GEMMs of the shape, so exactly 3 · 2mnk operations land in the precision it ran and none in the other.
+@Suite struct FlopCountCLITests {
+    @Test(arguments: [false, true])
+    func gemmIsCountedExactlyInItsPrecision(double: Bool) throws {
+        let (m, n, k) = (37, 23, 41)
+        let r = try CLI.run("mla-bench", ["gemm", "--shape", "\(m),\(n),\(k)"] + (double ? ["--double"] : []))
+        #expect(r.status == 0, "\(r.stderr)")
+        let words = r.stdout.split(separator: " ")
+        let counted = try #require(words.firstIndex(of: "counted"), "no count in: \(r.stdout)")
+        let single = Double(words[counted + 1]), doubles = Double(words[counted + 4])
+        let expected = Double(3 * 2 * m * n * k)
+        #expect(single == (double ? 0 : expected) && doubles == (double ? expected : 0), "\(r.stdout)")
+    }
+}

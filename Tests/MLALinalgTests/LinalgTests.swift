@@ -160,31 +160,3 @@ func diagonalProduct<T: LinalgScalar>(_ u: Matrix<T>, _ s: [T], _ vt: Matrix<T>)
         }
     }
 }
-
-@Suite struct FlopCountTests {
-    /// Other tests run BLAS concurrently in this process, so the counter can only be checked from below:
-    /// each GEMM adds at least its 2mnk operations to its own precision.
-    @Test func gemmIsCountedInItsPrecision() {
-        let (m, n, k) = (37, 23, 41)
-        func run<T: LinalgScalar>(_: T.Type) -> Double {
-            let a = [T](repeating: 1, count: m * k), b = [T](repeating: 1, count: k * n)
-            var c = [T](repeating: 0, count: m * n)
-            let before = FlopCount.totals
-            T.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: n, beta: 0, c: &c, ldc: n)
-            let added = FlopCount.totals.since(before)
-            #expect(c.allSatisfy { $0 == T(k) })
-            return T.self == Float.self ? added.single : added.double
-        }
-        #expect(run(Float.self) >= Double(2 * m * n * k))
-        #expect(run(Double.self) >= Double(2 * m * n * k))
-    }
-
-    @Test func choleskyIsCountedAsAThirdOfNCubed() throws {
-        let n = 64
-        var a = Matrix<Double>.zeros(n, n)
-        for i in 0..<n { a[i, i] = 2 }
-        let before = FlopCount.totals.double
-        _ = try cholesky(a)
-        #expect(FlopCount.totals.double - before >= (Double(n * n * n) / 3).rounded())
-    }
-}
