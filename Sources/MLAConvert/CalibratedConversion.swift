@@ -27,6 +27,8 @@ public final class CalibratedConversion: @unchecked Sendable {
     public let refitOutput: Bool
     /// Which states the layers are calibrated on.
     public let order: CalibrationOrder
+    /// Adam steps after the closed form (and the refit), or nil.
+    public let refinement: AttentionRefinement?
     private let source: any LayerwiseModel
     /// Calibration windows, as sequence lengths, grouped into chunks run through a layer at once.
     private let chunks: [Chunk]
@@ -56,12 +58,13 @@ public final class CalibratedConversion: @unchecked Sendable {
     /// - `windows`: the calibration token windows, each run from position 0.
     /// - `workers`: windows attended at once, each on one BLAS thread.
     public init(conversion: ModelConversion, source: any LayerwiseModel, windows: [[Int]], ranks: [Int], order: CalibrationOrder,
-                refitOutput: Bool, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+                refitOutput: Bool, refinement: AttentionRefinement? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         precondition(ranks.count == conversion.config.numLayers, "CalibratedConversion: one rank per layer")
         self.conversion = conversion
         self.source = source
         self.ranks = ranks
         self.refitOutput = refitOutput
+        self.refinement = refinement
         self.order = order
         self.workers = max(1, workers)
         var chunks: [Chunk] = [], sequences: [Int] = []
@@ -104,14 +107,26 @@ public final class CalibratedConversion: @unchecked Sendable {
         // Per window (the refit's folds are whole windows, so its cross-validation scores unseen text):
         // the converted heads (the refit's inputs, and the sequential states' next step) and the source
         // attention (the refit's target, and the parallel states' next step).
-        let needsHeads = refitOutput || order == .sequential, needsSource = refitOutput || order == .parallel
-        var heads: [[Float]] = [], sourceOutputs: [[Float]] = []
+        // The refinement steps on the windows' attention inputs too.
+        let needsHeads = refitOutput || order == .sequential, needsSource = refitOutput || order == .parallel || refinement != nil
+        var heads: [[Float]] = [], sourceOutputs: [[Float]] = [], inputs: [[Float]] = []
         for chunk in chunks {
             let h = normed(chunk, layer)
             if needsHeads { heads += try perWindow(h, chunk) { x, t in try MLAAttention.headOutputs(factored, x: x, tokens: t) } }
             if needsSource { sourceOutputs += try perWindow(h, chunk) { x, t in try layer.attention.forward(x, sequences: [t]) } }
+            if refinement != nil { inputs += try perWindow(h, chunk) { x, _ in x } }
         }
         if refitOutput { try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: sourceOutputs) }
+        if let refinement {
+            try refinement.apply(to: &weights, report: &report, inputs: inputs, targets: sourceOutputs, workers: workers)
+            // The steps moved the latent and the up-projections: the sequential states advance on the refined heads.
+            if order == .sequential, report.refinement?.keptStep != 0 {
+                let refined = weights, windows = inputs
+                heads = try parallelMap(windows.count, workers: workers) { i in
+                    try MLAAttention.headOutputs(refined, x: windows[i], tokens: windows[i].count / d)
+                }
+            }
+        }
         try weights.validate()
         if l + 1 < c.numLayers {
             for chunk in chunks {

@@ -55,6 +55,13 @@ public struct ConversionPlanError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
+/// How the calibration text runs through the layers as they are converted (`CalibratedConversion`).
+struct LayerPass {
+    let order: CalibrationOrder
+    let refitOutput: Bool
+    let refinement: AttentionRefinement?
+}
+
 /// The rope settings of gqa2mla (one shared rope key, TransMLA); nil is auto.
 public struct SharedRopeRequest: Sendable {
     /// Dims of the shared rope key (even, at most the head dim).
@@ -164,6 +171,11 @@ public struct ConversionPlan: Sendable {
     public var calibrationOrder: CalibrationOrder?
     /// Whether o_proj is refit on the calibration tokens; nil: with calibration text only.
     public var outputRefit: Bool?
+    /// Adam steps per layer on the attention-output error after the closed-form conversion
+    /// (`AttentionRefinement`, `--refine-steps`); 0: none.
+    public var refineSteps = 0
+    /// Adam's step size relative to each refined matrix's RMS value (`--refine-rate`).
+    public var refineRate = AttentionRefinement.defaultLearningRate
     /// Held-out tokens each automatic candidate is scored on; nil: one calibration window.
     public var searchTokens: Int?
     /// Layers converted at once; nil: chosen by `LayerParallelism.choose`.
@@ -240,15 +252,18 @@ public struct ConversionPlan: Sendable {
     /// The layer-by-layer calibration pass (`CalibratedConversion`, docs/method.md §6.a), or nil when the
     /// statistics alone calibrate (parallel, no refit); refuses an explicit sequential order or refit
     /// without calibration text.
-    func layerPass() throws -> (order: CalibrationOrder, refitOutput: Bool)? {
+    func layerPass() throws -> LayerPass? {
+        guard refineSteps >= 0 else { throw ConversionPlanError("--refine-steps must be 0 or more, got \(refineSteps)") }
+        guard refineRate > 0, refineRate.isFinite else { throw ConversionPlanError("--refine-rate must be positive, got \(refineRate)") }
         guard calibrationText != nil else {
-            if calibrationOrder == .sequential || outputRefit == true {
-                throw ConversionPlanError("--calib-order sequential and --output-refit run the calibration text through the layers; they cannot use --no-calib or --calib-stats")
+            if calibrationOrder == .sequential || outputRefit == true || refineSteps > 0 {
+                throw ConversionPlanError("--calib-order sequential, --output-refit and --refine-steps run the calibration text through the layers; they cannot use --no-calib or --calib-stats")
             }
             return nil
         }
-        let order = calibrationOrder ?? .sequential, refit = outputRefit ?? true
-        return order == .sequential || refit ? (order, refit) : nil
+        let pass = LayerPass(order: calibrationOrder ?? .sequential, refitOutput: outputRefit ?? true,
+                             refinement: refineSteps > 0 ? AttentionRefinement(steps: refineSteps, learningRate: refineRate) : nil)
+        return pass.order == .sequential || pass.refitOutput || pass.refinement != nil ? pass : nil
     }
 
     /// The summary's description of the calibration and the layer pass.
@@ -259,6 +274,7 @@ public struct ConversionPlan: Sendable {
         case let .text(text):
             guard let pass = try? layerPass() else { return text.description + ", parallel" }
             return text.description + ", " + pass.order.rawValue + (pass.refitOutput ? ", o_proj refit" : "")
+                + (pass.refinement.map { ", \($0.steps) refinement steps" } ?? "")
         }
     }
 

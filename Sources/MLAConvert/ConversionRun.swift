@@ -41,7 +41,8 @@ public struct PreparedConversion: Sendable {
             return { l in try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l]) }
         }
         let calibrated = try CalibratedConversion(conversion: conversion, source: StreamedModel(checkpoint), windows: windows,
-                                                  ranks: ranks, order: pass.order, refitOutput: pass.refitOutput)
+                                                  ranks: ranks, order: pass.order, refitOutput: pass.refitOutput,
+                                                  refinement: pass.refinement)
         return { l in try calibrated.layer(l) }
     }
 }

@@ -120,6 +120,10 @@ public struct ConversionSummary: Sendable {
                 ("attention_output_error", JSONValue(error.before)),
                 ("attention_output_error_refit", JSONValue(error.after)),
                 ("refit_ridge", r.outputRidge.map { JSONValue($0) } ?? .null),
+            ] } ?? []) + (r.refinement.map { refined in [
+                ("held_out_output_error", JSONValue(refined.before)),
+                ("held_out_output_error_refined", JSONValue(refined.after)),
+                ("refinement_step_kept", JSONValue(refined.keptStep)),
             ] } ?? []))),
         ]
     }
@@ -155,13 +159,14 @@ public struct ConversionSummary: Sendable {
         lines += settings.entries.map { "  \($0.0): \($0.1)" }
         lines.append("  stages: " + stages.map { "\($0.rawValue) (\($0.exactness.rawValue))" }.joined(separator: ", "))
         lines += (search?.lines ?? []).map { "  " + $0 }
-        let refit = layers.contains { $0.outputError != nil }
+        let refit = layers.contains { $0.outputError != nil }, refined = layers.contains { $0.refinement != nil }
         lines.append("  layer  kv_rank  rope pairs kept (per rope head)          rope energy  kv energy"
-                     + (refit ? "  attention output error (o_proj refit)" : ""))
+                     + (refit ? "  attention output error (o_proj refit)" : "") + (refined ? "  held out (refinement, step kept)" : ""))
         for r in layers {
             let pairs = r.keptPairs.map { $0.map(String.init).joined(separator: ",") }.joined(separator: " | ")
             let shown = pairs.count > 40 ? String(pairs.prefix(37)) + "..." : pairs
-            let output = r.outputError.map { "  " + pad(percent($0.before), 6) + " -> " + pad(percent($0.after), 6) + (r.outputRidge == nil ? " (kept)" : "") } ?? ""
+            let output = (r.outputError.map { "  " + pad(percent($0.before), 6) + " -> " + pad(percent($0.after), 6) + (r.outputRidge == nil ? " (kept)" : "       ") } ?? "")
+                + (r.refinement.map { "  " + pad(percent($0.before), 6) + " -> " + pad(percent($0.after), 6) + " (\($0.keptStep))" } ?? "")
             lines.append("  " + [pad(String(r.layer), 5), pad(String(r.kvRank), 7), shown.padding(toLength: 40, withPad: " ", startingAt: 0),
                                  pad(percent(r.ropeEnergyRetained), 11), pad(percent(r.kvEnergyRetained), 9)].joined(separator: "  ") + output)
         }

@@ -67,6 +67,9 @@ public struct LayerConversionReport: Sendable {
     public var outputError: (before: Double, after: Double)?
     /// The relative ridge the refit chose by cross-validation, or nil when it kept o_proj (or did not run).
     public var outputRidge: Double?
+    /// The held-out attention-output error before and after `--refine-steps` (`AttentionRefinement`);
+    /// nil when not refined.
+    public var refinement: AttentionRefinement.Result?
     /// The stages the layer went through, in order (`LayerConversion.stages`, then `.outputRefit` when refit).
     public var stages: [ConversionStage]
 }

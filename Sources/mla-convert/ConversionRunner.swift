@@ -118,6 +118,8 @@ func conversionPlan(_ method: ConversionMethod, format: MLAOutputFormat, budget:
     plan.calibration = calibration.source
     plan.calibrationOrder = layerPass.calibOrder
     plan.outputRefit = layerPass.outputRefit
+    plan.refineSteps = layerPass.refineSteps
+    plan.refineRate = layerPass.refineRate
     plan.searchTokens = search.searchTokens
     plan.dtype = output.dtype?.dtype
     plan.q8_0 = output.dtype == .q8_0

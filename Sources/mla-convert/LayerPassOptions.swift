@@ -11,4 +11,12 @@ struct LayerPassOptions: ParsableArguments {
 
     @Flag(inversion: .prefixedNo, help: "Refit each layer's o_proj by least squares so its attention output matches the source layer's on the calibration tokens (default: on with calibration text; --calib-stats and --no-calib cannot refit).")
     var outputRefit: Bool?
+
+    @Option(help: ArgumentHelp(
+        "Adam steps per layer on the attention-output error through the real softmax, after the closed-form conversion and the o_proj refit (default: 0, none).",
+        discussion: "Moves the latent, the up-projections, the rope key and o_proj; every fourth calibration window is held out and the weights that score best on it are kept, so a layer never ends worse there than the closed form left it. Costs about three attention passes over 4 windows per step and layer (docs/method.md §6.c)."))
+    var refineSteps: Int = 0
+
+    @Option(help: "Adam's step size in --refine-steps, relative to the root-mean-square value of each refined matrix.")
+    var refineRate: Double = AttentionRefinement.defaultLearningRate
 }

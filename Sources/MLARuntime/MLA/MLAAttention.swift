@@ -351,11 +351,11 @@ public enum MLAAttention {
         }
     }
 
-    /// C[m×n] (at `cOffset`, leading dimension ldc) = A·op(B) + beta·C with row-major operands at the given
-    /// offsets; B is `[n, k]` when `transB`, else `[k, n]`. Empty products leave beta·C (k = 0 gives 0
-    /// when beta is 0).
+    /// C[m×n] (at `cOffset`, leading dimension ldc) = op(A)·op(B) + beta·C with row-major operands at the
+    /// given offsets; A is `[k, m]` when `transA`, else `[m, k]`; B is `[n, k]` when `transB`, else
+    /// `[k, n]`. Empty products leave beta·C (k = 0 gives 0 when beta is 0).
     static func gemm(
-        transB: Bool, m: Int, n: Int, k: Int, a: [Float], aOffset: Int, lda: Int,
+        transA: Bool = false, transB: Bool, m: Int, n: Int, k: Int, a: [Float], aOffset: Int, lda: Int,
         b: [Float], bOffset: Int, ldb: Int, beta: Float,
         c: inout [Float], cOffset: Int, ldc: Int
     ) {
@@ -374,7 +374,7 @@ public enum MLAAttention {
                         )
                     }
                     Float.gemm(
-                        transA: false, transB: transB, m: m, n: n, k: k, alpha: 1,
+                        transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1,
                         a: baseA + aOffset, lda: lda, b: baseB + bOffset, ldb: ldb,
                         beta: beta, c: baseC + cOffset, ldc: ldc)
                 }

@@ -1,0 +1,148 @@
+import Foundation
+import MLARuntime
+
+/// Local refinement of a converted layer through its real softmax (docs/method.md §6.c): Adam steps on
+/// the attention-output error Σ_t ‖y_t − target_t‖² over calibration windows, starting from the
+/// closed-form layer (factorization, then the o_proj refit). The latent (`kvA`), the up-projections
+/// (`kvB`), the rope key (`kRope`) and `oProj` move; the query and the biases stay, and so does the
+/// DeepSeek-V3 layout.
+///
+/// Every fourth window (3, 7, …) is held out: the error on those windows is measured before the first
+/// step, every `evaluationInterval` steps and after the last, and the weights that scored best are
+/// kept, so the refinement never leaves a layer worse on text it did not step on than it found it.
+/// The steps cycle through the other windows, `windowsPerStep` at a time, their gradients summed
+/// (`MLAAttention.outputErrorGradient`).
+public struct AttentionRefinement: Sendable {
+    /// Adam steps per layer.
+    public let steps: Int
+    /// Adam's step size for each weight matrix, relative to that matrix's root-mean-square value.
+    public let learningRate: Double
+    /// Calibration windows whose gradients make one step.
+    public let windowsPerStep: Int
+    /// Steps between two held-out measurements.
+    public static let evaluationInterval = 8
+
+    /// The relative step size `--refine-rate` defaults to.
+    public static let defaultLearningRate = 1e-2
+
+    public init(steps: Int, learningRate: Double = defaultLearningRate, windowsPerStep: Int = 4) {
+        self.steps = steps
+        self.learningRate = learningRate
+        self.windowsPerStep = max(1, windowsPerStep)
+    }
+
+    /// Σ‖y − target‖² / Σ‖target − b‖² on the held-out windows, before the first step and for the
+    /// weights kept, and the step the kept weights come from (0: the closed form was kept).
+    public struct Result: Sendable {
+        /// The closed form's held-out relative error.
+        public let before: Double
+        /// The kept weights' held-out relative error (≤ `before`).
+        public let after: Double
+        /// The step the kept weights come from; 0 when the closed form was kept.
+        public let keptStep: Int
+    }
+
+    /// The step size of step `step` (1...steps) relative to `learningRate`: a linear warm-up over the first
+    /// eighth of the steps (Adam's first steps move every weight by about the full step size, whatever its
+    /// gradient), then constant.
+    func schedule(_ step: Int) -> Double {
+        min(1, Double(step) / Double(max(1, steps / 8)))
+    }
+
+    /// Refines `weights` (no latent norm) on windows whose attention inputs are `inputs[i]` [t_i × d]
+    /// and whose source attention outputs are `targets[i]` [t_i × d]; each window is attended from
+    /// position 0. Records the result and the stage in `report`. With fewer than two windows there is
+    /// nothing to hold out and the layer is left as it is (the result says so: `keptStep` 0).
+    public func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport, inputs: [[Float]], targets: [[Float]],
+                      workers: Int) throws {
+        let d = weights.hiddenSize, bias = weights.oBias
+        let heldOut = inputs.indices.filter { $0 % 4 == 3 }, training = inputs.indices.filter { $0 % 4 != 3 }
+        let energy = { (windows: [Int]) -> Double in
+            windows.reduce(0.0) { sum, i in
+                let rows = targets[i].count / d
+                return sum + (0..<(rows * d)).reduce(0.0) { s, e in
+                    let y = Double(targets[i][e] - (bias?[e % d] ?? 0))
+                    return s + y * y
+                }
+            }
+        }
+        let heldOutEnergy = max(energy(heldOut), .leastNormalMagnitude), trainingEnergy = max(energy(training), .leastNormalMagnitude)
+        func heldOutError(_ w: MLALayerWeights) throws -> Double {
+            let errors = try parallelMap(heldOut.count, workers: workers) { k -> Double in
+                let i = heldOut[k], rows = inputs[i].count / d
+                let y = MLAAttention.output(w, heads: try MLAAttention.headOutputs(w, x: inputs[i], tokens: rows), tokens: rows)
+                return zip(y, targets[i]).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+            }
+            return errors.reduce(0, +) / heldOutEnergy
+        }
+        let start = heldOut.isEmpty ? 0 : try heldOutError(weights)
+        guard !heldOut.isEmpty, !training.isEmpty, steps > 0 else {
+            report.refinement = Result(before: start, after: start, keptStep: 0)
+            return
+        }
+        var best = (weights: weights, error: start, step: 0)
+        var adam = Adam(weights, learningRate: learningRate)
+        var current = weights
+        for step in 1...steps {
+            let batch = (0..<min(windowsPerStep, training.count)).map { training[((step - 1) * windowsPerStep + $0) % training.count] }
+            let stepping = current
+            let gradients = try parallelMap(batch.count, workers: workers) { k -> MLAAttention.OutputErrorGradient in
+                let i = batch[k]
+                return MLAAttention.outputErrorGradient(stepping, x: inputs[i], target: targets[i], tokens: inputs[i].count / d)
+            }
+            var sum = MLAAttention.OutputErrorGradient(zeroFor: current)
+            for g in gradients { sum.add(g) }
+            adam.step(&current, gradient: sum, scale: Float(1 / trainingEnergy), rate: schedule(step))
+            if step % Self.evaluationInterval == 0 || step == steps {
+                let error = try heldOutError(current)
+                if error < best.error { best = (current, error, step) }
+            }
+        }
+        weights = best.weights
+        report.refinement = Result(before: start, after: best.error, keptStep: best.step)
+        report.stages.append(.refinement)
+    }
+}
+
+/// Adam (Kingma & Ba) over the refined weight matrices, β₁ 0.9, β₂ 0.999, each matrix's step size its
+/// initial RMS value times the relative learning rate.
+private struct Adam {
+    private var moments: [(first: [Float], second: [Float])]
+    private let rates: [Float]
+    private var count = 0
+    private static let beta1: Float = 0.9, beta2: Float = 0.999
+
+    /// The refined matrices of a layer, in one order: kvA, kvB, kRope, oProj.
+    static var paths: [WritableKeyPath<MLALayerWeights, [Float]>] { [\.kvA, \.kvB, \.kRope, \.oProj] }
+    static var gradientPaths: [WritableKeyPath<MLAAttention.OutputErrorGradient, [Float]>] { [\.kvA, \.kvB, \.kRope, \.oProj] }
+
+    init(_ weights: MLALayerWeights, learningRate: Double) {
+        moments = Self.paths.map { path in
+            let n = weights[keyPath: path].count
+            return ([Float](repeating: 0, count: n), [Float](repeating: 0, count: n))
+        }
+        rates = Self.paths.map { path in
+            let w = weights[keyPath: path]
+            let rms = (w.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(max(w.count, 1))).squareRoot()
+            return Float(learningRate * rms)
+        }
+    }
+
+    /// One step on `weights` along the gradient times `scale`, the step sizes times `rate`.
+    mutating func step(_ weights: inout MLALayerWeights, gradient: MLAAttention.OutputErrorGradient, scale: Float, rate relative: Double) {
+        count += 1
+        let correction1 = 1 - pow(Self.beta1, Float(count)), correction2 = 1 - pow(Self.beta2, Float(count))
+        for (k, path) in Self.paths.enumerated() {
+            let g = gradient[keyPath: Self.gradientPaths[k]], rate = rates[k] * Float(relative)
+            var w = weights[keyPath: path]
+            for i in w.indices {
+                let gi = g[i] * scale
+                moments[k].first[i] = Self.beta1 * moments[k].first[i] + (1 - Self.beta1) * gi
+                moments[k].second[i] = Self.beta2 * moments[k].second[i] + (1 - Self.beta2) * gi * gi
+                let m = moments[k].first[i] / correction1, v = moments[k].second[i] / correction2
+                w[i] -= rate * m / (v.squareRoot() + 1e-30)
+            }
+            weights[keyPath: path] = w
+        }
+    }
+}
