@@ -11,7 +11,7 @@ public enum StageExactness: String, Sendable, CaseIterable {
 }
 
 /// The steps a conversion runs, in pipeline order. `LayerConversion.stages` lists the ones a layer
-/// goes through, `OutputRefit.apply` adds its own, and `MLAOutputFormat.stages` those of the writer's
+/// goes through, `OutputRefit.apply` and `AttentionRefinement.apply` add their own, and `MLAOutputFormat.stages` those of the writer's
 /// encoder; the summary prints them with their exactness. `ConversionTests.stageIsAsExactAsDeclared`
 /// (Tests/MLAConvertTests/StageExactnessTests.swift) checks every stage that is not lossy on the real
 /// sample model, one case per stage.

@@ -70,7 +70,7 @@ public struct LayerConversionReport: Sendable {
     /// The held-out attention-output error before and after `--refine-steps` (`AttentionRefinement`);
     /// nil when not refined.
     public var refinement: AttentionRefinement.Result?
-    /// The stages the layer went through, in order (`LayerConversion.stages`, then `.outputRefit` when refit).
+    /// The stages the layer went through, in order (`LayerConversion.stages`, then `.outputRefit` when refit and `.refinement` when refined).
     public var stages: [ConversionStage]
 }
 
