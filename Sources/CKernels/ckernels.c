@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "ckernels.h"
 #include <math.h>
 #include <string.h>
@@ -197,6 +198,11 @@ double ck_exp_sum(float *z, size_t count, float shift, double *weighted) {
     if (use_avx2()) return exp_sum_avx2(z, count, shift, weighted);
 #endif
     return exp_sum_scalar(z, count, shift, weighted);
+}
+
+int ck_contains_bytes(const void *bytes, size_t count, const void *needle, size_t length) {
+    if (length == 0) return 1;
+    return bytes != NULL && memmem(bytes, count, needle, length) != NULL;
 }
 
 int ck_has_avx2(void) {

@@ -28,6 +28,9 @@ float ck_max(const float *x, size_t count);
 /// has it and FMA, scalar exp otherwise.
 double ck_exp_sum(float *z, size_t count, float shift, double *weighted);
 
+/// 1 when bytes[0..<count] hold needle[0..<length] (memmem; an empty needle is found), else 0.
+int ck_contains_bytes(const void *bytes, size_t count, const void *needle, size_t length);
+
 /// 1 when the AVX2 path is in use on this CPU.
 int ck_has_avx2(void);
 
