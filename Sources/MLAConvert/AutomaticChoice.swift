@@ -63,24 +63,18 @@ extension ConversionPlan {
         let c = checkpoint.config
         try Self.checkBeforeWork(config: c, budget: budget, plans: method.checked)
         let layerWindows = try layerPass().map { _ in try calibrationText!.windows(for: checkpoint) }
-        // With the o_proj refit, each search candidate is refit too, on the first `searchRefitTokens` calibration
-        // tokens: the statistics pass (the same windows) keeps the source's attention on them.
-        let refitting = try searchWindows != nil && layerPass()?.refitOutput == true
-        let refit = (refitting ? layerWindows : nil).map { RefitSampleCollector(calibrationWindows: $0, tokens: Self.searchRefitTokens, config: c) }
         // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
         let needsStatistics = layerWindows == nil || searchWindows != nil || allocations != [.uniform]
-        var observing: (@Sendable (Int, Int, [Float], [Float]?) -> Void)?
-        if let refit { observing = { layer, window, input, output in refit.observe(layer: layer, window: window, input: input, output: output) } }
-        let stats = needsStatistics ? try calibration.statistics(for: checkpoint, observer: observer, observing: observing) : nil
+        let stats = needsStatistics ? try calibration.statistics(for: checkpoint, observer: observer) : nil
         // The statistics pass freed its layers and states: give the memory back before the search and the pass.
         AllocatorTuning.returnFreedMemory()
         var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats, layerWindows: layerWindows)
         if let windows = searchWindows {
-            let source = try StreamedModel(checkpoint)
-            let search = try refit.map { try ConversionSearch(source: source, store: checkpoint.store, statistics: stats, budget: budget,
-                                                              windows: windows, collected: $0) }
-                ?? (try ConversionSearch(source: source, store: checkpoint.store, statistics: stats, budget: budget, windows: windows))
-            let report = try runSearch(search, method: method, observer: observer)
+            // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration tokens.
+            let refitWindows = try layerPass()?.refitOutput == true ? layerWindows.map { CalibrationText.truncated($0, to: Self.searchRefitTokens) } : nil
+            let report = try runSearch(try ConversionSearch(source: StreamedModel(checkpoint), store: checkpoint.store, statistics: stats, budget: budget,
+                                                            windows: windows, refitWindows: refitWindows),
+                                       method: method, observer: observer)
             AllocatorTuning.returnFreedMemory()
             choice.options = report.choice.options
             choice.allocation = report.choice.allocation

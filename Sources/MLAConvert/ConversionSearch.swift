@@ -68,9 +68,8 @@ public struct SearchReport: Sendable {
 /// dims trade against the latent rank, which a full-rank measurement cannot see), run on held-out
 /// calibration tokens, and compared with the source by the mean KL of the next-token distributions.
 /// The source is read a layer at a time (`StreamedModel`), never held whole; its states on the held-out
-/// windows come from one layer-major pass shared by every candidate, and so do the refit windows'
-/// attention samples, or the statistics pass keeps them (`RefitSampleCollector`). The source's
-/// next-token distributions are computed once (`ReferenceDistributions`).
+/// windows (and the refit windows' attention inputs) come from one layer-major pass shared by every
+/// candidate, and its next-token distributions are computed once (`ReferenceDistributions`).
 public final class ConversionSearch: @unchecked Sendable {
     // @unchecked: immutable after init except `scored` (the calling thread only) and `ridges` (its lock).
     public let config: ModelConfig
@@ -102,24 +101,8 @@ public final class ConversionSearch: @unchecked Sendable {
     /// - `refitWindows`: calibration windows to refit each candidate's o_proj on (nil: no refit). The
     ///   refit runs on the source model's states (parallel order) so that they are computed once; the final
     ///   conversion's sequential pass is measured to rank candidates the same way (docs/defaults.md).
-    public convenience init(source: any LayerwiseModel, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
-                            windows: [[Int]], refitWindows: [[Int]]? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
-        let pass = try Self.sourcePass(source, refitWindows: refitWindows ?? [], heldOut: windows, workers: max(1, workers))
-        try self.init(source: source, store: store, statistics: statistics, budget: budget, windows: windows,
-                      refitSamples: refitWindows == nil ? nil : pass.refitSamples, heldOutNormed: pass.heldOutNormed, workers: workers)
-    }
-
-    /// As the public initializer, the refit samples taken from the statistics pass (`collected`, which saw
-    /// the calibration windows) instead of a pass of the source over the refit windows.
-    convenience init(source: any LayerwiseModel, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
-                     windows: [[Int]], collected: RefitSampleCollector, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
-        let pass = try Self.sourcePass(source, refitWindows: [], heldOut: windows, workers: max(1, workers))
-        try self.init(source: source, store: store, statistics: statistics, budget: budget, windows: windows,
-                      refitSamples: try collected.samples(source: source), heldOutNormed: pass.heldOutNormed, workers: workers)
-    }
-
-    private init(source: any LayerwiseModel, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
-                 windows: [[Int]], refitSamples: [RefitSamples]?, heldOutNormed: [Float], workers: Int) throws {
+    public init(source: any LayerwiseModel, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
+                windows: [[Int]], refitWindows: [[Int]]? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         config = source.config
         self.source = source
         self.store = store
@@ -127,8 +110,9 @@ public final class ConversionSearch: @unchecked Sendable {
         self.budget = budget
         self.windows = windows
         self.workers = max(1, workers)
-        self.refitSamples = refitSamples
-        reference = try ReferenceDistributions(normed: heldOutNormed, rows: windows.reduce(0) { $0 + $1.count }, model: source,
+        let pass = try Self.sourcePass(source, refitWindows: refitWindows ?? [], heldOut: windows, workers: self.workers)
+        refitSamples = refitWindows == nil ? nil : pass.refitSamples
+        reference = try ReferenceDistributions(normed: pass.heldOutNormed, rows: windows.reduce(0) { $0 + $1.count }, model: source,
                                                workers: self.workers)
     }
 
@@ -256,55 +240,5 @@ private final class LayerRidges: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         chosen[layer] = ridge
-    }
-}
-
-/// The source attention samples of the search's refit windows, kept while the statistics pass runs the
-/// calibration windows through the source (`collectCalibration(streaming:)`'s `observing`), so that the
-/// search does not run the source over them again: the first `tokens` tokens of the calibration windows,
-/// cut as `CalibrationText.truncated` cuts them (causal attention: a window's first rows are those of its
-/// prefix run alone).
-final class RefitSampleCollector: @unchecked Sendable {
-    // @unchecked: `inputs` and `outputs` are read and written under `lock` only.
-    private let lock = NSLock()
-    private let hiddenSize: Int
-    /// Rows kept of each calibration window (the refit windows' lengths).
-    private let rows: [Int]
-    /// Per layer and refit window, the attention input and output, [rows × d] each (nil until seen).
-    private var inputs: [[[Float]?]]
-    private var outputs: [[[Float]?]]
-
-    init(calibrationWindows: [[Int]], tokens: Int, config: ModelConfig) {
-        hiddenSize = config.hiddenSize
-        rows = CalibrationText.truncated(calibrationWindows, to: tokens).map(\.count)
-        inputs = Array(repeating: Array(repeating: nil, count: rows.count), count: config.numLayers)
-        outputs = inputs
-    }
-
-    /// Keeps the rows of a refit window (`collectCalibration(streaming:)`'s `observing`).
-    func observe(layer: Int, window: Int, input: [Float], output: [Float]?) {
-        guard window < rows.count else { return }
-        let kept = rows[window] * hiddenSize
-        lock.lock()
-        defer { lock.unlock() }
-        inputs[layer][window] = Array(input.prefix(kept))
-        outputs[layer][window] = output.map { Array($0.prefix(kept)) }
-    }
-
-    /// Every layer's samples; the outputs the statistics pass did not compute (its last layer's) come
-    /// from `source`'s layer on the kept inputs. Throws when a layer's input was not seen.
-    func samples(source: any LayerwiseModel) throws -> [ConversionSearch.RefitSamples] {
-        lock.lock()
-        defer { lock.unlock() }
-        return try inputs.indices.map { l in
-            var samples = ConversionSearch.RefitSamples()
-            let layer = try outputs[l].contains { $0 == nil } ? source.layer(l) : nil
-            for (w, input) in inputs[l].enumerated() {
-                guard let input else { throw ConversionPlanError("the statistics pass did not reach layer \(l) of refit window \(w)") }
-                samples.inputs.append(input)
-                samples.targets.append(try outputs[l][w] ?? layer!.attention.forward(input, tokens: rows[w]))
-            }
-            return samples
-        }
     }
 }

@@ -167,12 +167,9 @@ public func collectCalibration(model: DecoderModel, windows: [[Int]], batchToken
 /// weights at a time instead of the whole model (the default conversion of the sample: 540 MB of source
 /// weights fewer at its peak). Memory: the windows' residual streams and one layer's attention inputs,
 /// [tokens × d] each, plus the sums. `workers` windows run at once, each on one BLAS thread;
-/// `progress(layers done, layers)` is called after each layer, and `observing(layer, window, attention
-/// input, attention output)` sees every layer's attention on every window (the output nil for the last
-/// layer, which is not run), on the worker running that window.
+/// `progress(layers done, layers)` is called after each layer.
 public func collectCalibration(streaming model: some LayerwiseModel, windows: [[Int]], workers: Int = 1, tags: [String: String] = [:],
-                               progress: ((Int, Int) -> Void)? = nil,
-                               observing: (@Sendable (Int, Int, [Float], [Float]?) -> Void)? = nil) throws -> CalibrationStatistics {
+                               progress: ((Int, Int) -> Void)? = nil) throws -> CalibrationStatistics {
     let c = model.config, last = c.numLayers - 1
     var stats = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize, tags: tags)
     var states = try WindowStates(model: model, windows: windows)
@@ -181,11 +178,7 @@ public func collectCalibration(streaming model: some LayerwiseModel, windows: [[
         // The last layer's attention input is all calibration needs of it.
         let inputs = l == last
             ? zip(states.states, windows).map { Kernels.rmsNorm($0, tokens: $1.count, weight: layer.weights.inputNorm, eps: c.rmsNormEps) }
-            : try states.advance(through: layer, eps: c.rmsNormEps, workers: workers, capturing: { w, x, output in
-                observing?(l, w, x, output)
-                return x
-            })
-        if l == last { for (w, x) in inputs.enumerated() { observing?(l, w, x, nil) } }
+            : try states.advance(through: layer, eps: c.rmsNormEps, workers: workers, capturing: { _, x, _ in x })
         for (x, window) in zip(inputs, windows) { stats.accumulate(layer: l, x: x, tokens: window.count) }
         progress?(l + 1, c.numLayers)
     }
