@@ -9,9 +9,9 @@ import MLALinalg
 /// final-normed state h [d] at a position, q = softmax(W h) and
 ///   KL(p ‖ q) = Σ p log p − Σ_v p_v (W h)_v + log Σ exp(W h) = Σ p log p − h · (Wᵀ p) + log Z_q,
 /// so each position keeps Σ p log p and its expected head row Wᵀ p [d] (both F64), and a comparison
-/// costs one LM head GEMM and one exponential per logit (instead of two and three). The head is read in
-/// vocabulary chunks of about 4 M values (16 MB), never whole; p is accumulated online over the chunks
-/// (a running maximum per position, earlier sums rescaled when it rises).
+/// costs one LM head GEMM and one exponential per logit (instead of two GEMMs and three exponentials).
+/// The head is read in vocabulary chunks of about 4 M values (16 MB), never whole; p is accumulated
+/// online over the chunks (a running maximum per position, earlier sums rescaled when it rises).
 public struct ReferenceDistributions: Sendable {
     /// Positions.
     public let rows: Int
@@ -41,7 +41,7 @@ public struct ReferenceDistributions: Sendable {
             for i in 0..<rows where rescale[i] != 1 {
                 for k in (i * d)..<((i + 1) * d) { head[k] *= rescale[i] }
             }
-            // Widened 1,024 vocabulary entries at a time (8 MB at the sample's shape, not the chunk's 64 MB).
+            // Widened 1,024 vocabulary entries at a time (9 MB at the sample's shape, not the chunk's 64 MB).
             for first in stride(from: 0, to: n, by: 1024) {
                 let k = min(1024, n - first)
                 var e = [Double](repeating: 0, count: rows * k)
