@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "ckernels.h"
 #include <math.h>
 #include <string.h>
@@ -6,11 +7,24 @@
    x86-64 (SSE2) and calls expf one value at a time; these use AVX2 with glibc's vectorized expf
    (libmvec's _ZGVdN8v_expf, 8 lanes) chosen at run time, as cf16.c does for F16C. */
 
+/* ck_exp_sum's scalar path (and the vector path's tail). */
+static double exp_sum_scalar(float *z, size_t count, float shift, double *weighted) {
+    double sum = 0;
+    for (size_t i = 0; i < count; i++) {
+        double e = exp((double)z[i] - shift);
+        sum += e;
+        *weighted += e * z[i];
+        z[i] = (float)e;
+    }
+    return sum;
+}
+
 #if defined(__x86_64__) && defined(__linux__)
 #include <immintrin.h>
 #define CK_AVX2 1
 
 __attribute__((target("avx2,fma"))) __m256 _ZGVdN8v_expf(__m256 x);
+__attribute__((target("avx2,fma"))) __m256d _ZGVdN4v_exp(__m256d x);
 
 __attribute__((target("avx2,fma"))) static float hmax8(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -84,6 +98,37 @@ __attribute__((target("avx2,fma"))) static void add_widened_avx2(double *sum, co
     for (; i < count; i++) sum[i] += x[i];
 }
 
+__attribute__((target("avx2,fma"))) static float max_avx2(const float *x, size_t count) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+    float maximum = hmax8(vmax);
+    for (; i < count; i++) maximum = fmaxf(maximum, x[i]);
+    return maximum;
+}
+
+__attribute__((target("avx2,fma"))) static double hsum4d(__m256d v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+/* The exponentials in F64 (libmvec's 4-lane exp, ≤ 4 ulp), as exact as the scalar path's: log Σ exp
+   then carries no F32 rounding, which matters when two log partitions nearly cancel (a small KL). */
+__attribute__((target("avx2,fma"))) static double exp_sum_avx2(float *z, size_t count, float shift, double *weighted) {
+    const __m256d vshift = _mm256_set1_pd(shift);
+    __m256d sum = _mm256_setzero_pd(), w = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 4 <= count; i += 4) {
+        __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(z + i));
+        __m256d e = _ZGVdN4v_exp(_mm256_sub_pd(v, vshift));
+        sum = _mm256_add_pd(sum, e);
+        w = _mm256_fmadd_pd(e, v, w);
+        _mm_storeu_ps(z + i, _mm256_cvtpd_ps(e));
+    }
+    *weighted += hsum4d(w);
+    return hsum4d(sum) + exp_sum_scalar(z + i, count - i, shift, weighted);
+}
+
 /* __builtin_cpu_supports reads flags set once at load time: cheap enough per row, and thread-safe. */
 static int use_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 #endif
@@ -137,6 +182,27 @@ void ck_add_widened(double *sum, const float *x, size_t count) {
     if (use_avx2()) { add_widened_avx2(sum, x, count); return; }
 #endif
     for (size_t i = 0; i < count; i++) sum[i] += x[i];
+}
+
+float ck_max(const float *x, size_t count) {
+#ifdef CK_AVX2
+    if (use_avx2()) return max_avx2(x, count);
+#endif
+    float maximum = -INFINITY;
+    for (size_t i = 0; i < count; i++) maximum = fmaxf(maximum, x[i]);
+    return maximum;
+}
+
+double ck_exp_sum(float *z, size_t count, float shift, double *weighted) {
+#ifdef CK_AVX2
+    if (use_avx2()) return exp_sum_avx2(z, count, shift, weighted);
+#endif
+    return exp_sum_scalar(z, count, shift, weighted);
+}
+
+int ck_contains_bytes(const void *bytes, size_t count, const void *needle, size_t length) {
+    if (length == 0) return 1;
+    return bytes != NULL && memmem(bytes, count, needle, length) != NULL;
 }
 
 int ck_has_avx2(void) {

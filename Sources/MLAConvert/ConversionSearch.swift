@@ -69,7 +69,7 @@ public struct SearchReport: Sendable {
 /// calibration tokens, and compared with the source by the mean KL of the next-token distributions.
 /// The source is read a layer at a time (`StreamedModel`), never held whole; its states on the held-out
 /// windows (and the refit windows' attention inputs) come from one layer-major pass shared by every
-/// candidate.
+/// candidate, and its next-token distributions are computed once (`ReferenceDistributions`).
 public final class ConversionSearch: @unchecked Sendable {
     // @unchecked: immutable after init except `scored` (the calling thread only) and `ridges` (its lock).
     public let config: ModelConfig
@@ -80,9 +80,9 @@ public final class ConversionSearch: @unchecked Sendable {
     let windows: [[Int]]
     var tokens: Int { windows.reduce(0) { $0 + $1.count } }
     let source: any LayerwiseModel
-    /// The source's final-normed hidden states on `tokens` [T × d]; its logits are recomputed per
-    /// vocabulary chunk beside each candidate's, so no [T × vocab] table is held.
-    let sourceNormed: [Float]
+    /// The source's next-token distributions on the held-out tokens, computed once (a candidate's KL
+    /// then needs its own logits only; no [T × vocab] table is held).
+    let reference: ReferenceDistributions
     /// Layers converted at once, each on one BLAS thread.
     let workers: Int
     /// When the final conversion refits o_proj, each candidate's layers are refit too (`OutputRefit`), on
@@ -112,7 +112,8 @@ public final class ConversionSearch: @unchecked Sendable {
         self.workers = max(1, workers)
         let pass = try Self.sourcePass(source, refitWindows: refitWindows ?? [], heldOut: windows, workers: self.workers)
         refitSamples = refitWindows == nil ? nil : pass.refitSamples
-        sourceNormed = pass.heldOutNormed
+        reference = try ReferenceDistributions(normed: pass.heldOutNormed, rows: windows.reduce(0) { $0 + $1.count }, model: source,
+                                               workers: self.workers)
     }
 
     /// A source layer's attention on the refit windows: per window its input (after the input norm)
@@ -169,7 +170,7 @@ public final class ConversionSearch: @unchecked Sendable {
             }
         }
         let normed = Kernels.rmsNorm(x, tokens: tokens, weight: source.finalNorm, eps: config.rmsNormEps)
-        let kl = try meanKL(normed)
+        let kl = try reference.meanKL(normed, model: source, workers: workers)
         scored.append(ScoredCandidate(candidate: candidate, kl: kl, seconds: Date().timeIntervalSince(began)))
         return kl
     }
@@ -220,23 +221,6 @@ public final class ConversionSearch: @unchecked Sendable {
         guard let kept = chosenIndex else { return nil }
         return SearchReport(what: what, tokens: tokens, scored: scored, chosen: kept, margin: Self.refinementMargin,
                             seconds: Date().timeIntervalSince(start))
-    }
-
-    /// Mean KL(source ‖ converted) over every position of the held-out windows, from both models'
-    /// final-normed states, the LM head applied a vocabulary chunk at a time (no [T × vocab] table).
-    private func meanKL(_ converted: [Float]) throws -> Double {
-        let d = config.hiddenSize, rows = tokens
-        var pairs = [SoftmaxPairStats](repeating: SoftmaxPairStats(), count: rows)
-        // Chunks of about 4 M head values (16 MB): the head rows and both logit blocks stay small beside
-        // the source model the search holds.
-        let step = max(1, (4 << 20) / max(d, 1))
-        for range in stride(from: 0, to: config.vocabSize, by: step).map({ $0..<min($0 + step, config.vocabSize) }) {
-            let head = try source.lmHeadRows(range)
-            let zo = Kernels.linear(sourceNormed, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
-            let zc = Kernels.linear(converted, tokens: rows, weight: head, outFeatures: range.count, inFeatures: d)
-            SoftmaxPairStats.accumulate(&pairs, zo, zc, count: range.count, first: range.lowerBound, workers: workers)
-        }
-        return pairs.reduce(0) { $0 + $1.kl } / Double(max(rows, 1))
     }
 }
 

@@ -19,6 +19,18 @@ void ck_rms_norm(const float *x, const float *weight, float *y, size_t tokens, s
 /// sum[i] += x[i] widened to F64, for `count` values (AVX2 when the CPU has it).
 void ck_add_widened(double *sum, const float *x, size_t count);
 
+/// The largest of x[0..<count] (−∞ when count is 0). AVX2 when the CPU has it.
+float ck_max(const float *x, size_t count);
+
+/// Exponentials of one row of logits z[0..<count] against `shift` (e.g. their running maximum), in
+/// place: z[i] becomes exp(z[i] − shift) (computed in F64, stored in F32); returns their sum and adds
+/// Σ exp(z[i] − shift) · z[i] to *weighted, both in F64. AVX2 (libmvec's 4-lane F64 exp) when the CPU
+/// has it and FMA, scalar exp otherwise.
+double ck_exp_sum(float *z, size_t count, float shift, double *weighted);
+
+/// 1 when bytes[0..<count] hold needle[0..<length] (memmem; an empty needle is found), else 0.
+int ck_contains_bytes(const void *bytes, size_t count, const void *needle, size_t length);
+
 /// 1 when the AVX2 path is in use on this CPU.
 int ck_has_avx2(void);
 

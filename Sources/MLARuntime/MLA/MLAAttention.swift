@@ -198,18 +198,15 @@ public enum MLAAttention {
             qa = Kernels.rmsNorm(qa, tokens: t, weight: norm, eps: Double(eps))
             q = Kernels.linear(qa, tokens: t, weight: b, outFeatures: qRows, inFeatures: rank, bias: nil)
         }
+        // One table per rope head, shared by its query heads and its key.
+        let rotations = w.ropeInvFreq.map { Rotations(positions: positions, rows: t, invFreq: $0, factor: w.ropeAttentionFactor) }
         for h in 0..<w.numHeads {
-            rotateInterleaved(
-                &q, rows: t, rowStride: qRows, offset: h * w.qHeadWidth + w.dNope,
-                positions: positions, invFreq: w.ropeInvFreq[w.ropeHeadOfQueryHead[h]],
-                factor: w.ropeAttentionFactor)
+            rotations[w.ropeHeadOfQueryHead[h]].apply(to: &q, rowStride: qRows, offset: h * w.qHeadWidth + w.dNope)
         }
         let ropeWidth = w.nRopeHeads * w.dRope
         var keys = Kernels.linear(x, tokens: t, weight: w.kRope, outFeatures: ropeWidth, inFeatures: d, bias: w.kRopeBias)
         for j in 0..<w.nRopeHeads {
-            rotateInterleaved(
-                &keys, rows: t, rowStride: ropeWidth, offset: j * w.dRope, positions: positions,
-                invFreq: w.ropeInvFreq[j], factor: w.ropeAttentionFactor)
+            rotations[j].apply(to: &keys, rowStride: ropeWidth, offset: j * w.dRope)
         }
         return Projected(queries: q, latent: latent(w, x: x, tokens: t), ropeKeys: keys)
     }
@@ -331,22 +328,46 @@ public enum MLAAttention {
 
     // MARK: - Dense helpers
 
-    /// Rotates the interleaved rope vector at `offset` of every row (pair i = elements (2i, 2i+1)) by
-    /// positions[t]·invFreq[i] radians, with cos and sin multiplied by `factor`. Angles in Double.
-    static func rotateInterleaved(
-        _ values: inout [Float], rows: Int, rowStride: Int, offset: Int,
-        positions: [Int], invFreq: [Double], factor: Double
-    ) {
-        for t in 0..<rows {
-            for (i, frequency) in invFreq.enumerated() {
-                let angle = Double(positions[t]) * frequency
-                let c = Float(cos(angle) * factor)
-                let s = Float(sin(angle) * factor)
-                let e = t * rowStride + offset + 2 * i
-                let a = values[e]
-                let b = values[e + 1]
-                values[e] = a * c - b * s
-                values[e + 1] = a * s + b * c
+    /// The rotations of one rope head at the first `rows` positions: cos and sin of positions[t]·invFreq[i]
+    /// radians (angles in Double), multiplied by `factor`, [rows × pairs] each.
+    struct Rotations {
+        let rows: Int
+        let pairs: Int
+        let cosines: [Float]
+        let sines: [Float]
+
+        init(positions: [Int], rows: Int, invFreq: [Double], factor: Double) {
+            self.rows = rows
+            pairs = invFreq.count
+            var cosines = [Float](repeating: 0, count: rows * pairs), sines = cosines
+            for t in 0..<rows {
+                for (i, frequency) in invFreq.enumerated() {
+                    let angle = Double(positions[t]) * frequency
+                    cosines[t * pairs + i] = Float(cos(angle) * factor)
+                    sines[t * pairs + i] = Float(sin(angle) * factor)
+                }
+            }
+            self.cosines = cosines
+            self.sines = sines
+        }
+
+        /// Rotates the interleaved rope vector at `offset` of each of the first `rows` rows of `values`
+        /// (pair i = elements (2i, 2i+1)), in F32.
+        func apply(to values: inout [Float], rowStride: Int, offset: Int) {
+            precondition(rows == 0 || (rows - 1) * rowStride + offset + 2 * pairs <= values.count, "Rotations: rows out of range")
+            values.withUnsafeMutableBufferPointer { v in
+                cosines.withUnsafeBufferPointer { c in
+                    sines.withUnsafeBufferPointer { s in
+                        for t in 0..<rows {
+                            for i in 0..<pairs {
+                                let e = t * rowStride + offset + 2 * i, ct = c[t * pairs + i], st = s[t * pairs + i]
+                                let a = v[e], b = v[e + 1]
+                                v[e] = a * ct - b * st
+                                v[e + 1] = a * st + b * ct
+                            }
+                        }
+                    }
+                }
             }
         }
     }
