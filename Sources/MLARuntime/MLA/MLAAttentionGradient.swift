@@ -153,8 +153,8 @@ extension MLAAttention {
         // RoPE is a rotation scaled by the attention factor f: k = f R k₀, so dk₀ = f Rᵀ dk (the rotation
         // by minus the angle).
         for j in 0..<w.nRopeHeads {
-            rotateInterleaved(&dRopeKeys, rows: t, rowStride: ropeWidth, offset: j * w.dRope, positions: positions.map { -$0 },
-                              invFreq: w.ropeInvFreq[j], factor: w.ropeAttentionFactor)
+            Rotations(positions: positions.map { -$0 }, rows: t, invFreq: w.ropeInvFreq[j], factor: w.ropeAttentionFactor)
+                .apply(to: &dRopeKeys, rowStride: ropeWidth, offset: j * w.dRope)
         }
         gemm(transA: true, transB: false, m: ropeWidth, n: d, k: t, a: dRopeKeys, aOffset: 0, lda: ropeWidth,
              b: x, bOffset: 0, ldb: d, beta: 0, c: &gradient.kRope, cOffset: 0, ldc: d)
