@@ -14,7 +14,8 @@ public enum CalibrationOrder: String, Sendable, CaseIterable {
 /// Converts the layers in order while running the calibration tokens through them (docs/method.md
 /// §6.a): each layer is factorized under the second moment of its attention input on the current
 /// states, its o_proj optionally refit (`OutputRefit`) so that its attention output matches the source
-/// layer's on those same inputs, and the states then advance through the source layer (`.parallel`)
+/// layer's on those same inputs, optionally refined through the softmax (`AttentionRefinement`), and the
+/// states then advance through the source layer (`.parallel`)
 /// or the converted one (`.sequential`, error-aware calibration: the errors of earlier layers are in
 /// the inputs a layer is fitted on).
 ///

@@ -250,8 +250,8 @@ public struct ConversionPlan: Sendable {
     }
 
     /// The layer-by-layer calibration pass (`CalibratedConversion`, docs/method.md §6.a), or nil when the
-    /// statistics alone calibrate (parallel, no refit); refuses an explicit sequential order or refit
-    /// without calibration text.
+    /// statistics alone calibrate (parallel, no refit); refuses an explicit sequential order, refit or
+    /// refinement without calibration text.
     func layerPass() throws -> LayerPass? {
         guard refineSteps >= 0 else { throw ConversionPlanError("--refine-steps must be 0 or more, got \(refineSteps)") }
         guard refineRate > 0, refineRate.isFinite else { throw ConversionPlanError("--refine-rate must be positive, got \(refineRate)") }
