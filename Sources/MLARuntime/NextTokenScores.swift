@@ -91,9 +91,10 @@ extension SoftmaxPairStats {
     }
 }
 
-/// Consecutive vocabulary ranges whose LM head rows hold about 16 M values each (64 MB in F32).
-public func vocabularyChunks(vocabSize: Int, hiddenSize: Int) -> [Range<Int>] {
-    let rows = max(1, (16 << 20) / max(hiddenSize, 1))
+/// Consecutive vocabulary ranges whose LM head rows hold about `values` values each (default 16 M: 64 MB
+/// in F32).
+public func vocabularyChunks(vocabSize: Int, hiddenSize: Int, values: Int = 16 << 20) -> [Range<Int>] {
+    let rows = max(1, values / max(hiddenSize, 1))
     return stride(from: 0, to: vocabSize, by: rows).map { $0..<min($0 + rows, vocabSize) }
 }
 

@@ -32,6 +32,7 @@ public struct ReferenceDistributions: Sendable {
         // Σ e·W_v per row [rows × d], against the same running maximum as `sums`.
         var head = [Double](repeating: 0, count: rows * d)
         for range in Self.chunks(model.config) {
+            // The head rows are read once and used twice: for the logits and for Σ e·W_v below.
             let w = try model.lmHeadRows(range), n = range.count
             var z = Kernels.linear(normed, tokens: rows, weight: w, outFeatures: n, inFeatures: d)
             let rescale = sums.add(&z, count: n, workers: workers)
@@ -71,7 +72,7 @@ public struct ReferenceDistributions: Sendable {
         precondition(normed.count == rows * d && model.config.hiddenSize == d, "ReferenceDistributions: normed is not [rows × d]")
         var sums = ExponentialSums(rows: rows)
         for range in Self.chunks(model.config) {
-            var z = Kernels.linear(normed, tokens: rows, weight: try model.lmHeadRows(range), outFeatures: range.count, inFeatures: d)
+            var z = try logits(normed, rows: rows, model: model, vocabulary: range)
             sums.add(&z, count: range.count, workers: workers)
         }
         var total = 0.0
@@ -85,8 +86,7 @@ public struct ReferenceDistributions: Sendable {
 
     /// Vocabulary chunks whose head rows hold about 4 M values (16 MB): small beside a model a caller holds.
     static func chunks(_ config: ModelConfig) -> [Range<Int>] {
-        let step = max(1, (4 << 20) / max(config.hiddenSize, 1))
-        return stride(from: 0, to: config.vocabSize, by: step).map { $0..<min($0 + step, config.vocabSize) }
+        vocabularyChunks(vocabSize: config.vocabSize, hiddenSize: config.hiddenSize, values: 4 << 20)
     }
 }
 

@@ -265,13 +265,7 @@ public enum MLAAttention {
             let kv = Kernels.linear(cache.latent, tokens: tk, weight: w.kvB, outFeatures: nh * kvw, inFeatures: r, bias: nil)
             var keys = [Float](repeating: 0, count: tk * qw)
             for h in 0..<nh {
-                let ropeOffset = w.ropeHeadOfQueryHead[h] * w.dRope
-                for n in 0..<tk {
-                    for i in 0..<w.dNope { keys[n * qw + i] = kv[n * nh * kvw + h * kvw + i] }
-                    for i in 0..<w.dRope {
-                        keys[n * qw + w.dNope + i] = cache.ropeKeys[n * ropeWidth + ropeOffset + i]
-                    }
-                }
+                headKeys(w, head: h, kv: kv, ropeKeys: cache.ropeKeys, tokens: tk, into: &keys)
                 gemm(
                     transB: true, m: tq, n: tk, k: qw, a: queries, aOffset: h * qw, lda: qld,
                     b: keys, bOffset: 0, ldb: qw, beta: 0, c: &scores, cOffset: 0, ldc: tk)
@@ -327,6 +321,18 @@ public enum MLAAttention {
     }
 
     // MARK: - Dense helpers
+
+    /// Head h's keys [tokens × (dNope + dRope)] into `keys`: its NoPE key from `kv` (the expanded
+    /// [tokens × n_h·(dNope+dV)] keys and values), then the rotated rope key it reads from `ropeKeys`
+    /// [tokens × nRopeHeads·dRope].
+    static func headKeys(_ w: MLALayerWeights, head h: Int, kv: [Float], ropeKeys: [Float], tokens: Int, into keys: inout [Float]) {
+        let qw = w.qHeadWidth, kvw = w.dNope + w.dV, kvWidth = w.numHeads * kvw, ropeWidth = w.nRopeHeads * w.dRope
+        let ropeOffset = w.ropeHeadOfQueryHead[h] * w.dRope
+        for n in 0..<tokens {
+            for i in 0..<w.dNope { keys[n * qw + i] = kv[n * kvWidth + h * kvw + i] }
+            for i in 0..<w.dRope { keys[n * qw + w.dNope + i] = ropeKeys[n * ropeWidth + ropeOffset + i] }
+        }
+    }
 
     /// The rotations of one rope head at the first `rows` positions: cos and sin of positions[t]·invFreq[i]
     /// radians (angles in Double), multiplied by `factor`, [rows × pairs] each.

@@ -76,11 +76,7 @@ extension MLAAttention {
         var heads = [Float](repeating: 0, count: t * oWidth)
         var k = [Float](repeating: 0, count: t * qw)
         for h in 0..<nh {
-            let ropeOffset = w.ropeHeadOfQueryHead[h] * w.dRope
-            for n in 0..<t {
-                for i in 0..<w.dNope { k[n * qw + i] = kv[n * nh * kvw + h * kvw + i] }
-                for i in 0..<w.dRope { k[n * qw + w.dNope + i] = projected.ropeKeys[n * ropeWidth + ropeOffset + i] }
-            }
+            headKeys(w, head: h, kv: kv, ropeKeys: projected.ropeKeys, tokens: t, into: &k)
             var p = [Float](repeating: 0, count: scoreOffsets.last!)
             for (b, rows) in blocks.enumerated() {
                 let keys = rows.upperBound
