@@ -117,7 +117,7 @@ public struct CalibrationText: Sendable {
         try tokenized.streams(key: [checkpoint.path] + files) {
             let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
             // One file per worker at a time (the tokenizer is thread-safe); streams stay in file order.
-            return try parallelMap(files.count, workers: ProcessInfo.processInfo.activeProcessorCount, oneBLASThreadEach: false) { i in
+            return try parallelMap(files.count, workers: ProcessInfo.processInfo.activeProcessorCount, splitBLASThreads: false) { i in
                 tokenizer.encode(try InputFile.readText(files[i]))
             }
         }

@@ -172,8 +172,9 @@ public struct ConversionPlan: Sendable {
     /// Whether o_proj is refit on the calibration tokens; nil: with calibration text only.
     public var outputRefit: Bool?
     /// Adam steps per layer on the attention-output error after the closed-form conversion
-    /// (`AttentionRefinement`, `--refine-steps`); 0: none.
-    public var refineSteps = 0
+    /// (`AttentionRefinement`, `--refine-steps`); 0: none; nil: `AttentionRefinement.defaultSteps` with
+    /// calibration text, none otherwise.
+    public var refineSteps: Int?
     /// Adam's step size relative to each refined matrix's RMS value (`--refine-rate`).
     public var refineRate = AttentionRefinement.defaultLearningRate
     /// Held-out tokens each automatic candidate is scored on; nil: one calibration window.
@@ -253,16 +254,17 @@ public struct ConversionPlan: Sendable {
     /// statistics alone calibrate (parallel, no refit); refuses an explicit sequential order, refit or
     /// refinement without calibration text.
     func layerPass() throws -> LayerPass? {
-        guard refineSteps >= 0 else { throw ConversionPlanError("--refine-steps must be 0 or more, got \(refineSteps)") }
+        if let steps = refineSteps, steps < 0 { throw ConversionPlanError("--refine-steps must be 0 or more, got \(steps)") }
         guard refineRate > 0, refineRate.isFinite else { throw ConversionPlanError("--refine-rate must be positive, got \(refineRate)") }
         guard calibrationText != nil else {
-            if calibrationOrder == .sequential || outputRefit == true || refineSteps > 0 {
+            if calibrationOrder == .sequential || outputRefit == true || (refineSteps ?? 0) > 0 {
                 throw ConversionPlanError("--calib-order sequential, --output-refit and --refine-steps run the calibration text through the layers; they cannot use --no-calib or --calib-stats")
             }
             return nil
         }
+        let steps = refineSteps ?? AttentionRefinement.defaultSteps
         let pass = LayerPass(order: calibrationOrder ?? .sequential, refitOutput: outputRefit ?? true,
-                             refinement: refineSteps > 0 ? AttentionRefinement(steps: refineSteps, learningRate: refineRate) : nil)
+                             refinement: steps > 0 ? AttentionRefinement(steps: steps, learningRate: refineRate) : nil)
         return pass.order == .sequential || pass.refitOutput || pass.refinement != nil ? pass : nil
     }
 

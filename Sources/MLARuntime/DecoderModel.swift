@@ -97,7 +97,7 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// `load(layer)` for every layer, on all cores (reading and widening weights, no BLAS).
     private static func loadLayers<T>(_ count: Int, _ load: @Sendable (Int) throws -> T) throws -> [T] {
-        try parallelMap(count, workers: ProcessInfo.processInfo.activeProcessorCount, oneBLASThreadEach: false, load)
+        try parallelMap(count, workers: ProcessInfo.processInfo.activeProcessorCount, splitBLASThreads: false, load)
     }
 
     /// The hidden states after the layers (before the final norm), [T × d].

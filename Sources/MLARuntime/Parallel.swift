@@ -2,12 +2,13 @@ import Foundation
 import MLALinalg
 
 /// Calls `body(0..<count)` on up to `workers` threads. With more than one worker and
-/// `oneBLASThreadEach` each runs one BLAS thread (restored afterwards): on 2 cores two windows at once
-/// on one BLAS thread each beat one window on two, since the element-wise work between GEMMs runs in
-/// parallel too (measured for calibration, `docs/performance.md`). Work without BLAS calls passes
-/// false and leaves the process-wide BLAS setting alone. The first error thrown is rethrown after all
-/// finish.
-public func inParallel(_ count: Int, workers: Int, oneBLASThreadEach: Bool = true,
+/// `splitBLASThreads` the BLAS threads are shared out among them (restored afterwards): one each when
+/// there are as many items as workers, since on 2 cores two windows at once on one BLAS thread each beat
+/// one window on two, the element-wise work between GEMMs running in parallel too (measured for
+/// calibration, `docs/performance.md`); more each when there are fewer items than workers, so no core
+/// idles. Work without BLAS calls passes false and leaves the process-wide BLAS setting alone. The first
+/// error thrown is rethrown after all finish.
+public func inParallel(_ count: Int, workers: Int, splitBLASThreads: Bool = true,
                        _ body: @Sendable (Int) throws -> Void) throws {
     let threads = max(1, min(workers, count))
     if threads == 1 {
@@ -15,8 +16,8 @@ public func inParallel(_ count: Int, workers: Int, oneBLASThreadEach: Bool = tru
         return
     }
     let previous = BLASThreads.current
-    if oneBLASThreadEach { BLASThreads.set(1) }
-    defer { if oneBLASThreadEach { BLASThreads.set(previous) } }
+    if splitBLASThreads { BLASThreads.set(max(1, previous / threads)) }
+    defer { if splitBLASThreads { BLASThreads.set(previous) } }
     let errors = ErrorSlot()
     let next = Counter()
     DispatchQueue.concurrentPerform(iterations: threads) { _ in
@@ -28,10 +29,10 @@ public func inParallel(_ count: Int, workers: Int, oneBLASThreadEach: Bool = tru
 }
 
 /// `transform(i)` for i in 0..<count in index order, computed by `inParallel` (same arguments).
-public func parallelMap<T>(_ count: Int, workers: Int, oneBLASThreadEach: Bool = true,
+public func parallelMap<T>(_ count: Int, workers: Int, splitBLASThreads: Bool = true,
                            _ transform: @Sendable (Int) throws -> T) throws -> [T] {
     let slots = ParallelSlots<T>(count: count)
-    try inParallel(count, workers: workers, oneBLASThreadEach: oneBLASThreadEach) { slots[$0] = try transform($0) }
+    try inParallel(count, workers: workers, splitBLASThreads: splitBLASThreads) { slots[$0] = try transform($0) }
     // Every slot is filled: inParallel returns only when every index ran without throwing.
     return slots.all.map { $0! }
 }

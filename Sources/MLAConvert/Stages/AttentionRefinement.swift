@@ -3,13 +3,16 @@ import MLARuntime
 
 /// Local refinement of a converted layer through its real softmax (docs/method.md §6.c): Adam steps on
 /// the attention-output error Σ_t ‖y_t − target_t‖² over calibration windows, starting from the
-/// closed-form layer (factorization, then the o_proj refit). The latent (`kvA`), the up-projections
-/// (`kvB`), the rope key (`kRope`) and `oProj` move; the query and the biases stay, and so does the
-/// DeepSeek-V3 layout.
+/// closed-form layer (factorization, then the o_proj refit). The weights that make and read the cache
+/// move: the latent (`kvA`), the up-projections (`kvB`) and the rope key (`kRope`). The query, o_proj
+/// (already refit in closed form; stepping it too gained nothing measurable) and the biases stay, and so
+/// does the DeepSeek-V3 layout.
 ///
 /// Every fourth window (3, 7, …) is held out: the error on those windows is measured before the first
 /// step, every `evaluationInterval` steps and after the last, and the weights that scored best are
-/// kept, so the refinement never leaves a layer worse on text it did not step on than it found it.
+/// kept, so the refinement never leaves a layer worse on text it did not step on than it found it. (Ending
+/// a layer's steps at the first measurement that does not improve lost a third of the gain: many layers
+/// get worse for a while before they get better, docs/method.md §6.c.)
 /// The steps cycle through the other windows, `windowsPerStep` at a time, their gradients summed
 /// (`MLAAttention.outputErrorGradient`).
 public struct AttentionRefinement: Sendable {
@@ -22,10 +25,16 @@ public struct AttentionRefinement: Sendable {
     /// Steps between two held-out measurements.
     public static let evaluationInterval = 8
 
+    /// The steps a conversion with calibration text takes unless `--refine-steps` says otherwise
+    /// (docs/defaults.md: measured against 0, 16 and 64).
+    public static let defaultSteps = 32
     /// The relative step size `--refine-rate` defaults to.
     public static let defaultLearningRate = 1e-2
+    /// Windows per step: at equal work, twice the steps on half the windows did better than 4 per step,
+    /// and two windows keep two cores busy (docs/method.md §6.c).
+    public static let defaultWindowsPerStep = 2
 
-    public init(steps: Int, learningRate: Double = defaultLearningRate, windowsPerStep: Int = 4) {
+    public init(steps: Int, learningRate: Double = defaultLearningRate, windowsPerStep: Int = defaultWindowsPerStep) {
         self.steps = steps
         self.learningRate = learningRate
         self.windowsPerStep = max(1, windowsPerStep)
@@ -80,15 +89,15 @@ public struct AttentionRefinement: Sendable {
             report.refinement = Result(before: start, after: start, keptStep: 0)
             return
         }
+        let prepared = MLAAttention.OutputErrorWindows(weights, inputs: training.map { inputs[$0] }, targets: training.map { targets[$0] })
         var best = (weights: weights, error: start, step: 0)
         var adam = Adam(weights, learningRate: learningRate)
         var current = weights
         for step in 1...steps {
-            let batch = (0..<min(windowsPerStep, training.count)).map { training[((step - 1) * windowsPerStep + $0) % training.count] }
+            let batch = (0..<min(windowsPerStep, training.count)).map { ((step - 1) * windowsPerStep + $0) % training.count }
             let stepping = current
-            let gradients = try parallelMap(batch.count, workers: workers) { k -> MLAAttention.OutputErrorGradient in
-                let i = batch[k]
-                return MLAAttention.outputErrorGradient(stepping, x: inputs[i], target: targets[i], tokens: inputs[i].count / d)
+            let gradients = try parallelMap(batch.count, workers: workers) { k in
+                MLAAttention.outputErrorGradient(stepping, windows: prepared, index: batch[k])
             }
             var sum = MLAAttention.OutputErrorGradient(zeroFor: current)
             for g in gradients { sum.add(g) }
@@ -112,9 +121,9 @@ private struct Adam {
     private var count = 0
     private static let beta1: Float = 0.9, beta2: Float = 0.999
 
-    /// The refined matrices of a layer, in one order: kvA, kvB, kRope, oProj.
-    static var paths: [WritableKeyPath<MLALayerWeights, [Float]>] { [\.kvA, \.kvB, \.kRope, \.oProj] }
-    static var gradientPaths: [WritableKeyPath<MLAAttention.OutputErrorGradient, [Float]>] { [\.kvA, \.kvB, \.kRope, \.oProj] }
+    /// The refined matrices of a layer, in one order: kvA, kvB, kRope.
+    static var paths: [WritableKeyPath<MLALayerWeights, [Float]>] { [\.kvA, \.kvB, \.kRope] }
+    static var gradientPaths: [WritableKeyPath<MLAAttention.OutputErrorGradient, [Float]>] { [\.kvA, \.kvB, \.kRope] }
 
     init(_ weights: MLALayerWeights, learningRate: Double) {
         moments = Self.paths.map { path in

@@ -187,6 +187,19 @@ public enum MLAAttention {
     static func project(_ w: MLALayerWeights, x: [Float], tokens t: Int, positions: [Int])
         -> Projected
     {
+        // One table per rope head, shared by its query heads and its key.
+        let rotations = ropeRotations(w, positions: positions)
+        return Projected(queries: queries(w, x: x, tokens: t, rotations: rotations), latent: latent(w, x: x, tokens: t),
+                         ropeKeys: ropeKeys(w, x: x, tokens: t, rotations: rotations))
+    }
+
+    /// The rotation table of each rope head at `positions`.
+    static func ropeRotations(_ w: MLALayerWeights, positions: [Int]) -> [Rotations] {
+        w.ropeInvFreq.map { Rotations(positions: positions, rows: positions.count, invFreq: $0, factor: w.ropeAttentionFactor) }
+    }
+
+    /// The queries of new tokens `[T, n_h·(dNope+dRope)]`, rope rows rotated by `rotations` (one per rope head).
+    static func queries(_ w: MLALayerWeights, x: [Float], tokens t: Int, rotations: [Rotations]) -> [Float] {
         let d = w.hiddenSize
         let qRows = w.numHeads * w.qHeadWidth
         var q: [Float]
@@ -198,17 +211,20 @@ public enum MLAAttention {
             qa = Kernels.rmsNorm(qa, tokens: t, weight: norm, eps: Double(eps))
             q = Kernels.linear(qa, tokens: t, weight: b, outFeatures: qRows, inFeatures: rank, bias: nil)
         }
-        // One table per rope head, shared by its query heads and its key.
-        let rotations = w.ropeInvFreq.map { Rotations(positions: positions, rows: t, invFreq: $0, factor: w.ropeAttentionFactor) }
         for h in 0..<w.numHeads {
             rotations[w.ropeHeadOfQueryHead[h]].apply(to: &q, rowStride: qRows, offset: h * w.qHeadWidth + w.dNope)
         }
+        return q
+    }
+
+    /// The rope keys of new tokens `[T, nRopeHeads·dRope]`, rotated by `rotations` (one per rope head).
+    static func ropeKeys(_ w: MLALayerWeights, x: [Float], tokens t: Int, rotations: [Rotations]) -> [Float] {
         let ropeWidth = w.nRopeHeads * w.dRope
-        var keys = Kernels.linear(x, tokens: t, weight: w.kRope, outFeatures: ropeWidth, inFeatures: d, bias: w.kRopeBias)
+        var keys = Kernels.linear(x, tokens: t, weight: w.kRope, outFeatures: ropeWidth, inFeatures: w.hiddenSize, bias: w.kRopeBias)
         for j in 0..<w.nRopeHeads {
             rotations[j].apply(to: &keys, rowStride: ropeWidth, offset: j * w.dRope)
         }
-        return Projected(queries: q, latent: latent(w, x: x, tokens: t), ropeKeys: keys)
+        return keys
     }
 
     /// ĉ of new tokens, `[T, r]`: kvA·x + kvABias, then the latent norm when the layer has one.

@@ -1,14 +1,17 @@
 /// The gradient of an MLA layer's squared output error through its real softmax (docs/method.md §6.c),
-/// for refining a converted layer's weights by gradient steps (`AttentionRefinement` in MLAConvert).
+/// for refining a converted layer's cache weights by gradient steps (`AttentionRefinement` in MLAConvert).
 ///
 /// On one window of T tokens at positions 0..<T, attending causally to each other, with the layer's
 /// attention input x `[T, d]` and a target `[T, d]` (the source layer's attention output):
 ///
-///     E(θ) = Σ_t ‖y_t(θ) − target_t‖²,   y = the naive MLA forward (`MLAAttention.naive`)
+///     E(θ) = Σ_t ‖y_t(θ) − target_t‖²,   y = U W_oᵀ + b_o,   U = the naive MLA heads (`MLAAttention.naive`)
 ///
-/// θ are the weights that make the cache and read it: `kvA` (the latent), `kvB` (W_UK and W_UV),
-/// `kRope` (the rope key) and `oProj`. The query and the biases are held fixed. Backward through the
-/// softmax per head, with P = softmax(τ S) row-wise over the visible keys:
+/// θ are the weights that make the cache and read it: `kvA` (the latent), `kvB` (W_UK and W_UV) and
+/// `kRope` (the rope key). The query, o_proj and the biases are held fixed, so each window's queries and
+/// its target read back through o_proj, Z = (target − b_o) W_o, are computed once
+/// (`OutputErrorWindows`), and dE/dU = 2 (U G − Z) with G = W_oᵀ W_o: a step computes neither the queries
+/// nor the output. Backward through the softmax per head, with P = softmax(τ S) row-wise over the
+/// visible keys:
 ///
 ///     dV_h = P_hᵀ dU_h,  dP_h = dU_h V_hᵀ,  dS_h = τ P_h ⊙ (dP_h − rowsum(P_h ⊙ dP_h)),  dK_h = dS_hᵀ Q_h,
 ///
@@ -16,8 +19,51 @@
 /// rotation to kRope. Every product is a GEMM. Needs a layer without a latent norm (conversions make
 /// one only at export, docs/method.md §8.b).
 extension MLAAttention {
-    /// Gradients of E with respect to the refined weights, each the shape of the weight it belongs to,
-    /// and E itself.
+    /// Calibration windows prepared for `outputErrorGradient`: what stays fixed while `kvA`, `kvB` and
+    /// `kRope` move. Valid for weights whose query and o_proj are those it was prepared with.
+    public struct OutputErrorWindows: Sendable {
+        /// One window of attention inputs and what a step reads of its target.
+        struct Window: Sendable {
+            /// The attention input x `[tokens, d]`.
+            let x: [Float]
+            let tokens: Int
+            /// The queries `[tokens, n_h·(dNope+dRope)]`, rope rows rotated.
+            let queries: [Float]
+            /// Z = (target − b_o) W_o `[tokens, n_h·dV]`.
+            let targetHeads: [Float]
+        }
+
+        /// G = W_oᵀ W_o `[n_h·dV, n_h·dV]`.
+        let gram: [Float]
+        let windows: [Window]
+
+        /// The number of windows.
+        public var count: Int { windows.count }
+
+        /// Windows of attention inputs `inputs[i]` `[t_i, d]` and targets `targets[i]` `[t_i, d]` (the
+        /// source layer's attention outputs), each attended from position 0, for `weights`' query and o_proj.
+        public init(_ weights: MLALayerWeights, inputs: [[Float]], targets: [[Float]]) {
+            precondition(inputs.count == targets.count, "OutputErrorWindows: one target per window")
+            let d = weights.hiddenSize, oWidth = weights.numHeads * weights.dV
+            var gram = [Float](repeating: 0, count: oWidth * oWidth)
+            gemm(transA: true, transB: false, m: oWidth, n: oWidth, k: d, a: weights.oProj, aOffset: 0, lda: oWidth,
+                 b: weights.oProj, bOffset: 0, ldb: oWidth, beta: 0, c: &gram, cOffset: 0, ldc: oWidth)
+            self.gram = gram
+            windows = zip(inputs, targets).map { x, target in
+                let t = x.count / d
+                precondition(x.count == t * d && target.count == t * d, "OutputErrorWindows: x and target must be [\(t) × \(d)]")
+                let rotations = ropeRotations(weights, positions: Array(0..<t))
+                var centered = target
+                if let bias = weights.oBias { for i in centered.indices { centered[i] -= bias[i % d] } }
+                var z = [Float](repeating: 0, count: t * oWidth)
+                gemm(transA: false, transB: false, m: t, n: oWidth, k: d, a: centered, aOffset: 0, lda: d,
+                     b: weights.oProj, bOffset: 0, ldb: oWidth, beta: 0, c: &z, cOffset: 0, ldc: oWidth)
+                return Window(x: x, tokens: t, queries: queries(weights, x: x, tokens: t, rotations: rotations), targetHeads: z)
+            }
+        }
+    }
+
+    /// Gradients of E with respect to the refined weights, each the shape of the weight it belongs to.
     public struct OutputErrorGradient: Sendable {
         /// [r, d].
         public var kvA: [Float]
@@ -25,18 +71,12 @@ extension MLAAttention {
         public var kvB: [Float]
         /// [nRopeHeads·dRope, d].
         public var kRope: [Float]
-        /// [d, n_h·dV].
-        public var oProj: [Float]
-        /// E = Σ_t ‖y_t − target_t‖² over the window.
-        public var error: Double
 
         /// All zero for `weights`' shapes (a sum to add windows' gradients into).
         public init(zeroFor weights: MLALayerWeights) {
             kvA = [Float](repeating: 0, count: weights.kvA.count)
             kvB = [Float](repeating: 0, count: weights.kvB.count)
             kRope = [Float](repeating: 0, count: weights.kRope.count)
-            oProj = [Float](repeating: 0, count: weights.oProj.count)
-            error = 0
         }
 
         /// Adds `other` (another window's gradient of the same layer).
@@ -45,19 +85,17 @@ extension MLAAttention {
             accumulate(&kvA, other.kvA)
             accumulate(&kvB, other.kvB)
             accumulate(&kRope, other.kRope)
-            accumulate(&oProj, other.oProj)
-            error += other.error
         }
     }
 
-    /// E and its gradient on one window: `x` `[tokens, d]` (the layer's attention input), `target`
-    /// `[tokens, d]`. `weights` must have passed `validate()` and have no latent norm. The queries are taken
+    /// The gradient of E on window `index` of `windows`. `weights` must have passed `validate()`, have no
+    /// latent norm, and have the query and o_proj `windows` was prepared with. The queries are taken
     /// `causalBlock` rows at a time, each block against the keys it can see (any block size gives the
     /// same result).
-    public static func outputErrorGradient(_ w: MLALayerWeights, x: [Float], target: [Float], tokens t: Int,
+    public static func outputErrorGradient(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int,
                                            causalBlock: Int = 128) -> OutputErrorGradient {
         precondition(w.latentNorm == nil, "outputErrorGradient: \(w.label) has a latent norm; refine before the export makes one")
-        precondition(x.count == t * w.hiddenSize && target.count == t * w.hiddenSize, "outputErrorGradient: x and target must be [\(t) × \(w.hiddenSize)]")
+        let window = windows.windows[index], x = window.x, t = window.tokens
         var gradient = OutputErrorGradient(zeroFor: w)
         guard t > 0 else { return gradient }
         let d = w.hiddenSize, r = w.kvRank, nh = w.numHeads, qw = w.qHeadWidth, kvw = w.dNope + w.dV
@@ -68,19 +106,20 @@ extension MLAAttention {
         // [block rows × visible keys].
         let block = max(1, causalBlock), blocks = stride(from: 0, to: t, by: block).map { $0..<min($0 + block, t) }
         let scoreOffsets = blocks.reduce(into: [0]) { $0.append($0.last! + $1.count * $1.upperBound) }
-        // Forward, keeping what the backward reads: queries, latent, rope keys, per-head values,
-        // every head's probabilities and outputs.
-        let projected = project(w, x: x, tokens: t, positions: positions)
-        let kv = Kernels.linear(projected.latent, tokens: t, weight: w.kvB, outFeatures: nh * kvw, inFeatures: r, bias: nil)
+        // Forward, keeping what the backward reads: latent, rope keys, per-head values, every head's
+        // probabilities and outputs. The queries are the window's.
+        let queries = window.queries, latent = latent(w, x: x, tokens: t)
+        let ropeKeys = ropeKeys(w, x: x, tokens: t, rotations: ropeRotations(w, positions: positions))
+        let kv = Kernels.linear(latent, tokens: t, weight: w.kvB, outFeatures: nh * kvw, inFeatures: r, bias: nil)
         var probabilities = [[Float]]()
         var heads = [Float](repeating: 0, count: t * oWidth)
         var k = [Float](repeating: 0, count: t * qw)
         for h in 0..<nh {
-            headKeys(w, head: h, kv: kv, ropeKeys: projected.ropeKeys, tokens: t, into: &k)
+            headKeys(w, head: h, kv: kv, ropeKeys: ropeKeys, tokens: t, into: &k)
             var p = [Float](repeating: 0, count: scoreOffsets.last!)
             for (b, rows) in blocks.enumerated() {
                 let keys = rows.upperBound
-                gemm(transB: true, m: rows.count, n: keys, k: qw, a: projected.queries, aOffset: rows.lowerBound * nh * qw + h * qw, lda: nh * qw,
+                gemm(transB: true, m: rows.count, n: keys, k: qw, a: queries, aOffset: rows.lowerBound * nh * qw + h * qw, lda: nh * qw,
                      b: k, bOffset: 0, ldb: qw, beta: 0, c: &p, cOffset: scoreOffsets[b], ldc: keys)
                 p.withUnsafeMutableBufferPointer { buffer in
                     Kernels.causalSoftmax(UnsafeMutableBufferPointer(rebasing: buffer[scoreOffsets[b]..<scoreOffsets[b + 1]]),
@@ -91,19 +130,11 @@ extension MLAAttention {
             }
             probabilities.append(p)
         }
-        // dY = 2 (y − target).
-        var dy = output(w, heads: heads, tokens: t)
-        for i in dy.indices {
-            let e = dy[i] - target[i]
-            gradient.error += Double(e) * Double(e)
-            dy[i] = 2 * e
-        }
-        // o_proj: dW_o = dYᵀ U [d, n_h·dV]; dU = dY W_o [T, n_h·dV].
-        gemm(transA: true, transB: false, m: d, n: oWidth, k: t, a: dy, aOffset: 0, lda: d,
-             b: heads, bOffset: 0, ldb: oWidth, beta: 0, c: &gradient.oProj, cOffset: 0, ldc: oWidth)
-        var dHeads = [Float](repeating: 0, count: t * oWidth)
-        gemm(transA: false, transB: false, m: t, n: oWidth, k: d, a: dy, aOffset: 0, lda: d,
-             b: w.oProj, bOffset: 0, ldb: oWidth, beta: 0, c: &dHeads, cOffset: 0, ldc: oWidth)
+        // dU = 2 (U G − Z).
+        var dHeads = windows.windows[index].targetHeads
+        gemm(transA: false, transB: false, m: t, n: oWidth, k: oWidth, a: heads, aOffset: 0, lda: oWidth,
+             b: windows.gram, bOffset: 0, ldb: oWidth, beta: -1, c: &dHeads, cOffset: 0, ldc: oWidth)
+        for i in dHeads.indices { dHeads[i] *= 2 }
         // Per head and block: back through P V and the softmax to the keys. dKV (each head its own
         // columns) and dk start at zero and accumulate over the blocks.
         var dKV = [Float](repeating: 0, count: t * nh * kvw)
@@ -129,7 +160,7 @@ extension MLAAttention {
                 }
                 // dK_h += dSᵀ Q_h [keys × qw].
                 gemm(transA: true, transB: false, m: keys, n: qw, k: rows.count, a: dp, aOffset: offset, lda: keys,
-                     b: projected.queries, bOffset: rows.lowerBound * nh * qw + h * qw, ldb: nh * qw, beta: 1, c: &dk, cOffset: 0, ldc: qw)
+                     b: queries, bOffset: rows.lowerBound * nh * qw + h * qw, ldb: nh * qw, beta: 1, c: &dk, cOffset: 0, ldc: qw)
             }
             // dK_h's NoPE part to dKV, its rope part to the rope key head it reads.
             let ropeOffset = w.ropeHeadOfQueryHead[h] * w.dRope
@@ -140,7 +171,7 @@ extension MLAAttention {
         }
         // Up-projections: dW_UKV = dKVᵀ ĉ [n_h·kvw, r]; dĉ = dKV W_UKV [T, r]; dkvA = dĉᵀ x [r, d].
         gemm(transA: true, transB: false, m: nh * kvw, n: r, k: t, a: dKV, aOffset: 0, lda: nh * kvw,
-             b: projected.latent, bOffset: 0, ldb: r, beta: 0, c: &gradient.kvB, cOffset: 0, ldc: r)
+             b: latent, bOffset: 0, ldb: r, beta: 0, c: &gradient.kvB, cOffset: 0, ldc: r)
         var dLatent = [Float](repeating: 0, count: t * r)
         gemm(transA: false, transB: false, m: t, n: r, k: nh * kvw, a: dKV, aOffset: 0, lda: nh * kvw,
              b: w.kvB, bOffset: 0, ldb: r, beta: 0, c: &dLatent, cOffset: 0, ldc: r)
