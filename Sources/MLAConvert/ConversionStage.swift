@@ -62,7 +62,7 @@ public enum ConversionStage: String, Sendable, CaseIterable {
         case .softmaxScaleFold: return "query rows times d_h^-½ / (d_nope + d_rope)^-½ (§7)"
         case .lowRankQuery: return "activation-aware factorization of the query rows (§7)"
         case .outputRefit: return "o_proj refit by cross-validated ridge regression on the calibration tokens (§6.a)"
-        case .refinement: return "latent, up-projections, rope key and o_proj moved by Adam steps on the attention-output error, the held-out best kept (§6.c)"
+        case .refinement: return "latent, up-projections and rope key moved by Adam steps on the attention-output error, the held-out best kept (§6.c)"
         case .linearRegimeNorm: return "rows scaled so the latent norm deviates from the identity by at most 2^-24 (DeepSeek-V3) or 2^-10 (GGUF) (§8.b)"
         case .residualRescale: return "embeddings, o_proj and down_proj times α, every norm's eps times α² (§8.c)"
         }
