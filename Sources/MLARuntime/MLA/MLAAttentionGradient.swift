@@ -37,9 +37,6 @@ extension MLAAttention {
         let gram: [Float]
         let windows: [Window]
 
-        /// The number of windows.
-        public var count: Int { windows.count }
-
         /// Windows of attention inputs `inputs[i]` `[t_i, d]` and targets `targets[i]` `[t_i, d]` (the
         /// source layer's attention outputs), each attended from position 0, for `weights`' query and o_proj.
         public init(_ weights: MLALayerWeights, inputs: [[Float]], targets: [[Float]]) {
