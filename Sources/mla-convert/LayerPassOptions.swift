@@ -14,7 +14,7 @@ struct LayerPassOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp(
         "Adam steps per layer on the attention-output error through the real softmax, after the closed-form conversion and the o_proj refit; 0 turns it off (default: \(AttentionRefinement.defaultSteps) with calibration text, none with --calib-stats or --no-calib).",
-        discussion: "Moves the latent, the up-projections and the rope key; every fourth calibration window is held out, and the weights that score best on it are kept, so a layer never ends worse there than the closed form left it. Each step costs about three attention passes over \(AttentionRefinement.defaultWindowsPerStep) calibration windows per layer (docs/method.md §6.c)."))
+        discussion: "Moves the latent, the up-projections and the rope key; every fourth calibration window is held out (with fewer than four windows nothing is refined), and the weights that score best on it are kept, so a layer never ends worse there than the closed form left it. Each step costs about three attention passes over \(AttentionRefinement.defaultWindowsPerStep) calibration windows per layer (docs/method.md §6.c)."))
     var refineSteps: Int?
 
     @Option(help: "Adam's step size in --refine-steps, relative to the root-mean-square value of each refined matrix.")

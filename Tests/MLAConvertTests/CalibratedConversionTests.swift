@@ -95,6 +95,24 @@ import Testing
         #expect(errors[0] < 1e-9, "held-out relative error \(errors[0])")
     }
 
+    /// With fewer than four windows nothing can be held out: the layer stays the closed form, with no
+    /// refinement result to report (no made-up held-out error).
+    @Test("with fewer than four windows the refinement leaves the layer as it is and reports nothing", .needsSampleData)
+    func refinementNeedsHeldOutWindows() throws {
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let windows = try Self.windows(3)
+        let conversion = ModelConversion(config: checkpoint.config, store: checkpoint.store,
+                                         statistics: try collectCalibration(model: box.model, windows: windows), options: Self.options)
+        let ranks = try conversion.ranks(budget: .fraction(0.3125), allocation: .uniform)
+        func layer0(_ refinement: AttentionRefinement?) throws -> (MLALayerWeights, LayerConversionReport) {
+            try CalibratedConversion(conversion: conversion, source: box.model, windows: windows, ranks: ranks, order: .sequential,
+                                     refitOutput: true, refinement: refinement).layer(0)
+        }
+        let (closedForm, _) = try layer0(nil), (refined, report) = try layer0(AttentionRefinement(steps: 8))
+        #expect(report.refinement == nil && !report.stages.contains(.refinement))
+        #expect(refined.kvA == closedForm.kvA && refined.kvB == closedForm.kvB && refined.kRope == closedForm.kRope)
+    }
+
     /// Σ‖y − target‖² / Σ‖target‖² of each of `layers` (conversions of source layer `l`) on `windows`, on
     /// the source model's states, with the source attention's output as the target.
     static func heldOutErrors(_ layers: [MLALayerWeights], layer l: Int, windows: [[Int]]) throws -> [Double] {

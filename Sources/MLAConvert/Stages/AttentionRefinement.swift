@@ -60,12 +60,13 @@ public struct AttentionRefinement: Sendable {
 
     /// Refines `weights` (no latent norm) on windows whose attention inputs are `inputs[i]` [t_i × d]
     /// and whose source attention outputs are `targets[i]` [t_i × d]; each window is attended from
-    /// position 0. Records the result and the stage in `report`. With fewer than two windows there is
-    /// nothing to hold out and the layer is left as it is (the result says so: `keptStep` 0).
+    /// position 0. Records the result and the stage in `report`. With fewer than four windows there is
+    /// nothing to hold out (or nothing to step on), and the layer is left as it is, with no result.
     public func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport, inputs: [[Float]], targets: [[Float]],
                       workers: Int) throws {
         let d = weights.hiddenSize, bias = weights.oBias
         let heldOut = inputs.indices.filter { $0 % 4 == 3 }, training = inputs.indices.filter { $0 % 4 != 3 }
+        guard !heldOut.isEmpty, !training.isEmpty, steps > 0 else { return }
         let energy = { (windows: [Int]) -> Double in
             windows.reduce(0.0) { sum, i in
                 let rows = targets[i].count / d
@@ -84,11 +85,7 @@ public struct AttentionRefinement: Sendable {
             }
             return errors.reduce(0, +) / heldOutEnergy
         }
-        let start = heldOut.isEmpty ? 0 : try heldOutError(weights)
-        guard !heldOut.isEmpty, !training.isEmpty, steps > 0 else {
-            report.refinement = Result(before: start, after: start, keptStep: 0)
-            return
-        }
+        let start = try heldOutError(weights)
         let prepared = MLAAttention.OutputErrorWindows(weights, inputs: training.map { inputs[$0] }, targets: training.map { targets[$0] })
         var best = (weights: weights, error: start, step: 0)
         var adam = Adam(weights, learningRate: learningRate)

@@ -195,7 +195,7 @@ public enum MLAAttention {
 
     /// The rotation table of each rope head at `positions`.
     static func ropeRotations(_ w: MLALayerWeights, positions: [Int]) -> [Rotations] {
-        w.ropeInvFreq.map { Rotations(positions: positions, rows: positions.count, invFreq: $0, factor: w.ropeAttentionFactor) }
+        w.ropeInvFreq.map { Rotations(positions: positions, invFreq: $0, factor: w.ropeAttentionFactor) }
     }
 
     /// The queries of new tokens `[T, n_h·(dNope+dRope)]`, rope rows rotated by `rotations` (one per rope head).
@@ -350,15 +350,16 @@ public enum MLAAttention {
         }
     }
 
-    /// The rotations of one rope head at the first `rows` positions: cos and sin of positions[t]·invFreq[i]
-    /// radians (angles in Double), multiplied by `factor`, [rows × pairs] each.
-    struct Rotations {
+    /// The rotations of one rope head at `positions`: cos and sin of positions[t]·invFreq[i] radians
+    /// (angles in Double), multiplied by `factor`, [rows × pairs] each, one row per position.
+    struct Rotations: Sendable {
         let rows: Int
         let pairs: Int
         let cosines: [Float]
         let sines: [Float]
 
-        init(positions: [Int], rows: Int, invFreq: [Double], factor: Double) {
+        init(positions: [Int], invFreq: [Double], factor: Double) {
+            let rows = positions.count
             self.rows = rows
             pairs = invFreq.count
             var cosines = [Float](repeating: 0, count: rows * pairs), sines = cosines
@@ -372,6 +373,13 @@ public enum MLAAttention {
             self.cosines = cosines
             self.sines = sines
         }
+
+        private init(rows: Int, pairs: Int, cosines: [Float], sines: [Float]) {
+            (self.rows, self.pairs, self.cosines, self.sines) = (rows, pairs, cosines, sines)
+        }
+
+        /// The transposed rotations (f Rᵀ = the rotation by minus the angle, scaled alike): the sines negated.
+        var transposed: Rotations { Rotations(rows: rows, pairs: pairs, cosines: cosines, sines: sines.map { -$0 }) }
 
         /// Rotates the interleaved rope vector at `offset` of each of the first `rows` rows of `values`
         /// (pair i = elements (2i, 2i+1)), in F32.

@@ -31,6 +31,8 @@ extension MLAAttention {
             let queries: [Float]
             /// Z = (target − b_o) W_o `[tokens, n_h·dV]`.
             let targetHeads: [Float]
+            /// Each rope head's rotations at positions 0..<tokens.
+            let rotations: [Rotations]
         }
 
         /// G = W_oᵀ W_o `[n_h·dV, n_h·dV]`.
@@ -55,7 +57,8 @@ extension MLAAttention {
                 var z = [Float](repeating: 0, count: t * oWidth)
                 gemm(transA: false, transB: false, m: t, n: oWidth, k: d, a: centered, aOffset: 0, lda: d,
                      b: weights.oProj, bOffset: 0, ldb: oWidth, beta: 0, c: &z, cOffset: 0, ldc: oWidth)
-                return Window(x: x, tokens: t, queries: queries(weights, x: x, tokens: t, rotations: rotations), targetHeads: z)
+                return Window(x: x, tokens: t, queries: queries(weights, x: x, tokens: t, rotations: rotations), targetHeads: z,
+                              rotations: rotations)
             }
         }
     }
@@ -96,7 +99,7 @@ extension MLAAttention {
         var gradient = OutputErrorGradient(zeroFor: w)
         guard t > 0 else { return gradient }
         let d = w.hiddenSize, r = w.kvRank, nh = w.numHeads, qw = w.qHeadWidth, kvw = w.dNope + w.dV
-        let ropeWidth = w.nRopeHeads * w.dRope, oWidth = nh * w.dV, positions = Array(0..<t)
+        let ropeWidth = w.nRopeHeads * w.dRope, oWidth = nh * w.dV
         // Causal blocks of queries: block b's queries see only keys 0..<blocks[b].upperBound, so the
         // score products skip the masked upper right (at 512 tokens in blocks of 128, 5/8 of the full
         // products). Every head's probabilities are kept packed, block b at scoreOffsets[b] as
@@ -106,7 +109,7 @@ extension MLAAttention {
         // Forward, keeping what the backward reads: latent, rope keys, per-head values, every head's
         // probabilities and outputs. The queries are the window's.
         let queries = window.queries, latent = latent(w, x: x, tokens: t)
-        let ropeKeys = ropeKeys(w, x: x, tokens: t, rotations: ropeRotations(w, positions: positions))
+        let ropeKeys = ropeKeys(w, x: x, tokens: t, rotations: window.rotations)
         let kv = Kernels.linear(latent, tokens: t, weight: w.kvB, outFeatures: nh * kvw, inFeatures: r, bias: nil)
         var probabilities = [[Float]]()
         var heads = [Float](repeating: 0, count: t * oWidth)
@@ -177,8 +180,7 @@ extension MLAAttention {
         // RoPE is a rotation scaled by the attention factor f: k = f R k₀, so dk₀ = f Rᵀ dk (the rotation
         // by minus the angle).
         for j in 0..<w.nRopeHeads {
-            Rotations(positions: positions.map { -$0 }, rows: t, invFreq: w.ropeInvFreq[j], factor: w.ropeAttentionFactor)
-                .apply(to: &dRopeKeys, rowStride: ropeWidth, offset: j * w.dRope)
+            window.rotations[j].transposed.apply(to: &dRopeKeys, rowStride: ropeWidth, offset: j * w.dRope)
         }
         gemm(transA: true, transB: false, m: ropeWidth, n: d, k: t, a: dRopeKeys, aOffset: 0, lda: ropeWidth,
              b: x, bOffset: 0, ldb: d, beta: 0, c: &gradient.kRope, cOffset: 0, ldc: d)
