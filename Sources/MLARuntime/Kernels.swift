@@ -65,18 +65,21 @@ public enum Kernels {
         }
     }
 
-    /// Causal softmax attention for one head: out[T × dv] (written with stride `outStride` at `out`)
-    /// = softmax(scale · q kᵀ, masked to n ≤ m) · v, with q [T × dk] (stride qStride), k [T × dk] (stride
-    /// kStride), v [T × dv] (stride vStride). `scores` is caller-provided scratch of T × T.
+    /// Causal softmax attention for one head: out[tq × dv] (written with stride `outStride` at `out`)
+    /// = softmax(scale · q kᵀ, masked) · v, with q [tq × dk] (stride qStride), k [tk × dk] (stride
+    /// kStride), v [tk × dv] (stride vStride), tq ≤ tk: the queries are the last tq of the tk positions,
+    /// so query i sees keys 0...tk − tq + i (tq = tk for a fresh window). `scores` is caller-provided
+    /// scratch of at least min(tq, `causalBlock`) × tk.
     ///
     /// Queries go in blocks of `causalBlock`, each against only the keys it can see, which skips most
     /// of the masked upper triangle: 62 % of the full T × T products at T = 512.
     public static func causalAttentionHead(q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int,
-                                           v: UnsafePointer<Float>, vStride: Int, tokens: Int, dk: Int, dv: Int,
+                                           v: UnsafePointer<Float>, vStride: Int, queries tq: Int, keys tk: Int, dk: Int, dv: Int,
                                            scale: Float, scores: UnsafeMutablePointer<Float>,
                                            out: UnsafeMutablePointer<Float>, outStride: Int) {
-        for first in stride(from: 0, to: tokens, by: causalBlock) {
-            let queries = min(causalBlock, tokens - first), keys = first + queries
+        precondition(tq <= tk, "causalAttentionHead: \(tq) queries need at least as many keys, got \(tk)")
+        for first in stride(from: 0, to: tq, by: causalBlock) {
+            let queries = min(causalBlock, tq - first), keys = tk - tq + first + queries
             Float.gemm(transA: false, transB: true, m: queries, n: keys, k: dk, alpha: 1, a: q + first * qStride, lda: qStride,
                        b: k, ldb: kStride, beta: 0, c: scores, ldc: keys)
             causalSoftmax(UnsafeMutableBufferPointer(start: scores, count: queries * keys), queries: queries, keys: keys, scale: scale)

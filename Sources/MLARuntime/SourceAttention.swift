@@ -83,7 +83,7 @@ public struct SourceAttention: AttentionBlock {
                                         q: qp.baseAddress! + first * qw + h * headDim, qStride: qw,
                                         k: kp.baseAddress! + first * kw + j * headDim, kStride: kw,
                                         v: vp.baseAddress! + first * kw + j * headDim, vStride: kw,
-                                        tokens: T, dk: headDim, dv: headDim, scale: scale, scores: sp.baseAddress!,
+                                        queries: T, keys: T, dk: headDim, dv: headDim, scale: scale, scores: sp.baseAddress!,
                                         out: op.baseAddress! + first * qw + h * headDim, outStride: qw)
                                 }
                                 first += T

@@ -54,32 +54,35 @@ import MLATestSupport
     }
 
     /// Blocked causal attention (query blocks of 128 against the keys they see) equals the plain
-    /// masked formula, for T = 300 (two full blocks and a partial one).
-    @Test func blockedCausalAttentionMatchesFloat64() {
-        let T = 300, dk = 16, dv = 8, scale: Float = 0.25
+    /// masked formula, for a fresh window of 300 (two full blocks and a partial one) and for 200 new
+    /// queries after 100 cached keys.
+    @Test(arguments: [(300, 300), (200, 300)])
+    func blockedCausalAttentionMatchesFloat64(queries tq: Int, keys tk: Int) {
+        let dk = 16, dv = 8, scale: Float = 0.25
         var g = SplitMix64(seed: 7)
-        let q = g.floats(T * dk, scale: 1), k = g.floats(T * dk, scale: 1), v = g.floats(T * dv, scale: 1)
-        var out = [Float](repeating: .nan, count: T * dv), scores = [Float](repeating: 0, count: T * T)
+        let q = g.floats(tq * dk, scale: 1), k = g.floats(tk * dk, scale: 1), v = g.floats(tk * dv, scale: 1)
+        var out = [Float](repeating: .nan, count: tq * dv), scores = [Float](repeating: 0, count: 128 * tk)
         q.withUnsafeBufferPointer { qp in
             k.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in
                     scores.withUnsafeMutableBufferPointer { sp in
                         out.withUnsafeMutableBufferPointer { op in
                             Kernels.causalAttentionHead(q: qp.baseAddress!, qStride: dk, k: kp.baseAddress!, kStride: dk,
-                                                        v: vp.baseAddress!, vStride: dv, tokens: T, dk: dk, dv: dv, scale: scale,
+                                                        v: vp.baseAddress!, vStride: dv, queries: tq, keys: tk, dk: dk, dv: dv, scale: scale,
                                                         scores: sp.baseAddress!, out: op.baseAddress!, outStride: dv)
                         }
                     }
                 }
             }
         }
-        for m in 0..<T {
-            let logits = (0...m).map { n in (0..<dk).reduce(0.0) { $0 + Double(q[m * dk + $1]) * Double(k[n * dk + $1]) } * Double(scale) }
+        for m in 0..<tq {
+            let position = tk - tq + m
+            let logits = (0...position).map { n in (0..<dk).reduce(0.0) { $0 + Double(q[m * dk + $1]) * Double(k[n * dk + $1]) } * Double(scale) }
             let top = logits.max()!
             let weights = logits.map { exp($0 - top) }, sum = weights.reduce(0, +)
             for c in 0..<dv {
-                let expected = (0...m).reduce(0.0) { $0 + weights[$1] / sum * Double(v[$1 * dv + c]) }
-                #expect(abs(Double(out[m * dv + c]) - expected) < 1e-5, "position \(m)")
+                let expected = (0...position).reduce(0.0) { $0 + weights[$1] / sum * Double(v[$1 * dv + c]) }
+                #expect(abs(Double(out[m * dv + c]) - expected) < 1e-5, "query \(m) at position \(position)")
             }
         }
     }

@@ -276,20 +276,29 @@ public enum MLAAttention {
         var out = [Float](repeating: 0, count: tq * oWidth)
         switch form {
         case .naive:
-            var scores = [Float](repeating: 0, count: tq * tk)
-            // k_N,h and v_h for every cached token: [tk, n_h·(dNope+dV)].
+            // k_N,h and v_h for every cached token: [tk, n_h·(dNope+dV)]; each head attends in causal
+            // query blocks (`Kernels.causalAttentionHead`), which skip the masked keys.
             let kv = Kernels.linear(cache.latent, tokens: tk, weight: w.kvB, outFeatures: nh * kvw, inFeatures: r, bias: nil)
             var keys = [Float](repeating: 0, count: tk * qw)
+            let scratch = min(tq, Kernels.causalBlock) * tk
+            var scores = [Float](unsafeUninitializedCapacity: scratch) { $1 = scratch }
             for h in 0..<nh {
                 headKeys(w, head: h, kv: kv, ropeKeys: cache.ropeKeys, tokens: tk, into: &keys)
-                gemm(
-                    transB: true, m: tq, n: tk, k: qw, a: queries, aOffset: h * qw, lda: qld,
-                    b: keys, bOffset: 0, ldb: qw, beta: 0, c: &scores, cOffset: 0, ldc: tk)
-                Kernels.causalSoftmax(&scores, queries: tq, keys: tk, scale: w.softmaxScale)
-                gemm(
-                    transB: false, m: tq, n: w.dV, k: tk, a: scores, aOffset: 0, lda: tk,
-                    b: kv, bOffset: h * kvw + w.dNope, ldb: nh * kvw, beta: 0, c: &out, cOffset: h * w.dV,
-                    ldc: oWidth)
+                queries.withUnsafeBufferPointer { q in
+                    keys.withUnsafeBufferPointer { k in
+                        kv.withUnsafeBufferPointer { v in
+                            scores.withUnsafeMutableBufferPointer { s in
+                                out.withUnsafeMutableBufferPointer { o in
+                                    Kernels.causalAttentionHead(
+                                        q: q.baseAddress! + h * qw, qStride: qld, k: k.baseAddress!, kStride: qw,
+                                        v: v.baseAddress! + h * kvw + w.dNope, vStride: nh * kvw, queries: tq, keys: tk,
+                                        dk: qw, dv: w.dV, scale: w.softmaxScale, scores: s.baseAddress!,
+                                        out: o.baseAddress! + h * w.dV, outStride: oWidth)
+                                }
+                            }
+                        }
+                    }
+                }
             }
         case .absorbed:
             // MQA over the shared latent: heads are stacked so the score and value products read the
