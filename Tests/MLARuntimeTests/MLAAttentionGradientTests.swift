@@ -48,6 +48,22 @@ struct MLAAttentionGradientTests {
         }
     }
 
+    /// The refinement's held-out score: E on a prepared window, in causal blocks, against the float64
+    /// reference forward on the same window.
+    @Test("the prepared window's output error matches the float64 forward", arguments: specs, [6, 4])
+    func outputErrorMatchesFloat64(spec: MLASpec, causalBlock: Int) throws {
+        let tokens = 6, w = spec.weights(seed: 5)
+        try w.validate()
+        var g = SplitMix64(seed: 23)
+        let x = g.floats(tokens * spec.d, scale: 1), target = g.floats(tokens * spec.d, scale: 0.5)
+        let expected = zip(referenceMLA(w, x: x, tokens: tokens, positions: Array(0..<tokens)), target)
+            .reduce(0.0) { $0 + ($1.0 - Double($1.1)) * ($1.0 - Double($1.1)) }
+        let windows = MLAAttention.OutputErrorWindows(w, inputs: [x, []], targets: [target, []])
+        let error = MLAAttention.outputError(w, windows: windows, index: 0, causalBlock: causalBlock)
+        #expect(abs(error - expected) <= 1e-5 * expected, "\(error) against \(expected)")
+        #expect(MLAAttention.outputError(w, windows: windows, index: 1) == 0)
+    }
+
     @Test("the gradient vanishes when the target is the layer's own output")
     func vanishesAtItsOwnOutput() throws {
         let spec = Self.specs[1], tokens = 6, w = spec.weights(seed: 8)

@@ -77,21 +77,20 @@ public struct AttentionRefinement: Sendable {
             }
         }
         let heldOutEnergy = max(energy(heldOut), .leastNormalMagnitude), trainingEnergy = max(energy(training), .leastNormalMagnitude)
+        // Every window's queries and targets are prepared once: the query and o_proj stay fixed.
+        let prepared = MLAAttention.OutputErrorWindows(weights, inputs: inputs, targets: targets)
         func heldOutError(_ w: MLALayerWeights) throws -> Double {
-            let errors = try parallelMap(heldOut.count, workers: workers) { k -> Double in
-                let i = heldOut[k], rows = inputs[i].count / d
-                let y = MLAAttention.output(w, heads: try MLAAttention.headOutputs(w, x: inputs[i], tokens: rows), tokens: rows)
-                return zip(y, targets[i]).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+            let errors = try parallelMap(heldOut.count, workers: workers) { k in
+                MLAAttention.outputError(w, windows: prepared, index: heldOut[k])
             }
             return errors.reduce(0, +) / heldOutEnergy
         }
         let start = try heldOutError(weights)
-        let prepared = MLAAttention.OutputErrorWindows(weights, inputs: training.map { inputs[$0] }, targets: training.map { targets[$0] })
         var best = (weights: weights, error: start, step: 0)
         var adam = Adam(weights, learningRate: learningRate)
         var current = weights
         for step in 1...steps {
-            let batch = (0..<min(windowsPerStep, training.count)).map { ((step - 1) * windowsPerStep + $0) % training.count }
+            let batch = (0..<min(windowsPerStep, training.count)).map { training[((step - 1) * windowsPerStep + $0) % training.count] }
             let stepping = current
             let gradients = try parallelMap(batch.count, workers: workers) { k in
                 MLAAttention.outputErrorGradient(stepping, windows: prepared, index: batch[k])

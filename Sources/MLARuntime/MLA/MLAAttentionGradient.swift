@@ -29,6 +29,8 @@ extension MLAAttention {
             let tokens: Int
             /// The queries `[tokens, n_h·(dNope+dRope)]`, rope rows rotated.
             let queries: [Float]
+            /// The target `[tokens, d]`.
+            let target: [Float]
             /// Z = (target − b_o) W_o `[tokens, n_h·dV]`.
             let targetHeads: [Float]
             /// Each rope head's rotations at positions 0..<tokens.
@@ -57,8 +59,8 @@ extension MLAAttention {
                 var z = [Float](repeating: 0, count: t * oWidth)
                 gemm(transA: false, transB: false, m: t, n: oWidth, k: d, a: centered, aOffset: 0, lda: d,
                      b: weights.oProj, bOffset: 0, ldb: oWidth, beta: 0, c: &z, cOffset: 0, ldc: oWidth)
-                return Window(x: x, tokens: t, queries: queries(weights, x: x, tokens: t, rotations: rotations), targetHeads: z,
-                              rotations: rotations)
+                return Window(x: x, tokens: t, queries: queries(weights, x: x, tokens: t, rotations: rotations), target: target,
+                              targetHeads: z, rotations: rotations)
             }
         }
     }
@@ -88,26 +90,28 @@ extension MLAAttention {
         }
     }
 
-    /// The gradient of E on window `index` of `windows`. `weights` must have passed `validate()`, have no
-    /// latent norm, and have the query and o_proj `windows` was prepared with. The queries are taken
-    /// `causalBlock` rows at a time, each block against the keys it can see (any block size gives the
-    /// same result).
-    public static func outputErrorGradient(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int,
-                                           causalBlock: Int = 128) -> OutputErrorGradient {
-        precondition(w.latentNorm == nil, "outputErrorGradient: \(w.label) has a latent norm; refine before the export makes one")
-        let window = windows.windows[index], x = window.x, t = window.tokens
-        var gradient = OutputErrorGradient(zeroFor: w)
-        guard t > 0 else { return gradient }
-        let d = w.hiddenSize, r = w.kvRank, nh = w.numHeads, qw = w.qHeadWidth, kvw = w.dNope + w.dV
-        let ropeWidth = w.nRopeHeads * w.dRope, oWidth = nh * w.dV
-        // Causal blocks of queries: block b's queries see only keys 0..<blocks[b].upperBound, so the
-        // score products skip the masked upper right (at 512 tokens in blocks of 128, 5/8 of the full
-        // products). Every head's probabilities are kept packed, block b at scoreOffsets[b] as
-        // [block rows × visible keys].
+    /// The forward pass over one prepared window, with what the backward reads. Queries go in causal
+    /// blocks: block b's queries see only keys 0..<blocks[b].upperBound, so the score products skip the
+    /// masked upper right (at 512 tokens in blocks of 128, 5/8 of the full products).
+    struct WindowForward {
+        let blocks: [Range<Int>]
+        /// Where block b's probabilities start in each head's packed `[block rows × visible keys]` blocks.
+        let scoreOffsets: [Int]
+        /// ĉ `[T, r]`.
+        let latent: [Float]
+        /// Every head's NoPE key and value `[T, n_h·(dNope+dV)]`.
+        let kv: [Float]
+        /// Each head's probabilities, packed by block.
+        let probabilities: [[Float]]
+        /// U `[T, n_h·dV]`.
+        let heads: [Float]
+    }
+
+    static func forward(_ w: MLALayerWeights, window: OutputErrorWindows.Window, causalBlock: Int) -> WindowForward {
+        let x = window.x, t = window.tokens, r = w.kvRank, nh = w.numHeads, qw = w.qHeadWidth, kvw = w.dNope + w.dV
+        let oWidth = nh * w.dV
         let block = max(1, causalBlock), blocks = stride(from: 0, to: t, by: block).map { $0..<min($0 + block, t) }
         let scoreOffsets = blocks.reduce(into: [0]) { $0.append($0.last! + $1.count * $1.upperBound) }
-        // Forward, keeping what the backward reads: latent, rope keys, per-head values, every head's
-        // probabilities and outputs. The queries are the window's.
         let queries = window.queries, latent = latent(w, x: x, tokens: t)
         let ropeKeys = ropeKeys(w, x: x, tokens: t, rotations: window.rotations)
         let kv = Kernels.linear(latent, tokens: t, weight: w.kvB, outFeatures: nh * kvw, inFeatures: r, bias: nil)
@@ -130,6 +134,34 @@ extension MLAAttention {
             }
             probabilities.append(p)
         }
+        return WindowForward(blocks: blocks, scoreOffsets: scoreOffsets, latent: latent, kv: kv,
+                             probabilities: probabilities, heads: heads)
+    }
+
+    /// E on window `index` of `windows`: Σ_t ‖y_t − target_t‖², summed in Double. Same preconditions as
+    /// `outputErrorGradient`; the query it reads is the one `windows` holds.
+    public static func outputError(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int, causalBlock: Int = 128) -> Double {
+        precondition(w.latentNorm == nil, "outputError: \(w.label) has a latent norm; refine before the export makes one")
+        let window = windows.windows[index]
+        guard window.tokens > 0 else { return 0 }
+        let y = output(w, heads: forward(w, window: window, causalBlock: causalBlock).heads, tokens: window.tokens)
+        return zip(y, window.target).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+    }
+
+    /// The gradient of E on window `index` of `windows`. `weights` must have passed `validate()`, have no
+    /// latent norm, and have the query and o_proj `windows` was prepared with. The queries are taken
+    /// `causalBlock` rows at a time, each block against the keys it can see (any block size gives the
+    /// same result).
+    public static func outputErrorGradient(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int,
+                                           causalBlock: Int = 128) -> OutputErrorGradient {
+        precondition(w.latentNorm == nil, "outputErrorGradient: \(w.label) has a latent norm; refine before the export makes one")
+        let window = windows.windows[index], x = window.x, t = window.tokens
+        var gradient = OutputErrorGradient(zeroFor: w)
+        guard t > 0 else { return gradient }
+        let d = w.hiddenSize, r = w.kvRank, nh = w.numHeads, qw = w.qHeadWidth, kvw = w.dNope + w.dV
+        let ropeWidth = w.nRopeHeads * w.dRope, oWidth = nh * w.dV
+        let forward = forward(w, window: window, causalBlock: causalBlock)
+        let (blocks, scoreOffsets, queries, kv, heads) = (forward.blocks, forward.scoreOffsets, window.queries, forward.kv, forward.heads)
         // dU = 2 (U G − Z).
         var dHeads = windows.windows[index].targetHeads
         gemm(transA: false, transB: false, m: t, n: oWidth, k: oWidth, a: heads, aOffset: 0, lda: oWidth,
@@ -141,7 +173,7 @@ extension MLAAttention {
         var dRopeKeys = [Float](repeating: 0, count: t * ropeWidth)
         var dp = [Float](repeating: 0, count: scoreOffsets.last!), dk = [Float](repeating: 0, count: t * qw)
         for h in 0..<nh {
-            let p = probabilities[h]
+            let p = forward.probabilities[h]
             for i in dk.indices { dk[i] = 0 }
             for (b, rows) in blocks.enumerated() {
                 let keys = rows.upperBound, offset = scoreOffsets[b], dUOffset = rows.lowerBound * oWidth + h * w.dV
@@ -171,7 +203,7 @@ extension MLAAttention {
         }
         // Up-projections: dW_UKV = dKVᵀ ĉ [n_h·kvw, r]; dĉ = dKV W_UKV [T, r]; dkvA = dĉᵀ x [r, d].
         gemm(transA: true, transB: false, m: nh * kvw, n: r, k: t, a: dKV, aOffset: 0, lda: nh * kvw,
-             b: latent, bOffset: 0, ldb: r, beta: 0, c: &gradient.kvB, cOffset: 0, ldc: r)
+             b: forward.latent, bOffset: 0, ldb: r, beta: 0, c: &gradient.kvB, cOffset: 0, ldc: r)
         var dLatent = [Float](repeating: 0, count: t * r)
         gemm(transA: false, transB: false, m: t, n: r, k: nh * kvw, a: dKV, aOffset: 0, lda: nh * kvw,
              b: w.kvB, bOffset: 0, ldb: r, beta: 0, c: &dLatent, cOffset: 0, ldc: r)
