@@ -29,12 +29,17 @@ import Testing
         let ratio: Double
     }
 
-    /// Shared work, done on first use (the suite is serialized).
+    /// Shared work, done on first use (the suite is serialized), in a directory removed when the test
+    /// process exits.
     final class Shared: @unchecked Sendable {
         // @unchecked: used only by the serialized suite's tests, one at a time.
         let dir = CLI.temporaryDirectory()
         private var stats: String?
         private var conversions: [String: Converted] = [:]
+
+        init() {
+            atexit { try? FileManager.default.removeItem(atPath: DefaultsCLITests.shared.dir) }
+        }
 
         /// Saved default statistics (the default calibration mix, default token count), once.
         func calibration(_ sample: String) throws -> String {
