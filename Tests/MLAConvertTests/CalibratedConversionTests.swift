@@ -110,7 +110,14 @@ import Testing
         }
         let (closedForm, _) = try layer0(nil), (refined, report) = try layer0(AttentionRefinement(steps: 8))
         #expect(report.refinement == nil && !report.stages.contains(.refinement))
-        #expect(refined.kvA == closedForm.kvA && refined.kvB == closedForm.kvB && refined.kRope == closedForm.kRope)
+        // Equal up to the float rounding of two runs (other tests running at the same time can change the
+        // BLAS thread count, and with it the summation order); 8 Adam steps of 1 % of each matrix's RMS
+        // value would move it by several per cent.
+        for (name, a, b) in [("kvA", refined.kvA, closedForm.kvA), ("kvB", refined.kvB, closedForm.kvB), ("kRope", refined.kRope, closedForm.kRope)] {
+            let difference = zip(a, b).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
+            let size = b.map { Double($0) * Double($0) }.reduce(0, +).squareRoot()
+            #expect(a.count == b.count && difference <= 1e-5 * size, "\(name): ‖refined − closed form‖ = \(difference), ‖closed form‖ = \(size)")
+        }
     }
 
     /// Σ‖y − target‖² / Σ‖target‖² of each of `layers` (conversions of source layer `l`) on `windows`, on
