@@ -6,10 +6,11 @@ import MLATestSupport
 /// `mla-convert gqa2mla` and `mha2mla` run as a user runs them: a full conversion of the sample model
 /// that `mla-verify` then checks, and refusals that leave nothing behind.
 @Suite(.serialized) struct ConverterCLITests {
-    /// (converter arguments, model_type written, kv_lora_rank, cache values per token of the whole model)
+    /// (converter arguments, model_type written, kv_lora_rank, cache values per token of the whole model).
+    /// The rope plan is given, so nothing is searched: the automatic search is `DefaultsCLITests`' subject.
     @Test("each converter's output has a consistent summary, cache, report and perplexity", .needsSampleData, arguments: [
-        (["gqa2mla", "--kv-budget", "0.5", "--rope-dim", "32"], "deepseek_v3", 160, 5760),
-        (["mha2mla", "--kv-budget", "0.3125", "--rope-strategy", "high", "--rope-pairs", "4"], "mla_convert", 96, 3600),
+        (["gqa2mla", "--kv-budget", "0.5", "--rope-dim", "32", "--rope-frequencies", "high", "--freqfold", "1"], "deepseek_v3", 160, 5760),
+        (["mha2mla", "--kv-budget", "0.3125", "--rope-strategy", "high", "--rope-pairs", "4", "--rank-allocation", "uniform"], "mla_convert", 96, 3600),
     ])
     func converterEndToEnd(arguments: [String], modelType: String, rank: Int, cache: Int) throws {
         let sample = SampleData.modelPath

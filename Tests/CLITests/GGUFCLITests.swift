@@ -7,12 +7,13 @@ import Testing
 @Suite(.serialized) struct GGUFCLITests {
     /// gqa2mla writes OUT.gguf (a single file, deepseek2 with the latent cache keys), and mla-verify
     /// ORIGINAL OUT.gguf reports the conversion's cache and the same perplexity as mla-verify perplexity.
+    /// The rope plan is given, so nothing is searched (`DefaultsCLITests` covers the search).
     @Test(.needsSampleData) func gqa2mlaWritesAGGUFThatMLAVerifyReads() throws {
         let sample = SampleData.modelPath
         let dir = CLI.temporaryDirectory(), out = dir + "/out.gguf"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", out, "--format", "gguf", "--kv-budget", "0.5", "--rope-dim", "32",
-                                            "--calib-tokens", "1024", "--json"])
+                                            "--rope-frequencies", "high", "--freqfold", "1", "--calib-tokens", "1024", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try JSONValue.parse(r.stdout)["kv_cache"]?["converted_values_per_token"]?.int == 5760)
         let file = try GGUFFile(path: out)
