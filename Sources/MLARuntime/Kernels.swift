@@ -68,28 +68,33 @@ public enum Kernels {
     /// Causal softmax attention for one head: out[tq × dv] (written with stride `outStride` at `out`)
     /// = softmax(scale · q kᵀ, masked) · v, with q [tq × dk] (stride qStride), k [tk × dk] (stride
     /// kStride), v [tk × dv] (stride vStride), tq ≤ tk: the queries are the last tq of the tk positions,
-    /// so query i sees keys 0...tk − tq + i (tq = tk for a fresh window). `scores` is caller-provided
-    /// scratch of at least min(tq, `causalBlock`) × tk.
+    /// so query i sees keys 0...tk − tq + i (tq = tk for a fresh window).
     ///
-    /// Queries go in blocks of `causalBlock`, each against only the keys it can see, which skips most
-    /// of the masked upper triangle: 62 % of the full T × T products at T = 512.
+    /// Queries go in blocks of `block` rows, each against only the keys it can see, which skips most
+    /// of the masked upper triangle: 62 % of the full T × T products at T = 512 in blocks of 128.
+    /// `scores` is caller-provided scratch of min(tq, block) × tk; with `keepsScores` it must hold every
+    /// block's probabilities instead, and keeps them packed one after another (block b as [its rows ×
+    /// its visible keys], masked entries 0), for a backward pass to read.
     public static func causalAttentionHead(q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int,
                                            v: UnsafePointer<Float>, vStride: Int, queries tq: Int, keys tk: Int, dk: Int, dv: Int,
-                                           scale: Float, scores: UnsafeMutablePointer<Float>,
-                                           out: UnsafeMutablePointer<Float>, outStride: Int) {
-        precondition(tq <= tk, "causalAttentionHead: \(tq) queries need at least as many keys, got \(tk)")
-        for first in stride(from: 0, to: tq, by: causalBlock) {
-            let queries = min(causalBlock, tq - first), keys = tk - tq + first + queries
+                                           scale: Float, block: Int = causalBlock, scores: UnsafeMutablePointer<Float>,
+                                           keepsScores: Bool = false, out: UnsafeMutablePointer<Float>, outStride: Int) {
+        precondition(tq <= tk && block > 0, "causalAttentionHead: \(tq) queries need at least as many keys (got \(tk)) and blocks of at least 1 row")
+        var blockScores = scores
+        for first in stride(from: 0, to: tq, by: block) {
+            let queries = min(block, tq - first), keys = tk - tq + first + queries
             Float.gemm(transA: false, transB: true, m: queries, n: keys, k: dk, alpha: 1, a: q + first * qStride, lda: qStride,
-                       b: k, ldb: kStride, beta: 0, c: scores, ldc: keys)
-            causalSoftmax(UnsafeMutableBufferPointer(start: scores, count: queries * keys), queries: queries, keys: keys, scale: scale)
-            Float.gemm(transA: false, transB: false, m: queries, n: dv, k: keys, alpha: 1, a: scores, lda: keys, b: v, ldb: vStride,
+                       b: k, ldb: kStride, beta: 0, c: blockScores, ldc: keys)
+            causalSoftmax(UnsafeMutableBufferPointer(start: blockScores, count: queries * keys), queries: queries, keys: keys, scale: scale)
+            Float.gemm(transA: false, transB: false, m: queries, n: dv, k: keys, alpha: 1, a: blockScores, lda: keys, b: v, ldb: vStride,
                        beta: 0, c: out + first * outStride, ldc: outStride)
+            if keepsScores { blockScores += queries * keys }
         }
     }
 
-    /// Query rows per block in `causalAttentionHead`.
-    static let causalBlock = 128
+    /// Query rows per block in `causalAttentionHead` by default (measured against 64 and 256 in the
+    /// refinement, docs/performance.md).
+    public static let causalBlock = 128
 
     /// Causal softmax of score rows in place. Row i of each `[queries, keys]` block belongs to key
     /// position keys − queries + i (the queries are the last `queries` positions): scales by `scale`

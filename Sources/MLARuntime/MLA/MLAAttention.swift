@@ -284,21 +284,8 @@ public enum MLAAttention {
             var scores = [Float](unsafeUninitializedCapacity: scratch) { $1 = scratch }
             for h in 0..<nh {
                 headKeys(w, head: h, kv: kv, ropeKeys: cache.ropeKeys, tokens: tk, into: &keys)
-                queries.withUnsafeBufferPointer { q in
-                    keys.withUnsafeBufferPointer { k in
-                        kv.withUnsafeBufferPointer { v in
-                            scores.withUnsafeMutableBufferPointer { s in
-                                out.withUnsafeMutableBufferPointer { o in
-                                    Kernels.causalAttentionHead(
-                                        q: q.baseAddress! + h * qw, qStride: qld, k: k.baseAddress!, kStride: qw,
-                                        v: v.baseAddress! + h * kvw + w.dNope, vStride: nh * kvw, queries: tq, keys: tk,
-                                        dk: qw, dv: w.dV, scale: w.softmaxScale, scores: s.baseAddress!,
-                                        out: o.baseAddress! + h * w.dV, outStride: oWidth)
-                                }
-                            }
-                        }
-                    }
-                }
+                attendHead(w, head: h, queries: queries, keys: keys, kv: kv, queryCount: tq, keyCount: tk, block: Kernels.causalBlock,
+                           scores: &scores, keepsScores: false, into: &out)
             }
         case .absorbed:
             // MQA over the shared latent: heads are stacked so the score and value products read the
@@ -356,6 +343,30 @@ public enum MLAAttention {
         for n in 0..<tokens {
             for i in 0..<w.dNope { keys[n * qw + i] = kv[n * kvWidth + h * kvw + i] }
             for i in 0..<w.dRope { keys[n * qw + w.dNope + i] = ropeKeys[n * ropeWidth + ropeOffset + i] }
+        }
+    }
+
+    /// Head h's causal attention in the naive form (`Kernels.causalAttentionHead`): its queries are
+    /// columns of `queries` `[tq, n_h·(dNope+dRope)]` (the last tq of tk positions), its keys `keys`
+    /// `[tk, dNope+dRope]` (`headKeys`), its values columns of `kv` `[tk, n_h·(dNope+dV)]`; its output
+    /// goes to its dV columns of `out` `[tq, n_h·dV]`. `scores` and `keepsScores` as the kernel's.
+    static func attendHead(_ w: MLALayerWeights, head h: Int, queries: [Float], keys: [Float], kv: [Float], queryCount tq: Int,
+                           keyCount tk: Int, block: Int, scores: inout [Float], keepsScores: Bool, into out: inout [Float]) {
+        let qw = w.qHeadWidth, kvw = w.dNope + w.dV
+        queries.withUnsafeBufferPointer { q in
+            keys.withUnsafeBufferPointer { k in
+                kv.withUnsafeBufferPointer { v in
+                    scores.withUnsafeMutableBufferPointer { s in
+                        out.withUnsafeMutableBufferPointer { o in
+                            Kernels.causalAttentionHead(
+                                q: q.baseAddress! + h * qw, qStride: w.numHeads * qw, k: k.baseAddress!, kStride: qw,
+                                v: v.baseAddress! + h * kvw + w.dNope, vStride: w.numHeads * kvw, queries: tq, keys: tk,
+                                dk: qw, dv: w.dV, scale: w.softmaxScale, block: block, scores: s.baseAddress!,
+                                keepsScores: keepsScores, out: o.baseAddress! + h * w.dV, outStride: w.numHeads * w.dV)
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -112,7 +112,7 @@ extension MLAAttention {
         let oWidth = nh * w.dV
         let block = max(1, causalBlock), blocks = stride(from: 0, to: t, by: block).map { $0..<min($0 + block, t) }
         let scoreOffsets = blocks.reduce(into: [0]) { $0.append($0.last! + $1.count * $1.upperBound) }
-        let queries = window.queries, latent = latent(w, x: x, tokens: t)
+        let latent = latent(w, x: x, tokens: t)
         let ropeKeys = ropeKeys(w, x: x, tokens: t, rotations: window.rotations)
         let kv = Kernels.linear(latent, tokens: t, weight: w.kvB, outFeatures: nh * kvw, inFeatures: r, bias: nil)
         var probabilities = [[Float]]()
@@ -121,17 +121,8 @@ extension MLAAttention {
         for h in 0..<nh {
             headKeys(w, head: h, kv: kv, ropeKeys: ropeKeys, tokens: t, into: &k)
             var p = [Float](repeating: 0, count: scoreOffsets.last!)
-            for (b, rows) in blocks.enumerated() {
-                let keys = rows.upperBound
-                gemm(transB: true, m: rows.count, n: keys, k: qw, a: queries, aOffset: rows.lowerBound * nh * qw + h * qw, lda: nh * qw,
-                     b: k, bOffset: 0, ldb: qw, beta: 0, c: &p, cOffset: scoreOffsets[b], ldc: keys)
-                p.withUnsafeMutableBufferPointer { buffer in
-                    Kernels.causalSoftmax(UnsafeMutableBufferPointer(rebasing: buffer[scoreOffsets[b]..<scoreOffsets[b + 1]]),
-                                          queries: rows.count, keys: keys, scale: w.softmaxScale)
-                }
-                gemm(transB: false, m: rows.count, n: w.dV, k: keys, a: p, aOffset: scoreOffsets[b], lda: keys,
-                     b: kv, bOffset: h * kvw + w.dNope, ldb: nh * kvw, beta: 0, c: &heads, cOffset: rows.lowerBound * oWidth + h * w.dV, ldc: oWidth)
-            }
+            attendHead(w, head: h, queries: window.queries, keys: k, kv: kv, queryCount: t, keyCount: t, block: block,
+                       scores: &p, keepsScores: true, into: &heads)
             probabilities.append(p)
         }
         return WindowForward(blocks: blocks, scoreOffsets: scoreOffsets, latent: latent, kv: kv,
@@ -140,7 +131,7 @@ extension MLAAttention {
 
     /// E on window `index` of `windows`: Σ_t ‖y_t − target_t‖², summed in Double. Same preconditions as
     /// `outputErrorGradient`; the query it reads is the one `windows` holds.
-    public static func outputError(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int, causalBlock: Int = 128) -> Double {
+    public static func outputError(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int, causalBlock: Int = Kernels.causalBlock) -> Double {
         precondition(w.latentNorm == nil, "outputError: \(w.label) has a latent norm; refine before the export makes one")
         let window = windows.windows[index]
         guard window.tokens > 0 else { return 0 }
@@ -153,7 +144,7 @@ extension MLAAttention {
     /// `causalBlock` rows at a time, each block against the keys it can see (any block size gives the
     /// same result).
     public static func outputErrorGradient(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int,
-                                           causalBlock: Int = 128) -> OutputErrorGradient {
+                                           causalBlock: Int = Kernels.causalBlock) -> OutputErrorGradient {
         precondition(w.latentNorm == nil, "outputErrorGradient: \(w.label) has a latent norm; refine before the export makes one")
         let window = windows.windows[index], x = window.x, t = window.tokens
         var gradient = OutputErrorGradient(zeroFor: w)
