@@ -20,11 +20,17 @@ public struct SearchCandidate: Sendable {
     }
 }
 
-/// A candidate's measured score: mean KL(source ‖ candidate) per position on the held-out tokens.
+/// A candidate's measured score: mean KL(source ‖ candidate) per position on the held-out tokens, of its
+/// closed form and, for a finalist (`ConversionSearch.finalists`), after a short refinement.
 public struct ScoredCandidate: Sendable {
     public let candidate: SearchCandidate
     public let kl: Double
     public let seconds: Double
+    /// Latent rank summed over the layers: candidates with equal sums split the budget between the rope
+    /// key and the latent the same way.
+    public let latentRanks: Int
+    /// The KL after `ConversionSearch.finalistSteps` refinement steps per layer (nil: not a finalist).
+    public internal(set) var refinedKL: Double?
 }
 
 /// What an automatic choice measured and kept, for the summary and `--json`.
@@ -39,6 +45,8 @@ public struct SearchReport: Sendable {
     public let chosen: Int
     /// The relative KL reduction a refinement needs to replace the candidate it refines.
     public let margin: Double
+    /// Refinement steps per layer the finalists were scored after (0: no finalists were refined).
+    public let finalistSteps: Int
     public let seconds: Double
 
     public var choice: SearchCandidate { scored[chosen].candidate }
@@ -48,18 +56,23 @@ public struct SearchReport: Sendable {
             ("chooses", .string(what)), ("held_out_tokens", JSONValue(tokens)),
             ("candidates", .array(scored.map {
                 .object([("label", .string($0.candidate.label)), ("kl", JSONValue($0.kl)), ("seconds", JSONValue($0.seconds))]
+                        + ($0.refinedKL.map { [("refined_kl", JSONValue($0))] } ?? [])
                         + ($0.candidate.refines.map { [("refines", JSONValue.string($0))] } ?? []))
             })),
-            ("refinement_margin", JSONValue(margin)), ("chosen", .string(choice.label)), ("seconds", JSONValue(seconds)),
+            ("refinement_margin", JSONValue(margin)), ("finalist_refinement_steps", JSONValue(finalistSteps)),
+            ("chosen", .string(choice.label)), ("seconds", JSONValue(seconds)),
         ])
     }
 
     /// One line per candidate, the chosen one marked.
     public var lines: [String] {
-        ["auto (\(what)): \(scored.count) candidates, mean KL to the source on \(tokens) held-out calibration tokens, \(String(format: "%.1f", seconds)) s"
-         + " (a refinement, marked +, is kept only if it lowers the KL by more than \(Int((margin * 100).rounded())) %)"]
+        let refined = finalistSteps > 0 && scored.contains { $0.refinedKL != nil }
+        return ["auto (\(what)): \(scored.count) candidates, mean KL to the source on \(tokens) held-out calibration tokens, \(String(format: "%.1f", seconds)) s"
+                + " (a refinement, marked +, is kept only if it lowers the KL by more than \(Int((margin * 100).rounded())) %)"]
+            + (refined ? ["  closed form, then after \(finalistSteps) refinement steps per layer for the finalists (the best of each rope/latent split); the finalist refined best is kept"] : [])
             + scored.enumerated().map { i, s in
-                (i == chosen ? "  * " : "    ") + String(format: "%.5f  ", s.kl) + (s.candidate.refines == nil ? "" : "+ ") + s.candidate.label
+                (i == chosen ? "  * " : "    ") + String(format: "%.5f  ", s.kl) + (refined ? (s.refinedKL.map { String(format: "%.5f  ", $0) } ?? "         ") : "")
+                    + (s.candidate.refines == nil ? "" : "+ ") + s.candidate.label
             }
     }
 }
@@ -69,9 +82,12 @@ public struct SearchReport: Sendable {
 /// calibration tokens, and compared with the source by the mean KL of the next-token distributions.
 /// The source is read a layer at a time (`StreamedModel`), never held whole; its states on the held-out
 /// windows (and the refit windows' attention inputs) come from one layer-major pass shared by every
-/// candidate, and its next-token distributions are computed once (`ReferenceDistributions`).
+/// candidate, and its next-token distributions are computed once (`ReferenceDistributions`). Candidates
+/// are scored in closed form (`score`); the finalists among them can then be scored again after a short
+/// refinement through the softmax (`scoreRefined`).
 public final class ConversionSearch: @unchecked Sendable {
-    // @unchecked: immutable after init except `scored` (the calling thread only) and `ridges` (its lock).
+    // @unchecked: immutable after init except `scored` and `refinedSteps` (the calling thread only) and
+    // `ridges` (its lock).
     public let config: ModelConfig
     let store: any TensorStore
     let statistics: CalibrationStatistics?
@@ -90,10 +106,13 @@ public final class ConversionSearch: @unchecked Sendable {
     /// once (2 × layers × tokens × d floats: 142 MB for the default 1,024 tokens of the sample).
     let refitSamples: [RefitSamples]?
     /// Each layer's refit ridge, chosen by cross-validation for the first candidate and reused by the
-    /// others (a layer's calibration noise, which sets the ridge, is the same for every candidate; the
-    /// cross-validation's 25 F64 solves per layer were 60 % of the search).
+    /// others in the closed-form stage (the cross-validation's F64 solves per layer were 60 % of that
+    /// stage). The finalists choose their own (`scoreRefined`): a ridge carried over from another plan
+    /// misjudged a plan by 2x on the sample.
     private let ridges = LayerRidges()
     public private(set) var scored: [ScoredCandidate] = []
+    /// Refinement steps per layer the finalists were scored after (0: none were).
+    public private(set) var refinedSteps = 0
     let start = Date()
 
     /// - `source`: the source model (a `StreamedModel`, or a loaded `DecoderModel`).
@@ -171,22 +190,89 @@ public final class ConversionSearch: @unchecked Sendable {
         }
         let normed = Kernels.rmsNorm(x, tokens: tokens, weight: source.finalNorm, eps: config.rmsNormEps)
         let kl = try reference.meanKL(normed, model: source, workers: workers)
-        scored.append(ScoredCandidate(candidate: candidate, kl: kl, seconds: Date().timeIntervalSince(began)))
+        scored.append(ScoredCandidate(candidate: candidate, kl: kl, seconds: Date().timeIntervalSince(began), latentRanks: ranks.reduce(0, +)))
         return kl
     }
 
     /// Layer `l` of `conversion` at `rank`, its o_proj refit on the refit windows when there are any.
     private func converted(_ conversion: ModelConversion, layer l: Int, rank: Int) throws -> MLALayerWeights {
         var (weights, report) = try conversion.layer(l, upToRank: rank).weights(rank: rank)
-        guard let samples = refitSamples?[l] else { return weights }
-        let factored = weights, d = config.hiddenSize
-        let heads = try samples.inputs.map { try MLAAttention.headOutputs(factored, x: $0, tokens: $0.count / d) }
-        let known = ridges.ridge(layer: l)
-        // The search keeps the weights only: the refit's errors (for the summary) are not measured.
-        try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: samples.targets,
-                              ridge: known.map { .fixed($0) } ?? .crossValidated, measuringErrors: false)
-        if known == nil { ridges.record(report.outputRidge, layer: l) }
+        if let samples = refitSamples?[l] { try refit(&weights, &report, layer: l, inputs: samples.inputs, targets: samples.targets, ridges: ridges) }
         return weights
+    }
+
+    /// Refits layer `l`'s o_proj on windows whose attention inputs are `inputs` and source attention
+    /// outputs `targets`: with the ridge of `ridges` that the layer's first refit chose by
+    /// cross-validation, or (nil) with its own.
+    private func refit(_ weights: inout MLALayerWeights, _ report: inout LayerConversionReport, layer l: Int, inputs: [[Float]], targets: [[Float]],
+                       ridges: LayerRidges?) throws {
+        let factored = weights, d = config.hiddenSize
+        let heads = try inputs.map { try MLAAttention.headOutputs(factored, x: $0, tokens: $0.count / d) }
+        let known = ridges?.ridge(layer: l)
+        // The search keeps the weights only: the refit's errors (for the summary) are not measured.
+        try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: targets,
+                              ridge: known.map { .fixed($0) } ?? .crossValidated, measuringErrors: false)
+        if known == nil { ridges?.record(report.outputRidge, layer: l) }
+    }
+
+    /// Refinement steps per layer each finalist is scored after. The refinement gains more on some rope
+    /// plans than on others (at the sample's 18.75 % the closed form's third choice was the best refined
+    /// plan), so finalists are ranked refined; 8 steps on 6 windows ranked the sample's plans as the full
+    /// 32 steps on 24 windows did, and 4 steps barely (docs/defaults.md).
+    public static let finalistSteps = 8
+    /// A finalist's closed-form KL is at most this many times the best candidate's.
+    public static let finalistFactor = 2.0
+    /// Finalists refined at most.
+    public static let maxFinalists = 3
+
+    /// The candidates to score refined: of the candidates that refine nothing, the best of each
+    /// rope/latent split (`latentRanks`) whose closed-form KL is within `finalistFactor` of the best, the
+    /// `maxFinalists` best of those. Within one split the closed form's order is kept: on the sample the
+    /// refinement reordered splits (rope 16 against 32 at 18.75 %), while rope 32 on uniform against
+    /// highest pairs kept its closed-form order or stayed within a few per cent (docs/results.md).
+    public var finalists: [Int] {
+        let base = scored.indices.filter { scored[$0].candidate.refines == nil }
+        guard let best = base.map({ scored[$0].kl }).min() else { return [] }
+        let bestOfSplit = Dictionary(grouping: base) { scored[$0].latentRanks }.values.compactMap { $0.min { scored[$0].kl < scored[$1].kl } }
+        return Array(bestOfSplit.filter { scored[$0].kl <= best * Self.finalistFactor }.sorted { scored[$0].kl < scored[$1].kl }.prefix(Self.maxFinalists))
+    }
+
+    /// Scores the candidates at `indices` of `scored` again after `refinement` (its steps capped at
+    /// `finalistSteps`), each layer refit (when the search refits) and refined on `windows` of calibration
+    /// text [each run from position 0], as the conversion's layer pass will refine the one kept. One
+    /// layer-major pass: the source's states on `windows` advance a layer at a time, and each finalist's
+    /// held-out states through its own converted layer, so only one layer's samples are held.
+    public func scoreRefined(_ indices: [Int], windows: [[Int]], refinement: AttentionRefinement) throws {
+        guard !indices.isEmpty else { return }
+        let heldOut = self.windows.flatMap { $0 }, sequences = self.windows.map(\.count), rows = tokens
+        let steps = AttentionRefinement(steps: min(refinement.steps, Self.finalistSteps), learningRate: refinement.learningRate,
+                                        windowsPerStep: refinement.windowsPerStep)
+        let conversions = indices.map { ModelConversion(config: config, store: store, statistics: statistics, options: scored[$0].candidate.options) }
+        let ranks = try indices.indices.map { try conversions[$0].ranks(budget: budget, allocation: scored[indices[$0]].candidate.allocation) }
+        var states = try WindowStates(model: source, windows: windows)
+        var finalistStates = try indices.map { _ in try source.embed(heldOut) }
+        for l in 0..<config.numLayers {
+            let layer = try source.layer(l)
+            let samples = try states.advance(through: layer, eps: config.rmsNormEps, workers: workers) { _, x, output in (x, output) }
+            let inputs = samples.map(\.0), targets = samples.map(\.1), refits = refitSamples != nil, current = finalistStates
+            // One finalist per worker, each on one BLAS thread. Each cross-validates its own ridge: with
+            // another plan's ridge, rope 16 at the sample's 18.75 % scored as badly as its closed form
+            // (KL 1.92 against 0.81 refined with its own; docs/defaults.md).
+            finalistStates = try parallelMap(indices.count, workers: workers) { k in
+                var (weights, report) = try conversions[k].layer(l, upToRank: ranks[k][l]).weights(rank: ranks[k][l])
+                if refits { try self.refit(&weights, &report, layer: l, inputs: inputs, targets: targets, ridges: nil) }
+                try steps.apply(to: &weights, report: &report, inputs: inputs, targets: targets, workers: 1)
+                let attention = MLAAttentionBlock(weights: weights, form: .naive)
+                var x = current[k]
+                try layer.weights.forward(&x, rows: rows, eps: self.config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
+                return x
+            }
+        }
+        for (k, i) in indices.enumerated() {
+            let normed = Kernels.rmsNorm(finalistStates[k], tokens: rows, weight: source.finalNorm, eps: config.rmsNormEps)
+            scored[i].refinedKL = try reference.meanKL(normed, model: source, workers: workers)
+        }
+        refinedSteps = steps.steps
     }
 
     /// Each layer's refit ridge as the first candidate chose it (nil: o_proj kept); throws when a layer
@@ -202,10 +288,14 @@ public final class ConversionSearch: @unchecked Sendable {
     /// differences are within what the held-out sample's size moves (docs/defaults.md).
     public static let refinementMargin = 0.05
 
-    /// The kept candidate: the smallest KL among the candidates that refine nothing, then, in the order
-    /// measured, each refinement of the kept one that lowers its KL by more than `refinementMargin`.
+    /// The kept candidate: among the candidates that refine nothing, the finalist with the smallest refined
+    /// KL when finalists were refined, else the smallest KL; then, in the order measured, each refinement of
+    /// the kept one that lowers its (closed-form) KL by more than `refinementMargin`.
     public var chosenIndex: Int? {
-        guard var kept = scored.indices.filter({ scored[$0].candidate.refines == nil }).min(by: { scored[$0].kl < scored[$1].kl }) else { return nil }
+        let base = scored.indices.filter { scored[$0].candidate.refines == nil }
+        let refined = base.filter { scored[$0].refinedKL != nil }
+        guard var kept = refined.count > 1 ? refined.min(by: { scored[$0].refinedKL! < scored[$1].refinedKL! })
+                                           : base.min(by: { scored[$0].kl < scored[$1].kl }) else { return nil }
         for i in scored.indices where scored[i].candidate.refines == scored[kept].candidate.label
             && scored[i].kl < scored[kept].kl * (1 - Self.refinementMargin) {
             kept = i
@@ -220,7 +310,7 @@ public final class ConversionSearch: @unchecked Sendable {
     public func report(what: String) -> SearchReport? {
         guard let kept = chosenIndex else { return nil }
         return SearchReport(what: what, tokens: tokens, scored: scored, chosen: kept, margin: Self.refinementMargin,
-                            seconds: Date().timeIntervalSince(start))
+                            finalistSteps: refinedSteps, seconds: Date().timeIntervalSince(start))
     }
 }
 

@@ -13,13 +13,15 @@ import Testing
     static let originalPerplexity = 50.02
 
     /// (converter, budget, ceiling on the perplexity ratio): the ratio measured with the defaults (the
-    /// default calibration mix, 32 refinement steps; docs/results.md "Refinement through the softmax" and
-    /// "Calibration text") × 1.05 (docs/defaults.md). Without the refinement the ratios are 1.19, 1.45, 2.04
-    /// and 2.15, above every ceiling.
+    /// default calibration mix, 32 refinement steps, finalists scored refined; docs/results.md "Refinement
+    /// through the softmax" and "Calibration text") × 1.05 (docs/defaults.md). Without the refinement the
+    /// ratios are 1.19, 1.45, 2.04 and 2.15, above every ceiling. (At 18.75 % the plan the closed-form
+    /// score kept, 1.88 refined, is within the margin: `chosenIsBestListed` checks that the refined
+    /// finalists decide.)
     static let ceilings: [(String, String, Double)] = [
         ("gqa2mla", "0.5", 1.13 * 1.05),
         ("gqa2mla", "0.3125", 1.35 * 1.05),
-        ("gqa2mla", "0.1875", 1.88 * 1.05),
+        ("gqa2mla", "0.1875", 1.83 * 1.05),
         ("mha2mla", "0.3125", 1.74 * 1.05),
     ]
 
@@ -83,23 +85,31 @@ import Testing
         #expect(converted.ratio < ceiling, "\(converter) --kv-budget \(budget): x\(converted.ratio), ceiling x\(ceiling)")
     }
 
-    /// The summary lists every candidate with its score, and the chosen one is the rule's: the smallest
-    /// KL among the candidates that refine nothing, replaced by a refinement of it only when that
-    /// lowers the KL by more than the margin.
+    /// The summary lists every candidate with its score, and the chosen one is the rule's: of the
+    /// candidates that refine nothing, the best of each rope/latent split within the closed form's factor
+    /// were refined (the default conversion refines), the refined best is kept, and a refinement of it
+    /// replaces it only when that lowers the closed-form KL by more than the margin.
     @Test("the automatic choice keeps the best-scoring candidate it lists", arguments: ceilings)
     func chosenIsBestListed(converter: String, budget: String, ceiling: Double) throws {
         let sample = SampleData.modelPath
         let search = try #require(try Self.shared.converted(converter, budget, sample: sample).summary["search"])
         let candidates = try #require(search["candidates"]?.array)
         let margin = try #require(search["refinement_margin"]?.double)
+        #expect(search["finalist_refinement_steps"]?.int == 8)
         #expect(candidates.count >= 3)
-        let scores = candidates.compactMap { c in c["label"]?.string.flatMap { l in c["kl"]?.double.map { (l, $0, c["refines"]?.string) } } }
+        let scores = candidates.compactMap { c in
+            c["label"]?.string.flatMap { l in c["kl"]?.double.map { (label: l, kl: $0, refined: c["refined_kl"]?.double, refines: c["refines"]?.string) } }
+        }
         #expect(scores.count == candidates.count)
-        var kept = try #require(scores.filter { $0.2 == nil }.min { $0.1 < $1.1 })
-        for s in scores where s.2 == kept.0 && s.1 < kept.1 * (1 - margin) { kept = s }
-        #expect(search["chosen"]?.string == kept.0)
-        // Nothing listed beats the kept candidate by more than the margin.
-        #expect(scores.allSatisfy { $0.1 >= kept.1 * (1 - margin) }, "\(scores)")
+        let base = scores.filter { $0.refines == nil }, finalists = base.filter { $0.refined != nil }
+        let best = try #require(base.map(\.kl).min())
+        // Every finalist is within the factor of the best closed form (the splits are not in the JSON).
+        #expect(finalists.count >= 2 && finalists.allSatisfy { $0.kl <= 2 * best }, "\(scores)")
+        var kept = try #require(finalists.min { $0.refined! < $1.refined! })
+        for s in scores where s.refines == kept.label && s.kl < kept.kl * (1 - margin) { kept = s }
+        #expect(search["chosen"]?.string == kept.label)
+        // No refinement of the kept candidate listed beats it by more than the margin.
+        #expect(scores.filter { $0.refines == kept.label }.allSatisfy { $0.kl >= kept.kl * (1 - margin) }, "\(scores)")
     }
 
     /// The default conversion refines every layer through the softmax (`AttentionRefinement.defaultSteps`,
