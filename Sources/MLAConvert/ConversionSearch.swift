@@ -222,8 +222,10 @@ public final class ConversionSearch: @unchecked Sendable {
     public static let finalistSteps = 8
     /// A finalist's closed-form KL is at most this many times the best candidate's.
     public static let finalistFactor = 2.0
-    /// Finalists refined at most.
-    public static let maxFinalists = 3
+    /// Finalists refined at most: two, one per core of a 2-core machine (a third would take a second
+    /// round). On the sample the third finalist (mha2mla's 4 pairs per head, closed-form KL 1.8x the best)
+    /// scored last refined too.
+    public static let maxFinalists = 2
 
     /// The candidates to score refined: of the candidates that refine nothing, the best of each
     /// rope/latent split (`latentRanks`) whose closed-form KL is within `finalistFactor` of the best, the
