@@ -56,12 +56,6 @@ extension ConversionPlan {
     /// of the sample, at 70 % of the search's time (docs/defaults.md).
     static let searchRefitTokens = 1024
 
-    /// Calibration tokens the search's finalists are refit and refined on, when the conversion refines:
-    /// the first windows of the calibration text, 8 of the default 512 tokens (6 to step on, 2 held out).
-    /// With 4 windows (3 to step on) the short refinement ranked the sample's plans as the closed form did,
-    /// not as the full refinement does (docs/defaults.md).
-    static let searchRefineTokens = 4096
-
     /// Checks `method` before any work, then gathers the calibration (layer-pass windows, statistics) and,
     /// when `searchWindows` is given, measures the candidates and keeps the best.
     func choose(_ method: MethodCandidates, searchWindows: [[Int]]?, checkpoint: Checkpoint, observer: any ConversionObserver)
@@ -78,11 +72,15 @@ extension ConversionPlan {
         if let windows = searchWindows {
             // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration tokens.
             let refitWindows = try layerPass()?.refitOutput == true ? layerWindows.map { CalibrationText.truncated($0, to: Self.searchRefitTokens) } : nil
-            // With the refinement, the finalists are refined on the first `searchRefineTokens` calibration tokens.
-            let refinement = try layerPass()?.refinement.map { ($0, CalibrationText.truncated(layerWindows ?? [], to: Self.searchRefineTokens)) }
+            // With the refinement, the finalists are refined on the first `ConversionSearch.finalistWindows`
+            // calibration windows (none when the text holds fewer: the closed form then decides).
+            var finalistRefinement: FinalistRefinement?
+            if let refinement = try layerPass()?.refinement, let layerWindows, layerWindows.count >= ConversionSearch.finalistWindows {
+                finalistRefinement = FinalistRefinement(refinement: refinement, windows: Array(layerWindows.prefix(ConversionSearch.finalistWindows)))
+            }
             let report = try runSearch(try ConversionSearch(source: StreamedModel(checkpoint), store: checkpoint.store, statistics: stats, budget: budget,
                                                             windows: windows, refitWindows: refitWindows),
-                                       method: method, refinement: refinement, observer: observer)
+                                       method: method, finalistRefinement: finalistRefinement, observer: observer)
             AllocatorTuning.returnFreedMemory()
             choice.options = report.choice.options
             choice.allocation = report.choice.allocation
@@ -91,12 +89,17 @@ extension ConversionPlan {
         return choice
     }
 
-    /// Runs an automatic choice: `method.explore` measures the rope candidates; with `refinement` (the
-    /// layer pass's, and the windows to refine on) the finalists among them are scored again refined
-    /// (`ConversionSearch.scoreRefined`); then, as refinements of the kept candidate
+    /// The layer pass's refinement and the calibration windows the search's finalists are refined on.
+    struct FinalistRefinement {
+        var refinement: AttentionRefinement
+        var windows: [[Int]]
+    }
+
+    /// Runs an automatic choice: `method.explore` measures the rope candidates; with `finalistRefinement`
+    /// the finalists among them are scored again refined (`ConversionSearch.scoreRefined`); then, as refinements of the kept candidate
     /// (`ConversionSearch.chosenIndex`), query-weighted keys (unless fixed) and every other allocation are
     /// measured. Each score is a note to `observer`.
-    private func runSearch(_ search: ConversionSearch, method: MethodCandidates, refinement: (AttentionRefinement, [[Int]])?,
+    private func runSearch(_ search: ConversionSearch, method: MethodCandidates, finalistRefinement: FinalistRefinement?,
                            observer: any ConversionObserver) throws -> SearchReport {
         let start = observer.now()
         func measure(_ candidate: SearchCandidate) throws -> Double? {
@@ -107,10 +110,12 @@ extension ConversionPlan {
         }
         try method.explore(search, measure)
         let finalists = search.finalists
-        if let (steps, windows) = refinement, finalists.count > 1 {
-            try search.scoreRefined(finalists, windows: windows, refinement: steps)
+        if let finalistRefinement, finalists.count > 1 {
+            observer.note("auto: refining the \(finalists.count) finalists")
+            try search.scoreRefined(finalists, refineWindows: finalistRefinement.windows, refinement: finalistRefinement.refinement)
             for i in finalists {
-                observer.note("auto: KL \(String(format: "%.5f", search.scored[i].refinedKL ?? .nan)) after \(search.refinedSteps) refinement steps  \(search.scored[i].candidate.label)")
+                let s = search.scored[i]
+                observer.note("auto: KL \(String(format: "%.5f", s.refinedKL ?? s.kl)) after \(search.refinedSteps) refinement steps  \(s.candidate.label)")
             }
         }
         if !method.keyWeightingFixed, let best = search.best, best.candidate.options.weighting.keys == .plain {

@@ -29,7 +29,7 @@ public struct ScoredCandidate: Sendable {
     /// Latent rank summed over the layers: candidates with equal sums split the budget between the rope
     /// key and the latent the same way.
     public let latentRanks: Int
-    /// The KL after `ConversionSearch.finalistSteps` refinement steps per layer (nil: not a finalist).
+    /// The KL after `ConversionSearch.refinedSteps` refinement steps per layer (nil: not refined).
     public internal(set) var refinedKL: Double?
 }
 
@@ -46,7 +46,7 @@ public struct SearchReport: Sendable {
     /// The relative KL reduction a refinement needs to replace the candidate it refines.
     public let margin: Double
     /// Refinement steps per layer the finalists were scored after (0: no finalists were refined).
-    public let finalistSteps: Int
+    public let refinedSteps: Int
     public let seconds: Double
 
     public var choice: SearchCandidate { scored[chosen].candidate }
@@ -55,23 +55,24 @@ public struct SearchReport: Sendable {
         .object([
             ("chooses", .string(what)), ("held_out_tokens", JSONValue(tokens)),
             ("candidates", .array(scored.map {
-                .object([("label", .string($0.candidate.label)), ("kl", JSONValue($0.kl)), ("seconds", JSONValue($0.seconds))]
+                .object([("label", .string($0.candidate.label)), ("kl", JSONValue($0.kl)), ("seconds", JSONValue($0.seconds)),
+                         ("latent_ranks", JSONValue($0.latentRanks))]
                         + ($0.refinedKL.map { [("refined_kl", JSONValue($0))] } ?? [])
                         + ($0.candidate.refines.map { [("refines", JSONValue.string($0))] } ?? []))
             })),
-            ("refinement_margin", JSONValue(margin)), ("finalist_refinement_steps", JSONValue(finalistSteps)),
+            ("refinement_margin", JSONValue(margin)), ("finalist_refinement_steps", JSONValue(refinedSteps)),
             ("chosen", .string(choice.label)), ("seconds", JSONValue(seconds)),
         ])
     }
 
     /// One line per candidate, the chosen one marked.
     public var lines: [String] {
-        let refined = finalistSteps > 0 && scored.contains { $0.refinedKL != nil }
+        let showsRefined = refinedSteps > 0
         return ["auto (\(what)): \(scored.count) candidates, mean KL to the source on \(tokens) held-out calibration tokens, \(String(format: "%.1f", seconds)) s"
                 + " (a refinement, marked +, is kept only if it lowers the KL by more than \(Int((margin * 100).rounded())) %)"]
-            + (refined ? ["  closed form, then after \(finalistSteps) refinement steps per layer for the finalists (the best of each rope/latent split); the finalist refined best is kept"] : [])
+            + (showsRefined ? ["  closed form, then after \(refinedSteps) refinement steps per layer for the finalists (the best of each rope/latent split); the finalist refined best is kept"] : [])
             + scored.enumerated().map { i, s in
-                (i == chosen ? "  * " : "    ") + String(format: "%.5f  ", s.kl) + (refined ? (s.refinedKL.map { String(format: "%.5f  ", $0) } ?? "         ") : "")
+                (i == chosen ? "  * " : "    ") + String(format: "%.5f  ", s.kl) + (showsRefined ? (s.refinedKL.map { String(format: "%.5f  ", $0) } ?? "         ") : "")
                     + (s.candidate.refines == nil ? "" : "+ ") + s.candidate.label
             }
     }
@@ -188,10 +189,14 @@ public final class ConversionSearch: @unchecked Sendable {
                 try sourceLayer.weights.forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
             }
         }
-        let normed = Kernels.rmsNorm(x, tokens: tokens, weight: source.finalNorm, eps: config.rmsNormEps)
-        let kl = try reference.meanKL(normed, model: source, workers: workers)
+        let kl = try meanKL(ofStates: x)
         scored.append(ScoredCandidate(candidate: candidate, kl: kl, seconds: Date().timeIntervalSince(began), latentRanks: ranks.reduce(0, +)))
         return kl
+    }
+
+    /// Mean KL(source ‖ candidate) on the held-out tokens, from the candidate's states after the last layer [tokens × d].
+    private func meanKL(ofStates x: [Float]) throws -> Double {
+        try reference.meanKL(Kernels.rmsNorm(x, tokens: tokens, weight: source.finalNorm, eps: config.rmsNormEps), model: source, workers: workers)
     }
 
     /// Layer `l` of `conversion` at `rank`, its o_proj refit on the refit windows when there are any.
@@ -239,42 +244,47 @@ public final class ConversionSearch: @unchecked Sendable {
         return Array(bestOfSplit.filter { scored[$0].kl <= best * Self.finalistFactor }.sorted { scored[$0].kl < scored[$1].kl }.prefix(Self.maxFinalists))
     }
 
+    /// Calibration windows the finalists are refit and refined on: 6 to step on and 2 held out (with 4,
+    /// i.e. 3 to step on, the short refinement ranked the sample's plans as the closed form did).
+    public static let finalistWindows = 8
+
     /// Scores the candidates at `indices` of `scored` again after `refinement` (its steps capped at
-    /// `finalistSteps`), each layer refit (when the search refits) and refined on `windows` of calibration
-    /// text [each run from position 0], as the conversion's layer pass will refine the one kept. One
-    /// layer-major pass: the source's states on `windows` advance a layer at a time, and each finalist's
-    /// held-out states through its own converted layer, so only one layer's samples are held.
-    public func scoreRefined(_ indices: [Int], windows: [[Int]], refinement: AttentionRefinement) throws {
+    /// `finalistSteps`), each layer refit (when the search refits, with its own cross-validated ridge)
+    /// and refined on `refineWindows` (`finalistWindows` windows of calibration text, each run from
+    /// position 0). Like the closed-form stage it works on the source's states (parallel order) under
+    /// the search's statistics; the conversion's own pass is sequential. One layer-major pass: the
+    /// source's states on `refineWindows` advance a layer at a time, and each finalist's held-out states
+    /// through its own converted layer, so only one layer's samples are held.
+    public func scoreRefined(_ indices: [Int], refineWindows: [[Int]], refinement: AttentionRefinement) throws {
+        precondition(refineWindows.count >= Self.finalistWindows, "scoreRefined: \(Self.finalistWindows) windows are needed")
         guard !indices.isEmpty else { return }
         let heldOut = self.windows.flatMap { $0 }, sequences = self.windows.map(\.count), rows = tokens
-        let steps = AttentionRefinement(steps: min(refinement.steps, Self.finalistSteps), learningRate: refinement.learningRate,
-                                        windowsPerStep: refinement.windowsPerStep)
+        let shortRefinement = AttentionRefinement(steps: min(refinement.steps, Self.finalistSteps), learningRate: refinement.learningRate,
+                                                  windowsPerStep: refinement.windowsPerStep)
         let conversions = indices.map { ModelConversion(config: config, store: store, statistics: statistics, options: scored[$0].candidate.options) }
         let ranks = try indices.indices.map { try conversions[$0].ranks(budget: budget, allocation: scored[indices[$0]].candidate.allocation) }
-        var states = try WindowStates(model: source, windows: windows)
+        var states = try WindowStates(model: source, windows: refineWindows)
         var finalistStates = try indices.map { _ in try source.embed(heldOut) }
+        let refits = refitSamples != nil
         for l in 0..<config.numLayers {
             let layer = try source.layer(l)
             let samples = try states.advance(through: layer, eps: config.rmsNormEps, workers: workers) { _, x, output in (x, output) }
-            let inputs = samples.map(\.0), targets = samples.map(\.1), refits = refitSamples != nil, current = finalistStates
+            let inputs = samples.map(\.0), targets = samples.map(\.1), current = finalistStates
             // One finalist per worker, each on one BLAS thread. Each cross-validates its own ridge: with
             // another plan's ridge, rope 16 at the sample's 18.75 % scored as badly as its closed form
             // (KL 1.92 against 0.81 refined with its own; docs/defaults.md).
             finalistStates = try parallelMap(indices.count, workers: workers) { k in
                 var (weights, report) = try conversions[k].layer(l, upToRank: ranks[k][l]).weights(rank: ranks[k][l])
                 if refits { try self.refit(&weights, &report, layer: l, inputs: inputs, targets: targets, ridges: nil) }
-                try steps.apply(to: &weights, report: &report, inputs: inputs, targets: targets, workers: 1)
+                try shortRefinement.apply(to: &weights, report: &report, inputs: inputs, targets: targets, workers: 1)
                 let attention = MLAAttentionBlock(weights: weights, form: .naive)
                 var x = current[k]
                 try layer.weights.forward(&x, rows: rows, eps: self.config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
                 return x
             }
         }
-        for (k, i) in indices.enumerated() {
-            let normed = Kernels.rmsNorm(finalistStates[k], tokens: rows, weight: source.finalNorm, eps: config.rmsNormEps)
-            scored[i].refinedKL = try reference.meanKL(normed, model: source, workers: workers)
-        }
-        refinedSteps = steps.steps
+        for (k, i) in indices.enumerated() { scored[i].refinedKL = try meanKL(ofStates: finalistStates[k]) }
+        refinedSteps = shortRefinement.steps
     }
 
     /// Each layer's refit ridge as the first candidate chose it (nil: o_proj kept); throws when a layer
@@ -295,8 +305,8 @@ public final class ConversionSearch: @unchecked Sendable {
     /// the kept one that lowers its (closed-form) KL by more than `refinementMargin`.
     public var chosenIndex: Int? {
         let base = scored.indices.filter { scored[$0].candidate.refines == nil }
-        let refined = base.filter { scored[$0].refinedKL != nil }
-        guard var kept = refined.count > 1 ? refined.min(by: { scored[$0].refinedKL! < scored[$1].refinedKL! })
+        let refined = base.compactMap { i in scored[i].refinedKL.map { (index: i, kl: $0) } }
+        guard var kept = refined.count > 1 ? refined.min(by: { $0.kl < $1.kl })?.index
                                            : base.min(by: { scored[$0].kl < scored[$1].kl }) else { return nil }
         for i in scored.indices where scored[i].candidate.refines == scored[kept].candidate.label
             && scored[i].kl < scored[kept].kl * (1 - Self.refinementMargin) {
@@ -312,7 +322,7 @@ public final class ConversionSearch: @unchecked Sendable {
     public func report(what: String) -> SearchReport? {
         guard let kept = chosenIndex else { return nil }
         return SearchReport(what: what, tokens: tokens, scored: scored, chosen: kept, margin: Self.refinementMargin,
-                            finalistSteps: refinedSteps, seconds: Date().timeIntervalSince(start))
+                            refinedSteps: refinedSteps, seconds: Date().timeIntervalSince(start))
     }
 }
 

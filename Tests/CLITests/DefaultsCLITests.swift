@@ -16,7 +16,7 @@ import Testing
     /// default calibration mix, 32 refinement steps, finalists scored refined; docs/results.md "Refinement
     /// through the softmax" and "Calibration text") × 1.05 (docs/defaults.md). Without the refinement the
     /// ratios are 1.19, 1.45, 2.04 and 2.15, above every ceiling. (At 18.75 % the plan the closed-form
-    /// score kept, 1.88 refined, is within the margin: `chosenIsBestListed` checks that the refined
+    /// score kept, 1.88 refined, is below the ceiling: `chosenIsBestListed` checks that the refined
     /// finalists decide.)
     static let ceilings: [(String, String, Double)] = [
         ("gqa2mla", "0.5", 1.13 * 1.05),
@@ -86,9 +86,10 @@ import Testing
     }
 
     /// The summary lists every candidate with its score, and the chosen one is the rule's: of the
-    /// candidates that refine nothing, the best of each rope/latent split within the closed form's factor
-    /// were refined (the default conversion refines), the refined best is kept, and a refinement of it
-    /// replaces it only when that lowers the closed-form KL by more than the margin.
+    /// candidates that refine nothing, the best of each rope/latent split (equal summed latent ranks)
+    /// within 2x of the best closed form, at most 2, were refined (the default conversion refines); the
+    /// refined best is kept, and a refinement of it replaces it only when that lowers the closed-form KL
+    /// by more than the margin.
     @Test("the automatic choice keeps the best-scoring candidate it lists", arguments: ceilings)
     func chosenIsBestListed(converter: String, budget: String, ceiling: Double) throws {
         let sample = SampleData.modelPath
@@ -98,18 +99,21 @@ import Testing
         #expect(search["finalist_refinement_steps"]?.int == 8)
         #expect(candidates.count >= 3)
         let scores = candidates.compactMap { c in
-            c["label"]?.string.flatMap { l in c["kl"]?.double.map { (label: l, kl: $0, refined: c["refined_kl"]?.double, refines: c["refines"]?.string) } }
+            c["label"]?.string.flatMap { l in c["kl"]?.double.flatMap { kl in c["latent_ranks"]?.int.map { ranks in
+                (label: l, kl: kl, ranks: ranks, refined: c["refined_kl"]?.double, refines: c["refines"]?.string)
+            } } }
         }
         #expect(scores.count == candidates.count)
-        let base = scores.filter { $0.refines == nil }, finalists = base.filter { $0.refined != nil }
+        // The finalists, computed from the listed scores, are exactly the candidates with a refined score.
+        let base = scores.filter { $0.refines == nil }
         let best = try #require(base.map(\.kl).min())
-        // Every finalist is within the factor of the best closed form (the splits are not in the JSON).
-        #expect(finalists.count >= 2 && finalists.allSatisfy { $0.kl <= 2 * best }, "\(scores)")
-        var kept = try #require(finalists.min { $0.refined! < $1.refined! })
+        let bestOfSplit = Dictionary(grouping: base, by: \.ranks).values.compactMap { $0.min { $0.kl < $1.kl } }
+        let finalists = bestOfSplit.filter { $0.kl <= 2 * best }.sorted { $0.kl < $1.kl }.prefix(2)
+        #expect(finalists.count == 2, "\(scores)")
+        #expect(Set(finalists.map(\.label)) == Set(scores.filter { $0.refined != nil }.map(\.label)), "\(scores)")
+        var kept = try #require(finalists.min { ($0.refined ?? .infinity) < ($1.refined ?? .infinity) })
         for s in scores where s.refines == kept.label && s.kl < kept.kl * (1 - margin) { kept = s }
         #expect(search["chosen"]?.string == kept.label)
-        // No refinement of the kept candidate listed beats it by more than the margin.
-        #expect(scores.filter { $0.refines == kept.label }.allSatisfy { $0.kl >= kept.kl * (1 - margin) }, "\(scores)")
     }
 
     /// The default conversion refines every layer through the softmax (`AttentionRefinement.defaultSteps`,

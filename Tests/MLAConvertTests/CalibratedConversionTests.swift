@@ -159,34 +159,35 @@ import Testing
 
     /// The finalists' layer-major refined scoring (`ConversionSearch.scoreRefined`) against the
     /// candidate-major closed-form scoring: with no steps, the same refit windows and the same ridges it
-    /// scores a candidate the same; with steps each finalist gets its own refined score, and the kept candidate is
-    /// the refined best whatever the closed form says.
+    /// scores a candidate the same; steps move every finalist's score from its unstepped one, and the kept
+    /// candidate is the refined best.
     @Test("the search's refined finalist scores match its closed-form path without steps and decide the choice with them", .needsSampleData)
     func refinedFinalistsDecideTheChoice() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
-        let windows = try Self.windows(6)
+        let windows = try Self.windows(ConversionSearch.finalistWindows + 1)
         let stats = try collectCalibration(model: box.model, windows: Array(windows.prefix(2)))
         var narrow = Self.options
         narrow.ropePlan = .shared(dims: 16, stride: 4, fold: 4)
         let candidates = [SearchCandidate(label: "rope 32", options: Self.options, allocation: .uniform),
                           SearchCandidate(label: "rope 16", options: narrow, allocation: .uniform)]
-        let refit = Array(windows.prefix(4))
+        let refit = Array(windows.prefix(ConversionSearch.finalistWindows))
         let search = try ConversionSearch(source: box.model, store: checkpoint.store, statistics: stats, budget: .fraction(0.1875),
-                                          windows: [windows[5]], refitWindows: refit)
+                                          windows: [windows[ConversionSearch.finalistWindows]], refitWindows: refit)
         for candidate in candidates { try search.score(candidate) }
         #expect(Set(search.scored.map(\.latentRanks)).count == 2, "the two rope widths split the budget differently")
+        let best = try #require(search.scored.map(\.kl).min())
+        #expect(search.finalists.allSatisfy { search.scored[$0].kl <= ConversionSearch.finalistFactor * best })
         // The first candidate's closed form was refit with the ridges it chose itself on these windows, as
         // every finalist's is (the second reused them).
-        try search.scoreRefined([0, 1], windows: refit, refinement: AttentionRefinement(steps: 0))
-        let first = search.scored[0], unstepped = try #require(first.refinedKL)
-        #expect(abs(unstepped - first.kl) <= 1e-4 * first.kl, "\(unstepped) refined without steps, \(first.kl) closed form")
-        #expect(search.scored[1].refinedKL != nil)
-        try search.scoreRefined([0, 1], windows: refit, refinement: AttentionRefinement(steps: 4))
+        try search.scoreRefined([0, 1], refineWindows: refit, refinement: AttentionRefinement(steps: 0))
+        let unstepped = try search.scored.map { try #require($0.refinedKL) }
+        #expect(abs(unstepped[0] - search.scored[0].kl) <= 1e-4 * search.scored[0].kl, "\(unstepped[0]) refined without steps, \(search.scored[0].kl) closed form")
+        try search.scoreRefined([0, 1], refineWindows: refit, refinement: AttentionRefinement(steps: 4))
         #expect(search.refinedSteps == 4)
         let refined = try search.scored.map { try #require($0.refinedKL) }
-        #expect(zip(refined, search.scored).allSatisfy { abs($0 - $1.kl) > 1e-4 * $1.kl }, "4 steps moved no score: \(refined)")
+        #expect(zip(refined, unstepped).allSatisfy { abs($0 - $1) > 1e-4 * $1 }, "4 steps moved no score: \(refined) against \(unstepped)")
         #expect(search.chosenIndex == (refined[0] <= refined[1] ? 0 : 1))
-        #expect(search.report(what: "rope plan")?.finalistSteps == 4)
+        #expect(search.report(what: "rope plan")?.refinedSteps == 4)
     }
 }
 
