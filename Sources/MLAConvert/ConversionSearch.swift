@@ -175,7 +175,6 @@ public final class ConversionSearch: @unchecked Sendable {
         let conversion = ModelConversion(config: config, store: store, statistics: statistics, options: candidate.options)
         let ranks = try conversion.ranks(budget: budget, allocation: candidate.allocation)
         var x = try source.embed(windows.flatMap { $0 })
-        let sequences = windows.map(\.count)
         // Layer-major: `workers` layers read, converted (and refit) at once, one BLAS thread each, the
         // windows passed through them, then released, so only those layers are ever held.
         for first in stride(from: 0, to: config.numLayers, by: workers) {
@@ -184,14 +183,18 @@ public final class ConversionSearch: @unchecked Sendable {
                 let l = chunk.lowerBound + i
                 return (try self.source.layer(l), try self.converted(conversion, layer: l, rank: ranks[l]))
             }
-            for (sourceLayer, weights) in layers {
-                let attention = MLAAttentionBlock(weights: weights, form: .naive)
-                try sourceLayer.weights.forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
-            }
+            for (sourceLayer, weights) in layers { try advanceHeldOut(&x, through: sourceLayer, attention: weights) }
         }
         let kl = try meanKL(ofStates: x)
         scored.append(ScoredCandidate(candidate: candidate, kl: kl, seconds: Date().timeIntervalSince(began), latentRanks: ranks.reduce(0, +)))
         return kl
+    }
+
+    /// Advances the held-out windows' states `x` [tokens × d] through `sourceLayer` with its attention
+    /// replaced by the converted `attention` (naive form).
+    private func advanceHeldOut(_ x: inout [Float], through sourceLayer: DecoderLayer, attention weights: MLALayerWeights) throws {
+        let attention = MLAAttentionBlock(weights: weights, form: .naive), sequences = windows.map(\.count)
+        try sourceLayer.weights.forward(&x, rows: tokens, eps: config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
     }
 
     /// Mean KL(source ‖ candidate) on the held-out tokens, from the candidate's states after the last layer [tokens × d].
@@ -258,7 +261,7 @@ public final class ConversionSearch: @unchecked Sendable {
     public func scoreRefined(_ indices: [Int], refineWindows: [[Int]], refinement: AttentionRefinement) throws {
         precondition(refineWindows.count >= Self.finalistWindows, "scoreRefined: \(Self.finalistWindows) windows are needed")
         guard !indices.isEmpty else { return }
-        let heldOut = self.windows.flatMap { $0 }, sequences = self.windows.map(\.count), rows = tokens
+        let heldOut = windows.flatMap { $0 }
         let shortRefinement = AttentionRefinement(steps: min(refinement.steps, Self.finalistSteps), learningRate: refinement.learningRate,
                                                   windowsPerStep: refinement.windowsPerStep)
         let conversions = indices.map { ModelConversion(config: config, store: store, statistics: statistics, options: scored[$0].candidate.options) }
@@ -277,9 +280,8 @@ public final class ConversionSearch: @unchecked Sendable {
                 var (weights, report) = try conversions[k].layer(l, upToRank: ranks[k][l]).weights(rank: ranks[k][l])
                 if refits { try self.refit(&weights, &report, layer: l, inputs: inputs, targets: targets, ridges: nil) }
                 try shortRefinement.apply(to: &weights, report: &report, inputs: inputs, targets: targets, workers: 1)
-                let attention = MLAAttentionBlock(weights: weights, form: .naive)
                 var x = current[k]
-                try layer.weights.forward(&x, rows: rows, eps: self.config.rmsNormEps) { h in try attention.forward(h, sequences: sequences) }
+                try self.advanceHeldOut(&x, through: layer, attention: weights)
                 return x
             }
         }
