@@ -9,3 +9,17 @@ typedef lapack_int clapack_int;
 void openblas_set_num_threads(int num_threads);
 int openblas_get_num_threads(void);
 char *openblas_get_config(void);
+// The compute kernels OpenBLAS chose at load time (DYNAMIC_ARCH builds), e.g. "SkylakeX" (see
+// MLALinalg.BLASKernel).
+char *openblas_get_corename(void);
+
+// The CPU's vector units, as the compiler's cpuid check reports them.
+static inline int clapack_cpu_has_avx2_fma(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+static inline int clapack_cpu_has_avx512_skx(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}

@@ -40,20 +40,26 @@ public struct ConversionSettings: Sendable {
     /// Layers converted at once, and the BLAS threads each runs on.
     public let layerWorkers: Int
     public let blasThreads: Int
+    /// The OpenBLAS kernels that ran (`BLASKernel.current`), e.g. "SkylakeX".
+    public let blasKernels: String
 
-    public init(method: MethodSettings, dtype: DType, q8_0: Bool = false, layerWorkers: Int, blasThreads: Int) {
+    public init(method: MethodSettings, dtype: DType, q8_0: Bool = false, layerWorkers: Int, blasThreads: Int,
+                blasKernels: String = BLASKernel.current) {
         self.method = method
         self.dtype = dtype
         self.q8_0 = q8_0
         self.layerWorkers = layerWorkers
         self.blasThreads = blasThreads
+        self.blasKernels = blasKernels
     }
 
-    /// (name, text) in the order they are shown, e.g. ("parallelism", "1 layer worker × 2 BLAS threads").
+    /// (name, text) in the order they are shown, e.g. ("parallelism", "1 layer worker × 2 BLAS threads"),
+    /// ("blas", "OpenBLAS SkylakeX kernels").
     public var entries: [(String, String)] {
         func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
         return method.entries + [("dtype", q8_0 ? "Q8_0" : dtype.rawValue),
-                                 ("parallelism", count(layerWorkers, "layer worker") + " × " + count(blasThreads, "BLAS thread"))]
+                                 ("parallelism", count(layerWorkers, "layer worker") + " × " + count(blasThreads, "BLAS thread")),
+                                 ("blas", "OpenBLAS \(blasKernels) kernels")]
     }
 }
 

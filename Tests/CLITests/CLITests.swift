@@ -22,10 +22,17 @@ enum CLI {
         let stderr: String
     }
 
-    static func run(_ tool: String, _ arguments: [String]) throws -> Result {
+    /// Runs `tool` with `arguments`, the test process's environment changed by `environment` (a nil
+    /// value removes the variable).
+    static func run(_ tool: String, _ arguments: [String], environment: [String: String?] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binDirectory + "/" + tool)
         process.arguments = arguments
+        if !environment.isEmpty {
+            var changed = ProcessInfo.processInfo.environment
+            for (name, value) in environment { changed[name] = value }
+            process.environment = changed
+        }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

@@ -1,5 +1,6 @@
 import Foundation
 import MLACheckpoint
+import MLALinalg
 import Testing
 import MLATestSupport
 
@@ -55,7 +56,9 @@ import MLATestSupport
             let r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", dir + "/" + name, "--kv-budget", "0.5", "--no-calib", "--json"] + options)
             #expect(r.status == 0, "\(r.stderr)")
             let workers = name == "one" ? "1 layer worker × 2 BLAS threads" : "2 layer workers × 1 BLAS thread"
-            #expect(try JSONValue.parse(r.stdout)["settings"]?["parallelism"]?.string == workers)
+            let settings = try JSONValue.parse(r.stdout)["settings"]
+            #expect(settings?["parallelism"]?.string == workers)
+            #expect(settings?["blas"]?.string == "OpenBLAS \(BLASKernel.current) kernels", "the test process and the tool share the environment")
             outputs.append(try Checkpoint.open(dir + "/" + name))
         }
         let (one, two) = (outputs[0].store, outputs[1].store)
