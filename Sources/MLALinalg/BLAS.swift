@@ -66,6 +66,14 @@ extension Double {
     }
 }
 
+extension Double {
+    /// B[m×n] ← B·T for T [n × n] lower triangular, row-major (half the flops of the GEMM).
+    public static func trmmRightLower(m: Int, n: Int, t: UnsafePointer<Double>, ldt: Int, b: UnsafeMutablePointer<Double>, ldb: Int) {
+        FlopCount.add(Double(m) * Double(n) * Double(n), Double.self)
+        cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb))
+    }
+}
+
 /// OpenBLAS's thread count is process-global: set it once at program start (from `--threads`).
 public enum BLASThreads {
     public static func set(_ count: Int) { openblas_set_num_threads(Int32(max(1, count))) }

@@ -173,6 +173,19 @@ public func gram<T>(_ a: Matrix<T>) -> Matrix<T> {
     return c
 }
 
+/// B·L for L [n × n] lower triangular (BLAS TRMM; L's strict upper triangle is not read).
+public func lowerTriangularProduct(_ b: Matrix<Double>, _ l: Matrix<Double>) -> Matrix<Double> {
+    precondition(l.rows == l.cols && l.rows == b.cols, "lowerTriangularProduct: \(b.rows)×\(b.cols) times \(l.rows)×\(l.cols)")
+    var x = b
+    guard b.rows > 0, b.cols > 0 else { return x }
+    l.values.withUnsafeBufferPointer { lp in
+        x.values.withUnsafeMutableBufferPointer { xp in
+            Double.trmmRightLower(m: b.rows, n: b.cols, t: lp.baseAddress!, ldt: l.cols, b: xp.baseAddress!, ldb: b.cols)
+        }
+    }
+    return x
+}
+
 /// X with op(T)·X = B (`left`) or X·op(T) = B, for T [n × n] lower (`lower`) or upper triangular;
 /// op(T) = Tᵀ when `transposed`. Forward/back substitution through BLAS TRSM.
 @inlinable

@@ -233,9 +233,11 @@ struct OutputRefitTests {
         #expect(unmeasured.oProj == fitted.oProj && unmeasured.errors == nil)
     }
 
-    @Test("the cross-validation's scan picks the ridge that scoring every ridge picks, on noisy targets")
-    func scanMatchesEveryRidgeScored() throws {
-        let n = 24, d = 10, rows = 60, windows = 8
+    /// 60 rows per window: 480 tokens, so Σ u uᵀ is positive definite and held-out errors come from the
+    /// sums of all folds; 2 rows: 16 tokens against n = 24, so they come from each fold's own sums.
+    @Test("the cross-validation's scan picks the ridge that scoring every ridge picks, on noisy targets", arguments: [60, 2])
+    func scanMatchesEveryRidgeScored(rows: Int) throws {
+        let n = 24, d = 10, windows = 8
         let current = Self.noise(d * n, seed: 3), truth = Self.noise(d * n, seed: 4)
         // Few rows per coefficient and targets with noise: a ridge inside the grid wins.
         let u = (0..<windows).map { Self.noise(rows * n, seed: 20 + UInt64($0)) }

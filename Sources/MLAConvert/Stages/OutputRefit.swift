@@ -83,10 +83,10 @@ public struct OutputRefit: Sendable {
         let all = sums(excluding: nil)
         let ridge: Double?
         switch choice {
-        case .crossValidated: ridge = try crossValidatedRidge(w)
+        case .crossValidated: ridge = try crossValidatedRidge(w, all: all)
         case let .fixed(given): ridge = given
         }
-        let refit = try ridge.map { try fit(w, all, ridge: $0) } ?? w
+        let refit = try ridge.map { try fit(w, all, ridge: $0).weights } ?? w
         let energy = max(all.targetEnergy, .leastNormalMagnitude)
         return Result(oProj: ridge == nil ? oProj : narrowed(refit.values), ridge: ridge,
                       errors: measuringErrors ? (error(w, all) / energy, error(refit, all) / energy) : nil)
@@ -96,18 +96,59 @@ public struct OutputRefit: Sendable {
     /// better (or fewer than two folds hold tokens). The scan starts at keeping `w` (the ridge → ∞) and
     /// walks `ridges` down, stopping at the first that does not improve on the one before: the same
     /// choice as scoring every ridge when the held-out error is unimodal in λ, as ridge regression's is
-    /// here (docs/method.md §6.a), at 2-3 ridges' solves instead of all of them.
-    private func crossValidatedRidge(_ w: Matrix<Double>) throws -> Double? {
+    /// here (docs/method.md §6.a), at 2-3 ridges' solves instead of all of them. `all` are the sums of
+    /// every fold.
+    private func crossValidatedRidge(_ w: Matrix<Double>, all: FoldSums) throws -> Double? {
         let occupied = folds.indices.filter { folds[$0].tokens > 0 }
         guard occupied.count >= 2 else { return nil }
-        var best: (ridge: Double?, error: Double) = (nil, occupied.reduce(0.0) { $0 + error(w, sums(only: $1)) })
+        // Keeping w: its held-out errors summed over the folds are its error on all the tokens.
+        var best: (ridge: Double?, error: Double) = (nil, error(w, all))
+        let heldOut = HeldOutError(all)
         for ridge in Self.ridges.sorted(by: >) {
-            var heldOut = 0.0
-            for k in occupied { heldOut += error(try fit(w, sums(excluding: k), ridge: ridge), sums(only: k)) }
-            guard heldOut < best.error else { break }
-            best = (ridge, heldOut)
+            var total = 0.0
+            for k in occupied {
+                let rest = sums(excluding: k)
+                let (fitted, lambda) = try fit(w, rest, ridge: ridge)
+                total += heldOut.error(fitted, fittedOn: rest, lambda: lambda, original: w) ?? error(fitted, sums(only: k))
+            }
+            guard total < best.error else { break }
+            best = (ridge, total)
         }
         return best.ridge
+    }
+
+    /// The held-out error of a fit on all folds but one, from the sums of all folds. With W solving
+    /// W (G₋ + λI) = C₋ + λW_o on the other folds' sums (G₋, C₋), the held-out fold's G_k = G − G₋ and
+    /// C_k = C − C₋ give
+    ///
+    ///     Σ_k ‖W u − (y − b)‖² = ‖W L‖² − ⟨C₋ + λW_o, W⟩ + λ‖W‖² − 2⟨W, C − C₋⟩ + E − E₋,
+    ///
+    /// with G = L Lᵀ: one triangular product [d × n]·[n × n] (half a GEMM) instead of W G_k, and no
+    /// held-out fold's Gram matrix. nil when G is not positive definite (fewer tokens than n): then
+    /// the fold's own sums are used.
+    private struct HeldOutError {
+        let all: FoldSums
+        let factor: Matrix<Double>?
+
+        init(_ all: FoldSums) {
+            self.all = all
+            let n = Int(Double(all.gramUpper.count).squareRoot())
+            factor = try? cholesky(Matrix(rows: n, cols: n, values: all.gramUpper))
+        }
+
+        func error(_ w: Matrix<Double>, fittedOn rest: FoldSums, lambda: Double, original: Matrix<Double>) -> Double? {
+            guard let factor else { return nil }
+            let wl = lowerTriangularProduct(w, factor)
+            var quadratic = 0.0, right = 0.0, norm = 0.0, cross = 0.0
+            for v in wl.values { quadratic += v * v }
+            for i in 0..<w.values.count {
+                let x = w.values[i]
+                right += (rest.cross[i] + lambda * original.values[i]) * x
+                norm += x * x
+                cross += (all.cross[i] - rest.cross[i]) * x
+            }
+            return max(0, quadratic - right + lambda * norm - 2 * cross + all.targetEnergy - rest.targetEnergy)
+        }
     }
 
     /// The sums of every fold but `excluding` (nil: all), with Σ u uᵀ filled in both triangles.
@@ -129,9 +170,9 @@ public struct OutputRefit: Sendable {
         return fold
     }
 
-    /// W(λ) on `s`, λ = `ridge` · tr(G)/n: W (G + λI) = C + λ W_o through a Cholesky factor L (solve
+    /// W(λ) on `s` and λ = `ridge` · tr(G)/n: W (G + λI) = C + λ W_o through a Cholesky factor L (solve
     /// Y Lᵀ = C + λ W_o, then W L = Y).
-    private func fit(_ w: Matrix<Double>, _ s: FoldSums, ridge: Double) throws -> Matrix<Double> {
+    private func fit(_ w: Matrix<Double>, _ s: FoldSums, ridge: Double) throws -> (weights: Matrix<Double>, lambda: Double) {
         let n = headWidth
         let trace = (0..<n).reduce(0.0) { $0 + s.gramUpper[$1 * n + $1] }
         let lambda = max(ridge * trace / Double(max(n, 1)), .leastNormalMagnitude)
@@ -140,7 +181,7 @@ public struct OutputRefit: Sendable {
         var rhs = Matrix(rows: hiddenSize, cols: n, values: s.cross)
         for i in 0..<rhs.values.count { rhs.values[i] += lambda * w.values[i] }
         let l = try cholesky(g)
-        return triangularSolve(l, lower: true, transposed: false, triangularSolve(l, lower: true, transposed: true, rhs, left: false), left: false)
+        return (triangularSolve(l, lower: true, transposed: false, triangularSolve(l, lower: true, transposed: true, rhs, left: false), left: false), lambda)
     }
 
     /// Σ‖W u − (y − b)‖² over `s`'s tokens: tr(W G Wᵀ) − 2 tr(W Cᵀ) + Σ‖y − b‖².
