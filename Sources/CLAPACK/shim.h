@@ -13,13 +13,21 @@ char *openblas_get_config(void);
 // MLALinalg.BLASKernel).
 char *openblas_get_corename(void);
 
-// The CPU's vector units, as the compiler's cpuid check reports them.
+// The CPU's vector units, as the compiler's cpuid check reports them (0 off x86-64).
 static inline int clapack_cpu_has_avx2_fma(void) {
+#if defined(__x86_64__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
 }
 static inline int clapack_cpu_has_avx512_skx(void) {
+#if defined(__x86_64__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
 }
