@@ -64,9 +64,7 @@ extension Double {
         cblas_dtrsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
                     CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb))
     }
-}
 
-extension Double {
     /// B[m×n] ← B·T for T [n × n] lower triangular, row-major (half the flops of the GEMM).
     public static func trmmRightLower(m: Int, n: Int, t: UnsafePointer<Double>, ldt: Int, b: UnsafeMutablePointer<Double>, ldb: Int) {
         FlopCount.add(Double(m) * Double(n) * Double(n), Double.self)

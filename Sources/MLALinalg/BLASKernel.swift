@@ -4,10 +4,10 @@ import Foundation
 /// The compute kernels OpenBLAS runs. Debian's OpenBLAS is built for every x86-64 CPU (DYNAMIC_ARCH) and
 /// picks its kernels by CPU model when the library loads; a model it does not know gets its generic
 /// SSE3 kernels ("Prescott"). Debian 12's OpenBLAS 0.3.21 does not know 5th-generation Xeons (family 6,
-/// model 207), whose AVX-512 units its SkylakeX kernels use: there it ran sgemm at 80 GFLOP/s instead of
-/// 404 on 2 threads (docs/performance.md). `OPENBLAS_CORETYPE` overrides the choice, but only when set
-/// before the library loads, so a tool that finds the fallback restarts itself with it set
-/// (`ProcessRestart` in MLACLI).
+/// model 207), whose AVX-512 units its SkylakeX kernels use: there it ran sgemm at about 80 GFLOP/s
+/// instead of 414 on 2 threads (docs/performance.md). `OPENBLAS_CORETYPE` overrides the choice, but only
+/// when set before the library loads, so a tool that finds the fallback restarts itself with it set
+/// (`BLASKernelRestart` in MLACLI).
 public enum BLASKernel {
     /// The kernels OpenBLAS chose, e.g. "SkylakeX", "Haswell" or "Prescott".
     public static var current: String { String(cString: openblas_get_corename()) }
@@ -26,11 +26,16 @@ public enum BLASKernel {
         return nil
     }
 
-    /// The kernels to run instead of `current`, or nil when OpenBLAS's own choice stands: when it fell
-    /// back to its generic kernels on a CPU that `forThisCPU` names better ones for, and the environment
-    /// does not already fix the kernels.
+    /// The kernels to run instead of this process's, or nil when OpenBLAS's own choice stands.
     public static var recommended: String? {
-        guard ProcessInfo.processInfo.environment[environmentVariable] == nil, current == fallback else { return nil }
-        return forThisCPU
+        recommended(fixed: ProcessInfo.processInfo.environment[environmentVariable], current: current, forCPU: forThisCPU)
+    }
+
+    /// The kernels to run instead of `current`: `forCPU` when OpenBLAS fell back to its generic kernels
+    /// and the environment does not fix the kernels (`fixed`, the variable's value; empty counts as
+    /// unset), else nil.
+    public static func recommended(fixed: String?, current: String, forCPU: String?) -> String? {
+        guard fixed?.isEmpty ?? true, current == fallback else { return nil }
+        return forCPU
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import MLACheckpoint
-import MLAConvert
+@testable import MLAConvert
 import MLALinalg
 @testable import MLARuntime
 import MLATestSupport
@@ -231,6 +231,30 @@ struct OutputRefitTests {
         // Unmeasured errors change nothing else.
         let unmeasured = try exact.refit(oProj: current, ridge: .fixed(fitted.ridge), measuringErrors: false)
         #expect(unmeasured.oProj == fitted.oProj && unmeasured.errors == nil)
+    }
+
+    /// The held-out error of each fold's fit, from the sums of all folds (`HeldOutError`), equals the one
+    /// from the fold's own sums (W G_k with its Gram matrix), for every ridge and fold: to 1e-9 of the
+    /// total target energy, which both cancel against.
+    @Test("the held-out error from all folds' sums equals the fold's own, every ridge and fold")
+    func heldOutErrorFromAllSums() throws {
+        let n = 24, d = 10, rows = 60
+        let current = Matrix(rows: d, cols: n, values: Self.noise(d * n, seed: 5).map(Double.init))
+        var refit = OutputRefit(headWidth: n, hiddenSize: d)
+        for w in 0..<8 { refit.add(heads: Self.noise(rows * n, seed: 30 + UInt64(w)), target: Self.noise(rows * d, seed: 300 + UInt64(w)), rows: rows, fold: w) }
+        let all = refit.sums(excluding: nil)
+        let heldOut = OutputRefit.HeldOutError(all, headWidth: n)
+        #expect(heldOut.factor != nil, "480 tokens of 24 values: the Gram matrix is positive definite")
+        for ridge in OutputRefit.ridges {
+            for k in 0..<4 {
+                let rest = refit.sums(excluding: k)
+                let (fitted, lambda) = try refit.fit(current, rest, ridge: ridge)
+                let fromAll = try #require(heldOut.error(fitted, fittedOn: rest, lambda: lambda, original: current))
+                let fromFold = refit.error(fitted, refit.sums(only: k))
+                #expect(abs(fromAll - fromFold) <= 1e-9 * all.targetEnergy, "ridge \(ridge), fold \(k): \(fromAll) against \(fromFold)")
+                #expect(fromFold > 1e-3 * all.targetEnergy, "the targets are noise: no fit explains them")
+            }
+        }
     }
 
     /// 60 rows per window: 480 tokens, so Σ u uᵀ is positive definite and held-out errors come from the

@@ -44,6 +44,15 @@ func diagonalProduct<T: LinalgScalar>(_ u: Matrix<T>, _ s: [T], _ vt: Matrix<T>)
                         transA: transA, transB: transB)
         #expect(maxAbsDiff(cd, ref) < 1e-14)
     }
+
+    /// B·L (TRMM) against the naive product with L's lower triangle; the strict upper triangle, set to
+    /// NaN, is never read.
+    @Test func lowerTriangularProductReadsTheLowerTriangleOnly() {
+        let b = randomMatrix(7, 5, seed: 3, as: Double.self)
+        var lower = randomMatrix(5, 5, seed: 4, as: Double.self), poisoned = lower
+        for i in 0..<5 { for j in (i + 1)..<5 { lower[i, j] = 0; poisoned[i, j] = .nan } }
+        #expect(maxAbsDiff(lowerTriangularProduct(b, poisoned), naiveProduct(b, lower)) < 1e-14)
+    }
 }
 
 @Suite struct FactorizationTests {

@@ -25,7 +25,7 @@ public struct OutputRefit: Sendable {
     /// Per fold: the upper triangle of Σ u uᵀ [n × n], Σ (y − b) uᵀ [d × n] and Σ ‖y − b‖² (F64).
     private var folds: [FoldSums]
 
-    private struct FoldSums: Sendable {
+    struct FoldSums: Sendable {
         var gramUpper: [Double]
         var cross: [Double]
         var targetEnergy = 0.0
@@ -103,11 +103,11 @@ public struct OutputRefit: Sendable {
         guard occupied.count >= 2 else { return nil }
         // Keeping w: its held-out errors summed over the folds are its error on all the tokens.
         var best: (ridge: Double?, error: Double) = (nil, error(w, all))
-        let heldOut = HeldOutError(all)
+        let heldOut = HeldOutError(all, headWidth: headWidth)
+        let rests = occupied.map { sums(excluding: $0) }
         for ridge in Self.ridges.sorted(by: >) {
             var total = 0.0
-            for k in occupied {
-                let rest = sums(excluding: k)
+            for (k, rest) in zip(occupied, rests) {
                 let (fitted, lambda) = try fit(w, rest, ridge: ridge)
                 total += heldOut.error(fitted, fittedOn: rest, lambda: lambda, original: w) ?? error(fitted, sums(only: k))
             }
@@ -118,24 +118,24 @@ public struct OutputRefit: Sendable {
     }
 
     /// The held-out error of a fit on all folds but one, from the sums of all folds. With W solving
-    /// W (G₋ + λI) = C₋ + λW_o on the other folds' sums (G₋, C₋), the held-out fold's G_k = G − G₋ and
-    /// C_k = C − C₋ give
+    /// W (G₋ + λI) = C₋ + λW_o on the other folds' sums (G₋, C₋, E₋), the held-out fold's G_k = G − G₋,
+    /// C_k = C − C₋ and E_k = E − E₋ give its error, summed over its tokens,
     ///
-    ///     Σ_k ‖W u − (y − b)‖² = ‖W L‖² − ⟨C₋ + λW_o, W⟩ + λ‖W‖² − 2⟨W, C − C₋⟩ + E − E₋,
+    ///     ‖W L‖² − ⟨C₋ + λW_o, W⟩ + λ‖W‖² − 2⟨W, C − C₋⟩ + E − E₋,
     ///
     /// with G = L Lᵀ: one triangular product [d × n]·[n × n] (half a GEMM) instead of W G_k, and no
-    /// held-out fold's Gram matrix. nil when G is not positive definite (fewer tokens than n): then
-    /// the fold's own sums are used.
-    private struct HeldOutError {
+    /// held-out fold's Gram matrix. nil when G's Cholesky factorization fails (it is not positive
+    /// definite, e.g. with fewer tokens than n): then the fold's own sums are used.
+    struct HeldOutError {
         let all: FoldSums
         let factor: Matrix<Double>?
 
-        init(_ all: FoldSums) {
+        init(_ all: FoldSums, headWidth n: Int) {
             self.all = all
-            let n = Int(Double(all.gramUpper.count).squareRoot())
             factor = try? cholesky(Matrix(rows: n, cols: n, values: all.gramUpper))
         }
 
+        /// The held-out error of `w` [d × n], fitted on `rest` with the absolute ridge `lambda` from `original`.
         func error(_ w: Matrix<Double>, fittedOn rest: FoldSums, lambda: Double, original: Matrix<Double>) -> Double? {
             guard let factor else { return nil }
             let wl = lowerTriangularProduct(w, factor)
@@ -152,7 +152,7 @@ public struct OutputRefit: Sendable {
     }
 
     /// The sums of every fold but `excluding` (nil: all), with Σ u uᵀ filled in both triangles.
-    private func sums(excluding: Int?) -> FoldSums {
+    func sums(excluding: Int?) -> FoldSums {
         var total = FoldSums(gramUpper: [Double](repeating: 0, count: headWidth * headWidth), cross: [Double](repeating: 0, count: hiddenSize * headWidth))
         for (k, fold) in folds.enumerated() where k != excluding {
             for i in 0..<total.gramUpper.count { total.gramUpper[i] += fold.gramUpper[i] }
@@ -164,7 +164,7 @@ public struct OutputRefit: Sendable {
         return total
     }
 
-    private func sums(only k: Int) -> FoldSums {
+    func sums(only k: Int) -> FoldSums {
         var fold = folds[k]
         mirrorUpperTriangle(&fold.gramUpper, n: headWidth)
         return fold
@@ -172,7 +172,7 @@ public struct OutputRefit: Sendable {
 
     /// W(λ) on `s` and λ = `ridge` · tr(G)/n: W (G + λI) = C + λ W_o through a Cholesky factor L (solve
     /// Y Lᵀ = C + λ W_o, then W L = Y).
-    private func fit(_ w: Matrix<Double>, _ s: FoldSums, ridge: Double) throws -> (weights: Matrix<Double>, lambda: Double) {
+    func fit(_ w: Matrix<Double>, _ s: FoldSums, ridge: Double) throws -> (weights: Matrix<Double>, lambda: Double) {
         let n = headWidth
         let trace = (0..<n).reduce(0.0) { $0 + s.gramUpper[$1 * n + $1] }
         let lambda = max(ridge * trace / Double(max(n, 1)), .leastNormalMagnitude)
@@ -185,7 +185,7 @@ public struct OutputRefit: Sendable {
     }
 
     /// Σ‖W u − (y − b)‖² over `s`'s tokens: tr(W G Wᵀ) − 2 tr(W Cᵀ) + Σ‖y − b‖².
-    private func error(_ w: Matrix<Double>, _ s: FoldSums) -> Double {
+    func error(_ w: Matrix<Double>, _ s: FoldSums) -> Double {
         let wg = matmul(w, Matrix(rows: headWidth, cols: headWidth, values: s.gramUpper))
         var quadratic = 0.0, linear = 0.0
         for i in 0..<w.values.count {
