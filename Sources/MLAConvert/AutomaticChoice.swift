@@ -71,11 +71,12 @@ extension ConversionPlan {
         var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats, layerWindows: layerWindows)
         if let windows = searchWindows {
             // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration tokens.
-            let refitWindows = try layerPass()?.refitOutput == true ? layerWindows.map { CalibrationText.truncated($0, to: Self.searchRefitTokens) } : nil
+            let pass = try layerPass()
+            let refitWindows = pass?.refitOutput == true ? layerWindows.map { CalibrationText.truncated($0, to: Self.searchRefitTokens) } : nil
             // With the refinement, the finalists are refined on the first `ConversionSearch.finalistWindows`
             // calibration windows (none when the text holds fewer: the closed form then decides).
             var finalistRefinement: FinalistRefinement?
-            if let refinement = try layerPass()?.refinement, let layerWindows, layerWindows.count >= ConversionSearch.finalistWindows {
+            if let refinement = pass?.refinement, let layerWindows, layerWindows.count >= ConversionSearch.finalistWindows {
                 finalistRefinement = FinalistRefinement(refinement: refinement, windows: Array(layerWindows.prefix(ConversionSearch.finalistWindows)))
             }
             let report = try runSearch(try ConversionSearch(source: StreamedModel(checkpoint), store: checkpoint.store, statistics: stats, budget: budget,

@@ -57,6 +57,28 @@ import Testing
         #expect(errors[1] < 0.95 * errors[0], "held-out error \(errors[0]) -> \(errors[1])")
     }
 
+    /// The refit's held-out errors from all folds' sums on the real sample: layer 3 at 31.25 %, its per-head
+    /// outputs and the source attention's outputs on 8 windows of 128 tokens (1,024 tokens against 576
+    /// head values), as the conversion's refit sees them.
+    @Test("the refit's held-out error from all folds' sums equals each fold's own on layer 3 of the sample", .needsSampleData)
+    func heldOutErrorFromAllSumsOnTheSample() throws {
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let c = checkpoint.config, l = 3
+        let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: nil, options: Self.options)
+        let ranks = try conversion.ranks(budget: .fraction(0.3125), allocation: .uniform)
+        let weights = try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l]).0
+        var states = try WindowStates(model: box.model, windows: try Self.windows(8))
+        for earlier in 0..<l { try states.advance(through: try box.model.layer(earlier), eps: c.rmsNormEps, workers: 1) }
+        let samples = try states.advance(through: try box.model.layer(l), eps: c.rmsNormEps, workers: 1) { _, x, output in (x, output) }
+        var refit = OutputRefit(headWidth: weights.numHeads * weights.dV, hiddenSize: c.hiddenSize)
+        #expect(weights.oBias == nil, "the targets need no bias removed")
+        for (i, (x, y)) in samples.enumerated() {
+            let rows = x.count / c.hiddenSize
+            refit.add(heads: try MLAAttention.headOutputs(weights, x: x, tokens: rows), target: y, rows: rows, fold: i)
+        }
+        try OutputRefitTests.expectHeldOutErrorFromAllSums(refit, current: weights.oProj)
+    }
+
     @Test("refinement steps lower layer 2's attention-output error at 18.75 % on windows the conversion never saw", .needsSampleData)
     func refinementGeneralizes() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
@@ -233,28 +255,32 @@ struct OutputRefitTests {
         #expect(unmeasured.oProj == fitted.oProj && unmeasured.errors == nil)
     }
 
-    /// The held-out error of each fold's fit, from the sums of all folds (`HeldOutError`), equals the one
-    /// from the fold's own sums (W G_k with its Gram matrix), for every ridge and fold: to 1e-9 of the
-    /// total target energy, which both cancel against.
-    @Test("the held-out error from all folds' sums equals the fold's own, every ridge and fold")
-    func heldOutErrorFromAllSums() throws {
-        let n = 24, d = 10, rows = 60
-        let current = Matrix(rows: d, cols: n, values: Self.noise(d * n, seed: 5).map(Double.init))
-        var refit = OutputRefit(headWidth: n, hiddenSize: d)
-        for w in 0..<8 { refit.add(heads: Self.noise(rows * n, seed: 30 + UInt64(w)), target: Self.noise(rows * d, seed: 300 + UInt64(w)), rows: rows, fold: w) }
+    /// Checks that the held-out error of each fold's fit, from the sums of all folds (`HeldOutError`),
+    /// equals the one from the fold's own sums (W G_k with its Gram matrix), for every ridge and fold of
+    /// `refit` fitted from `current` [d × n]: to 1e-9 of the total target energy, which both cancel against.
+    static func expectHeldOutErrorFromAllSums(_ refit: OutputRefit, current: [Float]) throws {
+        let w = Matrix(rows: refit.hiddenSize, cols: refit.headWidth, values: current.map(Double.init))
         let all = refit.sums(excluding: nil)
-        let heldOut = OutputRefit.HeldOutError(all, headWidth: n)
-        #expect(heldOut.factor != nil, "480 tokens of 24 values: the Gram matrix is positive definite")
+        let heldOut = OutputRefit.HeldOutError(all, headWidth: refit.headWidth)
+        #expect(heldOut.factor != nil, "more tokens than head values: the Gram matrix is positive definite")
         for ridge in OutputRefit.ridges {
             for k in 0..<4 {
                 let rest = refit.sums(excluding: k)
-                let (fitted, lambda) = try refit.fit(current, rest, ridge: ridge)
-                let fromAll = try #require(heldOut.error(fitted, fittedOn: rest, lambda: lambda, original: current))
+                let (fitted, lambda) = try refit.fit(w, rest, ridge: ridge)
+                let fromAll = try #require(heldOut.error(fitted, fittedOn: rest, lambda: lambda, original: w))
                 let fromFold = refit.error(fitted, refit.sums(only: k))
                 #expect(abs(fromAll - fromFold) <= 1e-9 * all.targetEnergy, "ridge \(ridge), fold \(k): \(fromAll) against \(fromFold)")
-                #expect(fromFold > 1e-3 * all.targetEnergy, "the targets are noise: no fit explains them")
+                #expect(fromFold > 1e-3 * all.targetEnergy, "no fit explains a held-out fold")
             }
         }
+    }
+
+    @Test("the held-out error from all folds' sums equals the fold's own, every ridge and fold (noise)")
+    func heldOutErrorFromAllSums() throws {
+        let n = 24, d = 10, rows = 60
+        var refit = OutputRefit(headWidth: n, hiddenSize: d)
+        for w in 0..<8 { refit.add(heads: Self.noise(rows * n, seed: 30 + UInt64(w)), target: Self.noise(rows * d, seed: 300 + UInt64(w)), rows: rows, fold: w) }
+        try Self.expectHeldOutErrorFromAllSums(refit, current: Self.noise(d * n, seed: 5))
     }
 
     /// 60 rows per window: 480 tokens, so Σ u uᵀ is positive definite and held-out errors come from the

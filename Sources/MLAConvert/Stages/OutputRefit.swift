@@ -81,15 +81,17 @@ public struct OutputRefit: Sendable {
         precondition(oProj.count == d * n, "OutputRefit: o_proj must be [\(d) × \(n)]")
         let w = Matrix(rows: d, cols: n, values: widened(oProj))
         let all = sums(excluding: nil)
+        // Keeping o_proj's error on all tokens: the cross-validation's baseline and the error before.
+        lazy var keptError = error(w, all)
         let ridge: Double?
         switch choice {
-        case .crossValidated: ridge = try crossValidatedRidge(w, all: all)
+        case .crossValidated: ridge = try crossValidatedRidge(w, all: all, keptError: keptError)
         case let .fixed(given): ridge = given
         }
         let refit = try ridge.map { try fit(w, all, ridge: $0).weights } ?? w
         let energy = max(all.targetEnergy, .leastNormalMagnitude)
         return Result(oProj: ridge == nil ? oProj : narrowed(refit.values), ridge: ridge,
-                      errors: measuringErrors ? (error(w, all) / energy, error(refit, all) / energy) : nil)
+                      errors: measuringErrors ? (keptError / energy, error(refit, all) / energy) : nil)
     }
 
     /// The ridge with the smallest held-out error summed over the folds, or nil when keeping `w` scores
@@ -97,12 +99,12 @@ public struct OutputRefit: Sendable {
     /// walks `ridges` down, stopping at the first that does not improve on the one before: the same
     /// choice as scoring every ridge when the held-out error is unimodal in λ, as ridge regression's is
     /// here (docs/method.md §6.a), at 2-3 ridges' solves instead of all of them. `all` are the sums of
-    /// every fold.
-    private func crossValidatedRidge(_ w: Matrix<Double>, all: FoldSums) throws -> Double? {
+    /// every fold, `keptError` is `w`'s error on them.
+    private func crossValidatedRidge(_ w: Matrix<Double>, all: FoldSums, keptError: Double) throws -> Double? {
         let occupied = folds.indices.filter { folds[$0].tokens > 0 }
         guard occupied.count >= 2 else { return nil }
         // Keeping w: its held-out errors summed over the folds are its error on all the tokens.
-        var best: (ridge: Double?, error: Double) = (nil, error(w, all))
+        var best: (ridge: Double?, error: Double) = (nil, keptError)
         let heldOut = HeldOutError(all, headWidth: headWidth)
         let rests = occupied.map { sums(excluding: $0) }
         for ridge in Self.ridges.sorted(by: >) {
