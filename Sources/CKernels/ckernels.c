@@ -215,15 +215,17 @@ int ck_has_avx2(void) {
 
 #if defined(__GLIBC__)
 #include <malloc.h>
-int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold) {
-    return mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold);
+int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold, int arenas) {
+    return mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold)
+        && mallopt(M_ARENA_MAX, arenas);
 }
 int ck_return_freed_memory(void) { return malloc_trim(0); }
 #else
 int ck_return_freed_memory(void) { return 0; }
-int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold) {
+int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold, int arenas) {
     (void)mmap_threshold;
     (void)trim_threshold;
+    (void)arenas;
     return 0;
 }
 #endif

@@ -8,8 +8,14 @@ public enum AllocatorTuning {
     /// page-faulted in again, which cost a calibration pass of the sample model 42 s of system
     /// time in 92 s (580 000 faults per 2048 tokens). Larger buffers (whole weight matrices) are
     /// still mapped, so they return to the system when freed.
+    ///
+    /// All threads share one heap (arena): by default glibc gives threads that allocate at the same
+    /// time heaps of their own, and a buffer freed into one thread's heap cannot serve the next
+    /// allocation of a thread on another, so the worker threads kept growing their heaps with fresh
+    /// pages. One heap cut a 50 % conversion of the sample with the rope plan given from 85.9 s to
+    /// 72.8 s (2.07 million page faults to 0.19 million, peak 674 to 557 MB; docs/performance.md).
     public static func reuseFreedBuffers() {
-        _ = ck_tune_allocator(64 << 20, 512 << 20)
+        _ = ck_tune_allocator(64 << 20, 512 << 20, 1)
     }
 
     /// Returns the freed heap memory to the system (glibc `malloc_trim`): after a phase that freed a

@@ -34,10 +34,11 @@ int ck_contains_bytes(const void *bytes, size_t count, const void *needle, size_
 /// 1 when the AVX2 path is in use on this CPU.
 int ck_has_avx2(void);
 
-/// glibc malloc: serve allocations below `mmap_threshold` bytes from the heap and keep up to
-/// `trim_threshold` bytes of freed heap memory (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD).
-/// Returns 1 when both took effect; does nothing (0) on other C libraries.
-int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold);
+/// glibc malloc: serve allocations below `mmap_threshold` bytes from the heap, keep up to
+/// `trim_threshold` bytes of freed heap memory and use at most `arenas` heaps for all threads
+/// (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD / M_ARENA_MAX). Returns 1 when all took effect; does
+/// nothing (0) on other C libraries.
+int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold, int arenas);
 
 /// glibc malloc_trim(0): returns free heap pages to the system. Returns 1 when memory was released,
 /// 0 otherwise (and on other C libraries).
