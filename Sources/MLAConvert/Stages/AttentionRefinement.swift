@@ -137,15 +137,29 @@ private struct Adam {
     mutating func step(_ weights: inout MLALayerWeights, gradient: MLAAttention.OutputErrorGradient, scale: Float, rate relative: Double) {
         count += 1
         let correction1 = 1 - pow(Self.beta1, Float(count)), correction2 = 1 - pow(Self.beta2, Float(count))
+        let (beta1, beta2) = (Self.beta1, Self.beta2)
         for (k, path) in Self.paths.enumerated() {
             let g = gradient[keyPath: Self.gradientPaths[k]], rate = rates[k] * Float(relative)
             var w = weights[keyPath: path]
-            for i in w.indices {
-                let gi = g[i] * scale
-                moments[k].first[i] = Self.beta1 * moments[k].first[i] + (1 - Self.beta1) * gi
-                moments[k].second[i] = Self.beta2 * moments[k].second[i] + (1 - Self.beta2) * gi * gi
-                let m = moments[k].first[i] / correction1, v = moments[k].second[i] / correction2
-                w[i] -= rate * m / (v.squareRoot() + 1e-30)
+            // Taken out (left empty, so that they are not copied) and walked over buffer pointers, so that
+            // the loop vectorizes; each element's arithmetic is unchanged.
+            var (first, second) = moments[k]
+            moments[k] = ([], [])
+            defer { moments[k] = (first, second) }
+            w.withUnsafeMutableBufferPointer { w in
+                first.withUnsafeMutableBufferPointer { first in
+                    second.withUnsafeMutableBufferPointer { second in
+                        g.withUnsafeBufferPointer { g in
+                            for i in 0..<w.count {
+                                let gi = g[i] * scale
+                                first[i] = beta1 * first[i] + (1 - beta1) * gi
+                                second[i] = beta2 * second[i] + (1 - beta2) * gi * gi
+                                let m = first[i] / correction1, v = second[i] / correction2
+                                w[i] -= rate * m / (v.squareRoot() + 1e-30)
+                            }
+                        }
+                    }
+                }
             }
             weights[keyPath: path] = w
         }
