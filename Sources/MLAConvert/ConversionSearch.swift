@@ -257,8 +257,10 @@ public final class ConversionSearch: @unchecked Sendable {
     /// position 0). Like the closed-form stage it works on the source's states (parallel order) under
     /// the search's statistics; the conversion's own pass is sequential. One layer-major pass: the
     /// source's states on `refineWindows` advance a layer at a time, and each finalist's held-out states
-    /// through its own converted layer, so only one layer's samples are held.
-    public func scoreRefined(_ indices: [Int], refineWindows: [[Int]], refinement: AttentionRefinement) throws {
+    /// through its own converted layer, so only one layer's samples are held. `progress` gets the number
+    /// of layers done after each.
+    public func scoreRefined(_ indices: [Int], refineWindows: [[Int]], refinement: AttentionRefinement,
+                             progress: (Int) -> Void = { _ in }) throws {
         precondition(refineWindows.count >= Self.finalistWindows, "scoreRefined: \(Self.finalistWindows) windows are needed")
         guard !indices.isEmpty else { return }
         let heldOut = windows.flatMap { $0 }
@@ -284,6 +286,7 @@ public final class ConversionSearch: @unchecked Sendable {
                 try self.advanceHeldOut(&x, through: layer, attention: weights)
                 return x
             }
+            progress(l + 1)
         }
         for (k, i) in indices.enumerated() { scored[i].refinedKL = try meanKL(ofStates: finalistStates[k]) }
         refinedSteps = shortRefinement.steps

@@ -204,7 +204,9 @@ import Testing
         try search.scoreRefined([0, 1], refineWindows: refit, refinement: AttentionRefinement(steps: 0))
         let unstepped = try search.scored.map { try #require($0.refinedKL) }
         #expect(abs(unstepped[0] - search.scored[0].kl) <= 1e-4 * search.scored[0].kl, "\(unstepped[0]) refined without steps, \(search.scored[0].kl) closed form")
-        try search.scoreRefined([0, 1], refineWindows: refit, refinement: AttentionRefinement(steps: 4))
+        var layersDone: [Int] = []
+        try search.scoreRefined([0, 1], refineWindows: refit, refinement: AttentionRefinement(steps: 4)) { layersDone.append($0) }
+        #expect(layersDone == Array(1...checkpoint.config.numLayers), "progress reports each layer once, in order")
         #expect(search.refinedSteps == 4)
         let refined = try search.scored.map { try #require($0.refinedKL) }
         #expect(zip(refined, unstepped).allSatisfy { abs($0 - $1) > 1e-4 * $1 }, "4 steps moved no score: \(refined) against \(unstepped)")
