@@ -216,8 +216,12 @@ int ck_has_avx2(void) {
 #if defined(__GLIBC__)
 #include <malloc.h>
 int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold, int arenas) {
-    return mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold)
-        && mallopt(M_ARENA_MAX, arenas);
+    // Each setting on its own, so that one refused (glibc before 2.35 caps M_MMAP_THRESHOLD at 32 MiB)
+    // does not skip the others.
+    int mmap = mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold);
+    int trim = mallopt(M_TRIM_THRESHOLD, (int)trim_threshold);
+    int arena = mallopt(M_ARENA_MAX, arenas);
+    return mmap && trim && arena;
 }
 int ck_return_freed_memory(void) { return malloc_trim(0); }
 #else

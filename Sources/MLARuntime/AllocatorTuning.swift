@@ -9,13 +9,16 @@ public enum AllocatorTuning {
     /// time in 92 s (580 000 faults per 2048 tokens). Larger buffers (whole weight matrices) are
     /// still mapped, so they return to the system when freed.
     ///
-    /// All threads share one heap (arena): by default glibc gives threads that allocate at the same
-    /// time heaps of their own, and a buffer freed into one thread's heap cannot serve the next
-    /// allocation of a thread on another, so the worker threads kept growing their heaps with fresh
+    /// All threads share one heap (arena): by default glibc gives every thread that allocates a heap of
+    /// its own (up to 8 per core), and a buffer goes back to the heap it came from, so the layer
+    /// workers, the refinement's window workers and the layer prefetch thread each kept drawing fresh
     /// pages. One heap cut a 50 % conversion of the sample with the rope plan given from 85.9 s to
-    /// 72.8 s (2.07 million page faults to 0.19 million, peak 674 to 557 MB; docs/performance.md).
-    public static func reuseFreedBuffers() {
-        _ = ck_tune_allocator(64 << 20, 512 << 20, 1)
+    /// 73.1 s, its page faults from 2.07 to 0.18 million and its peak from 659 to 539 MiB, with the same
+    /// output bit for bit (docs/performance.md). Returns whether every setting took effect (always
+    /// false on other C libraries, where it does nothing).
+    @discardableResult
+    public static func reuseFreedBuffers() -> Bool {
+        ck_tune_allocator(64 << 20, 512 << 20, 1) == 1
     }
 
     /// Returns the freed heap memory to the system (glibc `malloc_trim`): after a phase that freed a

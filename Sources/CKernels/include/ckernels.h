@@ -36,8 +36,8 @@ int ck_has_avx2(void);
 
 /// glibc malloc: serve allocations below `mmap_threshold` bytes from the heap, keep up to
 /// `trim_threshold` bytes of freed heap memory and use at most `arenas` heaps for all threads
-/// (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD / M_ARENA_MAX). Returns 1 when all took effect; does
-/// nothing (0) on other C libraries.
+/// (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD / M_ARENA_MAX), each tried whatever the others do.
+/// Returns 1 when all took effect; does nothing (0) on other C libraries.
 int ck_tune_allocator(size_t mmap_threshold, size_t trim_threshold, int arenas);
 
 /// glibc malloc_trim(0): returns free heap pages to the system. Returns 1 when memory was released,

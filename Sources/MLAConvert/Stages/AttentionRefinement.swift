@@ -145,6 +145,7 @@ private struct Adam {
             // the loop vectorizes; each element's arithmetic is unchanged.
             var (first, second) = moments[k]
             moments[k] = ([], [])
+            precondition(g.count == w.count && first.count == w.count && second.count == w.count, "Adam: a gradient or moment does not fit its weight")
             defer { moments[k] = (first, second) }
             w.withUnsafeMutableBufferPointer { w in
                 first.withUnsafeMutableBufferPointer { first in
