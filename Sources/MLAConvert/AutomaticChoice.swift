@@ -113,7 +113,7 @@ extension ConversionPlan {
         let finalists = search.finalists
         if let finalistRefinement, finalists.count > 1 {
             observer.note("auto: refining the \(finalists.count) finalists")
-            // Progress per layer: the stage takes most of the search (42 s of 59 at the sample's 50 %).
+            // Progress per layer: this stage takes most of the search's time (docs/defaults.md, Cost).
             let stage = "auto: refining finalists"
             observer.begin(stage, total: search.config.numLayers)
             try search.scoreRefined(finalists, refineWindows: finalistRefinement.windows, refinement: finalistRefinement.refinement) {

@@ -62,14 +62,12 @@ import Testing
     /// head values), as the conversion's refit sees them.
     @Test("the refit's held-out error from all folds' sums equals each fold's own on layer 3 of the sample", .needsSampleData)
     func heldOutErrorFromAllSumsOnTheSample() throws {
-        let (checkpoint, box) = try TestData.sampleModel.get()
+        let (checkpoint, _) = try TestData.sampleModel.get()
         let c = checkpoint.config, l = 3
         let conversion = ModelConversion(config: c, store: checkpoint.store, statistics: nil, options: Self.options)
         let ranks = try conversion.ranks(budget: .fraction(0.3125), allocation: .uniform)
         let weights = try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l]).0
-        var states = try WindowStates(model: box.model, windows: try Self.windows(8))
-        for earlier in 0..<l { try states.advance(through: try box.model.layer(earlier), eps: c.rmsNormEps, workers: 1) }
-        let samples = try states.advance(through: try box.model.layer(l), eps: c.rmsNormEps, workers: 1) { _, x, output in (x, output) }
+        let samples = try Self.sourceAttentionSamples(layer: l, windows: try Self.windows(8))
         var refit = OutputRefit(headWidth: weights.numHeads * weights.dV, hiddenSize: c.hiddenSize)
         #expect(weights.oBias == nil, "the targets need no bias removed")
         for (i, (x, y)) in samples.enumerated() {
@@ -142,14 +140,21 @@ import Testing
         }
     }
 
-    /// Σ‖y − target‖² / Σ‖target‖² of each of `layers` (conversions of source layer `l`) on `windows`, on
-    /// the source model's states, with the source attention's output as the target.
-    static func heldOutErrors(_ layers: [MLALayerWeights], layer l: Int, windows: [[Int]]) throws -> [Double] {
+    /// Source layer `l`'s attention on each of `windows` (each from position 0), on the source model's
+    /// states: its input (after the input norm) and its output, [t × d] each.
+    static func sourceAttentionSamples(layer l: Int, windows: [[Int]]) throws -> [([Float], [Float])] {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let eps = checkpoint.config.rmsNormEps
         var states = try WindowStates(model: box.model, windows: windows)
         for earlier in 0..<l { try states.advance(through: try box.model.layer(earlier), eps: eps, workers: 1) }
-        let samples = try states.advance(through: try box.model.layer(l), eps: eps, workers: 1) { _, x, output in (x, output) }
+        return try states.advance(through: try box.model.layer(l), eps: eps, workers: 1) { _, x, output in (x, output) }
+    }
+
+    /// Σ‖y − target‖² / Σ‖target‖² of each of `layers` (conversions of source layer `l`) on `windows`, on
+    /// the source model's states, with the source attention's output as the target.
+    static func heldOutErrors(_ layers: [MLALayerWeights], layer l: Int, windows: [[Int]]) throws -> [Double] {
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let samples = try sourceAttentionSamples(layer: l, windows: windows)
         var errors = [Double](repeating: 0, count: layers.count), energy = 0.0
         for (x, target) in samples {
             let tokens = x.count / checkpoint.config.hiddenSize
