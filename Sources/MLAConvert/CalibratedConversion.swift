@@ -104,30 +104,19 @@ public final class CalibratedConversion: @unchecked Sendable {
         let layer = try source.layer(l)
         let moment = attentionInputMoment(layer)
         var (weights, report) = try conversion.layer(l, moment: moment, upToRank: ranks[l]).weights(rank: ranks[l])
-        let factored = weights
         // Per window (the refit's folds are whole windows, so its cross-validation scores unseen text):
-        // the converted heads (the refit's inputs, and the sequential states' next step) and the source
-        // attention (the refit's target, and the parallel states' next step).
-        // The refinement steps on the windows' attention inputs too.
-        let needsHeads = refitOutput || order == .sequential, needsSource = refitOutput || order == .parallel || refinement != nil
-        var heads: [[Float]] = [], sourceOutputs: [[Float]] = [], inputs: [[Float]] = []
+        // the attention inputs (the refit's and the refinement's), the source attention (the refit's and
+        // the refinement's target, and the parallel states' next step), and the converted heads (the
+        // sequential states' next step).
+        let fits = refitOutput || refinement != nil, needsSource = fits || order == .parallel
+        var sourceOutputs: [[Float]] = [], inputs: [[Float]] = []
         for chunk in chunks {
             let h = normed(chunk, layer)
-            if needsHeads { heads += try perWindow(h, chunk) { x, t in try MLAAttention.headOutputs(factored, x: x, tokens: t) } }
             if needsSource { sourceOutputs += try perWindow(h, chunk) { x, t in try layer.attention.forward(x, sequences: [t]) } }
-            if refinement != nil { inputs += try perWindow(h, chunk) { x, _ in x } }
+            if fits || order == .sequential { inputs += try perWindow(h, chunk) { x, _ in x } }
         }
-        if refitOutput { try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: sourceOutputs) }
-        if let refinement {
-            try refinement.apply(to: &weights, report: &report, inputs: inputs, targets: sourceOutputs, workers: workers)
-            // The steps moved the latent and the up-projections: the sequential states advance on the refined heads.
-            if order == .sequential, report.refinement?.keptStep != 0 {
-                let refined = weights, windows = inputs
-                heads = try parallelMap(windows.count, workers: workers) { i in
-                    try MLAAttention.headOutputs(refined, x: windows[i], tokens: windows[i].count / d)
-                }
-            }
-        }
+        let stages = CalibratedStages(refit: refitOutput ? .crossValidated : nil, measuringRefitErrors: true, refinement: refinement, workers: workers)
+        let heads = try stages.apply(to: &weights, report: &report, inputs: inputs, targets: sourceOutputs, returningHeads: order == .sequential)
         try weights.validate()
         if l + 1 < c.numLayers {
             for chunk in chunks {

@@ -214,12 +214,11 @@ public final class ConversionSearch: @unchecked Sendable {
     /// cross-validation, or (nil) with its own.
     private func refit(_ weights: inout MLALayerWeights, _ report: inout LayerConversionReport, layer l: Int, inputs: [[Float]], targets: [[Float]],
                        ridges: LayerRidges?) throws {
-        let factored = weights, d = config.hiddenSize
-        let heads = try inputs.map { try MLAAttention.headOutputs(factored, x: $0, tokens: $0.count / d) }
         let known = ridges?.ridge(layer: l)
         // The search keeps the weights only: the refit's errors (for the summary) are not measured.
-        try OutputRefit.apply(to: &weights, report: &report, heads: heads, targets: targets,
-                              ridge: known.map { .fixed($0) } ?? .crossValidated, measuringErrors: false)
+        let stages = CalibratedStages(refit: known.map { .fixed($0) } ?? .crossValidated, measuringRefitErrors: false,
+                                      refinement: nil, workers: 1)
+        _ = try stages.apply(to: &weights, report: &report, inputs: inputs, targets: targets, returningHeads: false)
         if known == nil { ridges?.record(report.outputRidge, layer: l) }
     }
 
@@ -280,8 +279,8 @@ public final class ConversionSearch: @unchecked Sendable {
             // (KL 1.92 against 0.81 refined with its own; docs/defaults.md).
             finalistStates = try parallelMap(indices.count, workers: workers) { k in
                 var (weights, report) = try conversions[k].layer(l, upToRank: ranks[k][l]).weights(rank: ranks[k][l])
-                if refits { try self.refit(&weights, &report, layer: l, inputs: inputs, targets: targets, ridges: nil) }
-                try shortRefinement.apply(to: &weights, report: &report, inputs: inputs, targets: targets, workers: 1)
+                let stages = CalibratedStages(refit: refits ? .crossValidated : nil, measuringRefitErrors: false, refinement: shortRefinement, workers: 1)
+                _ = try stages.apply(to: &weights, report: &report, inputs: inputs, targets: targets, returningHeads: false)
                 var x = current[k]
                 try self.advanceHeldOut(&x, through: layer, attention: weights)
                 return x

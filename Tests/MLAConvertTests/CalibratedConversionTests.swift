@@ -97,6 +97,40 @@ import Testing
         #expect(errors[1] < 0.98 * errors[0], "held-out error \(errors[0]) -> \(errors[1])")
     }
 
+    /// The refit and the refinement share their windows' queries and the closed form's head outputs
+    /// (`CalibratedStages`); run one after the other on their own, as each stage is defined, they leave
+    /// the same layer, and the heads returned for the next states are the refined layer's.
+    @Test("the shared calibrated stages leave the layer that the refit and the refinement leave on their own", .needsSampleData)
+    func sharedStagesMatchSeparateStages() throws {
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let d = checkpoint.config.hiddenSize
+        let samples = try Self.sourceAttentionSamples(layer: 2, windows: try Self.windows(8, length: 256))
+        let inputs = samples.map(\.0), targets = samples.map(\.1)
+        let conversion = ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: nil, options: Self.options)
+        let rank = try conversion.ranks(budget: .fraction(0.1875), allocation: .uniform)[2]
+        let (closedForm, closedFormReport) = try conversion.layer(2, upToRank: rank).weights(rank: rank)
+        let refinement = AttentionRefinement(steps: 16, learningRate: 1e-2)
+        var (shared, sharedReport) = (closedForm, closedFormReport)
+        let heads = try CalibratedStages(refit: .crossValidated, measuringRefitErrors: true, refinement: refinement, workers: 2)
+            .apply(to: &shared, report: &sharedReport, inputs: inputs, targets: targets, returningHeads: true)
+        var (separate, separateReport) = (closedForm, closedFormReport)
+        try OutputRefit.apply(to: &separate, report: &separateReport,
+                              heads: try inputs.map { try MLAAttention.headOutputs(closedForm, x: $0, tokens: $0.count / d) }, targets: targets)
+        try refinement.apply(to: &separate, report: &separateReport, windows: try MLAAttention.QueryWindows(separate, inputs: inputs),
+                             targets: targets, workers: 1)
+        let (a, b) = (try #require(sharedReport.refinement), try #require(separateReport.refinement))
+        #expect(b.keptStep > 0, "the refinement must move the layer for the comparison to cover it: \(b)")
+        #expect(a.keptStep == b.keptStep && abs(a.before - b.before) <= 1e-9 * b.before && abs(a.after - b.after) <= 1e-9 * b.after, "\(a) against \(b)")
+        #expect(sharedReport.outputRidge == separateReport.outputRidge && sharedReport.stages == separateReport.stages)
+        for (name, x, y) in [("kvA", shared.kvA, separate.kvA), ("kvB", shared.kvB, separate.kvB), ("kRope", shared.kRope, separate.kRope),
+                             ("oProj", shared.oProj, separate.oProj)] {
+            #expect(ConversionTests.relative(x, y) < 1e-6, "\(name)")
+        }
+        for (i, x) in inputs.enumerated() {
+            #expect(ConversionTests.relative(heads[i], try MLAAttention.headOutputs(separate, x: x, tokens: x.count / d)) < 1e-6, "window \(i)")
+        }
+    }
+
     @Test("at full rank the refinement keeps the exact closed form", .needsSampleData)
     func refinementKeepsExactLayer() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()

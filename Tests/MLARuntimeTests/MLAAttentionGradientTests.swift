@@ -27,7 +27,7 @@ struct MLAAttentionGradientTests {
             zip(referenceMLA(weights, x: x, tokens: tokens, positions: positions), target).reduce(0.0) { $0 + ($1.0 - Double($1.1)) * ($1.0 - Double($1.1)) }
         }
         // A block of 4 splits the 6 queries into a 4 × 4 and a 2 × 6 product.
-        let windows = MLAAttention.OutputErrorWindows(w, inputs: [x], targets: [target])
+        let windows = try MLAAttention.OutputErrorWindows(w, inputs: [x], targets: [target])
         let gradient = MLAAttention.outputErrorGradient(w, windows: windows, index: 0, causalBlock: causalBlock)
         let matrices: [(String, WritableKeyPath<MLALayerWeights, [Float]>, [Float])] = [
             ("kvA", \.kvA, gradient.kvA), ("kvB", \.kvB, gradient.kvB), ("kRope", \.kRope, gradient.kRope),
@@ -58,10 +58,34 @@ struct MLAAttentionGradientTests {
         let x = g.floats(tokens * spec.d, scale: 1), target = g.floats(tokens * spec.d, scale: 0.5)
         let expected = zip(referenceMLA(w, x: x, tokens: tokens, positions: Array(0..<tokens)), target)
             .reduce(0.0) { $0 + ($1.0 - Double($1.1)) * ($1.0 - Double($1.1)) }
-        let windows = MLAAttention.OutputErrorWindows(w, inputs: [x, []], targets: [target, []])
+        let windows = try MLAAttention.OutputErrorWindows(w, inputs: [x, []], targets: [target, []])
         let error = MLAAttention.outputError(w, windows: windows, index: 0, causalBlock: causalBlock)
         #expect(abs(error - expected) <= 1e-5 * expected, "\(error) against \(expected)")
         #expect(MLAAttention.outputError(w, windows: windows, index: 1) == 0)
+    }
+
+    /// The windows the o_proj refit and the refinement share (`QueryWindows`): their head outputs are
+    /// `headOutputs`' and the error read from them is `outputError`'s, the same bits, so that sharing
+    /// them changes no conversion; windows span several causal blocks, and preparing them on two
+    /// workers gives the same gradient as on one.
+    @Test("prepared windows give headOutputs' heads and outputError's error bit for bit", arguments: specs)
+    func preparedWindowsMatchTheDirectPaths(spec: MLASpec) throws {
+        let w = spec.weights(seed: 9)
+        try w.validate()
+        var g = SplitMix64(seed: 29)
+        let lengths = [300, 130, 7]
+        let inputs = lengths.map { g.floats($0 * spec.d, scale: 1) }, targets = lengths.map { g.floats($0 * spec.d, scale: 0.5) }
+        let windows = try MLAAttention.QueryWindows(w, inputs: inputs, workers: 2)
+        let prepared = try MLAAttention.OutputErrorWindows(w, windows: windows, targets: targets, workers: 2)
+        let serial = try MLAAttention.OutputErrorWindows(w, inputs: inputs, targets: targets)
+        for (i, t) in lengths.enumerated() {
+            let heads = windows.heads(w, index: i)
+            #expect(heads == (try MLAAttention.headOutputs(w, x: inputs[i], tokens: t)), "window \(i): heads differ from headOutputs")
+            let error = MLAAttention.outputError(w, windows: prepared, index: i)
+            #expect(error > 0 && MLAAttention.outputError(w, heads: heads, windows: prepared, index: i) == error, "window \(i)")
+            let (a, b) = (MLAAttention.outputErrorGradient(w, windows: prepared, index: i), MLAAttention.outputErrorGradient(w, windows: serial, index: i))
+            #expect(a.kvA == b.kvA && a.kvB == b.kvB && a.kRope == b.kRope, "window \(i): gradient differs with the windows prepared on two workers")
+        }
     }
 
     @Test("the gradient vanishes when the target is the layer's own output")
@@ -70,12 +94,12 @@ struct MLAAttentionGradientTests {
         var g = SplitMix64(seed: 3)
         let x = g.floats(tokens * spec.d, scale: 1)
         let own = try MLAAttention.naive(w, x: x, tokens: tokens, positions: Array(0..<tokens))
-        func largest(target: [Float]) -> Float {
-            let gradient = MLAAttention.outputErrorGradient(w, windows: MLAAttention.OutputErrorWindows(w, inputs: [x], targets: [target]), index: 0)
+        func largest(target: [Float]) throws -> Float {
+            let gradient = MLAAttention.outputErrorGradient(w, windows: try MLAAttention.OutputErrorWindows(w, inputs: [x], targets: [target]), index: 0)
             return (gradient.kvA + gradient.kvB + gradient.kRope).map(abs).max() ?? 0
         }
         // Against the gradient's size for a target half the output: float rounding only.
-        let atOwn = largest(target: own), atHalf = largest(target: own.map { $0 / 2 })
+        let atOwn = try largest(target: own), atHalf = try largest(target: own.map { $0 / 2 })
         #expect(atHalf > 0 && atOwn < 1e-5 * atHalf, "largest gradient entry \(atOwn) at the layer's own output, \(atHalf) at half of it")
     }
 }

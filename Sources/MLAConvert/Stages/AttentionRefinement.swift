@@ -58,15 +58,19 @@ public struct AttentionRefinement: Sendable {
         min(1, Double(step) / Double(max(1, steps / 8)))
     }
 
-    /// Refines `weights` (no latent norm) on windows whose attention inputs are `inputs[i]` [t_i × d]
-    /// and whose source attention outputs are `targets[i]` [t_i × d]; each window is attended from
-    /// position 0. Records the result and the stage in `report`. With fewer than four windows there is
-    /// nothing to hold out (or nothing to step on), and the layer is left as it is, with no result.
-    public func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport, inputs: [[Float]], targets: [[Float]],
-                      workers: Int) throws {
+    /// Refines `weights` (no latent norm) on `windows` (attention inputs [t_i × d], prepared for its
+    /// query), whose source attention outputs are `targets[i]` [t_i × d]; each window is attended from
+    /// position 0. `startHeads`, when given, are `weights`' per-head outputs on every window
+    /// (`QueryWindows.heads`, e.g. the o_proj refit's inputs): the first held-out check reads them instead
+    /// of running the windows again. Records the result and the stage in `report`. With fewer than four
+    /// windows there is nothing to hold out (or nothing to step on), and the layer is left as it is, with
+    /// no result.
+    public func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport, windows: MLAAttention.QueryWindows,
+                      targets: [[Float]], startHeads: [[Float]]? = nil, workers: Int) throws {
         let d = weights.hiddenSize, bias = weights.oBias
-        let heldOut = inputs.indices.filter { $0 % 4 == 3 }, training = inputs.indices.filter { $0 % 4 != 3 }
+        let heldOut = targets.indices.filter { $0 % 4 == 3 }, training = targets.indices.filter { $0 % 4 != 3 }
         guard !heldOut.isEmpty, !training.isEmpty, steps > 0 else { return }
+        precondition(startHeads == nil || startHeads?.count == targets.count, "AttentionRefinement: one start head output per window")
         let energy = { (windows: [Int]) -> Double in
             windows.reduce(0.0) { sum, i in
                 let rows = targets[i].count / d
@@ -77,15 +81,16 @@ public struct AttentionRefinement: Sendable {
             }
         }
         let heldOutEnergy = max(energy(heldOut), .leastNormalMagnitude), trainingEnergy = max(energy(training), .leastNormalMagnitude)
-        // Every window's queries and targets are prepared once: the query and o_proj stay fixed.
-        let prepared = MLAAttention.OutputErrorWindows(weights, inputs: inputs, targets: targets)
-        func heldOutError(_ w: MLALayerWeights) throws -> Double {
+        // Every window's targets are prepared once: the query and o_proj stay fixed.
+        let prepared = try MLAAttention.OutputErrorWindows(weights, windows: windows, targets: targets, workers: workers)
+        func heldOutError(_ w: MLALayerWeights, heads: [[Float]]? = nil) throws -> Double {
             let errors = try parallelMap(heldOut.count, workers: workers) { k in
-                MLAAttention.outputError(w, windows: prepared, index: heldOut[k])
+                if let heads { return MLAAttention.outputError(w, heads: heads[heldOut[k]], windows: prepared, index: heldOut[k]) }
+                return MLAAttention.outputError(w, windows: prepared, index: heldOut[k])
             }
             return errors.reduce(0, +) / heldOutEnergy
         }
-        let start = try heldOutError(weights)
+        let start = try heldOutError(weights, heads: startHeads)
         var best = (weights: weights, error: start, step: 0)
         var adam = Adam(weights, learningRate: learningRate)
         var current = weights

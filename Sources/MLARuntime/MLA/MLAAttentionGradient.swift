@@ -19,49 +19,87 @@
 /// rotation to kRope. Every product is a GEMM. Needs a layer without a latent norm (conversions make
 /// one only at export, docs/method.md §8.b).
 extension MLAAttention {
-    /// Calibration windows prepared for `outputErrorGradient`: what stays fixed while `kvA`, `kvB` and
-    /// `kRope` move. Valid for weights whose query and o_proj are those it was prepared with.
-    public struct OutputErrorWindows: Sendable {
-        /// One window of attention inputs and what a step reads of its target.
+    /// Calibration windows of one layer with each window's queries computed once. The o_proj refit and
+    /// the refinement change neither the query nor the inputs, so the closed form's head outputs (the
+    /// refit's inputs), every refinement step and every held-out check read the same queries. Valid for
+    /// weights whose query is the one it was prepared with.
+    public struct QueryWindows: Sendable {
+        /// One window of attention inputs and its queries.
         struct Window: Sendable {
             /// The attention input x `[tokens, d]`.
             let x: [Float]
             let tokens: Int
             /// The queries `[tokens, n_h·(dNope+dRope)]`, rope rows rotated.
             let queries: [Float]
-            /// The target `[tokens, d]`.
-            let target: [Float]
-            /// Z = (target − b_o) W_o `[tokens, n_h·dV]`.
-            let targetHeads: [Float]
             /// Each rope head's rotations at positions 0..<tokens.
             let rotations: [Rotations]
         }
 
+        let windows: [Window]
+        public var count: Int { windows.count }
+
+        /// Windows of attention inputs `inputs[i]` `[t_i, d]`, each attended from position 0, for `weights`'
+        /// query; `workers` windows at once, one BLAS thread each.
+        public init(_ weights: MLALayerWeights, inputs: [[Float]], workers: Int = 1) throws {
+            let d = weights.hiddenSize
+            windows = try parallelMap(inputs.count, workers: workers) { i in
+                let x = inputs[i], t = x.count / max(d, 1)
+                precondition(x.count == t * d, "QueryWindows: x must be [\(t) × \(d)]")
+                let rotations = ropeRotations(weights, positions: Array(0..<t))
+                return Window(x: x, tokens: t, queries: queries(weights, x: x, tokens: t, rotations: rotations), rotations: rotations)
+            }
+        }
+
+        /// The per-head outputs U `[t_i, n_h·dV]` of window `index` for `weights` (no latent norm, the
+        /// query prepared): bit for bit `headOutputs` on the window, without computing its queries again.
+        public func heads(_ weights: MLALayerWeights, index: Int) -> [Float] {
+            precondition(weights.latentNorm == nil, "QueryWindows.heads: \(weights.label) has a latent norm; the windows serve conversions before the export makes one")
+            return forward(weights, window: windows[index], causalBlock: Kernels.causalBlock, keepsProbabilities: false).heads
+        }
+    }
+
+    /// Calibration windows prepared for `outputErrorGradient`: what stays fixed while `kvA`, `kvB` and
+    /// `kRope` move. Valid for weights whose query and o_proj are those it was prepared with.
+    public struct OutputErrorWindows: Sendable {
+        /// What a step reads of one window's target.
+        struct Target: Sendable {
+            /// The target `[tokens, d]`.
+            let target: [Float]
+            /// Z = (target − b_o) W_o `[tokens, n_h·dV]`.
+            let targetHeads: [Float]
+        }
+
         /// G = W_oᵀ W_o `[n_h·dV, n_h·dV]`.
         let gram: [Float]
-        let windows: [Window]
+        let inputs: QueryWindows
+        let targets: [Target]
 
-        /// Windows of attention inputs `inputs[i]` `[t_i, d]` and targets `targets[i]` `[t_i, d]` (the
-        /// source layer's attention outputs), each attended from position 0, for `weights`' query and o_proj.
-        public init(_ weights: MLALayerWeights, inputs: [[Float]], targets: [[Float]]) {
+        /// The windows `inputs` with targets `targets[i]` `[t_i, d]` (the source layer's attention outputs
+        /// on window i), for `weights`' o_proj; `workers` windows at once, one BLAS thread each.
+        public init(_ weights: MLALayerWeights, windows inputs: QueryWindows, targets: [[Float]], workers: Int = 1) throws {
             precondition(inputs.count == targets.count, "OutputErrorWindows: one target per window")
             let d = weights.hiddenSize, oWidth = weights.numHeads * weights.dV
             var gram = [Float](repeating: 0, count: oWidth * oWidth)
             gemm(transA: true, transB: false, m: oWidth, n: oWidth, k: d, a: weights.oProj, aOffset: 0, lda: oWidth,
                  b: weights.oProj, bOffset: 0, ldb: oWidth, beta: 0, c: &gram, cOffset: 0, ldc: oWidth)
             self.gram = gram
-            windows = zip(inputs, targets).map { x, target in
-                let t = x.count / d
-                precondition(x.count == t * d && target.count == t * d, "OutputErrorWindows: x and target must be [\(t) × \(d)]")
-                let rotations = ropeRotations(weights, positions: Array(0..<t))
+            self.inputs = inputs
+            self.targets = try parallelMap(targets.count, workers: workers) { i in
+                let target = targets[i], t = inputs.windows[i].tokens
+                precondition(target.count == t * d, "OutputErrorWindows: target \(i) must be [\(t) × \(d)]")
                 var centered = target
                 if let bias = weights.oBias { for i in centered.indices { centered[i] -= bias[i % d] } }
                 var z = [Float](repeating: 0, count: t * oWidth)
                 gemm(transA: false, transB: false, m: t, n: oWidth, k: d, a: centered, aOffset: 0, lda: d,
                      b: weights.oProj, bOffset: 0, ldb: oWidth, beta: 0, c: &z, cOffset: 0, ldc: oWidth)
-                return Window(x: x, tokens: t, queries: queries(weights, x: x, tokens: t, rotations: rotations), target: target,
-                              targetHeads: z, rotations: rotations)
+                return Target(target: target, targetHeads: z)
             }
+        }
+
+        /// Windows of attention inputs `inputs[i]` `[t_i, d]` and targets `targets[i]` `[t_i, d]`, each
+        /// attended from position 0, for `weights`' query and o_proj.
+        public init(_ weights: MLALayerWeights, inputs: [[Float]], targets: [[Float]]) throws {
+            try self.init(weights, windows: try QueryWindows(weights, inputs: inputs), targets: targets)
         }
     }
 
@@ -92,7 +130,8 @@ extension MLAAttention {
 
     /// The forward pass over one prepared window, with what the backward reads. Queries go in causal
     /// blocks: block b's queries see only keys 0..<blocks[b].upperBound, so the score products skip the
-    /// masked upper right (at 512 tokens in blocks of 128, 5/8 of the full products).
+    /// masked upper right (at 512 tokens in blocks of 128, 5/8 of the full products). Without
+    /// `keepsProbabilities` the heads share one block of scratch scores and `probabilities` is empty.
     struct WindowForward {
         let blocks: [Range<Int>]
         /// Where block b's probabilities start in each head's packed `[block rows × visible keys]` blocks.
@@ -107,7 +146,7 @@ extension MLAAttention {
         let heads: [Float]
     }
 
-    static func forward(_ w: MLALayerWeights, window: OutputErrorWindows.Window, causalBlock: Int) -> WindowForward {
+    static func forward(_ w: MLALayerWeights, window: QueryWindows.Window, causalBlock: Int, keepsProbabilities: Bool = true) -> WindowForward {
         let x = window.x, t = window.tokens, r = w.kvRank, nh = w.numHeads, qw = w.qHeadWidth, kvw = w.dNope + w.dV
         let oWidth = nh * w.dV
         let block = max(1, causalBlock), blocks = stride(from: 0, to: t, by: block).map { $0..<min($0 + block, t) }
@@ -118,12 +157,16 @@ extension MLAAttention {
         var probabilities = [[Float]]()
         var heads = [Float](repeating: 0, count: t * oWidth)
         var k = [Float](repeating: 0, count: t * qw)
+        // Every score a head keeps is written (the GEMM, then the softmax's zeros past the diagonal), so
+        // the buffers start uninitialized.
+        let scoreCount = keepsProbabilities ? scoreOffsets.last! : min(t, block) * t
+        var scratch: [Float] = keepsProbabilities ? [] : [Float](unsafeUninitializedCapacity: scoreCount) { $1 = scoreCount }
         for h in 0..<nh {
             headKeys(w, head: h, kv: kv, ropeKeys: ropeKeys, tokens: t, into: &k)
-            var p = [Float](repeating: 0, count: scoreOffsets.last!)
+            if keepsProbabilities { scratch = [Float](unsafeUninitializedCapacity: scoreCount) { $1 = scoreCount } }
             attendHead(w, head: h, queries: window.queries, keys: k, kv: kv, queryCount: t, keyCount: t, block: block,
-                       scores: &p, keepsScores: true, into: &heads)
-            probabilities.append(p)
+                       scores: &scratch, keepsScores: keepsProbabilities, into: &heads)
+            if keepsProbabilities { probabilities.append(scratch) }
         }
         return WindowForward(blocks: blocks, scoreOffsets: scoreOffsets, latent: latent, kv: kv,
                              probabilities: probabilities, heads: heads)
@@ -133,10 +176,18 @@ extension MLAAttention {
     /// `outputErrorGradient`; the query it reads is the one `windows` holds.
     public static func outputError(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int, causalBlock: Int = Kernels.causalBlock) -> Double {
         precondition(w.latentNorm == nil, "outputError: \(w.label) has a latent norm; refine before the export makes one")
-        let window = windows.windows[index]
+        let window = windows.inputs.windows[index]
         guard window.tokens > 0 else { return 0 }
-        let y = output(w, heads: forward(w, window: window, causalBlock: causalBlock).heads, tokens: window.tokens)
-        return zip(y, window.target).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+        return outputError(w, heads: forward(w, window: window, causalBlock: causalBlock, keepsProbabilities: false).heads, windows: windows, index: index)
+    }
+
+    /// E on window `index` of `windows` from `w`'s per-head outputs on it, `heads` `[t, n_h·dV]` (e.g.
+    /// `QueryWindows.heads`): `outputError` without the forward pass, the same bits.
+    public static func outputError(_ w: MLALayerWeights, heads: [Float], windows: OutputErrorWindows, index: Int) -> Double {
+        let t = windows.inputs.windows[index].tokens
+        guard t > 0 else { return 0 }
+        let y = output(w, heads: heads, tokens: t)
+        return zip(y, windows.targets[index].target).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
     }
 
     /// The gradient of E on window `index` of `windows`. `weights` must have passed `validate()`, have no
@@ -146,7 +197,7 @@ extension MLAAttention {
     public static func outputErrorGradient(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int,
                                            causalBlock: Int = Kernels.causalBlock) -> OutputErrorGradient {
         precondition(w.latentNorm == nil, "outputErrorGradient: \(w.label) has a latent norm; refine before the export makes one")
-        let window = windows.windows[index], x = window.x, t = window.tokens
+        let window = windows.inputs.windows[index], x = window.x, t = window.tokens
         var gradient = OutputErrorGradient(zeroFor: w)
         guard t > 0 else { return gradient }
         let d = w.hiddenSize, r = w.kvRank, nh = w.numHeads, qw = w.qHeadWidth, kvw = w.dNope + w.dV
@@ -154,7 +205,7 @@ extension MLAAttention {
         let forward = forward(w, window: window, causalBlock: causalBlock)
         let (blocks, scoreOffsets, queries, kv, heads) = (forward.blocks, forward.scoreOffsets, window.queries, forward.kv, forward.heads)
         // dU = 2 (U G − Z).
-        var dHeads = windows.windows[index].targetHeads
+        var dHeads = windows.targets[index].targetHeads
         gemm(transA: false, transB: false, m: t, n: oWidth, k: oWidth, a: heads, aOffset: 0, lda: oWidth,
              b: windows.gram, bOffset: 0, ldb: oWidth, beta: -1, c: &dHeads, cOffset: 0, ldc: oWidth)
         for i in dHeads.indices { dHeads[i] *= 2 }
@@ -162,7 +213,8 @@ extension MLAAttention {
         // columns) and dk start at zero and accumulate over the blocks.
         var dKV = [Float](repeating: 0, count: t * nh * kvw)
         var dRopeKeys = [Float](repeating: 0, count: t * ropeWidth)
-        var dp = [Float](repeating: 0, count: scoreOffsets.last!), dk = [Float](repeating: 0, count: t * qw)
+        // dP's blocks are written whole (the GEMM, then the masked entries set to zero), so dp starts uninitialized.
+        var dp = [Float](unsafeUninitializedCapacity: scoreOffsets.last!) { $1 = scoreOffsets.last! }, dk = [Float](repeating: 0, count: t * qw)
         for h in 0..<nh {
             let p = forward.probabilities[h]
             for i in dk.indices { dk[i] = 0 }
