@@ -62,14 +62,16 @@ public struct AttentionRefinement: Sendable {
     /// query), whose source attention outputs are `targets[i]` [t_i × d]; each window is attended from
     /// position 0. `startHeads`, when given, are `weights`' per-head outputs on every window
     /// (`QueryWindows.heads`, e.g. the o_proj refit's inputs): the first held-out check reads them instead
-    /// of running the windows again. Records the result and the stage in `report`. With fewer than four
-    /// windows there is nothing to hold out (or nothing to step on), and the layer is left as it is, with
-    /// no result.
+    /// of running the windows again. Records the result and the stage in `report`, and returns the kept
+    /// weights' per-head outputs on the held-out windows by window index (the checks computed them). With
+    /// fewer than four windows there is nothing to hold out (or nothing to step on), and the layer is left
+    /// as it is, with no result and no heads.
+    @discardableResult
     public func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport, windows: MLAAttention.QueryWindows,
-                      targets: [[Float]], startHeads: [[Float]]? = nil, workers: Int) throws {
+                      targets: [[Float]], startHeads: [[Float]]? = nil, workers: Int) throws -> [Int: [Float]] {
         let d = weights.hiddenSize, bias = weights.oBias
         let heldOut = targets.indices.filter { $0 % 4 == 3 }, training = targets.indices.filter { $0 % 4 != 3 }
-        guard !heldOut.isEmpty, !training.isEmpty, steps > 0 else { return }
+        guard !heldOut.isEmpty, !training.isEmpty, steps > 0 else { return [:] }
         precondition(startHeads == nil || startHeads?.count == targets.count, "AttentionRefinement: one start head output per window")
         let energy = { (windows: [Int]) -> Double in
             windows.reduce(0.0) { sum, i in
@@ -83,15 +85,17 @@ public struct AttentionRefinement: Sendable {
         let heldOutEnergy = max(energy(heldOut), .leastNormalMagnitude), trainingEnergy = max(energy(training), .leastNormalMagnitude)
         // Every window's targets are prepared once: the query and o_proj stay fixed.
         let prepared = try MLAAttention.OutputErrorWindows(weights, windows: windows, targets: targets, workers: workers)
-        func heldOutError(_ w: MLALayerWeights, heads: [[Float]]? = nil) throws -> Double {
-            let errors = try parallelMap(heldOut.count, workers: workers) { k in
-                if let heads { return MLAAttention.outputError(w, heads: heads[heldOut[k]], windows: prepared, index: heldOut[k]) }
-                return MLAAttention.outputError(w, windows: prepared, index: heldOut[k])
+        /// `w`'s held-out relative error and its per-head outputs on the held-out windows (taken from
+        /// `heads` when given).
+        func heldOutCheck(_ w: MLALayerWeights, heads: [[Float]]? = nil) throws -> (error: Double, heads: [Int: [Float]]) {
+            let checked = try parallelMap(heldOut.count, workers: workers) { k in
+                let i = heldOut[k], u = heads?[i] ?? windows.heads(w, index: i)
+                return (MLAAttention.outputError(w, heads: u, windows: prepared, index: i), u)
             }
-            return errors.reduce(0, +) / heldOutEnergy
+            return (checked.map(\.0).reduce(0, +) / heldOutEnergy, Dictionary(uniqueKeysWithValues: zip(heldOut, checked.map(\.1))))
         }
-        let start = try heldOutError(weights, heads: startHeads)
-        var best = (weights: weights, error: start, step: 0)
+        let start = try heldOutCheck(weights, heads: startHeads)
+        var best = (weights: weights, error: start.error, step: 0, heads: start.heads)
         var adam = Adam(weights, learningRate: learningRate)
         var current = weights
         for step in 1...steps {
@@ -104,13 +108,14 @@ public struct AttentionRefinement: Sendable {
             for g in gradients { sum.add(g) }
             adam.step(&current, gradient: sum, scale: Float(1 / trainingEnergy), rate: schedule(step))
             if step % Self.evaluationInterval == 0 || step == steps {
-                let error = try heldOutError(current)
-                if error < best.error { best = (current, error, step) }
+                let check = try heldOutCheck(current)
+                if check.error < best.error { best = (current, check.error, step, check.heads) }
             }
         }
         weights = best.weights
-        report.refinement = Result(before: start, after: best.error, keptStep: best.step)
+        report.refinement = Result(before: start.error, after: best.error, keptStep: best.step)
         report.stages.append(.refinement)
+        return best.heads
     }
 }
 

@@ -5,7 +5,8 @@ import MLARuntime
 /// read the same windows: each window's queries are computed once (`MLAAttention.QueryWindows`), the
 /// closed form's per-head outputs are both the refit's inputs and the refinement's first held-out check,
 /// and with `returningHeads` the heads of the weights left serve the caller (the sequential pass's next
-/// states) without running the windows a third time when the refinement kept the closed form.
+/// states): the closed form's when the refinement kept it, else the held-out checks' and the other
+/// windows run again.
 struct CalibratedStages {
     /// How the refit picks its ridge, or nil to keep o_proj.
     let refit: OutputRefit.RidgeChoice?
@@ -25,18 +26,19 @@ struct CalibratedStages {
         guard refit != nil || refinement != nil || returningHeads else { return [] }
         let windows = try MLAAttention.QueryWindows(weights, inputs: inputs, workers: workers)
         let closedForm = weights
-        func headOutputs(_ w: MLALayerWeights) throws -> [[Float]] {
-            try parallelMap(windows.count, workers: workers) { windows.heads(w, index: $0) }
-        }
-        var heads = refit != nil || returningHeads ? try headOutputs(closedForm) : nil
+        var heads = refit != nil || returningHeads ? try parallelMap(windows.count, workers: workers) { windows.heads(closedForm, index: $0) } : nil
         if let refit, let closedFormHeads = heads {
             try OutputRefit.apply(to: &weights, report: &report, heads: closedFormHeads, targets: targets, ridge: refit,
                                   measuringErrors: measuringRefitErrors)
         }
         if let refinement {
             // The refit moved o_proj only, so the closed form's heads are still the weights' heads.
-            try refinement.apply(to: &weights, report: &report, windows: windows, targets: targets, startHeads: heads, workers: workers)
-            if returningHeads, let kept = report.refinement?.keptStep, kept != 0 { heads = try headOutputs(weights) }
+            let checked = try refinement.apply(to: &weights, report: &report, windows: windows, targets: targets, startHeads: heads, workers: workers)
+            if returningHeads, let kept = report.refinement?.keptStep, kept != 0 {
+                // The held-out checks ran the kept weights on their windows already.
+                let refined = weights
+                heads = try parallelMap(windows.count, workers: workers) { checked[$0] ?? windows.heads(refined, index: $0) }
+            }
         }
         return returningHeads ? heads ?? [] : []
     }
