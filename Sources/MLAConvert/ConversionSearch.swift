@@ -106,6 +106,8 @@ public final class ConversionSearch: @unchecked Sendable {
     /// windows of calibration text: per layer, the source attention's inputs and outputs on them, computed
     /// once (2 × layers × tokens × d floats: 142 MB for the default 1,024 tokens of the sample).
     let refitSamples: [RefitSamples]?
+    /// The windows of `refitSamples`.
+    let refitWindows: [[Int]]
     /// Each layer's refit ridge, chosen by cross-validation for the first candidate and reused by the
     /// others in the closed-form stage (the cross-validation's F64 solves per layer were 60 % of that
     /// stage). The finalists choose their own (`scoreRefined`): a ridge carried over from another plan
@@ -132,6 +134,7 @@ public final class ConversionSearch: @unchecked Sendable {
         self.workers = max(1, workers)
         let pass = try Self.sourcePass(source, refitWindows: refitWindows ?? [], heldOut: windows, workers: self.workers)
         refitSamples = refitWindows == nil ? nil : pass.refitSamples
+        self.refitWindows = refitWindows ?? []
         reference = try ReferenceDistributions(normed: pass.heldOutNormed, rows: windows.reduce(0) { $0 + $1.count }, model: source,
                                                workers: self.workers)
     }
@@ -267,13 +270,19 @@ public final class ConversionSearch: @unchecked Sendable {
                                                   windowsPerStep: refinement.windowsPerStep)
         let conversions = indices.map { ModelConversion(config: config, store: store, statistics: statistics, options: scored[$0].candidate.options) }
         let ranks = try indices.indices.map { try conversions[$0].ranks(budget: budget, allocation: scored[indices[$0]].candidate.allocation) }
-        var states = try WindowStates(model: source, windows: refineWindows)
+        // The refit windows that open `refineWindows` (by default the first 2 of 8) have their source
+        // samples held already; the source runs only the others.
+        let reused = refitSamples == nil ? 0 : zip(refitWindows, refineWindows).prefix { $0 == $1 }.count
+        var states = try WindowStates(model: source, windows: Array(refineWindows.dropFirst(reused)))
         var finalistStates = try indices.map { _ in try source.embed(heldOut) }
         let refits = refitSamples != nil
         for l in 0..<config.numLayers {
             let layer = try source.layer(l)
             let samples = try states.advance(through: layer, eps: config.rmsNormEps, workers: workers) { _, x, output in (x, output) }
-            let inputs = samples.map(\.0), targets = samples.map(\.1), current = finalistStates
+            let held = refitSamples?[l]
+            let inputs = Array(held?.inputs.prefix(reused) ?? []) + samples.map(\.0)
+            let targets = Array(held?.targets.prefix(reused) ?? []) + samples.map(\.1)
+            let current = finalistStates
             // One finalist per worker, each on one BLAS thread. Each cross-validates its own ridge: with
             // another plan's ridge, rope 16 at the sample's 18.75 % scored as badly as its closed form
             // (KL 1.92 against 0.81 refined with its own; docs/defaults.md).
