@@ -41,6 +41,8 @@ public final class CalibratedConversion: @unchecked Sendable {
     private var next = 0
     /// Layers converted ahead of the one asked for (when asked out of order).
     private var ahead: [Int: (MLALayerWeights, LayerConversionReport)] = [:]
+    /// Called with the number of layers converted after each one, on the converting thread.
+    private let converted: @Sendable (Int) -> Void
 
     /// Rows of one chunk of whole windows: at most `chunkTokens` rows (or one window).
     private struct Chunk {
@@ -58,8 +60,11 @@ public final class CalibratedConversion: @unchecked Sendable {
     /// - `source`: the source model, read a layer at a time (e.g. `StreamedModel`).
     /// - `windows`: the calibration token windows, each run from position 0.
     /// - `workers`: windows attended at once, each on one BLAS thread.
+    /// - `converted`: gets the number of layers converted after each one (progress: a writer may ask for
+    ///   the layers in another order, e.g. 0, 1, 10, 11, …, and then takes several at once).
     public init(conversion: ModelConversion, source: any LayerwiseModel, windows: [[Int]], ranks: [Int], order: CalibrationOrder,
-                refitOutput: Bool, refinement: AttentionRefinement? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+                refitOutput: Bool, refinement: AttentionRefinement? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                converted: @escaping @Sendable (Int) -> Void = { _ in }) throws {
         precondition(ranks.count == conversion.config.numLayers, "CalibratedConversion: one rank per layer")
         self.conversion = conversion
         self.source = source
@@ -68,6 +73,7 @@ public final class CalibratedConversion: @unchecked Sendable {
         self.refinement = refinement
         self.order = order
         self.workers = max(1, workers)
+        self.converted = converted
         var chunks: [Chunk] = [], sequences: [Int] = []
         func close() {
             let first = chunks.last?.rows.upperBound ?? 0, firstWindow = chunks.last.map { $0.firstWindow + $0.sequences.count } ?? 0
@@ -93,6 +99,7 @@ public final class CalibratedConversion: @unchecked Sendable {
         while next <= l {
             ahead[next] = try convertNext()
             next += 1
+            converted(next)
         }
         guard let result = ahead.removeValue(forKey: l) else { preconditionFailure("CalibratedConversion: layer \(l) asked for twice") }
         return result

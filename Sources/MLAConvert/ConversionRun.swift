@@ -33,16 +33,21 @@ public struct PreparedConversion: Sendable {
         return ranks
     }
 
+    /// Whether `layers` converts in order (the layer pass), whatever order the layers are asked for in.
+    public var convertsInOrder: Bool { layerWindows != nil }
+
     /// The per-layer producer: layer l converted at `ranks[l]`, with its report. With the layer pass
-    /// the layers are converted in order (asking for a later one converts the earlier ones first).
-    public func layers(ranks: [Int]) throws -> @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) {
+    /// (`convertsInOrder`) the layers are converted in order (asking for a later one converts the earlier
+    /// ones first), and `converted` gets the number converted after each.
+    public func layers(ranks: [Int], converted: @escaping @Sendable (Int) -> Void = { _ in })
+        throws -> @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) {
         let conversion = self.conversion
         guard let windows = layerWindows, let pass = try plan.layerPass() else {
             return { l in try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l]) }
         }
         let calibrated = try CalibratedConversion(conversion: conversion, source: StreamedModel(checkpoint), windows: windows,
                                                   ranks: ranks, order: pass.order, refitOutput: pass.refitOutput,
-                                                  refinement: pass.refinement)
+                                                  refinement: pass.refinement, converted: converted)
         return { l in try calibrated.layer(l) }
     }
 }
@@ -93,7 +98,10 @@ extension ConversionPlan {
                                    settings: ConversionSettings(method: prepared.settings, dtype: outputDType(for: checkpoint), q8_0: q8_0,
                                                                 layerWorkers: parallelism.workers, blasThreads: workerThreads))
         observer.begin("convert", total: checkpoint.config.numLayers)
-        let produce = try prepared.layers(ranks: ranks)
+        // The writer takes the layers in its own order (safetensors: by name, 0, 1, 10, 11, …); a pass that
+        // converts in order reports the layers converted, else the layers taken.
+        let inOrder = prepared.convertsInOrder
+        let produce = try prepared.layers(ranks: ranks) { observer.advance("convert", to: $0) }
         let (template, firstReport) = try produce(0)
         let layer: @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) = { l in l == 0 ? (template, firstReport) : try produce(l) }
         var streamed: [Int: LayerConversionReport] = [:]
@@ -104,7 +112,7 @@ extension ConversionPlan {
         try writeModel(prepared, to: output, template: template, ranks: ranks, layer: layer, dtype: summary.settings.dtype, writer: writer,
                        workers: parallelism.workers, summary: { summary.make(ordered()).json }) { l, report in
             streamed[l] = report
-            observer.advance("convert", to: streamed.count)
+            if !inOrder { observer.advance("convert", to: streamed.count) }
         }
         let reports = ordered()
         observer.end("convert")

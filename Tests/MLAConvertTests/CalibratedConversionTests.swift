@@ -38,6 +38,35 @@ import Testing
         }
     }
 
+    /// Counts reported from the converting thread.
+    final class Counts: @unchecked Sendable {
+        // @unchecked: `values` is guarded by `lock`.
+        private let lock = NSLock()
+        private var stored: [Int] = []
+        var values: [Int] { lock.lock(); defer { lock.unlock() }; return stored }
+        func append(_ count: Int) { lock.lock(); stored.append(count); lock.unlock() }
+    }
+
+    /// A safetensors writer asks for the layers by name (0, 1, 10, 11, …, 19, 2, 20, …); the pass converts
+    /// them in order, so asking for layer 10 converts 2…10 at once. Progress counts layers converted, one
+    /// report per layer in order, never fewer than the layers handed out.
+    @Test("the pass reports every layer it converts once, in order, whatever order the layers are asked for in", .needsSampleData)
+    func progressCountsLayersConverted() throws {
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let conversion = ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: nil, options: Self.options)
+        let ranks = try conversion.ranks(budget: .fraction(0.5), allocation: .uniform)
+        let counts = Counts(), n = checkpoint.config.numLayers
+        let pass = try CalibratedConversion(conversion: conversion, source: box.model, windows: try Self.windows(2), ranks: ranks, order: .sequential,
+                                            refitOutput: false, converted: { counts.append($0) })
+        let nameOrder = (0..<n).sorted { String($0) < String($1) }
+        #expect(Array(nameOrder.prefix(3)) == [0, 1, 10])
+        for l in nameOrder {
+            _ = try pass.layer(l)
+            #expect(counts.values.last ?? 0 >= l + 1, "layer \(l) handed out after \(counts.values.last ?? 0) reported")
+        }
+        #expect(counts.values == Array(1...n))
+    }
+
     @Test("the o_proj refit lowers the attention-output error on held-out windows at 31.25 %", .needsSampleData)
     func refitGeneralizes() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
