@@ -112,9 +112,9 @@ public final class CalibratedConversion: @unchecked Sendable {
         let moment = attentionInputMoment(layer)
         var (weights, report) = try conversion.layer(l, moment: moment, upToRank: ranks[l]).weights(rank: ranks[l])
         // Per window (the refit's folds are whole windows, so its cross-validation scores unseen text):
-        // the attention inputs (the refit's and the refinement's), the source attention (the refit's and
-        // the refinement's target, and the parallel states' next step), and the converted heads (the
-        // sequential states' next step).
+        // the attention inputs (the stages' and, through the converted heads, the sequential states') and
+        // the source attention (the stages' target, and the parallel states' next step). The stages
+        // return the converted heads the sequential states advance on.
         let fits = refitOutput || refinement != nil, needsSource = fits || order == .parallel
         var sourceOutputs: [[Float]] = [], inputs: [[Float]] = []
         for chunk in chunks {

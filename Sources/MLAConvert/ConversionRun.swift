@@ -33,7 +33,8 @@ public struct PreparedConversion: Sendable {
         return ranks
     }
 
-    /// Whether `layers` converts in order (the layer pass), whatever order the layers are asked for in.
+    /// Whether `layers` converts in order (the layer pass, which `layerWindows` is set for), whatever
+    /// order the layers are asked for in.
     public var convertsInOrder: Bool { layerWindows != nil }
 
     /// The per-layer producer: layer l converted at `ranks[l]`, with its report. With the layer pass
@@ -161,7 +162,7 @@ extension PreparedConversion {
     /// How many layers convert at once and on how many BLAS threads: one layer on all threads with the
     /// layer pass (it converts in order), else `LayerParallelism.choose`.
     func layerParallelism() -> LayerParallelism {
-        if layerWindows != nil { return LayerParallelism(workers: 1, blasThreads: nil) }
+        if convertsInOrder { return LayerParallelism(workers: 1, blasThreads: nil) }
         return LayerParallelism.choose(requested: plan.layerWorkers, layerBytes: LayerParallelism.sourceLayerBytes(checkpoint),
                                        cores: ProcessInfo.processInfo.activeProcessorCount, threads: plan.threads)
     }

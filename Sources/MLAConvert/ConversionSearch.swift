@@ -279,7 +279,7 @@ public final class ConversionSearch: @unchecked Sendable {
         for l in 0..<config.numLayers {
             let layer = try source.layer(l)
             let samples = try states.advance(through: layer, eps: config.rmsNormEps, workers: workers) { _, x, output in (x, output) }
-            let held = refitSamples?[l]
+            let held = reused > 0 ? refitSamples?[l] : nil
             let inputs = Array(held?.inputs.prefix(reused) ?? []) + samples.map(\.0)
             let targets = Array(held?.targets.prefix(reused) ?? []) + samples.map(\.1)
             let current = finalistStates

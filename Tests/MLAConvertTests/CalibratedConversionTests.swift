@@ -158,6 +158,16 @@ import Testing
         for (i, x) in inputs.enumerated() {
             #expect(ConversionTests.relative(heads[i], try MLAAttention.headOutputs(separate, x: x, tokens: x.count / d)) < 1e-6, "window \(i)")
         }
+        // Steps of 10x each matrix's RMS value only make the layer worse: the refinement keeps the refit
+        // closed form, and the heads returned are the closed form's, read before the refit moved o_proj.
+        var kept = closedForm, keptReport = closedFormReport
+        let keptHeads = try CalibratedStages(refit: .crossValidated, measuringRefitErrors: false, refinement: AttentionRefinement(steps: 8, learningRate: 10),
+                                             workers: 2).apply(to: &kept, report: &keptReport, inputs: inputs, targets: targets, returningHeads: true)
+        #expect(keptReport.refinement?.keptStep == 0 && kept.kvA == closedForm.kvA)
+        #expect(keptReport.outputRidge != nil && kept.oProj != closedForm.oProj, "the refit must move o_proj for the check to cover it")
+        for (i, x) in inputs.enumerated() {
+            #expect(keptHeads[i] == (try MLAAttention.headOutputs(kept, x: x, tokens: x.count / d)), "window \(i)")
+        }
     }
 
     @Test("at full rank the refinement keeps the exact closed form", .needsSampleData)
@@ -280,6 +290,15 @@ import Testing
         #expect(zip(refined, unstepped).allSatisfy { abs($0 - $1) > 1e-4 * $1 }, "4 steps moved no score: \(refined) against \(unstepped)")
         #expect(search.chosenIndex == (refined[0] <= refined[1] ? 0 : 1))
         #expect(search.report(what: "rope plan")?.refinedSteps == 4)
+        // Refit on the first 2 windows only (as by default, 1,024 of the 4,096 tokens), the finalists' stage
+        // takes those 2 windows' source samples from the search and runs the source over the other 6: the
+        // same refined scores as with all 8 held.
+        let partial = try ConversionSearch(source: box.model, store: checkpoint.store, statistics: stats, budget: .fraction(0.1875),
+                                           windows: [windows[ConversionSearch.finalistWindows]], refitWindows: Array(refit.prefix(2)))
+        for candidate in candidates { try partial.score(candidate) }
+        try partial.scoreRefined([0, 1], refineWindows: refit, refinement: AttentionRefinement(steps: 4))
+        let partialRefined = try partial.scored.map { try #require($0.refinedKL) }
+        #expect(zip(partialRefined, refined).allSatisfy { abs($0 - $1) <= 1e-9 * $1 }, "\(partialRefined) against \(refined)")
     }
 }
 

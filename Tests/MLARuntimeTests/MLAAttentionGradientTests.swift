@@ -66,14 +66,14 @@ struct MLAAttentionGradientTests {
 
     /// The windows the o_proj refit and the refinement share (`QueryWindows`): their head outputs are
     /// `headOutputs`' and the error read from them is `outputError`'s, the same bits, so that sharing
-    /// them changes no conversion; windows span several causal blocks, and preparing them on two
-    /// workers gives the same gradient as on one.
+    /// them changes no conversion; windows span several causal blocks (and one is empty), and preparing
+    /// them on two workers gives the same gradient as on one.
     @Test("prepared windows give headOutputs' heads and outputError's error bit for bit", arguments: specs)
     func preparedWindowsMatchTheDirectPaths(spec: MLASpec) throws {
         let w = spec.weights(seed: 9)
         try w.validate()
         var g = SplitMix64(seed: 29)
-        let lengths = [300, 130, 7]
+        let lengths = [300, 130, 7, 0]
         let inputs = lengths.map { g.floats($0 * spec.d, scale: 1) }, targets = lengths.map { g.floats($0 * spec.d, scale: 0.5) }
         let windows = try MLAAttention.QueryWindows(w, inputs: inputs, workers: 2)
         let prepared = try MLAAttention.OutputErrorWindows(w, windows: windows, targets: targets, workers: 2)
@@ -82,7 +82,7 @@ struct MLAAttentionGradientTests {
             let heads = windows.heads(w, index: i)
             #expect(heads == (try MLAAttention.headOutputs(w, x: inputs[i], tokens: t)), "window \(i): heads differ from headOutputs")
             let error = MLAAttention.outputError(w, windows: prepared, index: i)
-            #expect(error > 0 && MLAAttention.outputError(w, heads: heads, windows: prepared, index: i) == error, "window \(i)")
+            #expect((error > 0) == (t > 0) && MLAAttention.outputError(w, heads: heads, windows: prepared, index: i) == error, "window \(i)")
             let (a, b) = (MLAAttention.outputErrorGradient(w, windows: prepared, index: i), MLAAttention.outputErrorGradient(w, windows: serial, index: i))
             #expect(a.kvA == b.kvA && a.kvB == b.kvB && a.kRope == b.kRope, "window \(i): gradient differs with the windows prepared on two workers")
         }

@@ -124,9 +124,9 @@ public enum MLAAttention {
     /// The per-head attention outputs before o_proj, `[tokens, n_h·dV]` (head h in columns
     /// [h·dV, (h+1)·dV)), of `tokens` tokens at positions 0..<tokens attending causally to each other
     /// (an empty cache). `output(weights, heads:tokens:)` of the result is `naive`'s result. A
-    /// conversion refits o_proj on these (`OutputRefit`), computed from windows whose queries it keeps
-    /// for the refinement too (`QueryWindows.heads`, checked against this direct path). `weights` must
-    /// have passed `validate()`.
+    /// conversion refits o_proj on the same outputs (`OutputRefit`), which it computes from windows whose
+    /// queries it keeps for the refinement (`QueryWindows.heads`, tested against this direct path).
+    /// `weights` must have passed `validate()`.
     public static func headOutputs(_ weights: MLALayerWeights, x: [Float], tokens: Int) throws -> [Float] {
         var cache = LatentCache(for: weights)
         return try prefillHeads(weights, x: x, tokens: tokens, positions: Array(0..<max(tokens, 0)), cache: &cache, form: .naive)

@@ -54,6 +54,7 @@ extension MLAAttention {
         /// query prepared): bit for bit `headOutputs` on the window, without computing its queries again.
         public func heads(_ weights: MLALayerWeights, index: Int) -> [Float] {
             precondition(weights.latentNorm == nil, "QueryWindows.heads: \(weights.label) has a latent norm; the windows serve conversions before the export makes one")
+            guard windows[index].tokens > 0 else { return [] }
             return forward(weights, window: windows[index], causalBlock: Kernels.causalBlock, keepsProbabilities: false).heads
         }
     }
@@ -71,24 +72,24 @@ extension MLAAttention {
 
         /// G = W_oᵀ W_o `[n_h·dV, n_h·dV]`.
         let gram: [Float]
-        let inputs: QueryWindows
+        let queryWindows: QueryWindows
         let targets: [Target]
 
-        /// The windows `inputs` with targets `targets[i]` `[t_i, d]` (the source layer's attention outputs
+        /// The windows `windows` with targets `targets[i]` `[t_i, d]` (the source layer's attention outputs
         /// on window i), for `weights`' o_proj; `workers` windows at once, one BLAS thread each.
-        public init(_ weights: MLALayerWeights, windows inputs: QueryWindows, targets: [[Float]], workers: Int = 1) throws {
-            precondition(inputs.count == targets.count, "OutputErrorWindows: one target per window")
+        public init(_ weights: MLALayerWeights, windows: QueryWindows, targets: [[Float]], workers: Int = 1) throws {
+            precondition(windows.count == targets.count, "OutputErrorWindows: one target per window")
             let d = weights.hiddenSize, oWidth = weights.numHeads * weights.dV
             var gram = [Float](repeating: 0, count: oWidth * oWidth)
             gemm(transA: true, transB: false, m: oWidth, n: oWidth, k: d, a: weights.oProj, aOffset: 0, lda: oWidth,
                  b: weights.oProj, bOffset: 0, ldb: oWidth, beta: 0, c: &gram, cOffset: 0, ldc: oWidth)
             self.gram = gram
-            self.inputs = inputs
+            queryWindows = windows
             self.targets = try parallelMap(targets.count, workers: workers) { i in
-                let target = targets[i], t = inputs.windows[i].tokens
+                let target = targets[i], t = windows.windows[i].tokens
                 precondition(target.count == t * d, "OutputErrorWindows: target \(i) must be [\(t) × \(d)]")
                 var centered = target
-                if let bias = weights.oBias { for i in centered.indices { centered[i] -= bias[i % d] } }
+                if let bias = weights.oBias { for e in centered.indices { centered[e] -= bias[e % d] } }
                 var z = [Float](repeating: 0, count: t * oWidth)
                 gemm(transA: false, transB: false, m: t, n: oWidth, k: d, a: centered, aOffset: 0, lda: d,
                      b: weights.oProj, bOffset: 0, ldb: oWidth, beta: 0, c: &z, cOffset: 0, ldc: oWidth)
@@ -176,7 +177,7 @@ extension MLAAttention {
     /// `outputErrorGradient`; the query it reads is the one `windows` holds.
     public static func outputError(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int, causalBlock: Int = Kernels.causalBlock) -> Double {
         precondition(w.latentNorm == nil, "outputError: \(w.label) has a latent norm; refine before the export makes one")
-        let window = windows.inputs.windows[index]
+        let window = windows.queryWindows.windows[index]
         guard window.tokens > 0 else { return 0 }
         return outputError(w, heads: forward(w, window: window, causalBlock: causalBlock, keepsProbabilities: false).heads, windows: windows, index: index)
     }
@@ -184,7 +185,7 @@ extension MLAAttention {
     /// E on window `index` of `windows` from `w`'s per-head outputs on it, `heads` `[t, n_h·dV]` (e.g.
     /// `QueryWindows.heads`): `outputError` without the forward pass, the same bits.
     public static func outputError(_ w: MLALayerWeights, heads: [Float], windows: OutputErrorWindows, index: Int) -> Double {
-        let t = windows.inputs.windows[index].tokens
+        let t = windows.queryWindows.windows[index].tokens
         guard t > 0 else { return 0 }
         let y = output(w, heads: heads, tokens: t)
         return zip(y, windows.targets[index].target).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
@@ -197,7 +198,7 @@ extension MLAAttention {
     public static func outputErrorGradient(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int,
                                            causalBlock: Int = Kernels.causalBlock) -> OutputErrorGradient {
         precondition(w.latentNorm == nil, "outputErrorGradient: \(w.label) has a latent norm; refine before the export makes one")
-        let window = windows.inputs.windows[index], x = window.x, t = window.tokens
+        let window = windows.queryWindows.windows[index], x = window.x, t = window.tokens
         var gradient = OutputErrorGradient(zeroFor: w)
         guard t > 0 else { return gradient }
         let d = w.hiddenSize, r = w.kvRank, nh = w.numHeads, qw = w.qHeadWidth, kvw = w.dNope + w.dV
