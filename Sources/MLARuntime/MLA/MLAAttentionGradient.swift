@@ -75,7 +75,7 @@ extension MLAAttention {
         let queryWindows: QueryWindows
         let targets: [Target]
 
-        /// The windows `windows` with targets `targets[i]` `[t_i, d]` (the source layer's attention outputs
+        /// The prepared `windows` with targets `targets[i]` `[t_i, d]` (the source layer's attention outputs
         /// on window i), for `weights`' o_proj; `workers` windows at once, one BLAS thread each.
         public init(_ weights: MLALayerWeights, windows: QueryWindows, targets: [[Float]], workers: Int = 1) throws {
             precondition(windows.count == targets.count, "OutputErrorWindows: one target per window")
