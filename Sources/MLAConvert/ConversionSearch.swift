@@ -275,7 +275,8 @@ public final class ConversionSearch: @unchecked Sendable {
         let reused = refitSamples == nil ? 0 : zip(refitWindows, refineWindows).prefix { $0 == $1 }.count
         var states = try WindowStates(model: source, windows: Array(refineWindows.dropFirst(reused)))
         var finalistStates = try indices.map { _ in try source.embed(heldOut) }
-        let refits = refitSamples != nil
+        let stages = CalibratedStages(refit: refitSamples != nil ? .crossValidated : nil, measuringRefitErrors: false,
+                                      refinement: shortRefinement, workers: 1)
         for l in 0..<config.numLayers {
             let layer = try source.layer(l)
             let samples = try states.advance(through: layer, eps: config.rmsNormEps, workers: workers) { _, x, output in (x, output) }
@@ -288,7 +289,6 @@ public final class ConversionSearch: @unchecked Sendable {
             // (KL 1.92 against 0.81 refined with its own; docs/defaults.md).
             finalistStates = try parallelMap(indices.count, workers: workers) { k in
                 var (weights, report) = try conversions[k].layer(l, upToRank: ranks[k][l]).weights(rank: ranks[k][l])
-                let stages = CalibratedStages(refit: refits ? .crossValidated : nil, measuringRefitErrors: false, refinement: shortRefinement, workers: 1)
                 _ = try stages.apply(to: &weights, report: &report, inputs: inputs, targets: targets, returningHeads: false)
                 var x = current[k]
                 try self.advanceHeldOut(&x, through: layer, attention: weights)

@@ -59,9 +59,10 @@ struct MLAAttentionGradientTests {
         let expected = zip(referenceMLA(w, x: x, tokens: tokens, positions: Array(0..<tokens)), target)
             .reduce(0.0) { $0 + ($1.0 - Double($1.1)) * ($1.0 - Double($1.1)) }
         let windows = try MLAAttention.OutputErrorWindows(w, inputs: [x, []], targets: [target, []])
-        let error = MLAAttention.outputError(w, windows: windows, index: 0, causalBlock: causalBlock)
+        let heads = windows.queryWindows.heads(w, index: 0, causalBlock: causalBlock)
+        let error = MLAAttention.outputError(w, heads: heads, windows: windows, index: 0)
         #expect(abs(error - expected) <= 1e-5 * expected, "\(error) against \(expected)")
-        #expect(MLAAttention.outputError(w, windows: windows, index: 1) == 0)
+        #expect(MLAAttention.outputError(w, heads: windows.queryWindows.heads(w, index: 1), windows: windows, index: 1) == 0)
     }
 
     /// The windows the o_proj refit and the refinement share (`QueryWindows`): their head outputs are
@@ -81,7 +82,7 @@ struct MLAAttentionGradientTests {
         for (i, t) in lengths.enumerated() {
             let heads = windows.heads(w, index: i)
             #expect(heads == (try MLAAttention.headOutputs(w, x: inputs[i], tokens: t)), "window \(i): heads differ from headOutputs")
-            let error = MLAAttention.outputError(w, windows: prepared, index: i)
+            let error = MLAAttention.outputError(w, heads: try MLAAttention.headOutputs(w, x: inputs[i], tokens: t), windows: prepared, index: i)
             #expect((error > 0) == (t > 0) && MLAAttention.outputError(w, heads: heads, windows: prepared, index: i) == error, "window \(i)")
             let (a, b) = (MLAAttention.outputErrorGradient(w, windows: prepared, index: i), MLAAttention.outputErrorGradient(w, windows: serial, index: i))
             #expect(a.kvA == b.kvA && a.kvB == b.kvB && a.kRope == b.kRope, "window \(i): gradient differs with the windows prepared on two workers")

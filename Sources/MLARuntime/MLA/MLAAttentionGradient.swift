@@ -51,11 +51,13 @@ extension MLAAttention {
         }
 
         /// The per-head outputs U `[t_i, n_h·dV]` of window `index` for `weights` (no latent norm, the
-        /// query prepared): bit for bit `headOutputs` on the window, without computing its queries again.
-        public func heads(_ weights: MLALayerWeights, index: Int) -> [Float] {
+        /// query prepared), the queries taken `causalBlock` rows at a time (any block size gives the same
+        /// result): bit for bit `headOutputs` on the window at the default block, without computing its
+        /// queries again.
+        public func heads(_ weights: MLALayerWeights, index: Int, causalBlock: Int = Kernels.causalBlock) -> [Float] {
             precondition(weights.latentNorm == nil, "QueryWindows.heads: \(weights.label) has a latent norm; the windows serve conversions before the export makes one")
             guard windows[index].tokens > 0 else { return [] }
-            return forward(weights, window: windows[index], causalBlock: Kernels.causalBlock, keepsProbabilities: false).heads
+            return forward(weights, window: windows[index], causalBlock: causalBlock, keepsProbabilities: false).heads
         }
     }
 
@@ -173,17 +175,8 @@ extension MLAAttention {
                              probabilities: probabilities, heads: heads)
     }
 
-    /// E on window `index` of `windows`: Σ_t ‖y_t − target_t‖², summed in Double. Same preconditions as
-    /// `outputErrorGradient`; the query it reads is the one `windows` holds.
-    public static func outputError(_ w: MLALayerWeights, windows: OutputErrorWindows, index: Int, causalBlock: Int = Kernels.causalBlock) -> Double {
-        precondition(w.latentNorm == nil, "outputError: \(w.label) has a latent norm; refine before the export makes one")
-        let window = windows.queryWindows.windows[index]
-        guard window.tokens > 0 else { return 0 }
-        return outputError(w, heads: forward(w, window: window, causalBlock: causalBlock, keepsProbabilities: false).heads, windows: windows, index: index)
-    }
-
-    /// E on window `index` of `windows` from `w`'s per-head outputs on it, `heads` `[t, n_h·dV]` (e.g.
-    /// `QueryWindows.heads`): `outputError` without the forward pass, the same bits.
+    /// E on window `index` of `windows`, Σ_t ‖y_t − target_t‖² summed in Double, from `w`'s per-head
+    /// outputs on it, `heads` `[t, n_h·dV]` (`QueryWindows.heads` of the windows `windows` was prepared on).
     public static func outputError(_ w: MLALayerWeights, heads: [Float], windows: OutputErrorWindows, index: Int) -> Double {
         let t = windows.queryWindows.windows[index].tokens
         guard t > 0 else { return 0 }
