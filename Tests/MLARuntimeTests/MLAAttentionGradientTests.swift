@@ -66,10 +66,11 @@ struct MLAAttentionGradientTests {
     }
 
     /// The windows the o_proj refit and the refinement share (`QueryWindows`): their head outputs are
-    /// `headOutputs`' and the error read from them is `outputError`'s, the same bits, so that sharing
-    /// them changes no conversion; windows span several causal blocks (and one is empty), and preparing
-    /// them on two workers gives the same gradient as on one.
-    @Test("prepared windows give headOutputs' heads and outputError's error bit for bit", arguments: specs)
+    /// `headOutputs`', the error read from them is `outputError`'s, and preparing them on two workers
+    /// gives the gradient of one, all to float rounding; windows span several causal blocks (and one is
+    /// empty). Not bit for bit: with 2 workers each GEMM runs on one BLAS thread instead of two, and some
+    /// OpenBLAS kernels (Prescott's, for one) then sum some entries in another order.
+    @Test("prepared windows give headOutputs' heads, outputError's error and the gradient to float rounding", arguments: specs)
     func preparedWindowsMatchTheDirectPaths(spec: MLASpec) throws {
         let w = spec.weights(seed: 9)
         try w.validate()
@@ -79,13 +80,19 @@ struct MLAAttentionGradientTests {
         let windows = try MLAAttention.QueryWindows(w, inputs: inputs, workers: 2)
         let prepared = try MLAAttention.OutputErrorWindows(w, windows: windows, targets: targets, workers: 2)
         let serial = try MLAAttention.OutputErrorWindows(w, inputs: inputs, targets: targets)
+        // ‖a − b‖ ≤ tolerance·‖b‖ (an empty window's zero gradient must come back zero).
+        func close(_ a: [Float], _ b: [Float], _ tolerance: Double) -> Bool {
+            a.count == b.count && (b.allSatisfy { $0 == 0 } ? a.allSatisfy { $0 == 0 } : relativeError(a, b.map(Double.init)) <= tolerance)
+        }
         for (i, t) in lengths.enumerated() {
-            let heads = windows.heads(w, index: i)
-            #expect(heads == (try MLAAttention.headOutputs(w, x: inputs[i], tokens: t)), "window \(i): heads differ from headOutputs")
-            let error = MLAAttention.outputError(w, heads: try MLAAttention.headOutputs(w, x: inputs[i], tokens: t), windows: prepared, index: i)
-            #expect((error > 0) == (t > 0) && MLAAttention.outputError(w, heads: heads, windows: prepared, index: i) == error, "window \(i)")
+            let heads = windows.heads(w, index: i), direct = try MLAAttention.headOutputs(w, x: inputs[i], tokens: t)
+            #expect(close(heads, direct, 1e-6), "window \(i): heads differ from headOutputs")
+            let error = MLAAttention.outputError(w, heads: direct, windows: prepared, index: i)
+            let preparedError = MLAAttention.outputError(w, heads: heads, windows: prepared, index: i)
+            #expect((error > 0) == (t > 0) && abs(preparedError - error) <= 1e-6 * error, "window \(i): \(preparedError) against \(error)")
             let (a, b) = (MLAAttention.outputErrorGradient(w, windows: prepared, index: i), MLAAttention.outputErrorGradient(w, windows: serial, index: i))
-            #expect(a.kvA == b.kvA && a.kvB == b.kvB && a.kRope == b.kRope, "window \(i): gradient differs with the windows prepared on two workers")
+            #expect(close(a.kvA, b.kvA, 1e-5) && close(a.kvB, b.kvB, 1e-5) && close(a.kRope, b.kRope, 1e-5),
+                    "window \(i): gradient differs with the windows prepared on two workers")
         }
     }
 
