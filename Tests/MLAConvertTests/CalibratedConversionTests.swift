@@ -128,7 +128,11 @@ import Testing
 
     /// The refit and the refinement share their windows' queries and the closed form's head outputs
     /// (`CalibratedStages`); run one after the other on their own, as each stage is defined, they leave
-    /// the same layer, and the heads returned for the next states are the refined layer's.
+    /// the same layer, and the heads returned for the next states are the refined layer's. The same to
+    /// float rounding: bit for bit on OpenBLAS's Cooperlake and Prescott kernels, within 8e-6 of the
+    /// largest weight on Haswell's (the shared stages prepare windows on 2 workers, one BLAS thread each,
+    /// and 16 Adam steps carry the last bits on). The refinement moves the heads by 20-40 %, so returning
+    /// the closed form's heads fails the 1e-4 by far.
     @Test("the shared calibrated stages leave the layer that the refit and the refinement leave on their own", .needsSampleData)
     func sharedStagesMatchSeparateStages() throws {
         let (checkpoint, _) = try TestData.sampleModel.get()
@@ -149,14 +153,14 @@ import Testing
                              targets: targets, workers: 1)
         let (a, b) = (try #require(sharedReport.refinement), try #require(separateReport.refinement))
         #expect(b.keptStep > 0, "the refinement must move the layer for the comparison to cover it: \(b)")
-        #expect(a.keptStep == b.keptStep && abs(a.before - b.before) <= 1e-9 * b.before && abs(a.after - b.after) <= 1e-9 * b.after, "\(a) against \(b)")
+        #expect(a.keptStep == b.keptStep && abs(a.before - b.before) <= 1e-6 * b.before && abs(a.after - b.after) <= 1e-6 * b.after, "\(a) against \(b)")
         #expect(sharedReport.outputRidge == separateReport.outputRidge && sharedReport.stages == separateReport.stages)
         for (name, x, y) in [("kvA", shared.kvA, separate.kvA), ("kvB", shared.kvB, separate.kvB), ("kRope", shared.kRope, separate.kRope),
                              ("oProj", shared.oProj, separate.oProj)] {
-            #expect(ConversionTests.relative(x, y) < 1e-6, "\(name)")
+            #expect(ConversionTests.relative(x, y) < 1e-4, "\(name)")
         }
         for (i, x) in inputs.enumerated() {
-            #expect(ConversionTests.relative(heads[i], try MLAAttention.headOutputs(separate, x: x, tokens: x.count / d)) < 1e-6, "window \(i)")
+            #expect(ConversionTests.relative(heads[i], try MLAAttention.headOutputs(separate, x: x, tokens: x.count / d)) < 1e-4, "window \(i)")
         }
         // Steps of 10x each matrix's RMS value only make the layer worse: the refinement keeps the refit
         // closed form, and the heads returned are the closed form's, read before the refit moved o_proj.
@@ -166,7 +170,7 @@ import Testing
         #expect(keptReport.refinement?.keptStep == 0 && kept.kvA == closedForm.kvA)
         #expect(keptReport.outputRidge != nil && kept.oProj != closedForm.oProj, "the refit must move o_proj for the check to cover it")
         for (i, x) in inputs.enumerated() {
-            #expect(keptHeads[i] == (try MLAAttention.headOutputs(kept, x: x, tokens: x.count / d)), "window \(i)")
+            #expect(ConversionTests.relative(keptHeads[i], try MLAAttention.headOutputs(kept, x: x, tokens: x.count / d)) < 1e-5, "window \(i)")
         }
     }
 
