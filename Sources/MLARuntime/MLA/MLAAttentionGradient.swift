@@ -52,8 +52,9 @@ extension MLAAttention {
 
         /// The per-head outputs U `[t_i, n_h·dV]` of window `index` for `weights` (no latent norm, the
         /// query prepared), the queries taken `causalBlock` rows at a time (any block size gives the same
-        /// result): bit for bit `headOutputs` on the window at the default block, without computing its
-        /// queries again.
+        /// result to float rounding): `headOutputs` on the window, without computing its queries again. At
+        /// the default block the same bits when both run their products on the same BLAS threads; windows
+        /// prepared on workers (one thread each) can differ in the last bits on some OpenBLAS kernels.
         public func heads(_ weights: MLALayerWeights, index: Int, causalBlock: Int = Kernels.causalBlock) -> [Float] {
             precondition(weights.latentNorm == nil, "QueryWindows.heads: \(weights.label) has a latent norm; the windows serve conversions before the export makes one")
             guard windows[index].tokens > 0 else { return [] }
