@@ -94,7 +94,8 @@ extension ConversionPlan {
         let prepared = try prepare(checkpoint: checkpoint, observer: observer)
         let ranks = try prepared.ranks(observer: observer)
         let parallelism = prepared.layerParallelism()
-        let workerThreads = parallelism.blasThreads ?? BLASThreads.current
+        // Where BLAS calls run one at a time (BLASConcurrency), each keeps every thread.
+        let workerThreads = (BLASConcurrency.callsMayOverlap ? parallelism.blasThreads : nil) ?? BLASThreads.current
         let summary = SummaryMaker(prepared: prepared, ranks: ranks, start: start, startWork: startWork, observer: observer,
                                    settings: ConversionSettings(method: prepared.settings, dtype: outputDType(for: checkpoint), q8_0: q8_0,
                                                                 layerWorkers: parallelism.workers, blasThreads: workerThreads))

@@ -21,8 +21,8 @@ extension Float: LinalgScalar {
                             a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         FlopCount.add(2 * Double(m) * Double(n) * Double(k), Float.self)
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+        BLASConcurrency.exclusive { cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc)) }
     }
 }
 
@@ -30,14 +30,14 @@ extension Float {
     public static func syrkTransposed(n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
                                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         FlopCount.add(Double(n) * Double(n) * Double(k), Float.self)
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(n), blasint(k), alpha, a, blasint(lda), beta, c, blasint(ldc))
+        BLASConcurrency.exclusive { cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(n), blasint(k), alpha, a, blasint(lda), beta, c, blasint(ldc)) }
     }
 
     public static func trsm(left: Bool, lower: Bool, transT: Bool, m: Int, n: Int, t: UnsafePointer<Float>, ldt: Int,
                             b: UnsafeMutablePointer<Float>, ldb: Int) {
         FlopCount.add(Double(m) * Double(n) * Double(left ? m : n), Float.self)
-        cblas_strsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
-                    CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb))
+        BLASConcurrency.exclusive { cblas_strsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
+                    CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb)) }
     }
 }
 
@@ -46,8 +46,8 @@ extension Double: LinalgScalar {
                             a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
                             beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
         FlopCount.add(2 * Double(m) * Double(n) * Double(k), Double.self)
-        cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+        BLASConcurrency.exclusive { cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc)) }
     }
 }
 
@@ -55,20 +55,20 @@ extension Double {
     public static func syrkTransposed(n: Int, k: Int, alpha: Double, a: UnsafePointer<Double>, lda: Int,
                                       beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
         FlopCount.add(Double(n) * Double(n) * Double(k), Double.self)
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(n), blasint(k), alpha, a, blasint(lda), beta, c, blasint(ldc))
+        BLASConcurrency.exclusive { cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(n), blasint(k), alpha, a, blasint(lda), beta, c, blasint(ldc)) }
     }
 
     public static func trsm(left: Bool, lower: Bool, transT: Bool, m: Int, n: Int, t: UnsafePointer<Double>, ldt: Int,
                             b: UnsafeMutablePointer<Double>, ldb: Int) {
         FlopCount.add(Double(m) * Double(n) * Double(left ? m : n), Double.self)
-        cblas_dtrsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
-                    CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb))
+        BLASConcurrency.exclusive { cblas_dtrsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
+                    CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb)) }
     }
 
     /// B[m×n] ← B·T for T [n × n] lower triangular, row-major (half the flops of the GEMM).
     public static func trmmRightLower(m: Int, n: Int, t: UnsafePointer<Double>, ldt: Int, b: UnsafeMutablePointer<Double>, ldb: Int) {
         FlopCount.add(Double(m) * Double(n) * Double(n), Double.self)
-        cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb))
+        BLASConcurrency.exclusive { cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb)) }
     }
 }
 

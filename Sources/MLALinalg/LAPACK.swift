@@ -77,55 +77,55 @@ extension Float: LAPACKScalar {
                              _ s: UnsafeMutablePointer<Float>, _ u: UnsafeMutablePointer<Float>, _ ldu: Int32,
                              _ vt: UnsafeMutablePointer<Float>, _ ldvt: Int32, _ work: UnsafeMutablePointer<Float>, _ lwork: Int32,
                              _ iwork: UnsafeMutablePointer<Int32>) -> Int32 {
-        LAPACKE_sgesdd_work(colMajor, jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork)
+        BLASConcurrency.exclusive { LAPACKE_sgesdd_work(colMajor, jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork) }
     }
     public static func gesvdx(_ jobu: CChar, _ jobvt: CChar, _ range: CChar, _ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Float>,
                               _ lda: Int32, _ il: Int32, _ iu: Int32, _ ns: UnsafeMutablePointer<Int32>, _ s: UnsafeMutablePointer<Float>,
                               _ u: UnsafeMutablePointer<Float>, _ ldu: Int32, _ vt: UnsafeMutablePointer<Float>, _ ldvt: Int32,
                               _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>) -> Int32 {
-        LAPACKE_sgesvdx_work(colMajor, jobu, jobvt, range, m, n, a, lda, 0, 0, il, iu, ns, s, u, ldu, vt, ldvt, work, lwork, iwork)
+        BLASConcurrency.exclusive { LAPACKE_sgesvdx_work(colMajor, jobu, jobvt, range, m, n, a, lda, 0, 0, il, iu, ns, s, u, ldu, vt, ldvt, work, lwork, iwork) }
     }
     public static func syevd(_ vectors: Bool, _ n: Int32, _ a: UnsafeMutablePointer<Float>, _ w: UnsafeMutablePointer<Float>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
-        LAPACKE_ssyevd_work(colMajor, CChar(UInt8(ascii: vectors ? "V" : "N")), CChar(UInt8(ascii: "L")), n, a, n, w, work, lwork, iwork, liwork)
+        BLASConcurrency.exclusive { LAPACKE_ssyevd_work(colMajor, CChar(UInt8(ascii: vectors ? "V" : "N")), CChar(UInt8(ascii: "L")), n, a, n, w, work, lwork, iwork, liwork) }
     }
     public static func syevr(_ n: Int32, _ a: UnsafeMutablePointer<Float>, _ il: Int32, _ iu: Int32, _ found: UnsafeMutablePointer<Int32>,
                              _ w: UnsafeMutablePointer<Float>, _ z: UnsafeMutablePointer<Float>, _ isuppz: UnsafeMutablePointer<Int32>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
-        LAPACKE_ssyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
-                             il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork)
+        BLASConcurrency.exclusive { LAPACKE_ssyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
+                             il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork) }
     }
     public static func sytrd(_ n: Int32, _ a: UnsafeMutablePointer<Float>, _ d: UnsafeMutablePointer<Float>, _ e: UnsafeMutablePointer<Float>,
                              _ tau: UnsafeMutablePointer<Float>, _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
-        LAPACKE_ssytrd_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n, d, e, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_ssytrd_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n, d, e, tau, work, lwork) }
     }
     public static func stedc(_ n: Int32, _ d: UnsafeMutablePointer<Float>, _ e: UnsafeMutablePointer<Float>, _ z: UnsafeMutablePointer<Float>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
-        LAPACKE_sstedc_work(colMajor, CChar(UInt8(ascii: "I")), n, d, e, z, n, work, lwork, iwork, liwork)
+        BLASConcurrency.exclusive { LAPACKE_sstedc_work(colMajor, CChar(UInt8(ascii: "I")), n, d, e, z, n, work, lwork, iwork, liwork) }
     }
     public static func ormtr(_ n: Int32, _ cols: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
                              _ c: UnsafeMutablePointer<Float>, _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
-        LAPACKE_sormtr_work(colMajor, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), n, cols, a, n, tau, c, n,
-                              work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_sormtr_work(colMajor, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), n, cols, a, n, tau, c, n,
+                              work, lwork) }
     }
     public static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Float>) -> Int32 {
-        LAPACKE_spotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n)
+        BLASConcurrency.exclusive { LAPACKE_spotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n) }
     }
     public static func gelqf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
-        LAPACKE_sgelqf_work(colMajor, m, n, a, m, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_sgelqf_work(colMajor, m, n, a, m, tau, work, lwork) }
     }
     public static func orglq(_ m: Int32, _ n: Int32, _ k: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
-        LAPACKE_sorglq_work(colMajor, m, n, k, a, m, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_sorglq_work(colMajor, m, n, k, a, m, tau, work, lwork) }
     }
     public static func geqrf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
-        LAPACKE_sgeqrf_work(colMajor, m, n, a, m, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_sgeqrf_work(colMajor, m, n, a, m, tau, work, lwork) }
     }
     public static func orgqr(_ m: Int32, _ n: Int32, _ k: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
-        LAPACKE_sorgqr_work(colMajor, m, n, k, a, m, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_sorgqr_work(colMajor, m, n, k, a, m, tau, work, lwork) }
     }
 }
 
@@ -135,54 +135,54 @@ extension Double: LAPACKScalar {
                              _ s: UnsafeMutablePointer<Double>, _ u: UnsafeMutablePointer<Double>, _ ldu: Int32,
                              _ vt: UnsafeMutablePointer<Double>, _ ldvt: Int32, _ work: UnsafeMutablePointer<Double>, _ lwork: Int32,
                              _ iwork: UnsafeMutablePointer<Int32>) -> Int32 {
-        LAPACKE_dgesdd_work(colMajor, jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork)
+        BLASConcurrency.exclusive { LAPACKE_dgesdd_work(colMajor, jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork) }
     }
     public static func gesvdx(_ jobu: CChar, _ jobvt: CChar, _ range: CChar, _ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Double>,
                               _ lda: Int32, _ il: Int32, _ iu: Int32, _ ns: UnsafeMutablePointer<Int32>, _ s: UnsafeMutablePointer<Double>,
                               _ u: UnsafeMutablePointer<Double>, _ ldu: Int32, _ vt: UnsafeMutablePointer<Double>, _ ldvt: Int32,
                               _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>) -> Int32 {
-        LAPACKE_dgesvdx_work(colMajor, jobu, jobvt, range, m, n, a, lda, 0, 0, il, iu, ns, s, u, ldu, vt, ldvt, work, lwork, iwork)
+        BLASConcurrency.exclusive { LAPACKE_dgesvdx_work(colMajor, jobu, jobvt, range, m, n, a, lda, 0, 0, il, iu, ns, s, u, ldu, vt, ldvt, work, lwork, iwork) }
     }
     public static func syevd(_ vectors: Bool, _ n: Int32, _ a: UnsafeMutablePointer<Double>, _ w: UnsafeMutablePointer<Double>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
-        LAPACKE_dsyevd_work(colMajor, CChar(UInt8(ascii: vectors ? "V" : "N")), CChar(UInt8(ascii: "L")), n, a, n, w, work, lwork, iwork, liwork)
+        BLASConcurrency.exclusive { LAPACKE_dsyevd_work(colMajor, CChar(UInt8(ascii: vectors ? "V" : "N")), CChar(UInt8(ascii: "L")), n, a, n, w, work, lwork, iwork, liwork) }
     }
     public static func syevr(_ n: Int32, _ a: UnsafeMutablePointer<Double>, _ il: Int32, _ iu: Int32, _ found: UnsafeMutablePointer<Int32>,
                              _ w: UnsafeMutablePointer<Double>, _ z: UnsafeMutablePointer<Double>, _ isuppz: UnsafeMutablePointer<Int32>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
-        LAPACKE_dsyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
-                             il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork)
+        BLASConcurrency.exclusive { LAPACKE_dsyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
+                             il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork) }
     }
     public static func sytrd(_ n: Int32, _ a: UnsafeMutablePointer<Double>, _ d: UnsafeMutablePointer<Double>, _ e: UnsafeMutablePointer<Double>,
                              _ tau: UnsafeMutablePointer<Double>, _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
-        LAPACKE_dsytrd_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n, d, e, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_dsytrd_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n, d, e, tau, work, lwork) }
     }
     public static func stedc(_ n: Int32, _ d: UnsafeMutablePointer<Double>, _ e: UnsafeMutablePointer<Double>, _ z: UnsafeMutablePointer<Double>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
-        LAPACKE_dstedc_work(colMajor, CChar(UInt8(ascii: "I")), n, d, e, z, n, work, lwork, iwork, liwork)
+        BLASConcurrency.exclusive { LAPACKE_dstedc_work(colMajor, CChar(UInt8(ascii: "I")), n, d, e, z, n, work, lwork, iwork, liwork) }
     }
     public static func ormtr(_ n: Int32, _ cols: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
                              _ c: UnsafeMutablePointer<Double>, _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
-        LAPACKE_dormtr_work(colMajor, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), n, cols, a, n, tau, c, n,
-                              work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_dormtr_work(colMajor, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), n, cols, a, n, tau, c, n,
+                              work, lwork) }
     }
     public static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Double>) -> Int32 {
-        LAPACKE_dpotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n)
+        BLASConcurrency.exclusive { LAPACKE_dpotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n) }
     }
     public static func gelqf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
-        LAPACKE_dgelqf_work(colMajor, m, n, a, m, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_dgelqf_work(colMajor, m, n, a, m, tau, work, lwork) }
     }
     public static func orglq(_ m: Int32, _ n: Int32, _ k: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
-        LAPACKE_dorglq_work(colMajor, m, n, k, a, m, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_dorglq_work(colMajor, m, n, k, a, m, tau, work, lwork) }
     }
     public static func geqrf(_ m: Int32, _ n: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
-        LAPACKE_dgeqrf_work(colMajor, m, n, a, m, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_dgeqrf_work(colMajor, m, n, a, m, tau, work, lwork) }
     }
     public static func orgqr(_ m: Int32, _ n: Int32, _ k: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
-        LAPACKE_dorgqr_work(colMajor, m, n, k, a, m, tau, work, lwork)
+        BLASConcurrency.exclusive { LAPACKE_dorgqr_work(colMajor, m, n, k, a, m, tau, work, lwork) }
     }
 }

@@ -6,8 +6,9 @@ import MLALinalg
 /// there are as many items as workers, since on 2 cores two windows at once on one BLAS thread each beat
 /// one window on two, the element-wise work between GEMMs running in parallel too (measured for
 /// calibration, `docs/performance.md`); more each when there are fewer items than workers, so no core
-/// idles. Work without BLAS calls passes false and leaves the process-wide BLAS setting alone. The first
-/// error thrown is rethrown after all finish.
+/// idles. Work without BLAS calls passes false and leaves the process-wide BLAS setting alone, as do
+/// kernels whose calls run one at a time (`BLASConcurrency`): each call then keeps every thread. The
+/// first error thrown is rethrown after all finish.
 public func inParallel(_ count: Int, workers: Int, splitBLASThreads: Bool = true,
                        _ body: @Sendable (Int) throws -> Void) throws {
     let threads = max(1, min(workers, count))
@@ -15,9 +16,9 @@ public func inParallel(_ count: Int, workers: Int, splitBLASThreads: Bool = true
         for i in 0..<count { try body(i) }
         return
     }
-    let previous = BLASThreads.current
-    if splitBLASThreads { BLASThreads.set(max(1, previous / threads)) }
-    defer { if splitBLASThreads { BLASThreads.set(previous) } }
+    let previous = BLASThreads.current, split = splitBLASThreads && BLASConcurrency.callsMayOverlap
+    if split { BLASThreads.set(max(1, previous / threads)) }
+    defer { if split { BLASThreads.set(previous) } }
     let errors = ErrorSlot()
     let next = Counter()
     DispatchQueue.concurrentPerform(iterations: threads) { _ in

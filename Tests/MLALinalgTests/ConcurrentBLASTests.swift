@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+@testable import MLALinalg
+import MLATestSupport
+
+/// BLAS and LAPACK calls from several threads at once give the results they give alone
+/// (`BLASConcurrency`). On the kernels where Debian's OpenBLAS 0.3.21 goes wrong under such calls
+/// (Prescott's, Core2's, Barcelona's, …) this holds only because each call then runs alone: without
+/// that, 5-15 of 40 single-precision results came out wrong (NaN, or an eigensolver that
+/// did not converge) on those kernels.
+@Suite struct ConcurrentBLASTests {
+    /// One thread runs a single-precision randomized eigendecomposition (GEMMs, QR, syevd) of a 576²
+    /// matrix (a q_proj's size) 100 times while the other runs double-precision SVDs (gesdd) of a 256²
+    /// one; every result must equal the one computed alone, to float rounding.
+    @Test func concurrentFactorizationsMatchSerial() throws {
+        let b = randomMatrix(576, 576, seed: 5, as: Float.self)
+        let s = matmul(b, b, transB: true)
+        let w = randomMatrix(256, 256, seed: 6, as: Double.self)
+        let jobs: [@Sendable () throws -> [Double]] = [
+            { try randomizedSymmetricEigen(s, rank: 16, oversampling: 64, tolerance: 1e-6, maxIterations: 4, seed: 1).values.map { Double($0) } },
+            { try svd(w).s },
+        ]
+        let alone = try jobs.map { try $0() }
+        let mismatches = Mismatches(), done = Mismatches()
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { j in
+            var runs = 0
+            while j == 0 ? runs < 100 : done.counts.isEmpty {
+                runs += 1
+                let values = (try? jobs[j]()) ?? []
+                let tolerance = (j == 0 ? 1e-4 : 1e-10) * alone[j][0]
+                if values.count != alone[j].count || zip(values, alone[j]).contains(where: { !(abs($0 - $1) <= tolerance) }) {
+                    mismatches.add(j)
+                }
+            }
+            if j == 0 { done.add(j) }
+        }
+        #expect(mismatches.counts == [:], "kernels \(BLASKernel.current), calls may overlap: \(BLASConcurrency.callsMayOverlap)")
+    }
+}
+
+/// Counts per job, from several threads.
+private final class Mismatches: @unchecked Sendable {
+    // @unchecked: `byJob` is guarded by `lock`.
+    private let lock = NSLock()
+    private var byJob: [Int: Int] = [:]
+
+    func add(_ job: Int) { lock.lock(); byJob[job, default: 0] += 1; lock.unlock() }
+    var counts: [Int: Int] { lock.lock(); defer { lock.unlock() }; return byJob }
+}
