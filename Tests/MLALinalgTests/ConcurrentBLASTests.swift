@@ -5,9 +5,9 @@ import MLATestSupport
 
 /// BLAS and LAPACK calls from several threads at once give the results they give alone
 /// (`BLASConcurrency`). On the kernels where Debian's OpenBLAS 0.3.21 goes wrong under such calls
-/// (Prescott's, Core2's, Barcelona's, …) this holds only because each call then runs alone: without
-/// that, 5-15 of 40 single-precision results came out wrong (NaN, or an eigensolver that
-/// did not converge) on those kernels.
+/// (Prescott's, Atom's, Barcelona's, Core2's) this holds only because each call then runs alone: with
+/// the calls overlapping, 1-15 of the 100 single-precision results here came out wrong (NaN, or an
+/// eigensolver that did not converge) on those kernels.
 @Suite struct ConcurrentBLASTests {
     /// One thread runs a single-precision randomized eigendecomposition (GEMMs, QR, syevd) of a 576²
     /// matrix (a q_proj's size) 100 times while the other runs double-precision SVDs (gesdd) of a 256²
