@@ -22,7 +22,7 @@ extension Float: LinalgScalar {
                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         FlopCount.add(2 * Double(m) * Double(n) * Double(k), Float.self)
         BLASConcurrency.exclusive { cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc)) }
+                                                blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc)) }
     }
 }
 
@@ -37,7 +37,7 @@ extension Float {
                             b: UnsafeMutablePointer<Float>, ldb: Int) {
         FlopCount.add(Double(m) * Double(n) * Double(left ? m : n), Float.self)
         BLASConcurrency.exclusive { cblas_strsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
-                    CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb)) }
+                                                CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb)) }
     }
 }
 
@@ -47,7 +47,7 @@ extension Double: LinalgScalar {
                             beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
         FlopCount.add(2 * Double(m) * Double(n) * Double(k), Double.self)
         BLASConcurrency.exclusive { cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc)) }
+                                                blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc)) }
     }
 }
 
@@ -62,7 +62,7 @@ extension Double {
                             b: UnsafeMutablePointer<Double>, ldb: Int) {
         FlopCount.add(Double(m) * Double(n) * Double(left ? m : n), Double.self)
         BLASConcurrency.exclusive { cblas_dtrsm(CblasRowMajor, left ? CblasLeft : CblasRight, lower ? CblasLower : CblasUpper, transT ? CblasTrans : CblasNoTrans,
-                    CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb)) }
+                                                CblasNonUnit, blasint(m), blasint(n), 1, t, blasint(ldt), b, blasint(ldb)) }
     }
 
     /// B[m×n] ← B·T for T [n × n] lower triangular, row-major (half the flops of the GEMM).

@@ -93,7 +93,7 @@ extension Float: LAPACKScalar {
                              _ w: UnsafeMutablePointer<Float>, _ z: UnsafeMutablePointer<Float>, _ isuppz: UnsafeMutablePointer<Int32>,
                              _ work: UnsafeMutablePointer<Float>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
         BLASConcurrency.exclusive { LAPACKE_ssyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
-                             il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork) }
+                                                         il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork) }
     }
     public static func sytrd(_ n: Int32, _ a: UnsafeMutablePointer<Float>, _ d: UnsafeMutablePointer<Float>, _ e: UnsafeMutablePointer<Float>,
                              _ tau: UnsafeMutablePointer<Float>, _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
@@ -106,7 +106,7 @@ extension Float: LAPACKScalar {
     public static func ormtr(_ n: Int32, _ cols: Int32, _ a: UnsafeMutablePointer<Float>, _ tau: UnsafeMutablePointer<Float>,
                              _ c: UnsafeMutablePointer<Float>, _ work: UnsafeMutablePointer<Float>, _ lwork: Int32) -> Int32 {
         BLASConcurrency.exclusive { LAPACKE_sormtr_work(colMajor, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), n, cols, a, n, tau, c, n,
-                              work, lwork) }
+                                                          work, lwork) }
     }
     public static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Float>) -> Int32 {
         BLASConcurrency.exclusive { LAPACKE_spotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n) }
@@ -151,7 +151,7 @@ extension Double: LAPACKScalar {
                              _ w: UnsafeMutablePointer<Double>, _ z: UnsafeMutablePointer<Double>, _ isuppz: UnsafeMutablePointer<Int32>,
                              _ work: UnsafeMutablePointer<Double>, _ lwork: Int32, _ iwork: UnsafeMutablePointer<Int32>, _ liwork: Int32) -> Int32 {
         BLASConcurrency.exclusive { LAPACKE_dsyevr_work(colMajor, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "I")), CChar(UInt8(ascii: "L")), n, a, n, 0, 0,
-                             il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork) }
+                                                         il, iu, 0, found, w, z, n, isuppz, work, lwork, iwork, liwork) }
     }
     public static func sytrd(_ n: Int32, _ a: UnsafeMutablePointer<Double>, _ d: UnsafeMutablePointer<Double>, _ e: UnsafeMutablePointer<Double>,
                              _ tau: UnsafeMutablePointer<Double>, _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
@@ -164,7 +164,7 @@ extension Double: LAPACKScalar {
     public static func ormtr(_ n: Int32, _ cols: Int32, _ a: UnsafeMutablePointer<Double>, _ tau: UnsafeMutablePointer<Double>,
                              _ c: UnsafeMutablePointer<Double>, _ work: UnsafeMutablePointer<Double>, _ lwork: Int32) -> Int32 {
         BLASConcurrency.exclusive { LAPACKE_dormtr_work(colMajor, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")), n, cols, a, n, tau, c, n,
-                              work, lwork) }
+                                                          work, lwork) }
     }
     public static func potrf(_ n: Int32, _ a: UnsafeMutablePointer<Double>) -> Int32 {
         BLASConcurrency.exclusive { LAPACKE_dpotrf_work(colMajor, CChar(UInt8(ascii: "L")), n, a, n) }
