@@ -23,16 +23,16 @@ enum CLI {
     }
 
     /// Runs `tool` with `arguments`, the test process's environment changed by `environment` (a nil
-    /// value removes the variable).
+    /// value removes the variable), without the `OPENBLAS_NUM_THREADS` that `scripts/test` sets for the
+    /// in-process tests: the tool runs on all cores, as users run it.
     static func run(_ tool: String, _ arguments: [String], environment: [String: String?] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binDirectory + "/" + tool)
         process.arguments = arguments
-        if !environment.isEmpty {
-            var changed = ProcessInfo.processInfo.environment
-            for (name, value) in environment { changed[name] = value }
-            process.environment = changed
-        }
+        var changed = ProcessInfo.processInfo.environment
+        changed["OPENBLAS_NUM_THREADS"] = nil
+        for (name, value) in environment { changed[name] = value }
+        process.environment = changed
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
