@@ -26,29 +26,32 @@ import MLATestSupport
         BLASThreads.set(max(2, threads))
         defer { BLASThreads.set(threads) }
         let alone = try jobs.map { try $0() }
-        let mismatches = Mismatches(), done = Mismatches()
+        let tally = Tally()
         DispatchQueue.concurrentPerform(iterations: jobs.count) { j in
             var runs = 0
-            while j == 0 ? runs < 100 : done.counts.isEmpty {
+            while j == 0 ? runs < 100 : !tally.firstJobDone {
                 runs += 1
                 let values = (try? jobs[j]()) ?? []
                 let tolerance = (j == 0 ? 1e-4 : 1e-10) * alone[j][0]
                 if values.count != alone[j].count || zip(values, alone[j]).contains(where: { !(abs($0 - $1) <= tolerance) }) {
-                    mismatches.add(j)
+                    tally.addMismatch(j)
                 }
             }
-            if j == 0 { done.add(j) }
+            if j == 0 { tally.finishFirstJob() }
         }
-        #expect(mismatches.counts == [:], "kernels \(BLASKernel.current), calls may overlap: \(BLASConcurrency.callsMayOverlap)")
+        #expect(tally.mismatches == [:], "kernels \(BLASKernel.current), calls may overlap: \(BLASConcurrency.callsMayOverlap)")
     }
 }
 
-/// Counts per job, from several threads.
-private final class Mismatches: @unchecked Sendable {
-    // @unchecked: `byJob` is guarded by `lock`.
+/// Wrong results per job, and whether the first job has finished its runs, from several threads.
+private final class Tally: @unchecked Sendable {
+    // @unchecked: `byJob` and `done` are guarded by `lock`.
     private let lock = NSLock()
     private var byJob: [Int: Int] = [:]
+    private var done = false
 
-    func add(_ job: Int) { lock.lock(); byJob[job, default: 0] += 1; lock.unlock() }
-    var counts: [Int: Int] { lock.lock(); defer { lock.unlock() }; return byJob }
+    func addMismatch(_ job: Int) { lock.lock(); byJob[job, default: 0] += 1; lock.unlock() }
+    func finishFirstJob() { lock.lock(); done = true; lock.unlock() }
+    var mismatches: [Int: Int] { lock.lock(); defer { lock.unlock() }; return byJob }
+    var firstJobDone: Bool { lock.lock(); defer { lock.unlock() }; return done }
 }
