@@ -61,6 +61,20 @@ __attribute__((target("avx2,fma"))) static void softmax_row_avx2(float *row, siz
     for (; n < visible; n++) row[n] *= 1.0f / sum;
 }
 
+__attribute__((target("avx2,fma"))) static void softmax_backward_row_avx2(const float *p, float *dp, size_t visible, float scale) {
+    size_t n = 0;
+    __m256 vdot = _mm256_setzero_ps();
+    for (; n + 8 <= visible; n += 8) vdot = _mm256_fmadd_ps(_mm256_loadu_ps(p + n), _mm256_loadu_ps(dp + n), vdot);
+    float dot = hsum8(vdot);
+    for (; n < visible; n++) dot += p[n] * dp[n];
+    const __m256 vscale = _mm256_set1_ps(scale), vshift = _mm256_set1_ps(dot);
+    for (n = 0; n + 8 <= visible; n += 8) {
+        __m256 scaled = _mm256_mul_ps(vscale, _mm256_loadu_ps(p + n));
+        _mm256_storeu_ps(dp + n, _mm256_mul_ps(scaled, _mm256_sub_ps(_mm256_loadu_ps(dp + n), vshift)));
+    }
+    for (; n < visible; n++) dp[n] = scale * p[n] * (dp[n] - dot);
+}
+
 __attribute__((target("avx2,fma"))) static void silu_mul_avx2(const float *gate, float *up, size_t count) {
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     size_t i = 0;
@@ -151,6 +165,25 @@ void ck_causal_softmax(float *scores, size_t blocks, size_t queries, size_t keys
             softmax_row_scalar(row, visible, scale);
             memset(row + visible, 0, (keys - visible) * sizeof(float));
         }
+    }
+}
+
+static void softmax_backward_row_scalar(const float *p, float *dp, size_t visible, float scale) {
+    float dot = 0;
+    for (size_t n = 0; n < visible; n++) dot += p[n] * dp[n];
+    for (size_t n = 0; n < visible; n++) dp[n] = scale * p[n] * (dp[n] - dot);
+}
+
+void ck_causal_softmax_backward(const float *p, float *dp, size_t queries, size_t keys, float scale) {
+    for (size_t i = 0; i < queries; i++) {
+        const float *prow = p + i * keys;
+        float *row = dp + i * keys;
+        size_t visible = keys - queries + i + 1;
+#ifdef CK_AVX2
+        if (use_avx2()) softmax_backward_row_avx2(prow, row, visible, scale); else
+#endif
+        softmax_backward_row_scalar(prow, row, visible, scale);
+        memset(row + visible, 0, (keys - visible) * sizeof(float));
     }
 }
 

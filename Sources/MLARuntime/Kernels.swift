@@ -115,6 +115,16 @@ public enum Kernels {
         scores.withUnsafeMutableBufferPointer { causalSoftmax($0, queries: queries, keys: keys, scale: scale, blocks: blocks) }
     }
 
+    /// The causal softmax's backward pass on one `[queries, keys]` block of `causalSoftmax`'s rows, in
+    /// place: with `probabilities` P (the softmax of scale · S) and `gradient` dP = ∂E/∂P, each row's
+    /// visible entries become dS = ∂E/∂S = scale · P ⊙ (dP − Σ_visible P ⊙ dP), the entries past them 0.
+    /// Vectorized in C like `causalSoftmax`.
+    public static func causalSoftmaxBackward(probabilities: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>, queries: Int, keys: Int,
+                                             scale: Float) {
+        precondition(queries <= keys, "causalSoftmaxBackward: \(queries) queries for \(keys) keys")
+        ck_causal_softmax_backward(probabilities, gradient, queries, keys, scale)
+    }
+
     /// SwiGLU gating in place: up[i] ← up[i] · silu(gate[i]), silu(g) = g / (1 + e^(−g)) (vectorized
     /// in C like `causalSoftmax`).
     public static func swiGLU(gate: [Float], up: inout [Float]) {

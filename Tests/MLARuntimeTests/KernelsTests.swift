@@ -25,6 +25,30 @@ import MLATestSupport
         }
     }
 
+    /// The backward pass against the float64 formula, on the rows `causalSoftmax` leaves: 37 keys (vector
+    /// lanes of 8 plus a scalar tail), 5 queries.
+    @Test func causalSoftmaxBackwardMatchesFloat64() {
+        let queries = 5, keys = 37, scale: Float = 0.125
+        var g = SplitMix64(seed: 9)
+        var p = g.floats(queries * keys, scale: 40)
+        Kernels.causalSoftmax(&p, queries: queries, keys: keys, scale: scale)
+        let upstream = g.floats(queries * keys, scale: 3)
+        var dp = upstream
+        p.withUnsafeBufferPointer { p in
+            dp.withUnsafeMutableBufferPointer { Kernels.causalSoftmaxBackward(probabilities: p.baseAddress!, gradient: $0.baseAddress!, queries: queries, keys: keys, scale: scale) }
+        }
+        for i in 0..<queries {
+            let visible = keys - queries + i + 1, base = i * keys
+            let dot = (0..<visible).reduce(0.0) { $0 + Double(p[base + $1]) * Double(upstream[base + $1]) }
+            for n in 0..<visible {
+                let expected = Double(scale) * Double(p[base + n]) * (Double(upstream[base + n]) - dot)
+                // The row sum's rounding (n·u of Σ|p·dp| ≤ max|dp|) times scale · p, plus the products' own.
+                #expect(abs(Double(dp[base + n]) - expected) <= Double(8 + keys) * 0x1p-24 * 3 * Double(scale) * Double(p[base + n]) + 4 * 0x1p-24 * abs(expected))
+            }
+            #expect(dp[(base + visible)..<(base + keys)].allSatisfy { $0 == 0 })
+        }
+    }
+
     @Test func swiGLUMatchesFloat64() {
         var g = SplitMix64(seed: 6)
         let gate = g.floats(1003, scale: 20), up = g.floats(1003, scale: 3)

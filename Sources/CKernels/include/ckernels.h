@@ -8,6 +8,12 @@
 /// AVX2 + glibc's vector expf (libmvec, ≤ 4 ulp) when the CPU has AVX2 and FMA; scalar expf otherwise.
 void ck_causal_softmax(float *scores, size_t blocks, size_t queries, size_t keys, float scale);
 
+/// The causal softmax's backward pass on one [queries × keys] block, in place: with p the block's
+/// probabilities (`ck_causal_softmax`'s output) and dp the gradient with respect to them, each row's first
+/// keys − queries + i + 1 entries become scale · p · (dp − Σ p·dp) (the row sum over those entries), the
+/// rest 0. Same vector/scalar paths as `ck_causal_softmax` (the vector path sums in another order).
+void ck_causal_softmax_backward(const float *p, float *dp, size_t queries, size_t keys, float scale);
+
 /// SwiGLU's gate in place: up[i] ← up[i] · g / (1 + exp(−g)), g = gate[i], for `count` values.
 /// Same vector/scalar paths as `ck_causal_softmax`.
 void ck_silu_mul(const float *gate, float *up, size_t count);

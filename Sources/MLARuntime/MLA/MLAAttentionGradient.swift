@@ -221,12 +221,11 @@ extension MLAAttention {
                 // dP = dU_h V_hᵀ; dS = τ P ⊙ (dP − rowsum(P ⊙ dP)) (zero where P is masked).
                 gemm(transB: true, m: rows.count, n: keys, k: w.dV, a: dHeads, aOffset: dUOffset, lda: oWidth,
                      b: kv, bOffset: h * kvw + w.dNope, ldb: nh * kvw, beta: 0, c: &dp, cOffset: offset, ldc: keys)
-                for i in 0..<rows.count {
-                    let row = offset + i * keys, visible = rows.lowerBound + i + 1
-                    var dot: Float = 0
-                    for j in 0..<visible { dot += p[row + j] * dp[row + j] }
-                    for j in 0..<visible { dp[row + j] = w.softmaxScale * p[row + j] * (dp[row + j] - dot) }
-                    for j in visible..<keys { dp[row + j] = 0 }
+                p.withUnsafeBufferPointer { p in
+                    dp.withUnsafeMutableBufferPointer { dp in
+                        Kernels.causalSoftmaxBackward(probabilities: p.baseAddress! + offset, gradient: dp.baseAddress! + offset, queries: rows.count,
+                                                      keys: keys, scale: w.softmaxScale)
+                    }
                 }
                 // dK_h += dSᵀ Q_h [keys × qw].
                 gemm(transA: true, transB: false, m: keys, n: qw, k: rows.count, a: dp, aOffset: offset, lda: keys,
