@@ -159,10 +159,10 @@ extension MLAAttention {
         let ropeKeys = ropeKeys(w, x: x, tokens: t, rotations: window.rotations)
         let kv = Kernels.linear(latent, tokens: t, weight: w.kvB, outFeatures: nh * kvw, inFeatures: r, bias: nil)
         var probabilities = [[Float]]()
-        var heads = [Float](repeating: 0, count: t * oWidth)
-        var k = [Float](repeating: 0, count: t * qw)
-        // Every score a head keeps is written (the GEMM, then the softmax's zeros past the diagonal), so
-        // the buffers start uninitialized.
+        // Every output column, key and score a head keeps is written (the GEMMs, `headKeys`, then the
+        // softmax's zeros past the diagonal), so the buffers start uninitialized.
+        var heads = [Float](unsafeUninitializedCapacity: t * oWidth) { $1 = t * oWidth }
+        var k = [Float](unsafeUninitializedCapacity: t * qw) { $1 = t * qw }
         let scoreCount = keepsProbabilities ? scoreOffsets.last! : min(t, block) * t
         var scratch: [Float] = keepsProbabilities ? [] : [Float](unsafeUninitializedCapacity: scoreCount) { $1 = scoreCount }
         for h in 0..<nh {
@@ -233,15 +233,24 @@ extension MLAAttention {
             }
             // dK_h's NoPE part to dKV, its rope part to the rope key head it reads.
             let ropeOffset = w.ropeHeadOfQueryHead[h] * w.dRope
-            for n in 0..<t {
-                for i in 0..<w.dNope { dKV[n * nh * kvw + h * kvw + i] = dk[n * qw + i] }
-                for i in 0..<w.dRope { dRopeKeys[n * ropeWidth + ropeOffset + i] += dk[n * qw + w.dNope + i] }
+            // Over buffer pointers, so that the rows copy and add as vectors (`headKeys` in reverse).
+            dk.withUnsafeBufferPointer { dk in
+                dKV.withUnsafeMutableBufferPointer { dKV in
+                    dRopeKeys.withUnsafeMutableBufferPointer { dRopeKeys in
+                        let (dk, dKV, dRopeKeys) = (dk.baseAddress!, dKV.baseAddress!, dRopeKeys.baseAddress!)
+                        for n in 0..<t {
+                            (dKV + n * nh * kvw + h * kvw).update(from: dk + n * qw, count: w.dNope)
+                            let rope = dRopeKeys + n * ropeWidth + ropeOffset, dkRope = dk + n * qw + w.dNope
+                            for i in 0..<w.dRope { rope[i] += dkRope[i] }
+                        }
+                    }
+                }
             }
         }
         // Up-projections: dW_UKV = dKVᵀ ĉ [n_h·kvw, r]; dĉ = dKV W_UKV [T, r]; dkvA = dĉᵀ x [r, d].
         gemm(transA: true, transB: false, m: nh * kvw, n: r, k: t, a: dKV, aOffset: 0, lda: nh * kvw,
              b: forward.latent, bOffset: 0, ldb: r, beta: 0, c: &gradient.kvB, cOffset: 0, ldc: r)
-        var dLatent = [Float](repeating: 0, count: t * r)
+        var dLatent = [Float](unsafeUninitializedCapacity: t * r) { $1 = t * r }
         gemm(transA: false, transB: false, m: t, n: r, k: nh * kvw, a: dKV, aOffset: 0, lda: nh * kvw,
              b: w.kvB, bOffset: 0, ldb: r, beta: 0, c: &dLatent, cOffset: 0, ldc: r)
         gemm(transA: true, transB: false, m: r, n: d, k: t, a: dLatent, aOffset: 0, lda: r,
