@@ -35,10 +35,23 @@ struct SharedRopeSpace {
         return out
     }
 
-    /// Without calibration nothing can be measured: rope head_dim/2 dims (or the fixed dims) on
-    /// uniform pairs folded as above (TransMLA's setting), else the first valid plan.
-    func fixedRule() -> (label: String, plan: RopePlan)? {
-        let all = plans(dims: dims ?? max(2, (headDim / 2) & ~1))
+    /// When nothing can be measured: the fixed dims, else the widest rope key of `dimCandidates` and
+    /// head_dim/2 that takes at most a third of the layer's cache (`ropeLimit` values: the widths the
+    /// search kept on the sample at every budget, docs/defaults.md), else the narrowest; on uniform pairs
+    /// folded as above (TransMLA's setting), else the first valid plan.
+    func fixedRule(ropeLimit: Int) -> (label: String, plan: RopePlan)? {
+        let widths = Set(dimCandidates + [max(2, (headDim / 2) & ~1)]).sorted().filter { !plans(dims: $0).isEmpty }
+        guard let width = dims ?? widths.last(where: { $0 <= ropeLimit }) ?? widths.first else { return nil }
+        let all = plans(dims: width)
         return all.first { if case let .shared(_, s, _) = $0.plan { return s > 1 } else { return false } } ?? all.first
+    }
+
+    /// The most rope dims the fixed rule gives a layer under `budget`: a third of the cache values per
+    /// token the budget leaves it (β·2·n_kv·d_h), or half of a given latent rank (the rope key adds to it).
+    static func ropeLimit(budget: CacheBudget, sourceCacheValues: Int) -> Int {
+        switch budget {
+        case let .rank(r): return r / 2
+        case let .fraction(beta): return Int((beta * Double(sourceCacheValues)).rounded(.down)) / 3
+        }
     }
 }

@@ -135,8 +135,8 @@ import Testing
     }
 
     /// An explicit --rope-dim fixes that dimension of the search; fixing every rope flag in the
-    /// DeepSeek-V3 format (uniform ranks only) leaves nothing to search; without calibration the
-    /// documented fixed rule applies.
+    /// DeepSeek-V3 format (uniform ranks only) leaves nothing to search; where nothing can be measured
+    /// (no calibration, or no held-out text) the documented fixed rule applies.
     @Test func explicitFlagsOverrideTheSearch() throws {
         let sample = SampleData.modelPath
         let stats = try Self.shared.calibration(sample), dir = Self.shared.dir
@@ -156,11 +156,30 @@ import Testing
         #expect(summary["search"] == nil)
         #expect(summary["settings"]?["rope"]?.string?.contains("high pairs, stride 1, freqfold 1 (as given)") == true)
 
-        r = try CLI.run("mla-convert", ["mha2mla", sample, "-o", dir + "/nocalib", "--kv-budget", "0.3125", "--no-calib", "--json"])
+        // gqa2mla's fixed rule: the widest rope key within a third of the layer's cache (64 of 192 values
+        // at 50 %, 16 of 72 at 18.75 %), weights only no wider than head_dim/2 (32). Calibrated without a
+        // search: the sample exported without its tokenizer, from the saved statistics.
+        r = try CLI.run("mla-convert", ["export", sample, "-o", dir + "/untokenized"])
+        #expect(r.status == 0, "\(r.stderr)")
+        for file in ["tokenizer.json", "tokenizer_config.json"] { try? FileManager.default.removeItem(atPath: dir + "/untokenized/" + file) }
+        for (model, budget, calibration, rope, rank, reason) in [
+            (sample, "0.5", ["--no-calib"], 32, 160, "without calibration"), (sample, "0.1875", ["--no-calib"], 16, 56, "without calibration"),
+            (dir + "/untokenized", "0.5", ["--calib-stats", stats], 64, 128, "no held-out calibration text"),
+        ] {
+            r = try CLI.run("mla-convert", ["gqa2mla", model, "-o", dir + "/nocalib", "--kv-budget", budget, "--force", "--json"] + calibration)
+            #expect(r.status == 0, "\(r.stderr)")
+            summary = try JSONValue.parse(r.stdout)
+            #expect(summary["search"] == nil)
+            let ropeSetting = summary["settings"]?["rope"]?.string ?? ""
+            #expect(ropeSetting.hasPrefix("one shared key of \(rope) dims") && ropeSetting.contains("(fixed rule: \(reason)"), "\(ropeSetting)")
+            #expect(summary["layers"]?.array?.allSatisfy { $0["kv_rank"]?.int == rank } == true)
+        }
+
+        r = try CLI.run("mla-convert", ["mha2mla", sample, "-o", dir + "/nocalib", "--kv-budget", "0.3125", "--no-calib", "--force", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         summary = try JSONValue.parse(r.stdout)
         #expect(summary["search"] == nil)
         #expect(summary["settings"]?["rope"]?.string?.hasPrefix("high: each of the 3 KV heads keeps 4 pairs") == true)
-        for name in ["rope64", "fixed", "nocalib"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+        for name in ["rope64", "fixed", "nocalib", "untokenized"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
     }
 }
