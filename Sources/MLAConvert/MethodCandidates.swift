@@ -36,10 +36,8 @@ extension ConversionPlan {
             options.ropePlan = .shared(dims: dims, stride: stride, fold: max(fold, stride))
             ropeLabel = "\(freq.rawValue) pairs, stride \(stride), freqfold \(max(fold, stride)) (as given)"
         } else if let reason = searchReason {
-            // Weights only, no wider than head_dim/2: a wider key lost there (docs/defaults.md).
-            let third = SharedRopeSpace.ropeLimit(budget: budget, sourceCacheValues: ModelConversion.sourceCacheValues(config: c))
-            let limit: Int
-            if case .none = calibration { limit = min(third, hd / 2) } else { limit = third }
+            let limit = space.ropeLimit(budget: budget, sourceCacheValues: ModelConversion.sourceCacheValues(config: c),
+                                        refined: try layerPass()?.refinement != nil)
             guard let rule = space.fixedRule(ropeLimit: limit) else { throw ConversionPlanError("no rope plan fits --rope-dim/--rope-frequencies/--freqfold as given") }
             options.ropePlan = rule.plan
             ropeLabel = rule.label + " (fixed rule: \(reason), docs/defaults.md)"

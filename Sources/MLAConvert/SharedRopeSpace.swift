@@ -36,9 +36,8 @@ struct SharedRopeSpace {
     }
 
     /// When nothing can be measured: the fixed dims, else the widest rope key of `dimCandidates` and
-    /// head_dim/2 that takes at most a third of the layer's cache (`ropeLimit` values: the widths the
-    /// search kept on the sample at every budget, docs/defaults.md), else the narrowest; on uniform pairs
-    /// folded as above (TransMLA's setting), else the first valid plan.
+    /// head_dim/2 of at most `ropeLimit` dims (`ropeLimit(budget:sourceCacheValues:refined:)`), else the
+    /// narrowest; on uniform pairs folded as above (TransMLA's setting), else the first valid plan.
     func fixedRule(ropeLimit: Int) -> (label: String, plan: RopePlan)? {
         let widths = Set(dimCandidates + [max(2, (headDim / 2) & ~1)]).sorted().filter { !plans(dims: $0).isEmpty }
         guard let width = dims ?? widths.last(where: { $0 <= ropeLimit }) ?? widths.first else { return nil }
@@ -46,12 +45,19 @@ struct SharedRopeSpace {
         return all.first { if case let .shared(_, s, _) = $0.plan { return s > 1 } else { return false } } ?? all.first
     }
 
-    /// The most rope dims the fixed rule gives a layer under `budget`: a third of the cache values per
-    /// token the budget leaves it (β·2·n_kv·d_h), or half of a given latent rank (the rope key adds to it).
-    static func ropeLimit(budget: CacheBudget, sourceCacheValues: Int) -> Int {
+    /// The most rope dims the fixed rule gives a layer under `budget`, out of the cache values per token
+    /// it leaves the layer (β·2·n_kv·d_h; with a given latent rank r the rope key adds to the r values).
+    /// When the layers are `refined` through the softmax: a third of them (r/2), the width the search
+    /// keeps, refined, at every budget of the sample. In closed form (saved statistics, weights only,
+    /// `--refine-steps 0`): half of them (r), and at most head_dim/2, which the closed form preferred at
+    /// the same budgets (docs/defaults.md).
+    func ropeLimit(budget: CacheBudget, sourceCacheValues: Int, refined: Bool) -> Int {
+        let share = refined ? 3 : 2
+        let limit: Int
         switch budget {
-        case let .rank(r): return r / 2
-        case let .fraction(beta): return Int((beta * Double(sourceCacheValues)).rounded(.down)) / 3
+        case let .rank(r): limit = r / (share - 1)
+        case let .fraction(beta): limit = Int((beta * Double(sourceCacheValues)).rounded(.down)) / share
         }
+        return refined ? limit : min(limit, headDim / 2)
     }
 }

@@ -156,15 +156,20 @@ import Testing
         #expect(summary["search"] == nil)
         #expect(summary["settings"]?["rope"]?.string?.contains("high pairs, stride 1, freqfold 1 (as given)") == true)
 
-        // gqa2mla's fixed rule: the widest rope key within a third of the layer's cache (64 of 192 values
-        // at 50 %, 16 of 72 at 18.75 %), weights only no wider than head_dim/2 (32). Calibrated without a
-        // search: the sample exported without its tokenizer, from the saved statistics.
+        // gqa2mla's fixed rule: when the layers are refined, the widest rope key within a third of the
+        // layer's cache (16 of 72 values at 18.75 %); in closed form head_dim/2 (32) within half of it.
+        // Refined without a search: a calibration text too short for a held-out window. In closed form:
+        // weights only, and the sample exported without its tokenizer, from the saved statistics.
+        let short = dir + "/short.txt"
+        let text = try #require(FileManager.default.contents(atPath: CLI.cache + "/corpus/hamlet_gut.txt"))
+        try text[1000..<5000].write(to: URL(fileURLWithPath: short))
         r = try CLI.run("mla-convert", ["export", sample, "-o", dir + "/untokenized"])
         #expect(r.status == 0, "\(r.stderr)")
         for file in ["tokenizer.json", "tokenizer_config.json"] { try? FileManager.default.removeItem(atPath: dir + "/untokenized/" + file) }
         for (model, budget, calibration, rope, rank, reason) in [
-            (sample, "0.5", ["--no-calib"], 32, 160, "without calibration"), (sample, "0.1875", ["--no-calib"], 16, 56, "without calibration"),
-            (dir + "/untokenized", "0.5", ["--calib-stats", stats], 64, 128, "no held-out calibration text"),
+            (sample, "0.1875", ["--calib", short, "--calib-tokens", "4096"], 16, 56, "no held-out calibration text"),
+            (sample, "0.1875", ["--no-calib"], 32, 40, "without calibration"),
+            (dir + "/untokenized", "0.1875", ["--calib-stats", stats], 32, 40, "no held-out calibration text"),
         ] {
             r = try CLI.run("mla-convert", ["gqa2mla", model, "-o", dir + "/nocalib", "--kv-budget", budget, "--force", "--json"] + calibration)
             #expect(r.status == 0, "\(r.stderr)")
@@ -180,6 +185,6 @@ import Testing
         summary = try JSONValue.parse(r.stdout)
         #expect(summary["search"] == nil)
         #expect(summary["settings"]?["rope"]?.string?.hasPrefix("high: each of the 3 KV heads keeps 4 pairs") == true)
-        for name in ["rope64", "fixed", "nocalib", "untokenized"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+        for name in ["rope64", "fixed", "nocalib", "untokenized", "short.txt"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
     }
 }
