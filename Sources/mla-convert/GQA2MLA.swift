@@ -28,7 +28,7 @@ extension MLAConvertCommand {
 
         @OptionGroup var budget: BudgetOptions
 
-        @Option(help: "Dims of the shared rope key (even; default auto: 16, 32 and 64 measured at the budget, see --search-tokens; where nothing can be measured, the widest within a third of the layer's cache, docs/defaults.md).")
+        @Option(help: "Dims of the shared rope key (even; default auto: 16, 32 and 64 measured at the budget, see --search-tokens; where nothing can be measured, the widest within a third of the layer's cache when the layers are refined, else head_dim/2 within half of it: docs/defaults.md).")
         var ropeDim: Int?
 
         @Option(help: "Which source frequencies the rope key carries: high (the fastest rope-dim/2 pairs) or uniform (every (head_dim/rope-dim)-th pair from pair 0, TransMLA); default auto (measured).")
