@@ -52,19 +52,28 @@ public final class CalibratedConversion: @unchecked Sendable {
         let firstWindow: Int
     }
 
-    /// Tokens run through a layer at once: bounds the chunk's MLP activations (tokens × intermediate
-    /// size × 3 floats, 75 MB for the sample model).
-    static let chunkTokens = 4096
+    /// Tokens run through a layer at once: at most 4096, and few enough that each of the chunk's
+    /// activations (tokens × the wider of the hidden and intermediate sizes, in floats) stays under
+    /// the largest buffer the heap reuses (`AllocatorTuning`). 4096 tokens for the sample model (an
+    /// MLP activation of 24 MiB); 1024 for a Llama-3-8B shape, whose 4096 tokens' activations (224 MiB
+    /// each) were mapped afresh and page-faulted in for every chunk of every layer.
+    public static func chunkTokens(_ config: ModelConfig) -> Int {
+        let widest = max(config.hiddenSize, config.intermediateSize, 1) * MemoryLayout<Float>.size
+        return max(1, min(4096, (AllocatorTuning.largestReusedBuffer - 1) / widest))
+    }
 
     /// - `conversion`: the plan (its `statistics` are not used).
     /// - `source`: the source model, read a layer at a time (e.g. `StreamedModel`).
     /// - `windows`: the calibration token windows, each run from position 0.
     /// - `workers`: windows attended at once, each on one BLAS thread.
+    /// - `chunkTokens`: tokens run through a layer at once (default `chunkTokens(config)`); whole windows
+    ///   are grouped up to it. It changes nothing but the rounding of the moment's sums when a chunk is
+    ///   not a whole number of `ProductSums.blockRows`.
     /// - `converted`: gets the number of layers converted after each one (progress: a writer may ask for
     ///   the layers in another order, e.g. 0, 1, 10, 11, …, and then takes several at once).
     public init(conversion: ModelConversion, source: any LayerwiseModel, windows: [[Int]], ranks: [Int], order: CalibrationOrder,
                 refitOutput: Bool, refinement: AttentionRefinement? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
-                converted: @escaping @Sendable (Int) -> Void = { _ in }) throws {
+                chunkTokens: Int? = nil, converted: @escaping @Sendable (Int) -> Void = { _ in }) throws {
         precondition(ranks.count == conversion.config.numLayers, "CalibratedConversion: one rank per layer")
         self.conversion = conversion
         self.source = source
@@ -80,8 +89,9 @@ public final class CalibratedConversion: @unchecked Sendable {
             chunks.append(Chunk(rows: first..<(first + sequences.reduce(0, +)), sequences: sequences, firstWindow: firstWindow))
             sequences = []
         }
+        let chunkTokens = chunkTokens ?? Self.chunkTokens(conversion.config)
         for window in windows where !window.isEmpty {
-            if !sequences.isEmpty, sequences.reduce(0, +) + window.count > Self.chunkTokens { close() }
+            if !sequences.isEmpty, sequences.reduce(0, +) + window.count > chunkTokens { close() }
             sequences.append(window.count)
         }
         if !sequences.isEmpty { close() }
@@ -108,24 +118,13 @@ public final class CalibratedConversion: @unchecked Sendable {
     /// Converts layer `next` on the current states, refits it, and advances the states through it.
     private func convertNext() throws -> (MLALayerWeights, LayerConversionReport) {
         let l = next, c = conversion.config, d = c.hiddenSize
-        let layer = try source.layer(l)
-        let moment = attentionInputMoment(layer)
+        let (moment, inputs, sourceOutputs) = try sourceLayerOnWindows(l)
         var (weights, report) = try conversion.layer(l, moment: moment, upToRank: ranks[l]).weights(rank: ranks[l])
-        // Per window (the refit's folds are whole windows, so its cross-validation scores unseen text):
-        // the attention inputs (the stages' and, through the converted heads, the sequential states') and
-        // the source attention (the stages' target, and the parallel states' next step). The stages
-        // return the converted heads the sequential states advance on.
-        let fits = refitOutput || refinement != nil, needsSource = fits || order == .parallel
-        var sourceOutputs: [[Float]] = [], inputs: [[Float]] = []
-        for chunk in chunks {
-            let h = normed(chunk, layer)
-            if needsSource { sourceOutputs += try perWindow(h, chunk) { x, t in try layer.attention.forward(x, sequences: [t]) } }
-            if fits || order == .sequential { inputs += try perWindow(h, chunk) { x, _ in x } }
-        }
         let stages = CalibratedStages(refit: refitOutput ? .crossValidated : nil, measuringRefitErrors: true, refinement: refinement, workers: workers)
         let heads = try stages.apply(to: &weights, report: &report, inputs: inputs, targets: sourceOutputs, returningHeads: order == .sequential)
         try weights.validate()
         if l + 1 < c.numLayers {
+            let layer = try source.layer(l)
             for chunk in chunks {
                 var x = Array(residual[(chunk.rows.lowerBound * d)..<(chunk.rows.upperBound * d)])
                 let windows = chunk.firstWindow..<(chunk.firstWindow + chunk.sequences.count)
@@ -139,6 +138,24 @@ public final class CalibratedConversion: @unchecked Sendable {
             residual = []
         }
         return (weights, report)
+    }
+
+    /// What the stages need of source layer `l` on the current states: the second moment of its
+    /// attention input, and per window (the refit's folds are whole windows, so its cross-validation
+    /// scores unseen text) the attention inputs (the stages' and, through the converted heads, the
+    /// sequential states') and the source attention's outputs (the stages' target, and the parallel
+    /// states' next step). The layer is read again for the advance rather than held while the stages
+    /// run, so their buffers do not add to its F32 weights (870 MB at Llama-3-8B's shape).
+    private func sourceLayerOnWindows(_ l: Int) throws -> (moment: Matrix<Double>, inputs: [[Float]], outputs: [[Float]]) {
+        let layer = try source.layer(l)
+        let fits = refitOutput || refinement != nil, needsSource = fits || order == .parallel
+        var outputs: [[Float]] = [], inputs: [[Float]] = []
+        for chunk in chunks {
+            let h = normed(chunk, layer)
+            if needsSource { outputs += try perWindow(h, chunk) { x, t in try layer.attention.forward(x, sequences: [t]) } }
+            if fits || order == .sequential { inputs += try perWindow(h, chunk) { x, _ in x } }
+        }
+        return (attentionInputMoment(layer), inputs, outputs)
     }
 
     /// E[x xᵀ] [d × d] of the layer's attention input x = its input norm of the current states.

@@ -18,8 +18,12 @@ public enum AllocatorTuning {
     /// false on other C libraries, where it does nothing).
     @discardableResult
     public static func reuseFreedBuffers() -> Bool {
-        ck_tune_allocator(64 << 20, 512 << 20, 1) == 1
+        ck_tune_allocator(largestReusedBuffer, 512 << 20, 1) == 1
     }
+
+    /// Bytes: the largest buffer `reuseFreedBuffers` serves from the heap (64 MiB). Work that allocates
+    /// the same buffers over and over should keep each below it.
+    public static let largestReusedBuffer = 64 << 20
 
     /// Returns the freed heap memory to the system (glibc `malloc_trim`): after a phase that freed a
     /// whole model, so that the up to 512 MiB `reuseFreedBuffers` keeps do not add to the next phase's

@@ -67,6 +67,25 @@ import Testing
         #expect(counts.values == Array(1...n))
     }
 
+    /// The pass runs its windows through each layer in chunks bounded for memory (`chunkTokens`: 1,024
+    /// tokens at Llama-3-8B's shape); every product is per window or per row, and the moment sums
+    /// blocks of 256 rows, so chunks of whole blocks do not change a layer.
+    @Test("the sequential pass converts the same layers whether it runs 256 tokens or all of them through a layer at once", .needsSampleData)
+    func chunkingLeavesTheLayers() throws {
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let conversion = ModelConversion(config: checkpoint.config, store: checkpoint.store, statistics: nil, options: Self.options)
+        let ranks = try conversion.ranks(budget: .fraction(0.3125), allocation: .uniform)
+        let windows = try Self.windows(8)
+        #expect(CalibratedConversion.chunkTokens(checkpoint.config) >= windows.joined().count)
+        let together = try CalibratedConversion(conversion: conversion, source: box.model, windows: windows, ranks: ranks, order: .sequential, refitOutput: true)
+        let apart = try CalibratedConversion(conversion: conversion, source: box.model, windows: windows, ranks: ranks, order: .sequential, refitOutput: true,
+                                             chunkTokens: ProductSums.blockRows)
+        for l in 0..<3 {
+            let (a, b) = (try together.layer(l).0, try apart.layer(l).0)
+            #expect(a.kvA == b.kvA && a.kvB == b.kvB && a.kRope == b.kRope && a.oProj == b.oProj, "layer \(l)")
+        }
+    }
+
     @Test("the o_proj refit lowers the attention-output error on held-out windows at 31.25 %", .needsSampleData)
     func refitGeneralizes() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()

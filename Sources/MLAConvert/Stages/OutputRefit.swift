@@ -106,10 +106,13 @@ public struct OutputRefit: Sendable {
         // Keeping w: its held-out errors summed over the folds are its error on all the tokens.
         var best: (ridge: Double?, error: Double) = (nil, keptError)
         let heldOut = HeldOutError(all, headWidth: headWidth)
-        let rests = occupied.map { sums(excluding: $0) }
         for ridge in Self.ridges.sorted(by: >) {
             var total = 0.0
-            for (k, rest) in zip(occupied, rests) {
+            // Each fold's complement is summed again for every ridge rather than kept: four of them
+            // are as large as the folds themselves (1 GiB at n = d = 4096), and summing one costs
+            // a few n² additions against the solves' n³.
+            for k in occupied {
+                let rest = sums(excluding: k)
                 let (fitted, lambda) = try fit(w, rest, ridge: ridge)
                 total += heldOut.error(fitted, fittedOn: rest, lambda: lambda, original: w) ?? error(fitted, sums(only: k))
             }
