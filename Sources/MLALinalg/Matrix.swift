@@ -190,14 +190,21 @@ public func lowerTriangularProduct(_ b: Matrix<Double>, _ l: Matrix<Double>) -> 
 /// op(T) = Tᵀ when `transposed`. Forward/back substitution through BLAS TRSM.
 @inlinable
 public func triangularSolve<T>(_ t: Matrix<T>, lower: Bool, transposed: Bool = false, _ b: Matrix<T>, left: Bool = true) -> Matrix<T> {
-    precondition(t.rows == t.cols && t.rows == (left ? b.rows : b.cols), "triangularSolve: \(t.rows)×\(t.cols) against \(b.rows)×\(b.cols)")
     var x = b
-    guard b.rows > 0, b.cols > 0 else { return x }
+    triangularSolve(t, lower: lower, transposed: transposed, inPlace: &x, left: left)
+    return x
+}
+
+/// `triangularSolve` overwriting B with X.
+@inlinable
+public func triangularSolve<T>(_ t: Matrix<T>, lower: Bool, transposed: Bool = false, inPlace b: inout Matrix<T>, left: Bool = true) {
+    precondition(t.rows == t.cols && t.rows == (left ? b.rows : b.cols), "triangularSolve: \(t.rows)×\(t.cols) against \(b.rows)×\(b.cols)")
+    guard b.rows > 0, b.cols > 0 else { return }
+    let (m, n) = (b.rows, b.cols)
     t.values.withUnsafeBufferPointer { tp in
-        x.values.withUnsafeMutableBufferPointer { xp in
-            T.trsm(left: left, lower: lower, transT: transposed, m: b.rows, n: b.cols, t: tp.baseAddress!, ldt: t.cols,
-                   b: xp.baseAddress!, ldb: b.cols)
+        b.values.withUnsafeMutableBufferPointer { xp in
+            T.trsm(left: left, lower: lower, transT: transposed, m: m, n: n, t: tp.baseAddress!, ldt: t.cols,
+                   b: xp.baseAddress!, ldb: n)
         }
     }
-    return x
 }

@@ -176,7 +176,7 @@ public struct OutputRefit: Sendable {
     }
 
     /// W(λ) on `s` and λ = `ridge` · tr(G)/n: W (G + λI) = C + λ W_o through a Cholesky factor L (solve
-    /// Y Lᵀ = C + λ W_o, then W L = Y).
+    /// Y Lᵀ = C + λ W_o, then W L = Y), in two buffers: the factor, and the right side, which becomes W.
     func fit(_ w: Matrix<Double>, _ s: FoldSums, ridge: Double) throws -> (weights: Matrix<Double>, lambda: Double) {
         let n = headWidth
         let trace = (0..<n).reduce(0.0) { $0 + s.gramUpper[$1 * n + $1] }
@@ -185,8 +185,10 @@ public struct OutputRefit: Sendable {
         for i in 0..<n { g[i, i] += lambda }
         var rhs = Matrix(rows: hiddenSize, cols: n, values: s.cross)
         for i in 0..<rhs.values.count { rhs.values[i] += lambda * w.values[i] }
-        let l = try cholesky(g)
-        return (triangularSolve(l, lower: true, transposed: false, triangularSolve(l, lower: true, transposed: true, rhs, left: false), left: false), lambda)
+        try choleskyInPlace(&g)
+        triangularSolve(g, lower: true, transposed: true, inPlace: &rhs, left: false)
+        triangularSolve(g, lower: true, transposed: false, inPlace: &rhs, left: false)
+        return (rhs, lambda)
     }
 
     /// Σ‖W u − (y − b)‖² over `s`'s tokens: tr(W G Wᵀ) − 2 tr(W Cᵀ) + Σ‖y − b‖².
