@@ -4,8 +4,8 @@ import Glibc
 #endif
 
 /// Progress on standard error for long work: a single updating line on a terminal, a line every
-/// `logEvery` steps otherwise (CI logs), and the elapsed time at the end. Safe to update from
-/// several threads.
+/// `logEvery` steps otherwise (CI logs), with the time so far and an estimate of the time left once
+/// it is worth saying, and the elapsed time at the end. Safe to update from several threads.
 public final class Progress: @unchecked Sendable {
     // @unchecked: `done` is guarded by `lock`, the rest is immutable.
     private let lock = NSLock()
@@ -39,11 +39,26 @@ public final class Progress: @unchecked Sendable {
     private func report(_ count: Int, _ detail: String) {
         let previous = done
         done = count
+        let text = [detail, Self.timing(elapsed: MonotonicClock.now() - start, done: done, total: total)].filter { !$0.isEmpty }.joined(separator: "; ")
         if interactive {
-            write("\r\(label): \(done)/\(total) \(detail)\u{1B}[K")
+            write("\r\(label): \(done)/\(total) \(text)\u{1B}[K")
         } else if done / logEvery > previous / logEvery || done == total {
-            write("\(label): \(done)/\(total) \(detail)\n")
+            write("\(label): \(done)/\(total) \(text)\n")
         }
+    }
+
+    /// "2.0 min elapsed, about 6.0 min left" after `done` of `total` steps in `elapsed` seconds, at the
+    /// mean rate so far; empty before the first step, after the last, and in the first 10 seconds.
+    static func timing(elapsed: Double, done: Int, total: Int) -> String {
+        guard done > 0, done < total, elapsed >= 10 else { return "" }
+        return "\(duration(elapsed)) elapsed, about \(duration(elapsed / Double(done) * Double(total - done))) left"
+    }
+
+    /// "42 s", "3.5 min" or "1.2 h".
+    static func duration(_ seconds: Double) -> String {
+        if seconds < 90 { return "\(Int(seconds.rounded())) s" }
+        if seconds < 90 * 60 { return "\(String(format1: seconds / 60)) min" }
+        return "\(String(format1: seconds / 3600)) h"
     }
 
     /// Ends the progress line; returns the elapsed seconds.
