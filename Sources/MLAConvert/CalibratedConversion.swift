@@ -140,33 +140,27 @@ public final class CalibratedConversion: @unchecked Sendable {
         return (weights, report)
     }
 
-    /// What the stages need of source layer `l` on the current states: the second moment of its
-    /// attention input, and per window (the refit's folds are whole windows, so its cross-validation
-    /// scores unseen text) the attention inputs (the stages' and, through the converted heads, the
-    /// sequential states') and the source attention's outputs (the stages' target, and the parallel
-    /// states' next step). The layer is read again for the advance rather than held while the stages
-    /// run, so their buffers do not add to its F32 weights (870 MB at Llama-3-8B's shape).
+    /// What the stages need of source layer `l` on the current states: the second moment E[x xᵀ]
+    /// [d × d] of its attention input x (the input norm of the states), and per window (the refit's
+    /// folds are whole windows, so its cross-validation scores unseen text) the attention inputs (the
+    /// stages' and, through the converted heads, the sequential states') and the source attention's
+    /// outputs (the stages' target, and the parallel states' next step). Each chunk is normed once for
+    /// all three. The layer is read again for the advance rather than held while the stages run, so
+    /// their buffers do not add to its F32 weights (870 MB at Llama-3-8B's shape).
     private func sourceLayerOnWindows(_ l: Int) throws -> (moment: Matrix<Double>, inputs: [[Float]], outputs: [[Float]]) {
-        let layer = try source.layer(l)
+        let layer = try source.layer(l), d = conversion.config.hiddenSize
         let fits = refitOutput || refinement != nil, needsSource = fits || order == .parallel
-        var outputs: [[Float]] = [], inputs: [[Float]] = []
+        var moment = [Double](repeating: 0, count: d * d), outputs: [[Float]] = [], inputs: [[Float]] = []
         for chunk in chunks {
             let h = normed(chunk, layer)
+            ProductSums.addGram(&moment, x: h, rows: chunk.rows.count, n: d)
             if needsSource { outputs += try perWindow(h, chunk) { x, t in try layer.attention.forward(x, sequences: [t]) } }
             if fits || order == .sequential { inputs += try perWindow(h, chunk) { x, _ in x } }
         }
-        return (attentionInputMoment(layer), inputs, outputs)
-    }
-
-    /// E[x xᵀ] [d × d] of the layer's attention input x = its input norm of the current states.
-    private func attentionInputMoment(_ layer: DecoderLayer) -> Matrix<Double> {
-        let d = conversion.config.hiddenSize
-        var sum = [Double](repeating: 0, count: d * d)
-        for chunk in chunks { ProductSums.addGram(&sum, x: normed(chunk, layer), rows: chunk.rows.count, n: d) }
-        mirrorUpperTriangle(&sum, n: d)
+        mirrorUpperTriangle(&moment, n: d)
         let scale = 1 / Double(tokens)
-        for i in 0..<sum.count { sum[i] *= scale }
-        return Matrix(rows: d, cols: d, values: sum)
+        for i in 0..<moment.count { moment[i] *= scale }
+        return (Matrix(rows: d, cols: d, values: moment), inputs, outputs)
     }
 
     /// The layer's attention input on `chunk`'s rows, [rows × d].
