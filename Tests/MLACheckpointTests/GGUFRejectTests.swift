@@ -37,7 +37,9 @@ struct GGUFRejectTests {
 
     @Test("the valid baseline opens")
     func baseline() throws {
-        let path = try GGUFTestSupport.tempDir() + "/ok.gguf"
+        let dir = try GGUFTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/ok.gguf"
         try GGUFTestSupport.write(B.valid().build(), to: path)
         let f = try GGUFFile(path: path)
         #expect(f.tensors.map(\.name) == ["output_norm.weight", "blk.0.attn_norm.weight"])
@@ -151,7 +153,9 @@ struct GGUFRejectTests {
         var g = B.valid()
         g.kvs.append(B.kvU32("general.alignment", 64))
         g.alignment = 64
-        let path = try GGUFTestSupport.tempDir() + "/a64.gguf"
+        let dir = try GGUFTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/a64.gguf"
         try GGUFTestSupport.write(g.build(), to: path)
         let f = try GGUFFile(path: path)
         #expect(f.alignment == 64 && f.dataOffset % 64 == 0)
@@ -187,7 +191,9 @@ struct GGUFRejectTests {
     @Test("unsupported ggml type is refused when read, naming type and tensor")
     func unsupportedType() throws {
         var g = B.valid(); g.tensors[1].type = 10; g.tensors[1].ne = [256]; g.dataBytes = 128 + 84
-        let path = try GGUFTestSupport.tempDir() + "/q2k.gguf"
+        let dir = try GGUFTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/q2k.gguf"
         try GGUFTestSupport.write(g.build(), to: path)
         let store = try GGUFTensorStore(path: path)
         #expect(store.info("model.layers.0.input_layernorm.weight")?.storedType == "Q2_K")
