@@ -1,19 +1,25 @@
 import Foundation
 import MLALinalg
 
-/// Restarts a tool on OpenBLAS's right kernels when the library fell back to its generic ones
-/// (`BLASKernel.recommended`): sets `OPENBLAS_CORETYPE` and executes the same program with the same
-/// arguments again, so that the library loads anew and reads it. Nothing has run yet at that point
-/// (no output, no file opened), and the restarted process sees the variable and does not restart again.
-/// When the restart fails the tool says so in one line and goes on, slower, on the kernels it has.
-public enum BLASKernelRestart {
+/// Restarts a tool with the OpenBLAS settings that take effect only when the library loads: its right
+/// kernels when it fell back to its generic ones (`BLASKernel.recommended`), and a short spin of its idle
+/// threads unless the environment sets one (`BLASIdleThreads.recommended`). It sets the variables and
+/// executes the same program with the same arguments again, so that the library loads anew and reads
+/// them. Nothing has run yet at that point (no output, no file opened), and the restarted process finds
+/// them set and does not restart again. When the restart fails the tool goes on with what it has, and
+/// says so in one line when that leaves it on the generic kernels.
+public enum BLASEnvironmentRestart {
     public static func restartIfNeeded() {
-        guard let kernels = BLASKernel.recommended else { return }
+        let kernels = BLASKernel.recommended
+        let settings = [(BLASKernel.environmentVariable, kernels), (BLASIdleThreads.environmentVariable, BLASIdleThreads.recommended)]
+            .compactMap { name, value in value.map { (name, $0) } }
+        guard !settings.isEmpty else { return }
         #if os(Linux)
-        setenv(BLASKernel.environmentVariable, kernels, 1)
+        for (name, value) in settings { setenv(name, value, 1) }
         execv("/proc/self/exe", CommandLine.unsafeArgv)
-        unsetenv(BLASKernel.environmentVariable)
+        for (name, _) in settings { unsetenv(name) }
         #endif
+        guard let kernels else { return }
         writeStandardError("note: OpenBLAS runs its generic \(BLASKernel.current) kernels on this CPU and the restart on its \(kernels) kernels failed; "
                            + "set \(BLASKernel.environmentVariable)=\(kernels) for about 5x faster matrix products\n")
     }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 
 extension ParsableCommand {
-    /// The tools' entry point: `BLASKernelRestart.restartIfNeeded()` and
+    /// The tools' entry point: `BLASEnvironmentRestart.restartIfNeeded()` and
     /// `ProcessExit.skipLibraryDestructors()`, then parse and run like
     /// ArgumentParser's `main()`, except that a usage error prints exactly one line on standard error,
     /// `Error: <message>`, and exits with 64 (EX_USAGE). Usage errors are a `ValidationError` thrown by
@@ -12,7 +12,7 @@ extension ParsableCommand {
     /// on request. Help, version and every other error are printed as ArgumentParser prints them
     /// (the tools' own errors are one line already).
     public static func mainWithOneLineErrors() {
-        BLASKernelRestart.restartIfNeeded()
+        BLASEnvironmentRestart.restartIfNeeded()
         ProcessExit.skipLibraryDestructors()
         do {
             var command = try parseAsRoot()

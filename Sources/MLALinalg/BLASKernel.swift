@@ -7,7 +7,7 @@ import Foundation
 /// model 207), whose AVX-512 units its SkylakeX kernels use: there it ran sgemm at about 80 GFLOP/s
 /// instead of 414 on 2 threads (docs/performance.md). `OPENBLAS_CORETYPE` overrides the choice, but only
 /// when set before the library loads, so a tool that finds the fallback restarts itself with it set
-/// (`BLASKernelRestart` in MLACLI).
+/// (`BLASEnvironmentRestart` in MLACLI).
 public enum BLASKernel {
     /// The kernels OpenBLAS chose, e.g. "SkylakeX", "Haswell" or "Prescott".
     public static var current: String { String(cString: openblas_get_corename()) }

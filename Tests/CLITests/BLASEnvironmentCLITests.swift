@@ -3,10 +3,11 @@ import MLALinalg
 import Testing
 
 /// OpenBLAS picks its kernels by CPU model when it loads, and falls back to generic SSE3 kernels on a
-/// model it does not know (Debian 12's 0.3.21 on 5th-generation Xeons, 5x slower there). The tools
-/// restart themselves on the kernels the CPU's vector units allow (`BLASKernel`, `BLASKernelRestart`)
-/// and keep kernels the user fixed.
-@Suite struct BLASKernelCLITests {
+/// model it does not know (Debian 12's 0.3.21 on 5th-generation Xeons, 5x slower there); it also reads
+/// then how long its idle threads spin. The tools restart themselves on the kernels the CPU's vector units
+/// allow and with the shortest spin (`BLASKernel`, `BLASIdleThreads`, `BLASEnvironmentRestart`), and keep
+/// what the user fixed.
+@Suite struct BLASEnvironmentCLITests {
     @Test("a restart is due exactly when OpenBLAS fell back, the CPU allows better and nothing is fixed")
     func whenToRestart() {
         #expect(BLASKernel.recommended(fixed: nil, current: "Prescott", forCPU: "SkylakeX") == "SkylakeX")
@@ -16,11 +17,20 @@ import Testing
         #expect(BLASKernel.recommended(fixed: nil, current: "Prescott", forCPU: nil) == nil)
     }
 
-    /// `mla-bench gemm --size 64` under `environment`: its one output line and the kernels it names.
-    static func gemm(environment: [String: String?]) throws -> (line: String, kernels: String?) {
+    @Test("the idle-thread spin is set exactly when the environment does not set it")
+    func whenToSetTheSpin() {
+        #expect(BLASIdleThreads.recommended(fixed: nil) == "4")
+        #expect(BLASIdleThreads.recommended(fixed: "") == "4")
+        #expect(BLASIdleThreads.recommended(fixed: "28") == nil)
+    }
+
+    /// `mla-bench gemm --size 64` under `environment`: its one output line, the kernels it names and the
+    /// idle threads' spin (a power of two of cycles).
+    static func gemm(environment: [String: String?]) throws -> (line: String, kernels: String?, spin: Int?) {
         let r = try CLI.run("mla-bench", ["gemm", "--size", "64"], environment: environment)
         #expect(r.status == 0, "\(r.stderr)")
-        return (r.stdout, r.stdout.firstMatch(of: /OpenBLAS (\w+) kernels/).map { String($0.1) })
+        return (r.stdout, r.stdout.firstMatch(of: /OpenBLAS (\w+) kernels/).map { String($0.1) },
+                r.stdout.firstMatch(of: /idle threads spin 2\^(\d+) cycles/).flatMap { Int($0.1) })
     }
 
     @Test func toolsRunOnTheKernelsTheCPUAllows() throws {
@@ -34,5 +44,13 @@ import Testing
         }
         let fixed = try Self.gemm(environment: [BLASKernel.environmentVariable: "Prescott"])
         #expect(fixed.kernels == "Prescott", "a kernel the user fixed is kept")
+    }
+
+    @Test func toolsRunWithTheShortestIdleSpinUnlessTheUserSetsOne() throws {
+        let unset = try Self.gemm(environment: [BLASIdleThreads.environmentVariable: nil])
+        #expect(unset.line.split(separator: "\n").count == 1, "\(unset.line)")
+        #expect(unset.spin == 4, "\(unset.line)")
+        let fixed = try Self.gemm(environment: [BLASIdleThreads.environmentVariable: "12"])
+        #expect(fixed.spin == 12, "a spin the user set is kept: \(fixed.line)")
     }
 }
