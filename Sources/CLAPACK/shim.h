@@ -35,4 +35,4 @@ static inline int clapack_cpu_has_avx512_skx(void) {
 // How long OpenBLAS's idle threads spin before they sleep, as read from OPENBLAS_THREAD_TIMEOUT when the
 // library loaded (a power of two of CPU cycles; 0 when unset). Exported by every OpenBLAS build
 // (driver/others/openblas_env.c) but not declared in its headers (see MLALinalg.BLASIdleThreads).
-int openblas_thread_timeout(void);
+unsigned int openblas_thread_timeout(void);

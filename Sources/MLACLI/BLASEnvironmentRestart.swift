@@ -11,8 +11,7 @@ import MLALinalg
 public enum BLASEnvironmentRestart {
     public static func restartIfNeeded() {
         let kernels = BLASKernel.recommended
-        let settings = [(BLASKernel.environmentVariable, kernels), (BLASIdleThreads.environmentVariable, BLASIdleThreads.recommended)]
-            .compactMap { name, value in value.map { (name, $0) } }
+        let settings = Self.settings(kernels: kernels, spin: BLASIdleThreads.recommended)
         guard !settings.isEmpty else { return }
         #if os(Linux)
         for (name, value) in settings { setenv(name, value, 1) }
@@ -22,5 +21,11 @@ public enum BLASEnvironmentRestart {
         guard let kernels else { return }
         writeStandardError("note: OpenBLAS runs its generic \(BLASKernel.current) kernels on this CPU and the restart on its \(kernels) kernels failed; "
                            + "set \(BLASKernel.environmentVariable)=\(kernels) for about 5x faster matrix products\n")
+    }
+
+    /// The variables to set before the restart, as (name, value): the kernels and the spin that are due
+    /// (nil: not due). Empty when nothing is due, and then the tool does not restart.
+    static func settings(kernels: String?, spin: String?) -> [(name: String, value: String)] {
+        [(BLASKernel.environmentVariable, kernels), (BLASIdleThreads.environmentVariable, spin)].compactMap { name, value in value.map { (name, $0) } }
     }
 }

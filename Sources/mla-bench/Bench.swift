@@ -62,9 +62,10 @@ extension Bench {
                 let counted = FlopCount.totals.since(before)
                 let label = m == n && n == k ? "\(m)^3" : "\(m)x\(n)x\(k)"
                 // The counted work of the 3 timed runs, as `FlopCount` (the conversions' work_flops) sees it.
-                print(String(format: "%@gemm %@: %.2f ms, %.1f GFLOP/s (%d BLAS threads, OpenBLAS %@ kernels, idle threads spin 2^%d cycles); counted %.0f F32 + %.0f F64 flops",
+                let spin = BLASIdleThreads.spinExponent.map { ", idle threads spin 2^\($0) cycles" } ?? ""
+                print(String(format: "%@gemm %@: %.2f ms, %.1f GFLOP/s (%d BLAS threads, OpenBLAS %@ kernels%@); counted %.0f F32 + %.0f F64 flops",
                              double ? "d" : "s", label, best * 1e3, 2 * Double(m) * Double(n) * Double(k) / best / 1e9, BLASThreads.current,
-                             BLASKernel.current, BLASIdleThreads.spinExponent, counted.single, counted.double))
+                             BLASKernel.current, spin, counted.single, counted.double))
             }
         }
 

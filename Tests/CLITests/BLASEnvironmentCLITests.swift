@@ -1,4 +1,5 @@
 import Foundation
+@testable import MLACLI
 import MLALinalg
 import Testing
 
@@ -24,11 +25,20 @@ import Testing
         #expect(BLASIdleThreads.recommended(fixed: "28") == nil)
     }
 
+    @Test("one restart sets every variable that is due, and none restarts when nothing is")
+    func restartSettings() {
+        let both = BLASEnvironmentRestart.settings(kernels: "SkylakeX", spin: "4")
+        #expect(both.map(\.name) == ["OPENBLAS_CORETYPE", "OPENBLAS_THREAD_TIMEOUT"] && both.map(\.value) == ["SkylakeX", "4"])
+        #expect(BLASEnvironmentRestart.settings(kernels: nil, spin: "4").map(\.name) == ["OPENBLAS_THREAD_TIMEOUT"])
+        #expect(BLASEnvironmentRestart.settings(kernels: "Haswell", spin: nil).map(\.value) == ["Haswell"])
+        #expect(BLASEnvironmentRestart.settings(kernels: nil, spin: nil).isEmpty)
+    }
+
     /// `mla-bench gemm --size 64` under `environment`: its one output line, the kernels it names and the
     /// idle threads' spin (a power of two of cycles).
     static func gemm(environment: [String: String?]) throws -> (line: String, kernels: String?, spin: Int?) {
         let r = try CLI.run("mla-bench", ["gemm", "--size", "64"], environment: environment)
-        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.status == 0 && r.stderr.isEmpty, "\(r.stderr)")
         return (r.stdout, r.stdout.firstMatch(of: /OpenBLAS (\w+) kernels/).map { String($0.1) },
                 r.stdout.firstMatch(of: /idle threads spin 2\^(\d+) cycles/).flatMap { Int($0.1) })
     }
