@@ -30,14 +30,14 @@ struct GGUFConfigTests {
 
     func config(_ g: GGUFBuilder) throws -> JSONValue {
         let (f, dir) = try file(g)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanup(dir) }
         return try f.hfConfig()
     }
 
     /// Expects `unsupportedModel` whose message names the file and contains `mentions`.
     func expectRefused(_ g: GGUFBuilder, mentions: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let (f, dir) = try file(g)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanup(dir) }
         let error = #expect(throws: CheckpointError.self, sourceLocation: sourceLocation) { try f.hfConfig() }
         guard case .unsupportedModel = error else {
             Issue.record("expected unsupportedModel, got \(String(describing: error))", sourceLocation: sourceLocation)
@@ -114,7 +114,7 @@ struct GGUFConfigTests {
         var g = Self.metadata()
         g.kvs.remove(at: 1)
         let (f, dir) = try file(g)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanup(dir) }
         let error = #expect(throws: CheckpointError.self) { try f.hfConfig() }
         guard case let .missingConfigKey(file, key) = error else {
             Issue.record("expected missingConfigKey, got \(String(describing: error))")
@@ -142,7 +142,7 @@ struct GGUFConfigTests {
         for r in 0..<8 { data += B.u32(Float(r).bitPattern) }
         g.data = data
         let (f, dir) = try file(g)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanup(dir) }
         let store = try GGUFTensorStore(file: f)
         let q = try store.tensor("model.layers.0.self_attn.q_proj.weight")
         let k = try store.tensor("model.layers.0.self_attn.k_proj.weight")

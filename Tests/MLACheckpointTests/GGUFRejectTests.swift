@@ -14,7 +14,7 @@ struct GGUFRejectTests {
     func expectRejected(_ g: GGUFBuilder, _ kind: Kind, tensor: String? = nil, mentions: String,
                         sourceLocation: SourceLocation = #_sourceLocation) throws {
         let dir = try GGUFTestSupport.tempDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanup(dir) }
         let path = dir + "/bad.gguf"
         try GGUFTestSupport.write(g.build(), to: path)
         let error = #expect(throws: CheckpointError.self, sourceLocation: sourceLocation) { try GGUFFile(path: path) }
@@ -38,7 +38,7 @@ struct GGUFRejectTests {
     @Test("the valid baseline opens")
     func baseline() throws {
         let dir = try GGUFTestSupport.tempDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanup(dir) }
         let path = dir + "/ok.gguf"
         try GGUFTestSupport.write(B.valid().build(), to: path)
         let f = try GGUFFile(path: path)
@@ -154,7 +154,7 @@ struct GGUFRejectTests {
         g.kvs.append(B.kvU32("general.alignment", 64))
         g.alignment = 64
         let dir = try GGUFTestSupport.tempDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanup(dir) }
         let path = dir + "/a64.gguf"
         try GGUFTestSupport.write(g.build(), to: path)
         let f = try GGUFFile(path: path)
@@ -175,7 +175,7 @@ struct GGUFRejectTests {
         let bytes = g.build()
         #expect(bytes.count % 32 != 0)
         let dir = try GGUFTestSupport.tempDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanup(dir) }
         try GGUFTestSupport.write(bytes, to: dir + "/vocab.gguf")
         let f = try GGUFFile(path: dir + "/vocab.gguf")
         #expect(f.tensors.isEmpty && f.metadata.count == 2)
@@ -192,7 +192,7 @@ struct GGUFRejectTests {
     func unsupportedType() throws {
         var g = B.valid(); g.tensors[1].type = 10; g.tensors[1].ne = [256]; g.dataBytes = 128 + 84
         let dir = try GGUFTestSupport.tempDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        defer { cleanup(dir) }
         let path = dir + "/q2k.gguf"
         try GGUFTestSupport.write(g.build(), to: path)
         let store = try GGUFTensorStore(path: path)
