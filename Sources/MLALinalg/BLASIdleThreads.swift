@@ -26,9 +26,11 @@ public enum BLASIdleThreads {
         return read > 0 ? min(max(read, 4), 30) : 28
     }
 
-    /// The setting to restart with, or nil when the environment sets the spin already.
+    /// The setting to restart with, or nil when the environment sets the spin already or this build has
+    /// no thread pool of its own (a restart would change nothing).
     public static var recommended: String? {
-        recommended(fixed: ProcessInfo.processInfo.environment[environmentVariable])
+        guard spinExponent != nil else { return nil }
+        return recommended(fixed: ProcessInfo.processInfo.environment[environmentVariable])
     }
 
     /// `toolSetting` unless `fixed` (the variable's value; empty counts as unset) sets the spin.
