@@ -63,4 +63,30 @@ import Testing
         let fixed = try Self.gemm(environment: [BLASIdleThreads.environmentVariable: "12"])
         #expect(fixed.spin == 12, "a spin the user set is kept: \(fixed.line)")
     }
+
+    /// The restart executes the tool by its own path: executed through /proc/self/exe it would be named
+    /// "exe" in ps, top, pgrep and killall. The tool (a GEMM of about a second in double precision) is
+    /// watched until its environment holds the spin its restart set, then its name is read. (OpenBLAS
+    /// builds without their own thread pool do not restart for the spin.)
+    @Test(.enabled(if: BLASIdleThreads.spinExponent != nil, "this OpenBLAS has no thread pool of its own: the tools do not restart for the spin"))
+    func theRestartedToolKeepsItsName() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLI.binDirectory + "/mla-bench")
+        process.arguments = ["gemm", "--size", "3072", "--double"]
+        var environment = ProcessInfo.processInfo.environment
+        environment[BLASIdleThreads.environmentVariable] = nil
+        process.environment = environment
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        defer { process.waitUntilExit() }
+        let variable = Data((BLASIdleThreads.environmentVariable + "=").utf8)
+        var name: String?
+        while process.isRunning, name == nil {
+            if let restarted = FileManager.default.contents(atPath: "/proc/\(process.processIdentifier)/environ"), restarted.range(of: variable) != nil {
+                name = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/comm", encoding: .utf8)
+            }
+            usleep(2_000)
+        }
+        #expect(name == "mla-bench\n", "\(name ?? "the tool ended before its restart could be seen")")
+    }
 }
