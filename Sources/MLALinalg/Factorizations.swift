@@ -120,6 +120,7 @@ private func syevd<T: LAPACKScalar>(_ a: Matrix<T>, vectors: Bool) throws -> (va
 
 /// Cholesky factor: lower-triangular L [n × n] with A = L·Lᵀ (`?potrf`). Throws `LAPACKError`
 /// (info > 0) when A is not positive definite.
+@inlinable
 public func cholesky<T: LAPACKScalar>(_ a: Matrix<T>) throws -> Matrix<T> {
     var l = a
     try choleskyInPlace(&l)
@@ -127,7 +128,10 @@ public func cholesky<T: LAPACKScalar>(_ a: Matrix<T>) throws -> Matrix<T> {
 }
 
 /// `cholesky` in `a`'s storage, without the two n² copies (128 MiB each in F64 at n = 4096). When it
-/// throws, `a` holds LAPACK's partial work.
+/// throws, `a` holds LAPACK's partial work. `@inlinable`, like `Matrix`, so that callers in other
+/// modules get the triangle's move specialized for Float/Double: through generic witness tables it took
+/// 1 % of a default conversion's CPU time, most of it while the other core waited.
+@inlinable
 public func choleskyInPlace<T: LAPACKScalar>(_ a: inout Matrix<T>) throws {
     precondition(a.rows == a.cols, "cholesky: \(a.rows)×\(a.cols) is not square")
     let n = a.rows
@@ -176,6 +180,7 @@ public func qr<T: LAPACKScalar>(_ a: Matrix<T>) throws -> (q: Matrix<T>, r: Matr
 }
 
 /// n³ as a Double, for the operation counts of `FlopCount`.
+@usableFromInline
 func pow3(_ n: Int) -> Double { Double(n) * Double(n) * Double(n) }
 
 /// Runs `call` once as a workspace query (lwork = -1), sizes the buffer with `Workspace.size`, and
@@ -193,6 +198,7 @@ func withWorkspace<T: LAPACKScalar>(routine: String, _ m: Int, _ n: Int, minimum
     return Int(work.withUnsafeMutableBufferPointer { call($0.baseAddress!, Int32(size)) })
 }
 
+@usableFromInline
 func check(_ info: Int, _ routine: String, _ m: Int, _ n: Int) throws {
     if info != 0 { throw LAPACKError(routine: routine, info: info, rows: m, cols: n) }
 }

@@ -34,6 +34,7 @@ public enum FlopCount {
     }
 
     /// Adds `flops` operations (rounded to a whole number) done on `T` scalars.
+    @usableFromInline
     static func add<T: LinalgScalar>(_ flops: Double, _: T.Type) {
         let whole = Int(flops.rounded())
         lock.lock()
