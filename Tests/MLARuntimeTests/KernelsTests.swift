@@ -49,6 +49,32 @@ import MLATestSupport
         }
     }
 
+    /// Adam's step against the same formula in Swift, one operation at a time in F32: every operation is
+    /// IEEE-rounded (no fused product and sum), so both give the same bits; 1003 weights are vector lanes
+    /// of 8 plus a scalar tail. Three steps, so that the moments carry over.
+    @Test func adamStepMatchesItsFormulaExactly() {
+        var g = SplitMix64(seed: 11)
+        var weights = g.floats(1003, scale: 2), first = [Float](repeating: 0, count: 1003), second = first
+        var expected = (weights: weights, first: first, second: second)
+        let initial = weights
+        let (beta1, beta2, scale, rate): (Float, Float, Float, Float) = (0.9, 0.999, 0.37, 0.01)
+        for step in 1...3 {
+            let gradient = g.floats(1003, scale: 5)
+            let correction1 = 1 - pow(beta1, Float(step)), correction2 = 1 - pow(beta2, Float(step))
+            Kernels.adamStep(weights: &weights, first: &first, second: &second, gradient: gradient, scale: scale,
+                             beta1: beta1, beta2: beta2, correction1: correction1, correction2: correction2, rate: rate)
+            for i in 0..<gradient.count {
+                let gi = gradient[i] * scale
+                expected.first[i] = beta1 * expected.first[i] + (1 - beta1) * gi
+                expected.second[i] = beta2 * expected.second[i] + (1 - beta2) * gi * gi
+                let m = expected.first[i] / correction1, v = expected.second[i] / correction2
+                expected.weights[i] -= rate * m / (v.squareRoot() + 1e-30)
+            }
+            #expect(first == expected.first && second == expected.second && weights == expected.weights, "step \(step)")
+        }
+        #expect(zip(weights, initial).allSatisfy { $0 != $1 }, "every weight moved")
+    }
+
     @Test func swiGLUMatchesFloat64() {
         var g = SplitMix64(seed: 6)
         let gate = g.floats(1003, scale: 20), up = g.floats(1003, scale: 3)

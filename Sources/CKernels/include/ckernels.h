@@ -28,6 +28,13 @@ void ck_add_widened(double *sum, const float *x, size_t count);
 /// The largest of x[0..<count] (−∞ when count is 0). AVX2 when the CPU has it.
 float ck_max(const float *x, size_t count);
 
+/// One Adam step on `count` weights w with moments m, v and gradient g: with gi = g[i]·scale,
+/// m ← β1·m + (1 − β1)·gi, v ← β2·v + (1 − β2)·gi·gi, w ← w − rate·(m / c1) / (√(v / c2) + 10⁻³⁰), c1 and c2
+/// the bias corrections. The same operations in the same order on both paths (AVX2 when the CPU has
+/// it), so both give the same bits.
+void ck_adam_step(float *w, float *m, float *v, const float *g, size_t count, float scale, float beta1, float beta2,
+                  float correction1, float correction2, float rate);
+
 /// Exponentials of one row of logits z[0..<count] against `shift` (e.g. their running maximum), in
 /// place: z[i] becomes exp(z[i] − shift) (computed in F64, stored in F32); returns their sum and adds
 /// Σ exp(z[i] − shift) · z[i] to *weighted, both in F64. AVX2 (libmvec's 4-lane F64 exp) when the CPU

@@ -147,32 +147,18 @@ private struct Adam {
     mutating func step(_ weights: inout MLALayerWeights, gradient: MLAAttention.OutputErrorGradient, scale: Float, rate relative: Double) {
         count += 1
         let correction1 = 1 - pow(Self.beta1, Float(count)), correction2 = 1 - pow(Self.beta2, Float(count))
-        let (beta1, beta2) = (Self.beta1, Self.beta2)
         for (k, path) in Self.paths.enumerated() {
-            let g = gradient[keyPath: Self.gradientPaths[k]], rate = rates[k] * Float(relative)
+            // The weight and its moments are taken out (left empty) while they change, so that none of
+            // them is copied.
             var w = weights[keyPath: path]
-            // Taken out (left empty, so that they are not copied) and walked over buffer pointers, so that
-            // the loop vectorizes; each element's arithmetic is unchanged.
+            weights[keyPath: path] = []
+            defer { weights[keyPath: path] = w }
             var (first, second) = moments[k]
             moments[k] = ([], [])
-            precondition(g.count == w.count && first.count == w.count && second.count == w.count, "Adam: a gradient or moment does not fit its weight")
             defer { moments[k] = (first, second) }
-            w.withUnsafeMutableBufferPointer { w in
-                first.withUnsafeMutableBufferPointer { first in
-                    second.withUnsafeMutableBufferPointer { second in
-                        g.withUnsafeBufferPointer { g in
-                            for i in 0..<w.count {
-                                let gi = g[i] * scale
-                                first[i] = beta1 * first[i] + (1 - beta1) * gi
-                                second[i] = beta2 * second[i] + (1 - beta2) * gi * gi
-                                let m = first[i] / correction1, v = second[i] / correction2
-                                w[i] -= rate * m / (v.squareRoot() + 1e-30)
-                            }
-                        }
-                    }
-                }
-            }
-            weights[keyPath: path] = w
+            Kernels.adamStep(weights: &w, first: &first, second: &second, gradient: gradient[keyPath: Self.gradientPaths[k]], scale: scale,
+                             beta1: Self.beta1, beta2: Self.beta2, correction1: correction1, correction2: correction2,
+                             rate: rates[k] * Float(relative))
         }
     }
 }
