@@ -6,8 +6,9 @@ import MLALinalg
 /// threads unless the environment sets one (`BLASIdleThreads.recommended`). It sets the variables and
 /// executes the same program (by its own path, so that it keeps its name) with the same arguments
 /// again, so that the library loads anew and reads them. Nothing has run yet at that point (no output,
-/// no file opened), and the restarted process finds them set and does not restart again. When the restart fails the tool goes on with what it has, and
-/// says so in one line when that leaves it on the generic kernels.
+/// no file opened), and the restarted process finds them set and does not restart again. When the
+/// restart fails the tool goes on with what it has, and says so in one line when that leaves it on the
+/// generic kernels.
 public enum BLASEnvironmentRestart {
     public static func restartIfNeeded() {
         let kernels = BLASKernel.recommended
