@@ -20,7 +20,9 @@ static double exp_sum_scalar(float *z, size_t count, float shift, double *weight
 }
 
 /* One weight of ck_adam_step; its AVX2 loop does the same operations on 8 at once. One product per
-   statement, so that no compiler fuses a product and a sum (FMA) on one path and not the other. */
+   statement: clang (SwiftPM's C compiler) fuses a product and a sum into an FMA only within one
+   expression, so neither this path nor its inlined copy in the AVX2 tail is fused (GCC's default
+   -ffp-contract=fast would fuse across statements). */
 static inline void adam_scalar(float *w, float *m, float *v, float g, float scale, float beta1, float beta2,
                                float correction1, float correction2, float rate) {
     const float gi = g * scale;

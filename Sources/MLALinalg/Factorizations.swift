@@ -130,7 +130,7 @@ public func cholesky<T: LAPACKScalar>(_ a: Matrix<T>) throws -> Matrix<T> {
 /// `cholesky` in `a`'s storage, without the two n² copies (128 MiB each in F64 at n = 4096). When it
 /// throws, `a` holds LAPACK's partial work. `@inlinable`, like `Matrix`, so that callers in other
 /// modules get the triangle's move specialized for Float/Double: through generic witness tables it took
-/// 1 % of a default conversion's CPU time, most of it while the other core waited.
+/// 0.9 % of a default conversion's CPU samples, most of it while the other core waited.
 @inlinable
 public func choleskyInPlace<T: LAPACKScalar>(_ a: inout Matrix<T>) throws {
     precondition(a.rows == a.cols, "cholesky: \(a.rows)×\(a.cols) is not square")

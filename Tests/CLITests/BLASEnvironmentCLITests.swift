@@ -65,14 +65,14 @@ import Testing
     }
 
     /// The restart executes the tool by its own path: executed through /proc/self/exe it would be named
-    /// "exe" in ps, top, pgrep and killall. The tool (a GEMM of about a second in double precision) is
-    /// watched until its environment holds the spin its restart set, then its name is read. (OpenBLAS
-    /// builds without their own thread pool do not restart for the spin.)
+    /// "exe" in ps, top, pgrep and killall. The tool (three 2048³ GEMMs in double precision, a second or
+    /// more) is watched until its environment holds the spin its restart set, then its name is read.
+    /// (OpenBLAS builds without their own thread pool do not restart for the spin.)
     @Test(.enabled(if: BLASIdleThreads.spinExponent != nil, "this OpenBLAS has no thread pool of its own: the tools do not restart for the spin"))
     func theRestartedToolKeepsItsName() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CLI.binDirectory + "/mla-bench")
-        process.arguments = ["gemm", "--size", "3072", "--double"]
+        process.arguments = ["gemm", "--size", "2048", "--double"]
         var environment = ProcessInfo.processInfo.environment
         environment[BLASIdleThreads.environmentVariable] = nil
         process.environment = environment

@@ -100,12 +100,16 @@ public struct AttentionRefinement: Sendable {
         var current = weights
         for step in 1...steps {
             let batch = (0..<min(windowsPerStep, training.count)).map { training[((step - 1) * windowsPerStep + $0) % training.count] }
-            let stepping = current
-            let gradients = try parallelMap(batch.count, workers: workers) { k in
-                MLAAttention.outputErrorGradient(stepping, windows: prepared, index: batch[k])
-            }
             var sum = MLAAttention.OutputErrorGradient(zeroFor: current)
-            for g in gradients { sum.add(g) }
+            do {
+                // The workers' copy of the weights ends with this scope, so that Adam's step below
+                // changes them in place instead of copying them.
+                let stepping = current
+                let gradients = try parallelMap(batch.count, workers: workers) { k in
+                    MLAAttention.outputErrorGradient(stepping, windows: prepared, index: batch[k])
+                }
+                for g in gradients { sum.add(g) }
+            }
             adam.step(&current, gradient: sum, scale: Float(1 / trainingEnergy), rate: schedule(step))
             if step % Self.evaluationInterval == 0 || step == steps {
                 let check = try heldOutCheck(current)
@@ -148,8 +152,8 @@ private struct Adam {
         count += 1
         let correction1 = 1 - pow(Self.beta1, Float(count)), correction2 = 1 - pow(Self.beta2, Float(count))
         for (k, path) in Self.paths.enumerated() {
-            // The weight and its moments are taken out (left empty) while they change, so that none of
-            // them is copied.
+            // The weight and its moments are taken out (left empty) while they change, so that they are
+            // not copied (the weight still is when the kept best weights share it).
             var w = weights[keyPath: path]
             weights[keyPath: path] = []
             defer { weights[keyPath: path] = w }
