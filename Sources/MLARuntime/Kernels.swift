@@ -134,16 +134,8 @@ public enum Kernels {
                                 beta1: Float, beta2: Float, correction1: Float, correction2: Float, rate: Float) {
         precondition(gradient.count == weights.count && first.count == weights.count && second.count == weights.count,
                      "adamStep: a gradient or moment does not fit its weight")
-        weights.withUnsafeMutableBufferPointer { w in
-            first.withUnsafeMutableBufferPointer { m in
-                second.withUnsafeMutableBufferPointer { v in
-                    gradient.withUnsafeBufferPointer { g in
-                        guard let wp = w.baseAddress, let mp = m.baseAddress, let vp = v.baseAddress, let gp = g.baseAddress else { return }
-                        ck_adam_step(wp, mp, vp, gp, w.count, scale, beta1, beta2, correction1, correction2, rate)
-                    }
-                }
-            }
-        }
+        let count = weights.count
+        ck_adam_step(&weights, &first, &second, gradient, count, scale, beta1, beta2, correction1, correction2, rate)
     }
 
     /// SwiGLU gating in place: up[i] ← up[i] · silu(gate[i]), silu(g) = g / (1 + e^(−g)) (vectorized
