@@ -69,7 +69,13 @@ import Testing
 
     /// The pass runs its windows through each layer in chunks bounded for memory (`chunkTokens`: 1,024
     /// tokens at Llama-3-8B's shape); every product is per window or per row, and the moment sums
-    /// blocks of 256 rows, so chunks of whole blocks do not change a layer.
+    /// blocks of 256 rows, so chunks of whole blocks do not change a layer beyond float rounding: bit
+    /// for bit on OpenBLAS's Cooperlake and Prescott kernels, but on its Haswell and Zen kernels (every
+    /// AVX2 machine without AVX-512) a product's row depends in its last bits on how many rows the
+    /// product has (`sgemm` of 1,024 against 256 rows of the same [576 × 1536] product: 1.3 % of the
+    /// entries differ, on one thread too), which the factorizations of layers 1 and 2 carry to 1e-5 of
+    /// the largest weight. The ridges must agree; mixing windows across a chunk's boundary would move
+    /// the weights by far more than the 1e-4.
     @Test("the sequential pass converts the same layers whether it runs 256 tokens or all of them through a layer at once", .needsSampleData)
     func chunkingLeavesTheLayers() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
@@ -81,8 +87,11 @@ import Testing
         let apart = try CalibratedConversion(conversion: conversion, source: box.model, windows: windows, ranks: ranks, order: .sequential, refitOutput: true,
                                              chunkTokens: ProductSums.blockRows)
         for l in 0..<3 {
-            let (a, b) = (try together.layer(l).0, try apart.layer(l).0)
-            #expect(a.kvA == b.kvA && a.kvB == b.kvB && a.kRope == b.kRope && a.oProj == b.oProj, "layer \(l)")
+            let ((a, aReport), (b, bReport)) = (try together.layer(l), try apart.layer(l))
+            #expect(aReport.outputRidge == bReport.outputRidge, "layer \(l)")
+            for (name, x, y) in [("kvA", a.kvA, b.kvA), ("kvB", a.kvB, b.kvB), ("kRope", a.kRope, b.kRope), ("oProj", a.oProj, b.oProj)] {
+                #expect(ConversionTests.relative(x, y) < 1e-4, "layer \(l) \(name)")
+            }
         }
     }
 
