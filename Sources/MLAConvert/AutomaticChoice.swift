@@ -52,35 +52,45 @@ extension ConversionPlan {
     }
 
     /// Calibration tokens each search candidate's o_proj is refit on, when the conversion refits: the
-    /// first windows of the calibration text. 1,024 ranked every candidate as 2,048 did at each budget
-    /// of the sample, at 70 % of the search's time (docs/defaults.md).
+    /// first windows of the calibration text that fit in them (at least one). 1,024 ranked every
+    /// candidate as 2,048 did at each budget of the sample, at 70 % of the search's time (docs/defaults.md).
     static let searchRefitTokens = 1024
 
     /// Checks `method` before any work, then gathers the calibration (layer-pass windows, statistics) and,
-    /// when `searchWindows` is given, measures the candidates and keeps the best.
-    func choose(_ method: MethodCandidates, searchWindows: [[Int]]?, checkpoint: Checkpoint, observer: any ConversionObserver)
-        throws -> ConversionChoice {
+    /// when `searchWindows` is given, measures the candidates and keeps the best. The source attention's
+    /// samples that the search refits and refines on are kept by the statistics pass in a temporary file
+    /// in `scratchDirectory` (`WindowSamples`).
+    func choose(_ method: MethodCandidates, searchWindows: [[Int]]?, checkpoint: Checkpoint, scratchDirectory: String,
+                observer: any ConversionObserver) throws -> ConversionChoice {
         let c = checkpoint.config
         try Self.checkBeforeWork(config: c, budget: budget, plans: method.checked)
-        let layerWindows = try layerPass().map { _ in try calibrationText!.windows(for: checkpoint) }
+        let pass = try layerPass()
+        let layerWindows = try pass.map { _ in try calibrationText!.windows(for: checkpoint) }
+        // With the o_proj refit, each candidate is refit too, on the first calibration windows; with the
+        // refinement, the finalists are refined on the first `ConversionSearch.finalistWindows` (not when
+        // the text holds fewer: the closed form then decides). The statistics pass keeps their samples.
+        var refitWindows = 0, finalistRefinement: AttentionRefinement?
+        if searchWindows != nil, let pass, let layerWindows {
+            if pass.refitOutput {
+                let ends = layerWindows.indices.map { layerWindows[...$0].reduce(0) { $0 + $1.count } }
+                refitWindows = max(1, ends.filter { $0 <= Self.searchRefitTokens }.count)
+            }
+            if layerWindows.count >= ConversionSearch.finalistWindows { finalistRefinement = pass.refinement }
+        }
+        let sampled = max(refitWindows, finalistRefinement == nil ? 0 : ConversionSearch.finalistWindows)
+        let samples = try layerWindows.flatMap { windows in
+            try sampled > 0 ? WindowSamples(directory: scratchDirectory, layers: c.numLayers, hiddenSize: c.hiddenSize,
+                                            windowTokens: windows.prefix(sampled).map(\.count)) : nil
+        }
         // The layer pass measures each layer's moment itself; the statistics serve the search and greedy ranks.
         let needsStatistics = layerWindows == nil || searchWindows != nil || allocations != [.uniform]
-        let stats = needsStatistics ? try calibration.statistics(for: checkpoint, observer: observer) : nil
+        let stats = needsStatistics ? try calibration.statistics(for: checkpoint, observer: observer, samples: samples) : nil
         // The statistics pass freed its layers and states: give the memory back before the search and the pass.
         AllocatorTuning.returnFreedMemory()
         var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats, layerWindows: layerWindows)
         if let windows = searchWindows {
-            // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration tokens.
-            let pass = try layerPass()
-            let refitWindows = pass?.refitOutput == true ? layerWindows.map { CalibrationText.truncated($0, to: Self.searchRefitTokens) } : nil
-            // With the refinement, the finalists are refined on the first `ConversionSearch.finalistWindows`
-            // calibration windows (none when the text holds fewer: the closed form then decides).
-            var finalistRefinement: FinalistRefinement?
-            if let refinement = pass?.refinement, let layerWindows, layerWindows.count >= ConversionSearch.finalistWindows {
-                finalistRefinement = FinalistRefinement(refinement: refinement, windows: Array(layerWindows.prefix(ConversionSearch.finalistWindows)))
-            }
             let report = try runSearch(try ConversionSearch(source: StreamedModel(checkpoint), store: checkpoint.store, statistics: stats, budget: budget,
-                                                            windows: windows, refitWindows: refitWindows),
+                                                            windows: windows, samples: samples, refitWindows: refitWindows),
                                        method: method, finalistRefinement: finalistRefinement, observer: observer)
             AllocatorTuning.returnFreedMemory()
             choice.options = report.choice.options
@@ -90,17 +100,11 @@ extension ConversionPlan {
         return choice
     }
 
-    /// The layer pass's refinement and the calibration windows the search's finalists are refined on.
-    struct FinalistRefinement {
-        var refinement: AttentionRefinement
-        var windows: [[Int]]
-    }
-
     /// Runs an automatic choice: `method.explore` measures the rope candidates; with `finalistRefinement`
-    /// the finalists among them are scored again refined (`ConversionSearch.scoreRefined`); then, as refinements of the kept candidate
+    /// (the layer pass's) the finalists among them are scored again refined (`ConversionSearch.scoreRefined`); then, as refinements of the kept candidate
     /// (`ConversionSearch.chosenIndex`), query-weighted keys (unless fixed) and every other allocation are
     /// measured. Each score is a note to `observer`.
-    private func runSearch(_ search: ConversionSearch, method: MethodCandidates, finalistRefinement: FinalistRefinement?,
+    private func runSearch(_ search: ConversionSearch, method: MethodCandidates, finalistRefinement: AttentionRefinement?,
                            observer: any ConversionObserver) throws -> SearchReport {
         let start = observer.now()
         func measure(_ candidate: SearchCandidate) throws -> Double? {
@@ -116,7 +120,7 @@ extension ConversionPlan {
             // Progress per layer: this stage takes most of the search's time (docs/defaults.md, Cost).
             let stage = "auto: refining finalists"
             observer.begin(stage, total: search.config.numLayers)
-            try search.scoreRefined(finalists, refineWindows: finalistRefinement.windows, refinement: finalistRefinement.refinement) {
+            try search.scoreRefined(finalists, refinement: finalistRefinement) {
                 observer.advance(stage, to: $0)
             }
             observer.end(stage)

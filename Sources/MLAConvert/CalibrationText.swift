@@ -47,16 +47,17 @@ public struct CalibrationText: Sendable {
     public func windows(for checkpoint: Checkpoint) throws -> [[Int]] { try textWindows(for: checkpoint, tokens: tokens).1 }
 
     /// Runs the text through `checkpoint` and returns each layer's attention-input second moment; the
-    /// layers are reported as stage `label` of `observer`.
-    public func statistics(for checkpoint: Checkpoint, observer: any ConversionObserver = SilentObserver(), label: String = "calibrate")
-        throws -> CalibrationStatistics {
+    /// layers are reported as stage `label` of `observer`. With `samples`, the first windows' attention
+    /// inputs and outputs are kept in it (`collectCalibration(streaming:samples:)`).
+    public func statistics(for checkpoint: Checkpoint, observer: any ConversionObserver = SilentObserver(), label: String = "calibrate",
+                           samples: WindowSamples? = nil) throws -> CalibrationStatistics {
         let (files, windows) = try textWindows(for: checkpoint, tokens: tokens)
         observer.begin(label, total: checkpoint.config.numLayers)
         // Layer-major on the streamed source: one layer's F32 weights at a time, never the whole model.
         let stats = try collectCalibration(
             streaming: try StreamedModel(checkpoint), windows: windows, workers: workers ?? ProcessInfo.processInfo.activeProcessorCount,
             tags: ["model": checkpoint.path, "text": files.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ","),
-                   "windows": String(windows.count), "window": String(window)]) { done, _ in observer.advance(label, to: done) }
+                   "windows": String(windows.count), "window": String(window)], samples: samples) { done, _ in observer.advance(label, to: done) }
         observer.end(label)
         return stats
     }
@@ -204,14 +205,14 @@ extension CalibrationSource {
         }
     }
 
-    /// The statistics for `checkpoint`: loaded, collected from the text (reported to `observer`), or nil
-    /// for weights only.
-    public func statistics(for checkpoint: Checkpoint, observer: any ConversionObserver) throws -> CalibrationStatistics? {
+    /// The statistics for `checkpoint`: loaded, collected from the text (reported to `observer`; with
+    /// `samples`, the first windows' attention samples are kept in it), or nil for weights only.
+    public func statistics(for checkpoint: Checkpoint, observer: any ConversionObserver, samples: WindowSamples? = nil) throws -> CalibrationStatistics? {
         let c = checkpoint.config
         switch self {
         case .none: return nil
         case let .statistics(path, _): return try CalibrationStatistics(path: path, numLayers: c.numLayers, hiddenSize: c.hiddenSize)
-        case let .text(text): return try text.statistics(for: checkpoint, observer: observer)
+        case let .text(text): return try text.statistics(for: checkpoint, observer: observer, samples: samples)
         }
     }
 }

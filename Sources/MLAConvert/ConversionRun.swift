@@ -55,9 +55,11 @@ public struct PreparedConversion: Sendable {
 
 extension ConversionPlan {
     /// Checks the plan against `checkpoint` before any work, gathers the calibration and makes the
-    /// automatic choices (each score a note to `observer`). Throws `ConversionPlanError` for a request the
-    /// model cannot satisfy and `MLAError` for a plan that does not fit the budget.
-    public func prepare(checkpoint: Checkpoint, observer: any ConversionObserver = SilentObserver()) throws -> PreparedConversion {
+    /// automatic choices (each score a note to `observer`; the search's calibration samples are kept in a
+    /// temporary file in `scratchDirectory`, by default the system's). Throws `ConversionPlanError` for a
+    /// request the model cannot satisfy and `MLAError` for a plan that does not fit the budget.
+    public func prepare(checkpoint: Checkpoint, observer: any ConversionObserver = SilentObserver(),
+                        scratchDirectory: String = NSTemporaryDirectory()) throws -> PreparedConversion {
         try validate()
         let c = checkpoint.config
         try checkRequest(config: c)
@@ -67,13 +69,13 @@ extension ConversionPlan {
         case let .gqa2mla(r):
             let search = r.isFixed && allocations.count == 1 ? (windows: nil, reason: nil) : searchWindows(for: checkpoint)
             let (candidates, ropeLabel) = try sharedCandidates(r, config: c, searchReason: search.reason, searching: search.windows != nil)
-            choice = try choose(candidates, searchWindows: search.windows, checkpoint: checkpoint, observer: observer)
+            choice = try choose(candidates, searchWindows: search.windows, checkpoint: checkpoint, scratchDirectory: scratchDirectory, observer: observer)
             settings = { sharedSettings(r, $0, ropeLabel: ropeLabel) }
         case let .mha2mla(r):
             let search = r.isFixed && allocations.count == 1 ? (windows: nil, reason: nil) : searchWindows(for: checkpoint)
             if let reason = search.reason, !r.isFixed { observer.note("rope: \(reason), so the fixed rule applies (docs/defaults.md)") }
             let candidates = partialCandidates(r, config: c, searching: search.windows != nil)
-            choice = try choose(candidates, searchWindows: search.windows, checkpoint: checkpoint, observer: observer)
+            choice = try choose(candidates, searchWindows: search.windows, checkpoint: checkpoint, scratchDirectory: scratchDirectory, observer: observer)
             let described = partialSettings(r, choice, config: c)
             observer.note(described.note)
             settings = { _ in described.settings }
@@ -91,7 +93,8 @@ extension ConversionPlan {
     public func run(checkpoint: Checkpoint, to output: OutputPlan, writer: CheckpointWriter,
                     observer: any ConversionObserver = SilentObserver(), start: Double? = nil) throws -> ConversionSummary {
         let start = start ?? observer.now(), startWork = FlopCount.totals
-        let prepared = try prepare(checkpoint: checkpoint, observer: observer)
+        // The search's samples go beside the output, where the user has made room for it.
+        let prepared = try prepare(checkpoint: checkpoint, observer: observer, scratchDirectory: output.directory)
         let ranks = try prepared.ranks(observer: observer)
         let parallelism = prepared.layerParallelism()
         // Where BLAS calls run one at a time (BLASConcurrency), each keeps every thread.

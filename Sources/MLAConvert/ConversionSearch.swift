@@ -82,10 +82,11 @@ public struct SearchReport: Sendable {
 /// dims trade against the latent rank, which a full-rank measurement cannot see), run on held-out
 /// calibration tokens, and compared with the source by the mean KL of the next-token distributions.
 /// The source is read a layer at a time (`StreamedModel`), never held whole; its states on the held-out
-/// windows (and the refit windows' attention inputs) come from one layer-major pass shared by every
-/// candidate, and its next-token distributions are computed once (`ReferenceDistributions`). Candidates
-/// are scored in closed form (`score`); the finalists among them can then be scored again after a short
-/// refinement through the softmax (`scoreRefined`).
+/// windows come from one layer-major pass shared by every candidate, its attention's inputs and outputs
+/// on the calibration windows that candidates are refit and refined on from the statistics pass
+/// (`WindowSamples`), and its next-token distributions are computed once (`ReferenceDistributions`).
+/// Candidates are scored in closed form (`score`); the finalists among them can then be scored again
+/// after a short refinement through the softmax (`scoreRefined`).
 public final class ConversionSearch: @unchecked Sendable {
     // @unchecked: immutable after init except `scored` and `refinedSteps` (the calling thread only) and
     // `ridges` (its lock).
@@ -102,12 +103,12 @@ public final class ConversionSearch: @unchecked Sendable {
     let reference: ReferenceDistributions
     /// Layers converted at once, each on one BLAS thread.
     let workers: Int
+    /// The source attention's inputs and outputs on the first calibration windows, per layer, read a
+    /// layer at a time: the refit's (`refitWindows`) and the finalists' (`finalistWindows`).
+    let samples: WindowSamples?
     /// When the final conversion refits o_proj, each candidate's layers are refit too (`OutputRefit`), on
-    /// windows of calibration text: per layer, the source attention's inputs and outputs on them, computed
-    /// once (2 × layers × tokens × d floats: 142 MB for the default 1,024 tokens of the sample).
-    let refitSamples: [RefitSamples]?
-    /// The windows of `refitSamples`.
-    let refitWindows: [[Int]]
+    /// the first `refitWindows` windows of `samples`; 0: no refit.
+    let refitWindows: Int
     /// Each layer's refit ridge, chosen by cross-validation for the first candidate and reused by the
     /// others in the closed-form stage (the cross-validation's F64 solves per layer were 60 % of that
     /// stage). The finalists choose their own (`scoreRefined`): a ridge carried over from another plan
@@ -120,49 +121,29 @@ public final class ConversionSearch: @unchecked Sendable {
 
     /// - `source`: the source model (a `StreamedModel`, or a loaded `DecoderModel`).
     /// - `windows`: the held-out windows candidates are scored on.
-    /// - `refitWindows`: calibration windows to refit each candidate's o_proj on (nil: no refit). The
-    ///   refit runs on the source model's states (parallel order) so that they are computed once; the final
+    /// - `samples`: the source attention's samples on the first calibration windows (the statistics
+    ///   pass's, `collectCalibration(streaming:samples:)`), needed to refit and to score finalists refined.
+    /// - `refitWindows`: how many of them to refit each candidate's o_proj on (0: no refit). The refit
+    ///   runs on the source model's states (parallel order) so that they are computed once; the final
     ///   conversion's sequential pass is measured to rank candidates the same way (docs/defaults.md).
     public init(source: any LayerwiseModel, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
-                windows: [[Int]], refitWindows: [[Int]]? = nil, workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+                windows: [[Int]], samples: WindowSamples? = nil, refitWindows: Int = 0,
+                workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+        precondition(refitWindows <= (samples?.windowTokens.count ?? 0), "ConversionSearch: \(refitWindows) refit windows need their samples")
         config = source.config
         self.source = source
         self.store = store
         self.statistics = statistics
         self.budget = budget
         self.windows = windows
+        self.samples = samples
+        self.refitWindows = refitWindows
         self.workers = max(1, workers)
-        let pass = try Self.sourcePass(source, refitWindows: refitWindows ?? [], heldOut: windows, workers: self.workers)
-        refitSamples = refitWindows == nil ? nil : pass.refitSamples
-        self.refitWindows = refitWindows ?? []
-        reference = try ReferenceDistributions(normed: pass.heldOutNormed, rows: windows.reduce(0) { $0 + $1.count }, model: source,
-                                               workers: self.workers)
-    }
-
-    /// A source layer's attention on the refit windows: per window its input (after the input norm)
-    /// and its output, [t × d] each.
-    struct RefitSamples {
-        var inputs: [[Float]] = []
-        var targets: [[Float]] = []
-    }
-
-    /// One layer-major pass of the source over the refit windows and the held-out windows: each layer's
-    /// attention samples on the refit windows and the final-normed states of the held-out windows,
-    /// stacked [T × d].
-    private static func sourcePass(_ source: any LayerwiseModel, refitWindows: [[Int]], heldOut: [[Int]], workers: Int) throws
-        -> (refitSamples: [RefitSamples], heldOutNormed: [Float]) {
-        let c = source.config, d = c.hiddenSize
-        var states = try WindowStates(model: source, windows: refitWindows + heldOut)
-        let refitCount = refitWindows.count
-        var samples: [RefitSamples] = []
-        for l in 0..<c.numLayers {
-            let pairs = try states.advance(through: try source.layer(l), eps: c.rmsNormEps, workers: workers,
-                                           capturing: { w, x, output in w < refitCount ? (x, output) : nil })
-            if refitCount > 0 { samples.append(RefitSamples(inputs: pairs.map(\.0), targets: pairs.map(\.1))) }
-        }
-        let refitRows = refitWindows.reduce(0) { $0 + $1.count }
-        let normed = states.normed(finalNorm: source.finalNorm, eps: c.rmsNormEps)
-        return (samples, Array(normed[(refitRows * d)...]))
+        // The source's final-normed states on the held-out windows, [T × d]: one layer-major pass.
+        var states = try WindowStates(model: source, windows: windows)
+        for l in 0..<config.numLayers { try states.advance(through: try source.layer(l), eps: config.rmsNormEps, workers: self.workers) }
+        reference = try ReferenceDistributions(normed: states.normed(finalNorm: source.finalNorm, eps: config.rmsNormEps),
+                                               rows: windows.reduce(0) { $0 + $1.count }, model: source, workers: self.workers)
     }
 
     /// Whether `options` fit the budget and the model (`ModelConversion.checkPlan`).
@@ -208,7 +189,10 @@ public final class ConversionSearch: @unchecked Sendable {
     /// Layer `l` of `conversion` at `rank`, its o_proj refit on the refit windows when there are any.
     private func converted(_ conversion: ModelConversion, layer l: Int, rank: Int) throws -> MLALayerWeights {
         var (weights, report) = try conversion.layer(l, upToRank: rank).weights(rank: rank)
-        if let samples = refitSamples?[l] { try refit(&weights, &report, layer: l, inputs: samples.inputs, targets: samples.targets, ridges: ridges) }
+        if refitWindows > 0, let samples {
+            let refit = try samples.read(layer: l, windows: 0..<refitWindows)
+            try self.refit(&weights, &report, layer: l, inputs: refit.inputs, targets: refit.outputs, ridges: ridges)
+        }
         return weights
     }
 
@@ -255,34 +239,25 @@ public final class ConversionSearch: @unchecked Sendable {
 
     /// Scores the candidates at `indices` of `scored` again after `refinement` (its steps capped at
     /// `finalistSteps`), each layer refit (when the search refits, with its own cross-validated ridge)
-    /// and refined on `refineWindows` (`finalistWindows` windows of calibration text, each run from
-    /// position 0). Like the closed-form stage it works on the source's states (parallel order) under
-    /// the search's statistics; the conversion's own pass is sequential. One layer-major pass: the
-    /// source's states on `refineWindows` advance a layer at a time, and each finalist's held-out states
-    /// through its own converted layer, so only one layer's samples are held. `progress` gets the number
-    /// of layers done after each.
-    public func scoreRefined(_ indices: [Int], refineWindows: [[Int]], refinement: AttentionRefinement,
-                             progress: (Int) -> Void = { _ in }) throws {
-        precondition(refineWindows.count >= Self.finalistWindows, "scoreRefined: \(Self.finalistWindows) windows are needed")
-        guard !indices.isEmpty else { return }
+    /// and refined on the first `finalistWindows` windows of `samples`. Like the closed-form stage it
+    /// works on the source's states (parallel order) under the search's statistics; the conversion's
+    /// own pass is sequential. One layer-major pass: each finalist's held-out states advance through its
+    /// own converted layer, so only one layer's samples are held. `progress` gets the number of layers
+    /// done after each.
+    public func scoreRefined(_ indices: [Int], refinement: AttentionRefinement, progress: (Int) -> Void = { _ in }) throws {
+        precondition((samples?.windowTokens.count ?? 0) >= Self.finalistWindows, "scoreRefined: \(Self.finalistWindows) sampled windows are needed")
+        guard !indices.isEmpty, let samples else { return }
         let heldOut = windows.flatMap { $0 }
         let shortRefinement = AttentionRefinement(steps: min(refinement.steps, Self.finalistSteps), learningRate: refinement.learningRate,
                                                   windowsPerStep: refinement.windowsPerStep)
         let conversions = indices.map { ModelConversion(config: config, store: store, statistics: statistics, options: scored[$0].candidate.options) }
         let ranks = try indices.indices.map { try conversions[$0].ranks(budget: budget, allocation: scored[indices[$0]].candidate.allocation) }
-        // The refit windows that open `refineWindows` (by default the first 2 of 8) have their source
-        // samples held already; the source runs only the others.
-        let reused = refitSamples == nil ? 0 : zip(refitWindows, refineWindows).prefix { $0 == $1 }.count
-        var states = try WindowStates(model: source, windows: Array(refineWindows.dropFirst(reused)))
         var finalistStates = try indices.map { _ in try source.embed(heldOut) }
-        let stages = CalibratedStages(refit: refitSamples != nil ? .crossValidated : nil, measuringRefitErrors: false,
+        let stages = CalibratedStages(refit: refitWindows > 0 ? .crossValidated : nil, measuringRefitErrors: false,
                                       refinement: shortRefinement, workers: 1)
         for l in 0..<config.numLayers {
             let layer = try source.layer(l)
-            let samples = try states.advance(through: layer, eps: config.rmsNormEps, workers: workers) { _, x, output in (x, output) }
-            let held = reused > 0 ? refitSamples?[l] : nil
-            let inputs = Array(held?.inputs.prefix(reused) ?? []) + samples.map(\.0)
-            let targets = Array(held?.targets.prefix(reused) ?? []) + samples.map(\.1)
+            let (inputs, targets) = try samples.read(layer: l, windows: 0..<Self.finalistWindows)
             let current = finalistStates
             // One finalist per worker, each on one BLAS thread. Each cross-validates its own ridge: with
             // another plan's ridge, rope 16 at the sample's 18.75 % scored as badly as its closed form

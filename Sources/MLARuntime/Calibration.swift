@@ -167,18 +167,31 @@ public func collectCalibration(model: DecoderModel, windows: [[Int]], batchToken
 /// weights at a time instead of the whole model (the default conversion of the sample: 540 MB of source
 /// weights fewer at its peak). Memory: the windows' residual streams and one layer's attention inputs,
 /// [tokens × d] each, plus the sums. `workers` windows run at once, each on one BLAS thread;
-/// `progress(layers done, layers)` is called after each layer.
+/// `progress(layers done, layers)` is called after each layer. With `samples`, the first
+/// `samples.windowTokens.count` windows' attention inputs and outputs at every layer are written to it
+/// (those windows must have those lengths).
 public func collectCalibration(streaming model: some LayerwiseModel, windows: [[Int]], workers: Int = 1, tags: [String: String] = [:],
-                               progress: ((Int, Int) -> Void)? = nil) throws -> CalibrationStatistics {
-    let c = model.config, last = c.numLayers - 1
+                               samples: WindowSamples? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> CalibrationStatistics {
+    let c = model.config, last = c.numLayers - 1, sampled = samples?.windowTokens.count ?? 0
+    precondition(samples.map { $0.layers == c.numLayers && $0.hiddenSize == c.hiddenSize && $0.windowTokens == windows.prefix(sampled).map(\.count) } ?? true,
+                 "collectCalibration: the samples do not fit the model or the windows")
     var stats = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize, tags: tags)
     var states = try WindowStates(model: model, windows: windows)
     for l in 0...last {
         let layer = try model.layer(l)
-        // The last layer's attention input is all calibration needs of it.
-        let inputs = l == last
-            ? zip(states.states, windows).map { Kernels.rmsNorm($0, tokens: $1.count, weight: layer.weights.inputNorm, eps: c.rmsNormEps) }
-            : try states.advance(through: layer, eps: c.rmsNormEps, workers: workers, capturing: { _, x, _ in x })
+        let inputs: [[Float]]
+        if l == last {
+            // The last layer's attention input is all the statistics need of it; the sampled windows'
+            // attention runs too, each window on one BLAS thread as in `advance`.
+            inputs = zip(states.states, windows).map { Kernels.rmsNorm($0, tokens: $1.count, weight: layer.weights.inputNorm, eps: c.rmsNormEps) }
+            let outputs = try parallelMap(sampled, workers: workers) { w in try layer.attention.forward(inputs[w], tokens: windows[w].count) }
+            for w in 0..<sampled { try samples?.write(layer: l, window: w, input: inputs[w], output: outputs[w]) }
+        } else {
+            let captured = try states.advance(through: layer, eps: c.rmsNormEps, workers: workers,
+                                              capturing: { w, x, output in (x, w < sampled ? output : nil) })
+            inputs = captured.map(\.0)
+            for w in 0..<sampled { try samples?.write(layer: l, window: w, input: captured[w].0, output: captured[w].1 ?? []) }
+        }
         for (x, window) in zip(inputs, windows) { stats.accumulate(layer: l, x: x, tokens: window.count) }
         progress?(l + 1, c.numLayers)
     }

@@ -272,15 +272,58 @@ import Testing
         return errors.map { $0 / energy }
     }
 
+    /// The statistics pass with `WindowSamples` on the first `sampled` of `windows` (the loaded sample
+    /// model, streamed a layer at a time): the statistics and the samples.
+    static func statisticsAndSamples(_ windows: [[Int]], sampled: Int) throws -> (CalibrationStatistics, WindowSamples) {
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let samples = try WindowSamples(directory: NSTemporaryDirectory(), layers: checkpoint.config.numLayers, hiddenSize: checkpoint.config.hiddenSize,
+                                        windowTokens: windows.prefix(sampled).map(\.count))
+        return (try collectCalibration(streaming: box.model, windows: windows, workers: 2, samples: samples), samples)
+    }
+
+    /// The samples the statistics pass keeps for the search are the source attention's inputs and outputs,
+    /// as the loaded model's whole forward pass computes them on each window alone (another code path: one
+    /// batch through every layer, the hooks reading each layer's attention); keeping them leaves the
+    /// statistics as they are, and leaves no file behind.
+    @Test("the statistics pass keeps the source attention's inputs and outputs on the sampled windows", .needsSampleData)
+    func statisticsPassKeepsSourceSamples() throws {
+        let (checkpoint, box) = try TestData.sampleModel.get()
+        let c = checkpoint.config, windows = try Self.windows(4)
+        let directory = NSTemporaryDirectory() + "/window-samples-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let samples = try WindowSamples(directory: directory, layers: c.numLayers, hiddenSize: c.hiddenSize, windowTokens: windows.prefix(3).map(\.count))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty, "the samples' file is unlinked at once")
+        let stats = try collectCalibration(streaming: box.model, windows: windows, workers: 2, samples: samples)
+        let plain = try collectCalibration(streaming: box.model, windows: windows, workers: 2)
+        #expect((0..<c.numLayers).allSatisfy { stats.layerSum($0) == plain.layerSum($0) })
+        for w in 0..<3 {
+            var expected: [(input: [Float], output: [Float])] = []
+            _ = try box.model.hiddenStates(batch: [windows[w]], hooks: LayerHooks(attentionOutput: { _, x, output, _ in
+                expected.append((x, output))
+                return nil
+            }))
+            #expect(expected.count == c.numLayers)
+            for (l, e) in expected.enumerated() {
+                let kept = try samples.read(layer: l, windows: w..<(w + 1))
+                #expect(ConversionTests.relative(kept.inputs[0], e.input) < 1e-5 && ConversionTests.relative(kept.outputs[0], e.output) < 1e-5,
+                        "layer \(l), window \(w)")
+            }
+        }
+        #expect(throws: CheckpointError.self) {
+            try WindowSamples(directory: directory + "/missing", layers: 1, hiddenSize: 4, windowTokens: [2])
+        }
+    }
+
     @Test("the search scores a candidate the same with the source streamed a layer at a time as with it loaded", .needsSampleData)
     func streamedSearchMatchesLoaded() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
         let windows = try Self.windows(4)
-        let stats = try collectCalibration(model: box.model, windows: Array(windows.prefix(2)))
+        let (stats, samples) = try Self.statisticsAndSamples(Array(windows.prefix(3)), sampled: 3)
         let candidate = SearchCandidate(label: "rope 32, uniform pairs, freqfold 4", options: Self.options, allocation: .uniform)
         func score(_ source: any LayerwiseModel) throws -> (kl: Double, ridges: [Double?]) {
             let search = try ConversionSearch(source: source, store: checkpoint.store, statistics: stats, budget: .fraction(0.3125),
-                                              windows: [windows[3]], refitWindows: Array(windows.prefix(3)))
+                                              windows: [windows[3]], samples: samples, refitWindows: 3)
             let kl = try search.score(candidate)
             return (kl, try search.chosenRidges())
         }
@@ -296,39 +339,37 @@ import Testing
     @Test("the search's refined finalist scores match its closed-form path without steps and decide the choice with them", .needsSampleData)
     func refinedFinalistsDecideTheChoice() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
-        let windows = try Self.windows(ConversionSearch.finalistWindows + 1)
-        let stats = try collectCalibration(model: box.model, windows: Array(windows.prefix(2)))
+        let n = ConversionSearch.finalistWindows, windows = try Self.windows(n + 1)
+        let (stats, samples) = try Self.statisticsAndSamples(Array(windows.prefix(n)), sampled: n)
         var narrow = Self.options
         narrow.ropePlan = .shared(dims: 16, stride: 4, fold: 4)
         let candidates = [SearchCandidate(label: "rope 32", options: Self.options, allocation: .uniform),
                           SearchCandidate(label: "rope 16", options: narrow, allocation: .uniform)]
-        let refit = Array(windows.prefix(ConversionSearch.finalistWindows))
         let search = try ConversionSearch(source: box.model, store: checkpoint.store, statistics: stats, budget: .fraction(0.1875),
-                                          windows: [windows[ConversionSearch.finalistWindows]], refitWindows: refit)
+                                          windows: [windows[n]], samples: samples, refitWindows: n)
         for candidate in candidates { try search.score(candidate) }
         #expect(Set(search.scored.map(\.latentRanks)).count == 2, "the two rope widths split the budget differently")
         let best = try #require(search.scored.map(\.kl).min())
         #expect(search.finalists.allSatisfy { search.scored[$0].kl <= ConversionSearch.finalistFactor * best })
         // The first candidate's closed form was refit with the ridges it chose itself on these windows, as
         // every finalist's is (the second reused them).
-        try search.scoreRefined([0, 1], refineWindows: refit, refinement: AttentionRefinement(steps: 0))
+        try search.scoreRefined([0, 1], refinement: AttentionRefinement(steps: 0))
         let unstepped = try search.scored.map { try #require($0.refinedKL) }
         #expect(abs(unstepped[0] - search.scored[0].kl) <= 1e-4 * search.scored[0].kl, "\(unstepped[0]) refined without steps, \(search.scored[0].kl) closed form")
         var layersDone: [Int] = []
-        try search.scoreRefined([0, 1], refineWindows: refit, refinement: AttentionRefinement(steps: 4)) { layersDone.append($0) }
+        try search.scoreRefined([0, 1], refinement: AttentionRefinement(steps: 4)) { layersDone.append($0) }
         #expect(layersDone == Array(1...checkpoint.config.numLayers), "progress reports each layer once, in order")
         #expect(search.refinedSteps == 4)
         let refined = try search.scored.map { try #require($0.refinedKL) }
         #expect(zip(refined, unstepped).allSatisfy { abs($0 - $1) > 1e-4 * $1 }, "4 steps moved no score: \(refined) against \(unstepped)")
         #expect(search.chosenIndex == (refined[0] <= refined[1] ? 0 : 1))
         #expect(search.report(what: "rope plan")?.refinedSteps == 4)
-        // Refit on the first 2 windows only (as by default, 1,024 of the 4,096 tokens), the finalists' stage
-        // takes those 2 windows' source samples from the search and runs the source over the other 6: the
-        // same refined scores as with all 8 held.
+        // With the first stage refit on the first 2 windows only (as by default, 1,024 of the 4,096 tokens),
+        // the finalists are still refit and refined on all 8: the same refined scores.
         let partial = try ConversionSearch(source: box.model, store: checkpoint.store, statistics: stats, budget: .fraction(0.1875),
-                                           windows: [windows[ConversionSearch.finalistWindows]], refitWindows: Array(refit.prefix(2)))
+                                           windows: [windows[n]], samples: samples, refitWindows: 2)
         for candidate in candidates { try partial.score(candidate) }
-        try partial.scoreRefined([0, 1], refineWindows: refit, refinement: AttentionRefinement(steps: 4))
+        try partial.scoreRefined([0, 1], refinement: AttentionRefinement(steps: 4))
         let partialRefined = try partial.scored.map { try #require($0.refinedKL) }
         #expect(zip(partialRefined, refined).allSatisfy { abs($0 - $1) <= 1e-9 * $1 }, "\(partialRefined) against \(refined)")
     }

@@ -45,6 +45,9 @@ public struct OutputPlan: Sendable {
     /// The output's absolute path: real parent plus the last component.
     var target: String { parent + "/" + name }
 
+    /// The real path of the directory the output is written in.
+    public var directory: String { parent.isEmpty ? "/" : parent }
+
     /// Checks the output against `inputs` (files or directories the command reads) and decides what
     /// `write` may replace; throws before any work when the output cannot or must not be written.
     /// With `force`, a previous output of this toolkit is replaced; nothing else ever is.
