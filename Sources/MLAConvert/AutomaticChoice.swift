@@ -52,8 +52,8 @@ extension ConversionPlan {
     }
 
     /// Calibration tokens each search candidate's o_proj is refit on, when the conversion refits: the
-    /// first windows of the calibration text that fit in them (at least one). 1,024 ranked every
-    /// candidate as 2,048 did at each budget of the sample, at 70 % of the search's time (docs/defaults.md).
+    /// first ones of the calibration text. 1,024 ranked every candidate as 2,048 did at each budget of
+    /// the sample, at 70 % of the search's time (docs/defaults.md).
     static let searchRefitTokens = 1024
 
     /// Checks `method` before any work, then gathers the calibration (layer-pass windows, statistics) and,
@@ -66,17 +66,16 @@ extension ConversionPlan {
         try Self.checkBeforeWork(config: c, budget: budget, plans: method.checked)
         let pass = try layerPass()
         let layerWindows = try pass.map { _ in try calibrationText!.windows(for: checkpoint) }
-        // With the o_proj refit, each candidate is refit too, on the first calibration windows; with the
-        // refinement, the finalists are refined on the first `ConversionSearch.finalistWindows` (not when
-        // the text holds fewer: the closed form then decides). The statistics pass keeps their samples.
-        var refitWindows = 0, finalistRefinement: AttentionRefinement?
+        // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration
+        // tokens; with the refinement, the finalists are refined on the first `ConversionSearch.finalistWindows`
+        // windows (not when the text holds fewer: the closed form then decides). The statistics pass keeps
+        // the samples of the windows they cover.
+        var refitTokens = 0, finalistRefinement: AttentionRefinement?
         if searchWindows != nil, let pass, let layerWindows {
-            if pass.refitOutput {
-                let ends = layerWindows.indices.map { layerWindows[...$0].reduce(0) { $0 + $1.count } }
-                refitWindows = max(1, ends.filter { $0 <= Self.searchRefitTokens }.count)
-            }
+            if pass.refitOutput { refitTokens = Self.searchRefitTokens }
             if layerWindows.count >= ConversionSearch.finalistWindows { finalistRefinement = pass.refinement }
         }
+        let refitWindows = CalibrationText.truncatedLengths(layerWindows?.map(\.count) ?? [], to: refitTokens).count
         let sampled = max(refitWindows, finalistRefinement == nil ? 0 : ConversionSearch.finalistWindows)
         let samples = try layerWindows.flatMap { windows in
             try sampled > 0 ? WindowSamples(directory: scratchDirectory, layers: c.numLayers, hiddenSize: c.hiddenSize,
@@ -90,7 +89,7 @@ extension ConversionPlan {
         var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats, layerWindows: layerWindows)
         if let windows = searchWindows {
             let report = try runSearch(try ConversionSearch(source: StreamedModel(checkpoint), store: checkpoint.store, statistics: stats, budget: budget,
-                                                            windows: windows, samples: samples, refitWindows: refitWindows),
+                                                            windows: windows, samples: samples, refitTokens: refitTokens),
                                        method: method, finalistRefinement: finalistRefinement, observer: observer)
             AllocatorTuning.returnFreedMemory()
             choice.options = report.choice.options

@@ -81,12 +81,18 @@ public struct CalibrationText: Sendable {
         return Self.truncated(held, to: wanted)
     }
 
-    /// `windows` cut to `tokens` tokens in all (the last one shortened; at least 2 tokens each).
+    /// `windows` cut to `tokens` tokens in all (`truncatedLengths`).
     static func truncated(_ windows: [[Int]], to tokens: Int) -> [[Int]] {
-        var left = tokens, out: [[Int]] = []
-        for w in windows where left >= 2 {
-            out.append(Array(w.prefix(left)))
-            left -= min(left, w.count)
+        zip(windows, truncatedLengths(windows.map(\.count), to: tokens)).map { Array($0.prefix($1)) }
+    }
+
+    /// The leading windows of `lengths` tokens that `tokens` tokens in all cover, the last one shortened,
+    /// each of at least 2 tokens: their lengths.
+    static func truncatedLengths(_ lengths: [Int], to tokens: Int) -> [Int] {
+        var left = tokens, out: [Int] = []
+        for length in lengths where left >= 2 {
+            out.append(min(length, left))
+            left -= min(left, length)
         }
         return out
     }

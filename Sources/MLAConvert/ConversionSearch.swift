@@ -104,11 +104,11 @@ public final class ConversionSearch: @unchecked Sendable {
     /// Layers converted at once, each on one BLAS thread.
     let workers: Int
     /// The source attention's inputs and outputs on the first calibration windows, per layer, read a
-    /// layer at a time: the refit's (`refitWindows`) and the finalists' (`finalistWindows`).
+    /// layer at a time: the refit's (`refitRows`) and the finalists' (`finalistWindows`).
     let samples: WindowSamples?
     /// When the final conversion refits o_proj, each candidate's layers are refit too (`OutputRefit`), on
-    /// the first `refitWindows` windows of `samples`; 0: no refit.
-    let refitWindows: Int
+    /// the first tokens of `samples`: these rows of its first windows (empty: no refit).
+    let refitRows: [Int]
     /// Each layer's refit ridge, chosen by cross-validation for the first candidate and reused by the
     /// others in the closed-form stage (the cross-validation's F64 solves per layer were 60 % of that
     /// stage). The finalists choose their own (`scoreRefined`): a ridge carried over from another plan
@@ -123,13 +123,15 @@ public final class ConversionSearch: @unchecked Sendable {
     /// - `windows`: the held-out windows candidates are scored on.
     /// - `samples`: the source attention's samples on the first calibration windows (the statistics
     ///   pass's, `collectCalibration(streaming:samples:)`), needed to refit and to score finalists refined.
-    /// - `refitWindows`: how many of them to refit each candidate's o_proj on (0: no refit). The refit
-    ///   runs on the source model's states (parallel order) so that they are computed once; the final
-    ///   conversion's sequential pass is measured to rank candidates the same way (docs/defaults.md).
+    /// - `refitTokens`: how many of their first tokens to refit each candidate's o_proj on (0: no refit;
+    ///   the windows they reach must be sampled). The refit runs on the source model's states (parallel
+    ///   order) so that they are computed once; the final conversion's sequential pass is measured to rank
+    ///   candidates the same way (docs/defaults.md).
     public init(source: any LayerwiseModel, store: any TensorStore, statistics: CalibrationStatistics?, budget: CacheBudget,
-                windows: [[Int]], samples: WindowSamples? = nil, refitWindows: Int = 0,
+                windows: [[Int]], samples: WindowSamples? = nil, refitTokens: Int = 0,
                 workers: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
-        precondition(refitWindows <= (samples?.windowTokens.count ?? 0), "ConversionSearch: \(refitWindows) refit windows need their samples")
+        refitRows = CalibrationText.truncatedLengths(samples?.windowTokens ?? [], to: refitTokens)
+        precondition(refitTokens == 0 || !refitRows.isEmpty, "ConversionSearch: refitting on \(refitTokens) tokens needs their samples")
         config = source.config
         self.source = source
         self.store = store
@@ -137,7 +139,6 @@ public final class ConversionSearch: @unchecked Sendable {
         self.budget = budget
         self.windows = windows
         self.samples = samples
-        self.refitWindows = refitWindows
         self.workers = max(1, workers)
         // The source's final-normed states on the held-out windows, [T × d]: one layer-major pass.
         var states = try WindowStates(model: source, windows: windows)
@@ -189,9 +190,11 @@ public final class ConversionSearch: @unchecked Sendable {
     /// Layer `l` of `conversion` at `rank`, its o_proj refit on the refit windows when there are any.
     private func converted(_ conversion: ModelConversion, layer l: Int, rank: Int) throws -> MLALayerWeights {
         var (weights, report) = try conversion.layer(l, upToRank: rank).weights(rank: rank)
-        if refitWindows > 0, let samples {
-            let refit = try samples.read(layer: l, windows: 0..<refitWindows)
-            try self.refit(&weights, &report, layer: l, inputs: refit.inputs, targets: refit.outputs, ridges: ridges)
+        if !refitRows.isEmpty, let samples {
+            // Each window runs from position 0 and attends causally, so its first rows are a shorter window's.
+            let d = config.hiddenSize, refit = try samples.read(layer: l, windows: 0..<refitRows.count)
+            try self.refit(&weights, &report, layer: l, inputs: zip(refit.inputs, refitRows).map { Array($0.prefix($1 * d)) },
+                           targets: zip(refit.outputs, refitRows).map { Array($0.prefix($1 * d)) }, ridges: ridges)
         }
         return weights
     }
@@ -253,7 +256,7 @@ public final class ConversionSearch: @unchecked Sendable {
         let conversions = indices.map { ModelConversion(config: config, store: store, statistics: statistics, options: scored[$0].candidate.options) }
         let ranks = try indices.indices.map { try conversions[$0].ranks(budget: budget, allocation: scored[indices[$0]].candidate.allocation) }
         var finalistStates = try indices.map { _ in try source.embed(heldOut) }
-        let stages = CalibratedStages(refit: refitWindows > 0 ? .crossValidated : nil, measuringRefitErrors: false,
+        let stages = CalibratedStages(refit: refitRows.isEmpty ? nil : .crossValidated, measuringRefitErrors: false,
                                       refinement: shortRefinement, workers: 1)
         for l in 0..<config.numLayers {
             let layer = try source.layer(l)

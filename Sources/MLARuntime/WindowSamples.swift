@@ -53,7 +53,7 @@ public final class WindowSamples: @unchecked Sendable {
                 var done = 0
                 while done < bytes.count {
                     let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-                    guard n > 0 else { throw Self.failed(directory, "the search's calibration samples", needing: layers * layerFloats) }
+                    guard n > 0 else { throw Self.failed(directory, "the search's calibration samples", needing: layers * layerFloats, wroteNothing: n == 0) }
                     done += n
                 }
             }
@@ -73,7 +73,10 @@ public final class WindowSamples: @unchecked Sendable {
                     var done = 0
                     while done < bytes.count {
                         let n = pread(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-                        guard n > 0 else { throw Self.failed(directory, "the search's calibration samples (reading back layer \(layer))", needing: layers * layerFloats) }
+                        guard n > 0 else {
+                            throw CheckpointError.malformed(file: directory, reason: "the search's calibration samples of layer \(layer) could not be read back from "
+                                                            + "their temporary file there (\(n == 0 ? "it ended early" : String(cString: strerror(errno)))")
+                        }
                         done += n
                     }
                     initialized = count
@@ -90,10 +93,10 @@ public final class WindowSamples: @unchecked Sendable {
         return (layer * layerFloats + windowStarts[window]) * MemoryLayout<Float>.size
     }
 
-    /// The error for a failed file operation (errno still set): the search's samples of `floats` floats
-    /// need that much room in `directory`.
-    private static func failed(_ directory: String, _ what: String, needing floats: Int) -> CheckpointError {
-        .writeFailed(path: directory, reason: "\(what): \(String(cString: strerror(errno))); they take "
+    /// The error for a failed create or write (errno set unless the write `wroteNothing`): the search's
+    /// samples of `floats` floats need that much room in `directory`.
+    private static func failed(_ directory: String, _ what: String, needing floats: Int, wroteNothing: Bool = false) -> CheckpointError {
+        .writeFailed(path: directory, reason: "\(what): \(wroteNothing ? "nothing was written" : String(cString: strerror(errno))); they take "
                      + "\(formatBytes(floats * MemoryLayout<Float>.size)) there (free space, or write the output elsewhere)")
     }
 }

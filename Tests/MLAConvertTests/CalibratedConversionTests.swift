@@ -284,11 +284,12 @@ import Testing
     /// The samples the statistics pass keeps for the search are the source attention's inputs and outputs,
     /// as the loaded model's whole forward pass computes them on each window alone (another code path: one
     /// batch through every layer, the hooks reading each layer's attention); keeping them leaves the
-    /// statistics as they are, and leaves no file behind.
+    /// statistics as they are, and leaves no file behind. The windows differ in length (a text's last
+    /// window is shorter), so each one's place in the file depends on the others'.
     @Test("the statistics pass keeps the source attention's inputs and outputs on the sampled windows", .needsSampleData)
     func statisticsPassKeepsSourceSamples() throws {
         let (checkpoint, box) = try TestData.sampleModel.get()
-        let c = checkpoint.config, windows = try Self.windows(4)
+        let c = checkpoint.config, windows = zip(try Self.windows(4), [128, 77, 101, 128]).map { Array($0.prefix($1)) }
         let directory = NSTemporaryDirectory() + "/window-samples-\(getpid())"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -323,7 +324,7 @@ import Testing
         let candidate = SearchCandidate(label: "rope 32, uniform pairs, freqfold 4", options: Self.options, allocation: .uniform)
         func score(_ source: any LayerwiseModel) throws -> (kl: Double, ridges: [Double?]) {
             let search = try ConversionSearch(source: source, store: checkpoint.store, statistics: stats, budget: .fraction(0.3125),
-                                              windows: [windows[3]], samples: samples, refitWindows: 3)
+                                              windows: [windows[3]], samples: samples, refitTokens: 3 * 128)
             let kl = try search.score(candidate)
             return (kl, try search.chosenRidges())
         }
@@ -346,7 +347,7 @@ import Testing
         let candidates = [SearchCandidate(label: "rope 32", options: Self.options, allocation: .uniform),
                           SearchCandidate(label: "rope 16", options: narrow, allocation: .uniform)]
         let search = try ConversionSearch(source: box.model, store: checkpoint.store, statistics: stats, budget: .fraction(0.1875),
-                                          windows: [windows[n]], samples: samples, refitWindows: n)
+                                          windows: [windows[n]], samples: samples, refitTokens: n * 128)
         for candidate in candidates { try search.score(candidate) }
         #expect(Set(search.scored.map(\.latentRanks)).count == 2, "the two rope widths split the budget differently")
         let best = try #require(search.scored.map(\.kl).min())
@@ -367,7 +368,7 @@ import Testing
         // With the first stage refit on the first 2 windows only (as by default, 1,024 of the 4,096 tokens),
         // the finalists are still refit and refined on all 8: the same refined scores.
         let partial = try ConversionSearch(source: box.model, store: checkpoint.store, statistics: stats, budget: .fraction(0.1875),
-                                           windows: [windows[n]], samples: samples, refitWindows: 2)
+                                           windows: [windows[n]], samples: samples, refitTokens: 2 * 128)
         for candidate in candidates { try partial.score(candidate) }
         try partial.scoreRefined([0, 1], refinement: AttentionRefinement(steps: 4))
         let partialRefined = try partial.scored.map { try #require($0.refinedKL) }
@@ -487,5 +488,22 @@ struct OutputRefitTests {
         let best = scored.min { $0.1 < $1.1 }!.0
         #expect(best != nil && best != OutputRefit.ridges.first, "the data must make an inner ridge win, got \(String(describing: best))")
         #expect(chosen == best, "scan chose \(String(describing: chosen)), every ridge scored: \(scored)")
+    }
+}
+
+/// The search refits its candidates on the first `ConversionPlan.searchRefitTokens` calibration tokens and
+/// scores them on held-out windows cut to `--search-tokens`: whole windows, the last one shortened, none
+/// shorter than 2 tokens (`CalibrationText.truncatedLengths`).
+struct WindowTruncationTests {
+    @Test("leading windows are cut to a token count, the last one shortened and none under 2 tokens")
+    func truncatedLengths() {
+        #expect(CalibrationText.truncatedLengths([512, 512, 512], to: 1024) == [512, 512])
+        #expect(CalibrationText.truncatedLengths([128, 128, 128], to: 200) == [128, 72])
+        #expect(CalibrationText.truncatedLengths([300, 300, 300, 300, 300], to: 1024) == [300, 300, 300, 124])
+        #expect(CalibrationText.truncatedLengths([2048], to: 1024) == [1024])
+        #expect(CalibrationText.truncatedLengths([416], to: 1024) == [416])
+        #expect(CalibrationText.truncatedLengths([512, 512, 512], to: 1025) == [512, 512])
+        #expect(CalibrationText.truncatedLengths([512, 512], to: 0).isEmpty)
+        #expect(CalibrationText.truncated([[1, 2, 3], [4, 5, 6]], to: 5) == [[1, 2, 3], [4, 5]])
     }
 }
