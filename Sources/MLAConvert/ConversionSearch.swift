@@ -191,10 +191,8 @@ public final class ConversionSearch: @unchecked Sendable {
     private func converted(_ conversion: ModelConversion, layer l: Int, rank: Int) throws -> MLALayerWeights {
         var (weights, report) = try conversion.layer(l, upToRank: rank).weights(rank: rank)
         if !refitRows.isEmpty, let samples {
-            // Each window runs from position 0 and attends causally, so its first rows are a shorter window's.
-            let d = config.hiddenSize, refit = try samples.read(layer: l, windows: 0..<refitRows.count)
-            try self.refit(&weights, &report, layer: l, inputs: zip(refit.inputs, refitRows).map { Array($0.prefix($1 * d)) },
-                           targets: zip(refit.outputs, refitRows).map { Array($0.prefix($1 * d)) }, ridges: ridges)
+            let refit = try refitRows.enumerated().map { try samples.read(layer: l, window: $0, rows: $1) }
+            try self.refit(&weights, &report, layer: l, inputs: refit.map(\.input), targets: refit.map(\.output), ridges: ridges)
         }
         return weights
     }
@@ -260,7 +258,8 @@ public final class ConversionSearch: @unchecked Sendable {
                                       refinement: shortRefinement, workers: 1)
         for l in 0..<config.numLayers {
             let layer = try source.layer(l)
-            let (inputs, targets) = try samples.read(layer: l, windows: 0..<Self.finalistWindows)
+            let read = try (0..<Self.finalistWindows).map { try samples.read(layer: l, window: $0) }
+            let inputs = read.map(\.input), targets = read.map(\.output)
             let current = finalistStates
             // One finalist per worker, each on one BLAS thread. Each cross-validates its own ridge: with
             // another plan's ridge, rope 16 at the sample's 18.75 % scored as badly as its closed form

@@ -61,31 +61,31 @@ public final class WindowSamples: @unchecked Sendable {
         }
     }
 
-    /// Windows `windows`' attention inputs and outputs at `layer`, [t_w × d] each, as written.
-    public func read(layer: Int, windows: Range<Int>) throws -> (inputs: [[Float]], outputs: [[Float]]) {
-        var inputs: [[Float]] = [], outputs: [[Float]] = []
-        for w in windows {
-            let count = windowTokens[w] * hiddenSize
-            var offset = offset(layer: layer, window: w)
-            for k in 0..<2 {
-                let part = try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-                    let bytes = UnsafeMutableRawBufferPointer(buffer)
-                    var done = 0
-                    while done < bytes.count {
-                        let n = pread(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-                        guard n > 0 else {
-                            throw CheckpointError.malformed(file: directory, reason: "the search's calibration samples of layer \(layer) could not be read back from "
-                                                            + "their temporary file there (\(n == 0 ? "it ended early" : String(cString: strerror(errno)))")
-                        }
-                        done += n
-                    }
-                    initialized = count
+    /// Window `window`'s attention input and output at `layer`, their first `rows` tokens (nil: all of
+    /// them), [rows × d] each. A window runs from position 0 and attends causally, so its first rows are
+    /// those of a window cut to that length.
+    public func read(layer: Int, window: Int, rows: Int? = nil) throws -> (input: [Float], output: [Float]) {
+        let tokens = windowTokens[window], rows = rows ?? tokens
+        precondition(rows >= 0 && rows <= tokens, "WindowSamples: window \(window) holds \(tokens) tokens, not \(rows)")
+        let input = offset(layer: layer, window: window), output = input + tokens * hiddenSize * MemoryLayout<Float>.size
+        return (try floats(rows * hiddenSize, at: input, layer: layer), try floats(rows * hiddenSize, at: output, layer: layer))
+    }
+
+    /// `count` floats read from byte `offset` of the file (of `layer`, for the message).
+    private func floats(_ count: Int, at offset: Int, layer: Int) throws -> [Float] {
+        try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let bytes = UnsafeMutableRawBufferPointer(buffer)
+            var done = 0
+            while done < bytes.count {
+                let n = pread(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+                guard n > 0 else {
+                    throw CheckpointError.malformed(file: directory, reason: "the search's calibration samples of layer \(layer) could not be read back from "
+                                                    + "their temporary file there (\(n == 0 ? "it ended early" : String(cString: strerror(errno)))")
                 }
-                if k == 0 { inputs.append(part) } else { outputs.append(part) }
-                offset += count * MemoryLayout<Float>.size
+                done += n
             }
+            initialized = count
         }
-        return (inputs, outputs)
     }
 
     private func offset(layer: Int, window: Int) -> Int {
