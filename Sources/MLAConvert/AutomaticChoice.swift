@@ -25,8 +25,6 @@ struct ConversionChoice {
     var statistics: CalibrationStatistics?
     /// What the automatic choice measured, when it ran.
     var search: SearchReport?
-    /// The calibration windows of the layer pass, when it runs.
-    var layerWindows: [[Int]]?
 }
 
 extension ConversionPlan {
@@ -56,16 +54,16 @@ extension ConversionPlan {
     /// the sample, at 70 % of the search's time (docs/defaults.md).
     static let searchRefitTokens = 1024
 
-    /// Checks `method` before any work, then gathers the calibration (layer-pass windows, statistics) and,
-    /// when `searchWindows` is given, measures the candidates and keeps the best. The source attention's
+    /// Checks `method` before any work, then gathers the calibration statistics the search, greedy ranks
+    /// or (without `layerPass`, the layer pass fitted to its windows) the layers need and, when
+    /// `searchWindows` is given, measures the candidates and keeps the best. The source attention's
     /// samples that the search refits and refines on are kept by the statistics pass in a temporary file
     /// in `scratchDirectory` (`WindowSamples`).
-    func choose(_ method: MethodCandidates, searchWindows: [[Int]]?, checkpoint: Checkpoint, scratchDirectory: String,
+    func choose(_ method: MethodCandidates, searchWindows: [[Int]]?, layerPass: FittedLayerPass, checkpoint: Checkpoint, scratchDirectory: String,
                 observer: any ConversionObserver) throws -> ConversionChoice {
         let c = checkpoint.config
         try Self.checkBeforeWork(config: c, budget: budget, plans: method.checked)
-        let pass = try layerPass()
-        let layerWindows = try pass.map { _ in try calibrationText!.windows(for: checkpoint) }
+        let (pass, layerWindows) = (layerPass.pass, layerPass.windows)
         // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration
         // tokens; with the refinement, the finalists are refined on the first `ConversionSearch.finalistWindows`
         // windows (not when the text holds fewer: the closed form then decides). The statistics pass keeps
@@ -86,7 +84,7 @@ extension ConversionPlan {
         let stats = needsStatistics ? try calibration.statistics(for: checkpoint, observer: observer, samples: samples) : nil
         // The statistics pass freed its layers and states: give the memory back before the search and the pass.
         AllocatorTuning.returnFreedMemory()
-        var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats, layerWindows: layerWindows)
+        var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats)
         if let windows = searchWindows {
             let report = try runSearch(try ConversionSearch(source: StreamedModel(checkpoint), store: checkpoint.store, statistics: stats, budget: budget,
                                                             windows: windows, samples: samples, refitTokens: refitTokens),

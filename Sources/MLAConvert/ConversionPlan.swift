@@ -58,8 +58,51 @@ public struct ConversionPlanError: Error, CustomStringConvertible, Sendable {
 /// How the calibration text runs through the layers as they are converted (`CalibratedConversion`).
 struct LayerPass {
     let order: CalibrationOrder
-    let refitOutput: Bool
-    let refinement: AttentionRefinement?
+    var refitOutput: Bool
+    var refinement: AttentionRefinement?
+    /// The default stages the calibration windows were too few for, each with why (`fitted`).
+    var omitted: [String] = []
+
+    /// This pass on `windows` calibration windows of `windowTokens` tokens: the o_proj refit needs
+    /// `OutputRefit.minimumWindows` of them and the refinement `AttentionRefinement.minimumWindows`. A stage
+    /// the windows are too few for is refused when its flag asked for it (`refitAsked`, `refineAsked`), and
+    /// otherwise left out and named in `omitted`, so that the summary does not claim it.
+    func fitted(windows: Int, windowTokens: Int, refitAsked: Bool, refineAsked: Bool) throws -> LayerPass {
+        var pass = self
+        /// Why a stage that needs `needed` windows cannot run, and the fix.
+        func tooFew(_ needed: Int) -> String {
+            "needs \(needed) calibration windows of \(windowTokens) tokens, the calibration text gives \(windows): "
+                + "give --calib-tokens \(needed * windowTokens) or more, and text that long"
+        }
+        if pass.refitOutput, windows < OutputRefit.minimumWindows {
+            let why = tooFew(OutputRefit.minimumWindows)
+            if refitAsked { throw ConversionPlanError("--output-refit scores its ridge on a window the fit did not see, so it " + why + ", or --no-output-refit") }
+            pass.refitOutput = false
+            pass.omitted.append("no o_proj refit (it " + why + ")")
+        }
+        if let refinement = pass.refinement, windows < AttentionRefinement.minimumWindows {
+            let why = tooFew(AttentionRefinement.minimumWindows)
+            if refineAsked {
+                throw ConversionPlanError("--refine-steps \(refinement.steps) steps on three of every four windows and checks the fourth, so it " + why + ", or --refine-steps 0")
+            }
+            pass.refinement = nil
+            pass.omitted.append("no refinement (it " + why + ")")
+        }
+        return pass
+    }
+
+    /// Whether the pass does anything the statistics alone do not (else they calibrate, `layerPass`).
+    var runs: Bool { order == .sequential || refitOutput || refinement != nil }
+}
+
+/// The layer pass as it runs on one model's calibration windows (`ConversionPlan.layerPass(for:)`).
+struct FittedLayerPass {
+    /// The pass, its stages fitted to the windows; nil when the statistics alone calibrate.
+    let pass: LayerPass?
+    /// The calibration windows it runs on (nil when `pass` is).
+    let windows: [[Int]]?
+    /// The default stages the windows were too few for, each with why.
+    let omitted: [String]
 }
 
 /// The rope settings of gqa2mla (one shared rope key, TransMLA); nil is auto.
@@ -265,18 +308,32 @@ public struct ConversionPlan: Sendable {
         let steps = refineSteps ?? AttentionRefinement.defaultSteps
         let pass = LayerPass(order: calibrationOrder ?? .sequential, refitOutput: outputRefit ?? true,
                              refinement: steps > 0 ? AttentionRefinement(steps: steps, learningRate: refineRate) : nil)
-        return pass.order == .sequential || pass.refitOutput || pass.refinement != nil ? pass : nil
+        return pass.runs ? pass : nil
     }
 
-    /// The summary's description of the calibration and the layer pass.
-    var calibrationDescription: String {
+    /// The layer pass on `checkpoint`'s calibration windows (the text tokenized), its stages fitted to
+    /// how many there are (`LayerPass.fitted`): throws when a flag asked for a stage they are too few for.
+    func layerPass(for checkpoint: Checkpoint) throws -> FittedLayerPass {
+        guard let pass = try layerPass(), let text = calibrationText else { return FittedLayerPass(pass: nil, windows: nil, omitted: []) }
+        let windows = try text.windows(for: checkpoint)
+        let fitted = try pass.fitted(windows: windows.count, windowTokens: text.window, refitAsked: outputRefit == true,
+                                     refineAsked: (refineSteps ?? 0) > 0)
+        return fitted.runs ? FittedLayerPass(pass: fitted, windows: windows, omitted: fitted.omitted)
+                           : FittedLayerPass(pass: nil, windows: nil, omitted: fitted.omitted)
+    }
+
+    /// The summary's description of the calibration and of `pass`, the layer pass as it ran on `tokens`
+    /// calibration tokens (when known), with the stages it left out (`omitted`).
+    func calibrationDescription(pass: LayerPass?, tokens: Int?, omitted: [String]) -> String {
         switch calibration {
         case .none: return "none (weights only)"
         case let .statistics(path, _): return "statistics \(path)"
         case let .text(text):
-            guard let pass = try? layerPass() else { return text.description + ", parallel" }
-            return text.description + ", " + pass.order.rawValue + (pass.refitOutput ? ", o_proj refit" : "")
-                + (pass.refinement.map { ", \($0.steps) refinement steps" } ?? "")
+            let stages = pass.map { pass in
+                pass.order.rawValue + (pass.refitOutput ? ", o_proj refit" : "") + (pass.refinement.map { ", \($0.steps) refinement steps" } ?? "")
+            } ?? "parallel"
+            let shortfall = tokens.map { $0 < text.tokens ? " (the text gives \($0))" : "" } ?? ""
+            return ([text.description + shortfall + ", " + stages] + omitted).joined(separator: "; ")
         }
     }
 

@@ -19,8 +19,8 @@ public struct PreparedConversion: Sendable {
     public let settings: MethodSettings
     /// What the automatic choice measured, when it ran.
     public let search: SearchReport?
-    /// The calibration windows of the layer pass (`CalibratedConversion`), when it runs.
-    let layerWindows: [[Int]]?
+    /// The layer pass (`CalibratedConversion`) and its calibration windows, when it runs.
+    let layerPass: FittedLayerPass
 
     /// Latent rank of each layer (`ModelConversion.ranks`: the budget through `CacheBudget.rank`, then
     /// the allocation); a greedy allocation reports its spectra pass as stage "spectra".
@@ -33,9 +33,13 @@ public struct PreparedConversion: Sendable {
         return ranks
     }
 
-    /// Whether `layers` converts in order (the layer pass, which `layerWindows` is set for), whatever
-    /// order the layers are asked for in.
-    public var convertsInOrder: Bool { layerWindows != nil }
+    /// Whether `layers` converts in order (the layer pass), whatever order the layers are asked for in.
+    public var convertsInOrder: Bool { layerPass.pass != nil }
+
+    /// The summary's description of the calibration and of the layer pass as it runs.
+    var calibrationDescription: String {
+        plan.calibrationDescription(pass: layerPass.pass, tokens: layerPass.windows.map { $0.reduce(0) { $0 + $1.count } }, omitted: layerPass.omitted)
+    }
 
     /// The per-layer producer: layer l converted at `ranks[l]`, with its report. With the layer pass
     /// (`convertsInOrder`) the layers are converted in order (asking for a later one converts the earlier
@@ -43,7 +47,7 @@ public struct PreparedConversion: Sendable {
     public func layers(ranks: [Int], converted: @escaping @Sendable (Int) -> Void = { _ in })
         throws -> @Sendable (Int) throws -> (MLALayerWeights, LayerConversionReport) {
         let conversion = self.conversion
-        guard let windows = layerWindows, let pass = try plan.layerPass() else {
+        guard let pass = layerPass.pass, let windows = layerPass.windows else {
             return { l in try conversion.layer(l, upToRank: ranks[l]).weights(rank: ranks[l]) }
         }
         let calibrated = try CalibratedConversion(conversion: conversion, source: StreamedModel(checkpoint), windows: windows,
@@ -63,26 +67,30 @@ extension ConversionPlan {
         try validate()
         let c = checkpoint.config
         try checkRequest(config: c)
+        let layerPass = try layerPass(for: checkpoint)
         let settings: (ConversionChoice) -> MethodSettings
         let choice: ConversionChoice
         switch method {
         case let .gqa2mla(r):
             let search = r.isFixed && allocations.count == 1 ? (windows: nil, reason: nil) : searchWindows(for: checkpoint)
-            let (candidates, ropeLabel) = try sharedCandidates(r, config: c, searchReason: search.reason, searching: search.windows != nil)
-            choice = try choose(candidates, searchWindows: search.windows, checkpoint: checkpoint, scratchDirectory: scratchDirectory, observer: observer)
+            let (candidates, ropeLabel) = try sharedCandidates(r, config: c, searchReason: search.reason, searching: search.windows != nil,
+                                                               refined: layerPass.pass?.refinement != nil)
+            choice = try choose(candidates, searchWindows: search.windows, layerPass: layerPass, checkpoint: checkpoint, scratchDirectory: scratchDirectory,
+                                observer: observer)
             settings = { sharedSettings(r, $0, ropeLabel: ropeLabel) }
         case let .mha2mla(r):
             let search = r.isFixed && allocations.count == 1 ? (windows: nil, reason: nil) : searchWindows(for: checkpoint)
             if let reason = search.reason, !r.isFixed { observer.note("rope: \(reason), so the fixed rule applies (docs/defaults.md)") }
             let candidates = partialCandidates(r, config: c, searching: search.windows != nil)
-            choice = try choose(candidates, searchWindows: search.windows, checkpoint: checkpoint, scratchDirectory: scratchDirectory, observer: observer)
+            choice = try choose(candidates, searchWindows: search.windows, layerPass: layerPass, checkpoint: checkpoint, scratchDirectory: scratchDirectory,
+                                observer: observer)
             let described = partialSettings(r, choice, config: c)
             observer.note(described.note)
             settings = { _ in described.settings }
         }
         return PreparedConversion(plan: self, checkpoint: checkpoint,
                                   conversion: ModelConversion(config: c, store: checkpoint.store, statistics: choice.statistics, options: choice.options),
-                                  allocation: choice.allocation, settings: settings(choice), search: choice.search, layerWindows: choice.layerWindows)
+                                  allocation: choice.allocation, settings: settings(choice), search: choice.search, layerPass: layerPass)
     }
 
     /// Converts `checkpoint` and writes the result to `output` (checked beforehand, see
@@ -145,13 +153,13 @@ extension ConversionPlan {
         switch format {
         case .native:
             let provenance: [(String, JSONValue)] = [
-                ("source", .string(source.path)), ("method", .string(method.kind.rawValue)), ("calibration", .string(calibrationDescription)),
+                ("source", .string(source.path)), ("method", .string(method.kind.rawValue)), ("calibration", .string(prepared.calibrationDescription)),
             ]
             encoder = NativeMLAEncoder(source: source, dtype: dtype, provenance: provenance, writer: writer)
         case .deepseek:
             encoder = try DeepSeekV3Encoder(source: source, dtype: dtype, writer: writer)
         case .gguf:
-            let provenance = [("source", source.path), ("method", method.kind.rawValue), ("calibration", calibrationDescription)] + prepared.settings.entries
+            let provenance = [("source", source.path), ("method", method.kind.rawValue), ("calibration", prepared.calibrationDescription)] + prepared.settings.entries
             encoder = try GGUFEncoder(source: source, dtype: dtype, q8_0: q8_0, provenance: provenance)
         }
         try MLAModelWriter.write(encoder, to: output, template: template, ranks: ranks, summary: summary,
@@ -185,7 +193,7 @@ private struct SummaryMaker {
         let plan = prepared.plan, conversion = prepared.conversion, layers = conversion.config.numLayers
         let ropeValues = ModelConversion.ropeValues(config: conversion.config, rope: conversion.options.ropePlan)
         return ConversionSummary(
-            method: plan.method.kind, source: prepared.checkpoint.path, calibration: plan.calibrationDescription, format: plan.format,
+            method: plan.method.kind, source: prepared.checkpoint.path, calibration: prepared.calibrationDescription, format: plan.format,
             settings: settings,
             layers: reports, sourceCacheValues: conversion.sourceCacheValues * layers,
             convertedCacheValues: ranks.reduce(0, +) + ropeValues * layers,

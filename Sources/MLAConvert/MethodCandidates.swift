@@ -24,7 +24,7 @@ extension ConversionPlan {
     /// gqa2mla's candidates: the given plan, else (nothing measured) the fixed rule labeled with
     /// `searchReason`, else every shared rope plan of `SharedRopeSpace`, explored by width. Also returns
     /// the rope label of the summary when nothing is measured.
-    func sharedCandidates(_ r: SharedRopeRequest, config c: ModelConfig, searchReason: String?, searching: Bool) throws
+    func sharedCandidates(_ r: SharedRopeRequest, config c: ModelConfig, searchReason: String?, searching: Bool, refined: Bool) throws
         -> (MethodCandidates, ropeLabel: String) {
         let hd = c.headDim, pairs = hd / 2
         let space = SharedRopeSpace(headDim: hd, dims: r.dims, frequencies: r.frequencies, fold: r.freqfold.pairs)
@@ -37,7 +37,7 @@ extension ConversionPlan {
             ropeLabel = "\(freq.rawValue) pairs, stride \(stride), freqfold \(max(fold, stride)) (as given)"
         } else if let reason = searchReason {
             let limit = space.ropeLimit(budget: budget, sourceCacheValues: ModelConversion.sourceCacheValues(config: c),
-                                        refined: try layerPass()?.refinement != nil)
+                                        refined: refined)
             guard let rule = space.fixedRule(ropeLimit: limit) else { throw ConversionPlanError("no rope plan fits --rope-dim/--rope-frequencies/--freqfold as given") }
             options.ropePlan = rule.plan
             ropeLabel = rule.label + " (fixed rule: \(reason), docs/defaults.md)"

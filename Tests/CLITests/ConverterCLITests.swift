@@ -45,6 +45,29 @@ import MLATestSupport
         #expect(abs(separate / ppl - 1) < 1e-6, "\(separate) vs \(ppl)")
     }
 
+    /// Calibration text of fewer windows than the o_proj refit (2) and the refinement (4) need: the
+    /// conversion runs without them and its summary says so and how to get them, instead of claiming them.
+    @Test(.needsSampleData) func tooFewWindowsForTheDefaultStages() throws {
+        let sample = SampleData.modelPath
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (tokens, refit) in [(512, false), (1024, true)] {
+            let r = try CLI.run("mla-convert", ["gqa2mla", sample, "-o", dir + "/\(tokens)", "--kv-budget", "0.5", "--rope-dim", "32", "--rope-frequencies", "high",
+                                                "--freqfold", "1", "--calib-tokens", "\(tokens)", "--json"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let summary = try JSONValue.parse(r.stdout)
+            let calibration = try #require(summary["calibration"]?.string)
+            #expect(calibration.contains("no refinement") && calibration.contains("--calib-tokens 2048 or more"), "\(calibration)")
+            #expect(calibration.contains("refinement steps") == false, "\(calibration)")
+            #expect(calibration.contains("no o_proj refit") == !refit, "\(calibration)")
+            let stages = summary["stages"]?.array?.compactMap { $0["stage"]?.string } ?? []
+            #expect(!stages.contains("refinement"), "\(stages)")
+            #expect(stages.contains("o_proj refit") == refit, "\(stages)")
+            let layers = try #require(summary["layers"]?.array)
+            #expect(layers.allSatisfy { $0["refinement_step_kept"] == nil })
+        }
+    }
+
     /// Two layers converted at once on one BLAS thread each (the default for small layers on
     /// several cores) write the same tensors as one layer at a time on two BLAS threads.
     @Test(.needsSampleData) func layerWorkersWriteTheSameModel() throws {
@@ -82,6 +105,8 @@ import MLATestSupport
         ["mha2mla", "--rope-pairs", "40"],
         ["mha2mla", "--kv-budget", "0"],
         ["mha2mla", "--rope-strategy", "2-norm", "--no-calib"],
+        ["gqa2mla", "--calib-tokens", "1024", "--refine-steps", "8"],
+        ["mha2mla", "--calib-tokens", "512", "--output-refit"],
     ])
     func impossibleRequests(arguments: [String]) throws {
         let sample = SampleData.modelPath

@@ -158,16 +158,20 @@ import Testing
 
         // gqa2mla's fixed rule: when the layers are refined, the widest rope key within a third of the
         // layer's cache (16 of 72 values at 18.75 %); in closed form head_dim/2 (32) within half of it.
-        // Refined without a search: a calibration text too short for a held-out window. In closed form:
-        // weights only, and the sample exported without its tokenizer, from the saved statistics.
-        let short = dir + "/short.txt"
+        // Refined without a search: a calibration text too short for a held-out window but long enough
+        // for the refinement's 4 windows (10,000 bytes, 5-7 windows; 2 steps, as the rule is the same for
+        // any). In closed form: a text of 2-3 windows (the summary says why it did not refine), weights
+        // only, and the sample exported without its tokenizer, from the saved statistics.
         let text = try #require(FileManager.default.contents(atPath: CLI.cache + "/corpus/hamlet_gut.txt"))
+        let short = dir + "/short.txt", medium = dir + "/medium.txt"
         try text[1000..<5000].write(to: URL(fileURLWithPath: short))
+        try text[1000..<11000].write(to: URL(fileURLWithPath: medium))
         r = try CLI.run("mla-convert", ["export", sample, "-o", dir + "/untokenized"])
         #expect(r.status == 0, "\(r.stderr)")
         for file in ["tokenizer.json", "tokenizer_config.json"] { try? FileManager.default.removeItem(atPath: dir + "/untokenized/" + file) }
         for (model, budget, calibration, rope, rank, reason) in [
-            (sample, "0.1875", ["--calib", short, "--calib-tokens", "4096"], 16, 56, "no held-out calibration text"),
+            (sample, "0.1875", ["--calib", medium, "--calib-tokens", "4096", "--refine-steps", "2"], 16, 56, "no held-out calibration text"),
+            (sample, "0.1875", ["--calib", short, "--calib-tokens", "4096"], 32, 40, "no held-out calibration text"),
             (sample, "0.1875", ["--no-calib"], 32, 40, "without calibration"),
             (dir + "/untokenized", "0.1875", ["--calib-stats", stats], 32, 40, "no held-out calibration text"),
         ] {
@@ -178,6 +182,7 @@ import Testing
             let ropeSetting = summary["settings"]?["rope"]?.string ?? ""
             #expect(ropeSetting.hasPrefix("one shared key of \(rope) dims") && ropeSetting.contains("(fixed rule: \(reason)"), "\(ropeSetting)")
             #expect(summary["layers"]?.array?.allSatisfy { $0["kv_rank"]?.int == rank } == true)
+            if calibration.contains(short) { #expect(summary["calibration"]?.string?.contains("no refinement") == true) }
         }
 
         r = try CLI.run("mla-convert", ["mha2mla", sample, "-o", dir + "/nocalib", "--kv-budget", "0.3125", "--no-calib", "--force", "--json"])
@@ -185,6 +190,6 @@ import Testing
         summary = try JSONValue.parse(r.stdout)
         #expect(summary["search"] == nil)
         #expect(summary["settings"]?["rope"]?.string?.hasPrefix("high: each of the 3 KV heads keeps 4 pairs") == true)
-        for name in ["rope64", "fixed", "nocalib", "untokenized", "short.txt"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
+        for name in ["rope64", "fixed", "nocalib", "untokenized", "short.txt", "medium.txt"] { try? FileManager.default.removeItem(atPath: dir + "/" + name) }
     }
 }

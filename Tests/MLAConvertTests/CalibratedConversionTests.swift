@@ -508,3 +508,45 @@ struct WindowTruncationTests {
         #expect(CalibrationText.truncated([[1, 2, 3], [4, 5, 6]], to: 5) == [[1, 2, 3], [4, 5]])
     }
 }
+
+/// The layer pass fitted to the calibration windows a model's text gives (`LayerPass.fitted`): a stage the
+/// windows are too few for is left out and named when it is a default, and refused when a flag asked for it.
+struct LayerPassFittingTests {
+    static let defaults = LayerPass(order: .sequential, refitOutput: true, refinement: AttentionRefinement(steps: 32))
+
+    @Test("each stage runs from its minimum window count on, and is left out and named below it")
+    func defaultsLeftOutBelowTheirMinimum() throws {
+        for windows in 0...6 {
+            let pass = try Self.defaults.fitted(windows: windows, windowTokens: 512, refitAsked: false, refineAsked: false)
+            #expect(pass.order == .sequential)
+            #expect(pass.refitOutput == (windows >= OutputRefit.minimumWindows), "\(windows) windows")
+            #expect((pass.refinement != nil) == (windows >= AttentionRefinement.minimumWindows), "\(windows) windows")
+            #expect(pass.refinement.map { $0.steps == 32 } ?? true)
+            let named = pass.omitted.joined(separator: " | ")
+            #expect(named.contains("no o_proj refit") == !pass.refitOutput, "\(named)")
+            #expect(named.contains("no refinement") == (pass.refinement == nil), "\(named)")
+            // The fix names the token count that gives enough windows of this size.
+            if !pass.refitOutput { #expect(named.contains("--calib-tokens \(OutputRefit.minimumWindows * 512) or more")) }
+            if pass.refinement == nil { #expect(named.contains("--calib-tokens \(AttentionRefinement.minimumWindows * 512) or more")) }
+        }
+        // With enough windows nothing changes.
+        let enough = try Self.defaults.fitted(windows: 16, windowTokens: 512, refitAsked: true, refineAsked: true)
+        #expect(enough.refitOutput && enough.refinement?.steps == 32 && enough.omitted.isEmpty)
+    }
+
+    @Test("a stage a flag asked for is refused in one line when the windows are too few for it")
+    func askedStagesRefused() throws {
+        #expect(throws: ConversionPlanError.self) { try Self.defaults.fitted(windows: 3, windowTokens: 256, refitAsked: false, refineAsked: true) }
+        #expect(throws: ConversionPlanError.self) { try Self.defaults.fitted(windows: 1, windowTokens: 256, refitAsked: true, refineAsked: false) }
+        do {
+            _ = try Self.defaults.fitted(windows: 3, windowTokens: 256, refitAsked: false, refineAsked: true)
+        } catch let error as ConversionPlanError {
+            #expect(!error.description.contains("\n"))
+            #expect(error.description.contains("--refine-steps 32") && error.description.contains("--calib-tokens 1024 or more")
+                    && error.description.contains("--refine-steps 0"), "\(error)")
+        }
+        // Asked for, with enough windows, or not asked for: no refusal.
+        _ = try Self.defaults.fitted(windows: 4, windowTokens: 256, refitAsked: true, refineAsked: true)
+        _ = try Self.defaults.fitted(windows: 1, windowTokens: 256, refitAsked: false, refineAsked: false)
+    }
+}

@@ -24,6 +24,9 @@ public struct AttentionRefinement: Sendable {
     public let windowsPerStep: Int
     /// Steps between two held-out measurements.
     public static let evaluationInterval = 8
+    /// Calibration windows a layer needs to be refined: every fourth is held out, so four give three to
+    /// step on and one to check.
+    public static let minimumWindows = 4
 
     /// The steps a conversion with calibration text takes unless `--refine-steps` says otherwise
     /// (docs/defaults.md: measured against 0, 16 and 64).
@@ -71,7 +74,7 @@ public struct AttentionRefinement: Sendable {
                       targets: [[Float]], startHeads: [[Float]]? = nil, workers: Int) throws -> [Int: [Float]] {
         let d = weights.hiddenSize, bias = weights.oBias
         let heldOut = targets.indices.filter { $0 % 4 == 3 }, training = targets.indices.filter { $0 % 4 != 3 }
-        guard !heldOut.isEmpty, !training.isEmpty, steps > 0 else { return [:] }
+        guard targets.count >= Self.minimumWindows, steps > 0 else { return [:] }
         precondition(startHeads == nil || startHeads?.count == targets.count, "AttentionRefinement: one start head output per window")
         let energy = { (windows: [Int]) -> Double in
             windows.reduce(0.0) { sum, i in

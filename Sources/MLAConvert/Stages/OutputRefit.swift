@@ -34,6 +34,9 @@ public struct OutputRefit: Sendable {
 
     /// Relative ridges tried, λ / (tr(Σ u uᵀ)/n).
     public static let ridges: [Double] = [1e-4, 1e-3, 1e-2, 1e-1, 1]
+    /// Calibration windows a cross-validated refit needs: each window is a fold, and the ridge is scored
+    /// on a fold the fit did not see. With fewer, o_proj is kept.
+    public static let minimumWindows = 2
 
     /// How `refit` picks the ridge.
     public enum RidgeChoice: Sendable, Equatable {
@@ -102,7 +105,7 @@ public struct OutputRefit: Sendable {
     /// every fold, `keptError` is `w`'s error on them.
     private func crossValidatedRidge(_ w: Matrix<Double>, all: FoldSums, keptError: Double) throws -> Double? {
         let occupied = folds.indices.filter { folds[$0].tokens > 0 }
-        guard occupied.count >= 2 else { return nil }
+        guard occupied.count >= Self.minimumWindows else { return nil }
         // Keeping w: its held-out errors summed over the folds are its error on all the tokens.
         var best: (ridge: Double?, error: Double) = (nil, keptError)
         let heldOut = HeldOutError(all, headWidth: headWidth)
