@@ -367,13 +367,17 @@ import Testing
         #expect(search.chosenIndex == (refined[0] <= refined[1] ? 0 : 1))
         #expect(search.report(what: "rope plan")?.refinedSteps == 4)
         // With the first stage refit on the first 2 windows only (as by default, 1,024 of the 4,096 tokens),
-        // the finalists are still refit and refined on all 8: the same refined scores.
+        // the finalists are still refit and refined on all 8: the same refined scores, to float rounding.
+        // Not bit for bit: tests running beside this one change the process's BLAS thread count
+        // (`parallelMap`), and on some OpenBLAS kernels a product's last bits follow it; Adam's first steps
+        // take the gradient's sign, so a rounding flip moves a weight by a whole step. With the first stage's
+        // ridges instead of its own, a finalist scored up to 2x apart on the sample (docs/defaults.md).
         let partial = try ConversionSearch(source: box.model, store: checkpoint.store, statistics: stats, budget: .fraction(0.1875),
                                            windows: [windows[n]], samples: samples, refitTokens: 2 * 128)
         for candidate in candidates { try partial.score(candidate) }
         try partial.scoreRefined([0, 1], refinement: AttentionRefinement(steps: 4))
         let partialRefined = try partial.scored.map { try #require($0.refinedKL) }
-        #expect(zip(partialRefined, refined).allSatisfy { abs($0 - $1) <= 1e-9 * $1 }, "\(partialRefined) against \(refined)")
+        #expect(zip(partialRefined, refined).allSatisfy { abs($0 - $1) <= 1e-4 * $1 }, "\(partialRefined) against \(refined)")
     }
 }
 
