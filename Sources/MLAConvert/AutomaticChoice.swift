@@ -25,6 +25,8 @@ struct ConversionChoice {
     var statistics: CalibrationStatistics?
     /// What the automatic choice measured, when it ran.
     var search: SearchReport?
+    /// The layer pass fitted to its calibration windows.
+    var layerPass: FittedLayerPass
 }
 
 extension ConversionPlan {
@@ -54,15 +56,16 @@ extension ConversionPlan {
     /// the sample, at 70 % of the search's time (docs/defaults.md).
     static let searchRefitTokens = 1024
 
-    /// Checks `method` before any work, then gathers the calibration statistics the search, greedy ranks
-    /// or (without `layerPass`, the layer pass fitted to its windows) the layers need and, when
-    /// `searchWindows` is given, measures the candidates and keeps the best. The source attention's
+    /// Checks `method` before any work, then fits the layer pass to its calibration windows (unless
+    /// `fittedPass` already is), gathers the calibration statistics the search, greedy ranks or (without a
+    /// layer pass) the layers need and, when `searchWindows` is given, measures the candidates and keeps the best. The source attention's
     /// samples that the search refits and refines on are kept by the statistics pass in a temporary file
     /// in `scratchDirectory` (`WindowSamples`).
-    func choose(_ method: MethodCandidates, searchWindows: [[Int]]?, layerPass: FittedLayerPass, checkpoint: Checkpoint, scratchDirectory: String,
+    func choose(_ method: MethodCandidates, searchWindows: [[Int]]?, fittedPass: FittedLayerPass?, checkpoint: Checkpoint, scratchDirectory: String,
                 observer: any ConversionObserver) throws -> ConversionChoice {
         let c = checkpoint.config
         try Self.checkBeforeWork(config: c, budget: budget, plans: method.checked)
+        let layerPass = try fittedPass ?? self.layerPass(for: checkpoint)
         let (pass, layerWindows) = (layerPass.pass, layerPass.windows)
         // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration
         // tokens; with the refinement, the finalists are refined on the first `ConversionSearch.finalistWindows`
@@ -70,7 +73,9 @@ extension ConversionPlan {
         // the samples of the windows they cover.
         var refitTokens = 0, finalistRefinement: AttentionRefinement?
         if searchWindows != nil, let pass, let layerWindows {
-            if pass.refitOutput { refitTokens = Self.searchRefitTokens }
+            // At least the windows the refit's cross-validation needs: with windows of 1,024 tokens or more,
+            // 1,024 tokens would be one window, and every candidate would keep o_proj.
+            if pass.refitOutput { refitTokens = max(Self.searchRefitTokens, OutputRefit.minimumWindows * (calibrationText?.window ?? 0)) }
             if layerWindows.count >= ConversionSearch.finalistWindows { finalistRefinement = pass.refinement }
         }
         let refitWindows = CalibrationText.truncatedLengths(layerWindows?.map(\.count) ?? [], to: refitTokens).count
@@ -84,7 +89,7 @@ extension ConversionPlan {
         let stats = needsStatistics ? try calibration.statistics(for: checkpoint, observer: observer, samples: samples) : nil
         // The statistics pass freed its layers and states: give the memory back before the search and the pass.
         AllocatorTuning.returnFreedMemory()
-        var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats)
+        var choice = ConversionChoice(options: method.options, allocation: allocations[0], statistics: stats, layerPass: layerPass)
         if let windows = searchWindows {
             let report = try runSearch(try ConversionSearch(source: StreamedModel(checkpoint), store: checkpoint.store, statistics: stats, budget: budget,
                                                             windows: windows, samples: samples, refitTokens: refitTokens),

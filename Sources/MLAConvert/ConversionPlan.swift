@@ -63,30 +63,38 @@ struct LayerPass {
     /// The default stages the calibration windows were too few for, each with why (`fitted`).
     var omitted: [String] = []
 
-    /// This pass on `windows` calibration windows of `windowTokens` tokens: the o_proj refit needs
-    /// `OutputRefit.minimumWindows` of them and the refinement `AttentionRefinement.minimumWindows`. A stage
-    /// the windows are too few for is refused when its flag asked for it (`refitAsked`, `refineAsked`), and
-    /// otherwise left out and named in `omitted`, so that the summary does not claim it.
-    func fitted(windows: Int, windowTokens: Int, refitAsked: Bool, refineAsked: Bool) throws -> LayerPass {
+    /// This pass on `windows` calibration windows of up to `windowTokens` tokens, of `askedTokens` asked
+    /// for (`--calib-tokens`): the o_proj refit needs `OutputRefit.minimumWindows` of them and the refinement
+    /// `AttentionRefinement.minimumWindows`. A stage the windows are too few for is refused when its flag
+    /// asked for it (`refitAsked`, `refineAsked`), and otherwise left out and named in `omitted`, so that the
+    /// summary does not claim it.
+    func fitted(windows: Int, windowTokens: Int, askedTokens: Int, refitAsked: Bool, refineAsked: Bool) throws -> LayerPass {
         var pass = self
-        /// Why a stage that needs `needed` windows cannot run, and the fix.
-        func tooFew(_ needed: Int) -> String {
-            "needs \(needed) calibration windows of \(windowTokens) tokens, the calibration text gives \(windows): "
-                + "give --calib-tokens \(needed * windowTokens) or more, and text that long"
+        /// How many windows there are and the fix, when `needed` are needed: more tokens asked for, or,
+        /// when enough were asked for, a longer text.
+        func shortfall(_ needed: Int) -> String {
+            let tokens = needed * windowTokens
+            return askedTokens >= tokens
+                ? "the calibration text holds only \(windows): give a longer --calib text (at least \(tokens) tokens)"
+                : "--calib-tokens \(askedTokens) gives \(windows): give --calib-tokens \(tokens) or more"
         }
         if pass.refitOutput, windows < OutputRefit.minimumWindows {
-            let why = tooFew(OutputRefit.minimumWindows)
-            if refitAsked { throw ConversionPlanError("--output-refit scores its ridge on a window the fit did not see, so it " + why + ", or --no-output-refit") }
+            let needs = "at least \(OutputRefit.minimumWindows) calibration windows of up to \(windowTokens) tokens"
+            if refitAsked {
+                throw ConversionPlanError("--output-refit: the refit scores its ridge on a window it was not fitted on, so it needs " + needs
+                                          + "; " + shortfall(OutputRefit.minimumWindows) + ", or --no-output-refit")
+            }
             pass.refitOutput = false
-            pass.omitted.append("no o_proj refit (it " + why + ")")
+            pass.omitted.append("no o_proj refit (it needs " + needs + "; " + shortfall(OutputRefit.minimumWindows) + ")")
         }
         if let refinement = pass.refinement, windows < AttentionRefinement.minimumWindows {
-            let why = tooFew(AttentionRefinement.minimumWindows)
+            let needs = "at least \(AttentionRefinement.minimumWindows) calibration windows of up to \(windowTokens) tokens"
             if refineAsked {
-                throw ConversionPlanError("--refine-steps \(refinement.steps) steps on three of every four windows and checks the fourth, so it " + why + ", or --refine-steps 0")
+                throw ConversionPlanError("--refine-steps \(refinement.steps): the refinement steps on three of every four windows and checks the fourth, "
+                                          + "so it needs " + needs + "; " + shortfall(AttentionRefinement.minimumWindows) + ", or --refine-steps 0")
             }
             pass.refinement = nil
-            pass.omitted.append("no refinement (it " + why + ")")
+            pass.omitted.append("no refinement (it needs " + needs + "; " + shortfall(AttentionRefinement.minimumWindows) + ")")
         }
         return pass
     }
@@ -316,7 +324,7 @@ public struct ConversionPlan: Sendable {
     func layerPass(for checkpoint: Checkpoint) throws -> FittedLayerPass {
         guard let pass = try layerPass(), let text = calibrationText else { return FittedLayerPass(pass: nil, windows: nil, omitted: []) }
         let windows = try text.windows(for: checkpoint)
-        let fitted = try pass.fitted(windows: windows.count, windowTokens: text.window, refitAsked: outputRefit == true,
+        let fitted = try pass.fitted(windows: windows.count, windowTokens: text.window, askedTokens: text.tokens, refitAsked: outputRefit == true,
                                      refineAsked: (refineSteps ?? 0) > 0)
         return fitted.runs ? FittedLayerPass(pass: fitted, windows: windows, omitted: fitted.omitted)
                            : FittedLayerPass(pass: nil, windows: nil, omitted: fitted.omitted)

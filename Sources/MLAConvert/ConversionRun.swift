@@ -67,22 +67,24 @@ extension ConversionPlan {
         try validate()
         let c = checkpoint.config
         try checkRequest(config: c)
-        let layerPass = try layerPass(for: checkpoint)
         let settings: (ConversionChoice) -> MethodSettings
         let choice: ConversionChoice
         switch method {
         case let .gqa2mla(r):
             let search = r.isFixed && allocations.count == 1 ? (windows: nil, reason: nil) : searchWindows(for: checkpoint)
+            // The fixed rule depends on whether the layers are refined, so on the calibration windows: only
+            // then are they counted before the plan is checked against the budget.
+            let fittedPass = !r.isFixed && search.reason != nil ? try layerPass(for: checkpoint) : nil
             let (candidates, ropeLabel) = try sharedCandidates(r, config: c, searchReason: search.reason, searching: search.windows != nil,
-                                                               refined: layerPass.pass?.refinement != nil)
-            choice = try choose(candidates, searchWindows: search.windows, layerPass: layerPass, checkpoint: checkpoint, scratchDirectory: scratchDirectory,
-                                observer: observer)
+                                                               refined: fittedPass?.pass?.refinement != nil)
+            choice = try choose(candidates, searchWindows: search.windows, fittedPass: fittedPass, checkpoint: checkpoint,
+                                scratchDirectory: scratchDirectory, observer: observer)
             settings = { sharedSettings(r, $0, ropeLabel: ropeLabel) }
         case let .mha2mla(r):
             let search = r.isFixed && allocations.count == 1 ? (windows: nil, reason: nil) : searchWindows(for: checkpoint)
             if let reason = search.reason, !r.isFixed { observer.note("rope: \(reason), so the fixed rule applies (docs/defaults.md)") }
             let candidates = partialCandidates(r, config: c, searching: search.windows != nil)
-            choice = try choose(candidates, searchWindows: search.windows, layerPass: layerPass, checkpoint: checkpoint, scratchDirectory: scratchDirectory,
+            choice = try choose(candidates, searchWindows: search.windows, fittedPass: nil, checkpoint: checkpoint, scratchDirectory: scratchDirectory,
                                 observer: observer)
             let described = partialSettings(r, choice, config: c)
             observer.note(described.note)
@@ -90,7 +92,7 @@ extension ConversionPlan {
         }
         return PreparedConversion(plan: self, checkpoint: checkpoint,
                                   conversion: ModelConversion(config: c, store: checkpoint.store, statistics: choice.statistics, options: choice.options),
-                                  allocation: choice.allocation, settings: settings(choice), search: choice.search, layerPass: layerPass)
+                                  allocation: choice.allocation, settings: settings(choice), search: choice.search, layerPass: choice.layerPass)
     }
 
     /// Converts `checkpoint` and writes the result to `output` (checked beforehand, see

@@ -13,8 +13,8 @@ struct LayerPassOptions: ParsableArguments {
     var outputRefit: Bool?
 
     @Option(help: ArgumentHelp(
-        "Adam steps per layer on the attention-output error through the real softmax, after the closed-form conversion and the o_proj refit; 0 turns it off (default: \(AttentionRefinement.defaultSteps) with calibration text, none with --calib-stats or --no-calib).",
-        discussion: "Moves the latent, the up-projections and the rope key; every fourth calibration window is held out, so it needs at least \(AttentionRefinement.minimumWindows) windows: with fewer the default leaves it out and the summary says so, and an explicit --refine-steps is refused, and the weights that score best on it are kept, so a layer never ends worse there than the closed form left it. Each step costs about three attention passes over \(AttentionRefinement.defaultWindowsPerStep) calibration windows per layer (docs/method.md §6.c)."))
+        "Adam steps per layer on the attention-output error through the real softmax, after the closed-form conversion and the o_proj refit; 0 turns it off (default: \(AttentionRefinement.defaultSteps) with calibration text of at least \(AttentionRefinement.minimumWindows) windows, none with --calib-stats or --no-calib).",
+        discussion: "Moves the latent, the up-projections and the rope key; every fourth calibration window is held out, and the weights that score best on it are kept, so a layer never ends worse there than the closed form left it. So it needs at least \(AttentionRefinement.minimumWindows) windows: with fewer the default leaves it out and the summary says so, and an explicit --refine-steps is refused. Each step costs about three attention passes over \(AttentionRefinement.defaultWindowsPerStep) calibration windows per layer (docs/method.md §6.c)."))
     var refineSteps: Int?
 
     @Option(help: "Adam's step size in --refine-steps, relative to the root-mean-square value of each refined matrix.")

@@ -34,8 +34,8 @@ public struct OutputRefit: Sendable {
 
     /// Relative ridges tried, λ / (tr(Σ u uᵀ)/n).
     public static let ridges: [Double] = [1e-4, 1e-3, 1e-2, 1e-1, 1]
-    /// Calibration windows a cross-validated refit needs: each window is a fold, and the ridge is scored
-    /// on a fold the fit did not see. With fewer, o_proj is kept.
+    /// Calibration windows a cross-validated refit needs: windows go whole to the folds (two fill two), and
+    /// the ridge is scored on a fold the fit did not see. With fewer, o_proj is kept.
     public static let minimumWindows = 2
 
     /// How `refit` picks the ridge.
@@ -209,7 +209,7 @@ public struct OutputRefit: Sendable {
 extension OutputRefit {
     /// Refits the o_proj of `weights` on calibration windows: `heads[i]` [t_i × n_h·dV] are the layer's
     /// per-head outputs on window i and `targets[i]` [t_i × d] the source attention's outputs (bias
-    /// included) on the same inputs; window i goes to fold i. Records the ridge, the stage and (when
+    /// included) on the same inputs; window i goes to fold i (modulo the fold count). Records the ridge, the stage and (when
     /// `measuringErrors`) the errors in `report`.
     public static func apply(to weights: inout MLALayerWeights, report: inout LayerConversionReport,
                              heads: [[Float]], targets: [[Float]], ridge: RidgeChoice = .crossValidated, measuringErrors: Bool = true) throws {
