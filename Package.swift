@@ -85,7 +85,7 @@ let package = Package(
             path: "Tests/MLATestSupport"),
         .testTarget(name: "CLITests", dependencies: ["MLACLI", "MLAConvert", "MLACheckpoint", "MLARuntime", "MLALinalg", "MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLAVerifyTests", dependencies: ["MLAVerify", "MLACheckpoint", "MLATestSupport"]),
-        .testTarget(name: "MLATensorTests", dependencies: ["MLATensor"]),
+        .testTarget(name: "MLATensorTests", dependencies: ["MLATensor", "MLATestSupport"]),
         .testTarget(name: "MLALinalgTests", dependencies: ["MLALinalg", "MLACheckpoint", "MLATestSupport"]),
         .testTarget(name: "MLACheckpointTests", dependencies: ["MLACheckpoint", "MLATensor", "MLATestSupport"]),
         .testTarget(

@@ -5,6 +5,14 @@ import Testing
 /// The library's seeded generator, under the name every test target already uses.
 public typealias SplitMix64 = MLALinalg.SplitMix64
 
+/// How many positions of `a` and `b` differ (a length difference counts as that many), for comparing
+/// large arrays: on a failed `#expect(a == b)` Swift Testing diffs the two collections to describe the
+/// failure, which took more than 15 minutes on one core for a model's tensors (a million values) instead
+/// of failing. `#expect(differingCount(a, b) == 0)` fails at once and says how many differ.
+public func differingCount<T: Equatable>(_ a: [T], _ b: [T]) -> Int {
+    zip(a, b).reduce(abs(a.count - b.count)) { $0 + ($1.0 == $1.1 ? 0 : 1) }
+}
+
 /// The package root, found from this file's path (`<root>/Tests/MLATestSupport/TestSupport.swift`).
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().path
