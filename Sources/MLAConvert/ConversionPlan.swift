@@ -105,12 +105,17 @@ struct LayerPass {
 
 /// The layer pass as it runs on one model's calibration windows (`ConversionPlan.layerPass(for:)`).
 struct FittedLayerPass {
-    /// The pass, its stages fitted to the windows; nil when the statistics alone calibrate.
-    let pass: LayerPass?
-    /// The calibration windows it runs on (nil when `pass` is).
-    let windows: [[Int]]?
+    /// The plan's pass with its stages fitted to `textWindows` (`LayerPass.fitted`); nil when the plan has none.
+    let fitted: LayerPass?
+    /// The calibration text's windows.
+    let textWindows: [[Int]]
+
+    /// The pass when it does more than the statistics alone (`LayerPass.runs`), else nil.
+    var pass: LayerPass? { fitted?.runs == true ? fitted : nil }
+    /// The calibration windows the pass runs on (nil when `pass` is).
+    var windows: [[Int]]? { pass == nil ? nil : textWindows }
     /// The default stages the windows were too few for, each with why.
-    let omitted: [String]
+    var omitted: [String] { fitted?.omitted ?? [] }
 }
 
 /// The rope settings of gqa2mla (one shared rope key, TransMLA); nil is auto.
@@ -322,12 +327,11 @@ public struct ConversionPlan: Sendable {
     /// The layer pass on `checkpoint`'s calibration windows (the text tokenized), its stages fitted to
     /// how many there are (`LayerPass.fitted`): throws when a flag asked for a stage they are too few for.
     func layerPass(for checkpoint: Checkpoint) throws -> FittedLayerPass {
-        guard let pass = try layerPass(), let text = calibrationText else { return FittedLayerPass(pass: nil, windows: nil, omitted: []) }
+        guard let pass = try layerPass(), let text = calibrationText else { return FittedLayerPass(fitted: nil, textWindows: []) }
         let windows = try text.windows(for: checkpoint)
-        let fitted = try pass.fitted(windows: windows.count, windowTokens: text.window, askedTokens: text.tokens, refitAsked: outputRefit == true,
-                                     refineAsked: (refineSteps ?? 0) > 0)
-        return fitted.runs ? FittedLayerPass(pass: fitted, windows: windows, omitted: fitted.omitted)
-                           : FittedLayerPass(pass: nil, windows: nil, omitted: fitted.omitted)
+        return FittedLayerPass(fitted: try pass.fitted(windows: windows.count, windowTokens: text.window, askedTokens: text.tokens,
+                                                       refitAsked: outputRefit == true, refineAsked: (refineSteps ?? 0) > 0),
+                               textWindows: windows)
     }
 
     /// The summary's description of the calibration and of `pass`, the layer pass as it ran on `tokens`
