@@ -1,4 +1,5 @@
 import CLAPACK
+import Foundation
 
 /// Scalars BLAS and LAPACK routines exist for (single and double precision).
 public protocol LinalgScalar: BinaryFloatingPoint & Sendable {
@@ -16,11 +17,27 @@ public protocol LinalgScalar: BinaryFloatingPoint & Sendable {
                      b: UnsafeMutablePointer<Self>, ldb: Int)
 }
 
+/// The beta to call a GEMM with after C [m × n] (leading dimension `ldc`) is zeroed here when `beta` is 0:
+/// OpenBLAS's own zeroing (its `gemm_beta` loop, 4 % of the default conversion's CPU time) is slower than
+/// `memset` for the many small products with short inner dimensions (the per-head scores), and the kernel
+/// then adds its product to zero, which gives the same bits (docs/performance.md, "Zeroing C").
+@inline(__always)
+func zeroedForAccumulation<T: BinaryFloatingPoint>(_ beta: T, _ c: UnsafeMutablePointer<T>, m: Int, n: Int, ldc: Int) -> T {
+    guard beta == 0, m > 0, n > 0 else { return beta }
+    if ldc == n {
+        memset(c, 0, m * n * MemoryLayout<T>.stride)
+    } else {
+        for row in 0..<m { memset(c + row * ldc, 0, n * MemoryLayout<T>.stride) }
+    }
+    return 1
+}
+
 extension Float: LinalgScalar {
     public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                             a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         FlopCount.add(2 * Double(m) * Double(n) * Double(k), Float.self)
+        let beta = zeroedForAccumulation(beta, c, m: m, n: n, ldc: ldc)
         BLASConcurrency.exclusive { cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                                                 blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc)) }
     }
@@ -46,6 +63,7 @@ extension Double: LinalgScalar {
                             a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
                             beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
         FlopCount.add(2 * Double(m) * Double(n) * Double(k), Double.self)
+        let beta = zeroedForAccumulation(beta, c, m: m, n: n, ldc: ldc)
         BLASConcurrency.exclusive { cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                                                 blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc)) }
     }

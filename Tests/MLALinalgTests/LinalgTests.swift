@@ -45,6 +45,24 @@ func diagonalProduct<T: LinalgScalar>(_ u: Matrix<T>, _ s: [T], _ vt: Matrix<T>)
         #expect(maxAbsDiff(cd, ref) < 1e-14)
     }
 
+    /// With beta = 0 and C a block of a wider matrix (ldc > n), the block is overwritten whatever it
+    /// held (it is zeroed before the kernel adds to it) and the columns beyond it are not touched.
+    @Test func betaZeroOverwritesOnlyTheBlock() {
+        func check<T: LinalgScalar>(_: T.Type) {
+            let a = randomMatrix(6, 4, seed: 5, as: T.self), b = randomMatrix(4, 3, seed: 6, as: T.self)
+            let ldc = 5
+            var c = [T](repeating: .nan, count: 6 * ldc)
+            T.gemm(transA: false, transB: false, m: 6, n: 3, k: 4, alpha: 1, a: a.values, lda: 4, b: b.values, ldb: 3, beta: 0, c: &c, ldc: ldc)
+            let ref = naiveProduct(a, b)
+            for i in 0..<6 {
+                for j in 0..<3 { #expect(abs(Double(c[i * ldc + j]) - ref[i, j]) < 1e-5) }
+                for j in 3..<ldc { #expect(c[i * ldc + j].isNaN) }
+            }
+        }
+        check(Float.self)
+        check(Double.self)
+    }
+
     /// B·L (TRMM) against the naive product with L's lower triangle; the strict upper triangle, set to
     /// NaN, is never read.
     @Test func lowerTriangularProductReadsTheLowerTriangleOnly() {
