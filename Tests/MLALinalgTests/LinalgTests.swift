@@ -45,10 +45,27 @@ func diagonalProduct<T: LinalgScalar>(_ u: Matrix<T>, _ s: [T], _ vt: Matrix<T>)
         #expect(maxAbsDiff(cd, ref) < 1e-14)
     }
 
-    /// With beta = 0 and C a block of a wider matrix (ldc > n), the block is overwritten whatever it
-    /// held (it is zeroed before the kernel adds to it) and the columns beyond it are not touched.
-    @Test func betaZeroOverwritesOnlyTheBlock() {
-        func check<T: LinalgScalar>(_: T.Type) {
+    /// beta = 0 overwrites C without reading it: the runtime hands GEMM and SYRK uninitialized (reused)
+    /// buffers, which may hold NaN patterns that 0 · NaN would keep. `gemm` zeroes C itself before the
+    /// kernel adds to it, so with C a block of a wider matrix (ldc > n) the columns beyond the block must
+    /// stay untouched.
+    @Test func betaZeroIgnoresWhatCHeld() {
+        let a = (0..<(6 * 4)).map { Float($0 % 5) - 2 }, b = (0..<(5 * 4)).map { Float($0 % 3) - 1 }
+        var c = [Float](repeating: .nan, count: 6 * 5)
+        Float.gemm(transA: false, transB: true, m: 6, n: 5, k: 4, alpha: 1, a: a, lda: 4, b: b, ldb: 4, beta: 0, c: &c, ldc: 5)
+        for i in 0..<6 {
+            for j in 0..<5 {
+                #expect(c[i * 5 + j] == (0..<4).reduce(Float(0)) { $0 + a[i * 4 + $1] * b[j * 4 + $1] })
+            }
+        }
+        // Σ over 6 rows of xᵀx for x [6 × 4] = a: the upper triangle is written, exact in small integers.
+        var s = [Float](repeating: .nan, count: 4 * 4)
+        Float.syrkTransposed(n: 4, k: 6, alpha: 1, a: a, lda: 4, beta: 0, c: &s, ldc: 4)
+        for i in 0..<4 {
+            for j in i..<4 { #expect(s[i * 4 + j] == (0..<6).reduce(Float(0)) { $0 + a[$1 * 4 + i] * a[$1 * 4 + j] }) }
+        }
+        // C a block of a wider matrix: the product in the block, the columns past it left as they were.
+        func checkBlock<T: LinalgScalar>(_: T.Type) {
             let a = randomMatrix(6, 4, seed: 5, as: T.self), b = randomMatrix(4, 3, seed: 6, as: T.self)
             let ldc = 5
             var c = [T](repeating: .nan, count: 6 * ldc)
@@ -59,8 +76,8 @@ func diagonalProduct<T: LinalgScalar>(_ u: Matrix<T>, _ s: [T], _ vt: Matrix<T>)
                 for j in 3..<ldc { #expect(c[i * ldc + j].isNaN) }
             }
         }
-        check(Float.self)
-        check(Double.self)
+        checkBlock(Float.self)
+        checkBlock(Double.self)
     }
 
     /// B·L (TRMM) against the naive product with L's lower triangle; the strict upper triangle, set to
@@ -94,25 +111,6 @@ func diagonalProduct<T: LinalgScalar>(_ u: Matrix<T>, _ s: [T], _ vt: Matrix<T>)
                 for r in 0..<a.rows { dot += Double(top.u[r, i]) * Double(u[r, i]) }
                 #expect(abs(abs(dot) - 1) < 1e3 * unitRoundoff(T.self) * Double(a.rows))
             }
-        }
-    }
-
-    /// beta = 0 overwrites C without reading it: the runtime hands GEMM and SYRK uninitialized (reused)
-    /// buffers, which may hold NaN patterns that 0 · NaN would keep.
-    @Test func betaZeroIgnoresWhatCHeld() {
-        let a = (0..<(6 * 4)).map { Float($0 % 5) - 2 }, b = (0..<(5 * 4)).map { Float($0 % 3) - 1 }
-        var c = [Float](repeating: .nan, count: 6 * 5)
-        Float.gemm(transA: false, transB: true, m: 6, n: 5, k: 4, alpha: 1, a: a, lda: 4, b: b, ldb: 4, beta: 0, c: &c, ldc: 5)
-        for i in 0..<6 {
-            for j in 0..<5 {
-                #expect(c[i * 5 + j] == (0..<4).reduce(Float(0)) { $0 + a[i * 4 + $1] * b[j * 4 + $1] })
-            }
-        }
-        // Σ over 6 rows of xᵀx for x [6 × 4] = a: the upper triangle is written, exact in small integers.
-        var s = [Float](repeating: .nan, count: 4 * 4)
-        Float.syrkTransposed(n: 4, k: 6, alpha: 1, a: a, lda: 4, beta: 0, c: &s, ldc: 4)
-        for i in 0..<4 {
-            for j in i..<4 { #expect(s[i * 4 + j] == (0..<6).reduce(Float(0)) { $0 + a[$1 * 4 + i] * a[$1 * 4 + j] }) }
         }
     }
 
