@@ -34,6 +34,7 @@ import MLACheckpoint
         ("mla-verify", ["perplexity", "a", "--ids", "1,2", "--bogus"], "--bogus"),
         ("mla-verify", ["perplexity", "a"], "--text FILE or --ids"),
         ("mla-bench", ["synth", "--shape", "huge", "-o", "out"], "huge"),
+        ("mla-bench", ["blas-concurrency", "--runs", "0"], "--runs"),
     ])
     func usageErrorsAreOneLine(tool: String, arguments: [String], mention: String) throws {
         let dir = CLI.temporaryDirectory()
