@@ -15,7 +15,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mla-bench",
         abstract: "Measure open, GEMM and forward-pass speed and memory on this machine.",
-        subcommands: [Open.self, GEMM.self, Forward.self, Decode.self, Synth.self, SynthStats.self, Eig.self, Layer.self, BLASCalls.self, Fuzz.self])
+        subcommands: [Open.self, GEMM.self, Forward.self, Decode.self, Synth.self, SynthStats.self, Eig.self, Layer.self, ConcurrencyCheck.self, Fuzz.self])
 }
 
 extension Bench {

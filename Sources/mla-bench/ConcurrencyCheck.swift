@@ -3,14 +3,14 @@ import MLACLI
 import MLALinalg
 
 extension Bench {
-    struct BLASCalls: ParsableCommand {
+    struct ConcurrencyCheck: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "blas-concurrency",
             abstract: "Check that BLAS and LAPACK calls from two threads at once give the results they give alone.",
             discussion: """
             Some of Debian 12's OpenBLAS 0.3.21 kernel sets return wrong results when two threads of a process \
             call it at once; the tools then make every call wait for the one before (docs/performance.md, \
-            "Concurrent BLAS calls"). This runs an F32 eigendecomposition 100 times beside F64 SVDs on this \
+            "Concurrent BLAS calls"). This runs an F32 eigendecomposition --runs times beside F64 SVDs on this \
             machine's kernels (OPENBLAS_CORETYPE chooses others), at least 2 BLAS threads per call, and exits \
             with 1 if any result differs from the one computed alone.
             """)
