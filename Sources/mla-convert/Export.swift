@@ -43,6 +43,11 @@ extension MLAConvertCommand {
             let writer = CheckpointWriter(format: format, maxShardBytes: maxShardSize.bytes, deflateLevel: deflate)
             let plan = try writer.output(output, force: force, inputs: [model])
             let checkpoint = try Checkpoint.openPrintingWarnings(model)
+            let eps = MLALayerReader.latentNormEps(checkpoint)
+            if checkpoint.config.family == .deepseekV3, eps != MLALayerReader.hfLatentNormEps {
+                // The tensors and config.json would carry over, but the latent norms' epsilon would not.
+                throw CheckpointError.unsupportedModel(file: model, reason: "this deepseek2 GGUF normalizes its latents with its one epsilon (\(eps)), and a DeepSeek-V3 checkpoint's latent norms use \(MLALayerReader.hfLatentNormEps), so the export would change the model; convert the source model again with --format deepseek (docs/gguf-export.md)")
+            }
             let store = checkpoint.store
             let entries = try store.names.map { name -> TensorWriteEntry in
                 guard let info = store.info(name) else { throw CheckpointError.missingTensor(file: model, tensor: name) }

@@ -73,14 +73,23 @@ public struct MLALayerReader: Sendable {
         }
     }
 
+    /// The epsilon of a DeepSeek-V3 checkpoint's latent norms (`kv_a_layernorm`, `q_a_layernorm`): HF
+    /// builds them with 1e-6 whatever `rms_norm_eps` says (docs/method.md §8.c), while llama.cpp applies a
+    /// GGUF's one epsilon to every norm (docs/gguf-export.md).
+    public static func latentNormEps(_ checkpoint: Checkpoint) -> Double {
+        checkpoint.format == .gguf ? checkpoint.config.rmsNormEps : hfLatentNormEps
+    }
+
+    /// The latent norms' epsilon in a Hugging Face DeepSeek-V3 checkpoint.
+    public static let hfLatentNormEps = 1e-6
+
     /// Layer `layer`'s MLA attention weights (F32).
     public func layer(_ layer: Int) throws -> MLALayerWeights {
         let config = checkpoint.config
         if let rope = deepSeekRope {
-            // llama.cpp applies its one epsilon to every norm; HF fixes the latent norms' at 1e-6.
             return try MLALayerWeights.deepSeekV3Layer(config: config.raw, store: checkpoint.store, layer: layer,
                                                        ropeInvFreq: rope.inverseFrequencies, attentionFactor: rope.attentionFactor,
-                                                       normEps: checkpoint.format == .gguf ? config.rmsNormEps : 1e-6)
+                                                       normEps: Self.latentNormEps(checkpoint))
         }
         return try MLALayerWeights.nativeLayer(config: config.raw["mla_convert"] ?? .null, store: checkpoint.store, layer: layer)
     }
