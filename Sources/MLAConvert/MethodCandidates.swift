@@ -91,13 +91,13 @@ extension ConversionPlan {
             foldSoftmaxScale: format.foldsSoftmaxScale, activationAware: r.factorOn == .activations && heldOutText != nil)
     }
 
-    /// mha2mla's candidates: the given strategy and pairs (default: high, head_dim/16 pairs), else the
-    /// strategies high, 2-norm and rorope at the default pairs, then the best one's pairs halved or
+    /// mha2mla's candidates: the given strategy and pairs (default: the first of `strategies(config:)`,
+    /// head_dim/16 pairs), else those strategies at the default pairs, then the best one's pairs halved or
     /// doubled while the score improves.
     func partialCandidates(_ r: PartialRopeRequest, config c: ModelConfig, searching: Bool) -> MethodCandidates {
         let defaultPairs = r.pairs ?? max(1, c.headDim / 16)
-        let strategies: [PartialRopeStrategy] = r.strategy.map { [$0] } ?? [.high, .twoNorm, .rorope]
-        let chosen = partialOptions(r, r.strategy ?? .high, defaultPairs), first = allocations[0]
+        let strategies = r.strategy.map { [$0] } ?? partialStrategies(config: c)
+        let chosen = partialOptions(r, r.strategy ?? strategies[0], defaultPairs), first = allocations[0]
         func candidate(_ s: PartialRopeStrategy, _ p: Int) -> SearchCandidate {
             let label = s == .rorope ? "rorope, one shared rope key of \(p) pairs" : "\(s.rawValue), \(p) pairs per KV head"
             return SearchCandidate(label: label, options: partialOptions(r, s, p), allocation: first)
@@ -121,13 +121,21 @@ extension ConversionPlan {
         }
     }
 
+    /// The strategies mha2mla measures when none is given: high, 2-norm and rorope in the native format. A
+    /// DeepSeek-V3 or GGUF output holds one rope key shared by all heads, on every s-th pair from pair 0
+    /// (docs/method.md §8.a): with several KV heads only rorope makes one; with one, high does too.
+    func partialStrategies(config c: ModelConfig) -> [PartialRopeStrategy] {
+        if format == .native { return [.high, .twoNorm, .rorope] }
+        return c.numKVHeads > 1 ? [.rorope] : [.high, .rorope]
+    }
+
     /// mha2mla's summary settings for what was chosen, and the note of the rope kept.
     func partialSettings(_ r: PartialRopeRequest, _ choice: ConversionChoice, config c: ModelConfig) -> (settings: MethodSettings, note: String) {
         guard case let .partial(strategy, pairs, _, _) = choice.options.ropePlan else { preconditionFailure("mha2mla keeps partial RoPE") }
         let heads = strategy == .rorope ? "one shared rope key" : "each of the \(c.numKVHeads) KV heads"
         let note = "rope: \(heads) keeps \(pairs) frequency pairs = \(2 * pairs) rope dims (head dim \(c.headDim))"
         let settings = MethodSettings(
-            rope: "\(strategy.rawValue): \(heads) keeps \(pairs) pairs (\(2 * pairs) dims)" + (choice.search == nil ? "" : " (auto)"),
+            rope: "\(strategy.rawValue): \(heads) keeps \(pairs) pairs (\(2 * pairs) dims)" + (choice.search == nil || r.isFixed ? "" : " (auto)"),
             latent: "\(r.factorization.rawValue) on \(heldOutText == nil ? "weights" : r.factorOn.rawValue), sigma \(r.sigma.rawValue), "
                 + "\(choice.options.weighting.settingText), \(choice.allocation.rawValue) ranks",
             query: nil)

@@ -40,7 +40,7 @@ struct CheckpointReport {
     }
 
     var ropeDescription: String {
-        var s = "base \(formatNumber(config.ropeTheta)), \(config.headDim / 2) pairs, scaling \(config.ropeScaling.typeName)"
+        var s = "base \(formatNumber(config.ropeTheta)), \(ropePairs), scaling \(config.ropeScaling.typeName)"
         switch config.ropeScaling {
         case .none: break
         case let .linear(f): s += " (factor \(f))"
@@ -48,6 +48,16 @@ struct CheckpointReport {
         case let .yarn(f, o, bf, bs, _, _, _, _): s += " (factor \(f), original context \(o), beta \(bf)/\(bs))"
         }
         return s
+    }
+
+    /// RoPE pairs per key head: an MLA model rotates only its rope key (qk_rope_head_dim), and the
+    /// native format sets that per layer.
+    var ropePairs: String {
+        switch config.family {
+        case .deepseekV3: return "\((config.raw["qk_rope_head_dim"]?.int ?? 0) / 2) pairs (qk_rope_head_dim)"
+        case .mlaNative: return "pairs set per layer"
+        default: return "\(config.headDim / 2) pairs"
+        }
     }
 
     var biases: String {

@@ -31,7 +31,7 @@ extension MLAConvertCommand {
 
         @OptionGroup var budget: BudgetOptions
 
-        @Option(help: "Which pairs keep RoPE: high, low, uniform, 2-norm or rorope; default auto: high, 2-norm and rorope measured at the budget (see --search-tokens; low and uniform measured worse than high on the sample and are left out).")
+        @Option(help: "Which pairs keep RoPE: high, low, uniform, 2-norm or rorope; default auto: high, 2-norm and rorope measured at the budget (see --search-tokens; low and uniform measured worse than high on the sample and are left out); with --format deepseek or gguf only those the format holds: rorope, and high for a model with one KV head.")
         var ropeStrategy: PartialRopeStrategy?
 
         @Option(help: "Frequency pairs kept with RoPE per head (each pair is 2 dims); default auto: head_dim/16, then halved or doubled while the measured score improves.")

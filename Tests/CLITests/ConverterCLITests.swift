@@ -97,6 +97,24 @@ import MLATestSupport
         }
     }
 
+    /// A DeepSeek-V3 or GGUF output holds one rope key for all heads, so with the sample's 3 KV heads
+    /// mha2mla without `--rope-strategy` keeps rorope there (it kept `high`, which those formats refuse),
+    /// and `high` in the native format.
+    @Test(.needsSampleData, arguments: [("deepseek", "rorope"), ("gguf", "rorope"), ("native", "high")])
+    func mha2mlaKeepsAStrategyTheFormatHolds(format: String, strategy: String) throws {
+        let dir = CLI.temporaryDirectory(), out = dir + "/out"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run("mla-convert", ["mha2mla", SampleData.modelPath, "-o", out, "--format", format, "--no-calib", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let rope = try #require(try JSONValue.parse(r.stdout)["settings"]?["rope"]?.string)
+        #expect(rope.hasPrefix(strategy + ":"), "\(rope)")
+        // inspect counts the rope key's pairs, not those of the whole query/key head (nope + rope).
+        let pairs = try #require(rope.firstMatch(of: /keeps (\d+) pairs/).map { String($0.1) })
+        let inspect = try CLI.run("mla-convert", ["inspect", out])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        #expect(inspect.stdout.contains(format == "native" ? "pairs set per layer" : pairs + " pairs (qk_rope_head_dim)"), "\(inspect.stdout)")
+    }
+
     @Test("impossible requests fail with one line before any work and write nothing", .needsSampleData, arguments: [
         ["gqa2mla", "--kv-budget", "1.5"],
         ["gqa2mla", "--kv-lora-rank", "5000"],
