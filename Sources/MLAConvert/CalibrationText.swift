@@ -28,10 +28,11 @@ public struct CalibrationText: Sendable {
         self.workers = workers
     }
 
-    /// Refuses non-positive token, window and worker counts.
+    /// Refuses token and window counts below 2 (a window predicts its tokens after the first, so a
+    /// 1-token window scores nothing) and non-positive worker counts.
     public func validate() throws {
-        guard tokens > 0 else { throw ConversionPlanError("--calib-tokens must be positive") }
-        guard window >= 1 else { throw ConversionPlanError("--calib-window must be positive") }
+        guard tokens >= 2 else { throw ConversionPlanError("--calib-tokens must be at least 2, got \(tokens)") }
+        guard window >= 2 else { throw ConversionPlanError("--calib-window must be at least 2 (a window predicts the tokens after its first), got \(window)") }
         if let workers, workers < 1 { throw ConversionPlanError("--calib-workers must be at least 1") }
     }
 

@@ -125,6 +125,7 @@ import MLATestSupport
         ["mha2mla", "--rope-strategy", "2-norm", "--no-calib"],
         ["gqa2mla", "--calib-tokens", "1024", "--refine-steps", "8"],
         ["mha2mla", "--calib-tokens", "512", "--output-refit"],
+        ["mha2mla", "--calib-window", "1"],
     ])
     func impossibleRequests(arguments: [String]) throws {
         let sample = SampleData.modelPath

@@ -102,6 +102,11 @@ import MLATensor
         #expect((report["mla_core"]?["absorbed_vs_naive_max_rel"]?.double ?? 1) < 1e-4)
         let ratio = try #require(report["perplexity_ratio"]?.double)
         #expect(ratio.isFinite && ratio > 0)
+        // The perplexity gate: just under the measured ratio it fails and says why, just over it passes.
+        r = try CLI.run("mla-verify", [synth, mla, "--ids", ids, "--window", "128", "--max-ppl-increase", String(ratio * 0.999)])
+        #expect(r.status == 1 && r.stderr.contains("is above --max-ppl-increase"), "\(r.stderr)")
+        r = try CLI.run("mla-verify", [synth, mla, "--ids", ids, "--window", "128", "--max-ppl-increase", String(ratio * 1.001)])
+        #expect(r.status == 0 && !r.stderr.contains("--max-ppl-increase"), "\(r.stderr)")
         r = try CLI.run("mla-verify", ["perplexity", synth, "--ids", ids, "--window", "128", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let alone = try #require(try JSONValue.parse(r.stdout)["perplexity"]?.double)

@@ -202,7 +202,7 @@ extension BPETokenizer {
     public static func forCheckpoint(_ checkpoint: Checkpoint) throws -> BPETokenizer {
         if let gguf = checkpoint.ggufTokenizer { return try BPETokenizer(gguf: gguf, source: checkpoint.path) }
         guard let bytes = checkpoint.auxiliaryFiles["tokenizer.json"] else {
-            throw TokenizerError.malformed(source: checkpoint.path, reason: "no tokenizer.json; pass token ids with --ids instead")
+            throw TokenizerError.malformed(source: checkpoint.path, reason: "no tokenizer.json, so text cannot be tokenized (mla-verify takes token ids with --ids instead)")
         }
         let json: JSONValue
         do { json = try JSONValue.parse(bytes) } catch {
