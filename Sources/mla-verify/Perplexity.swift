@@ -40,7 +40,7 @@ extension MLAVerifyCommand {
         @Flag(help: "Prepend the BOS token to the text.")
         var bos = false
 
-        @Flag(help: "Print JSON (keys perplexity, nll, top1, tokens, windows, seconds).")
+        @Flag(help: "Print JSON (keys perplexity, nll, top1, tokens (predicted positions), input_tokens, window, seconds).")
         var json = false
 
         @OptionGroup var runtime: RuntimeOptions
@@ -80,6 +80,11 @@ extension MLAVerifyCommand {
                 ]).serialized(indent: 2))
             } else {
                 print("perplexity \(String(format: "%.4f", result.perplexity))  nll \(String(format: "%.5f", result.nll))  top-1 \(String(format: "%.4f", result.top1))  (\(result.tokens) predicted positions of \(tokenIds.count) tokens, window \(window), \(String(format1: seconds)) s)")
+                // A perplexity that is not a number fails here as it does with --json (which cannot hold it).
+                if !result.perplexity.isFinite {
+                    writeStandardError("perplexity: \(result.perplexity): the model's logits are not finite numbers\n")
+                    throw ExitCode(1)
+                }
             }
         }
     }

@@ -115,4 +115,26 @@ import MLATensor
         r = try CLI.run("mla-verify", [synth, mla, "--ids", "5,32000"])
         #expect(r.status != 0 && r.stderr.contains("32000"), "\(r.stderr)")
     }
+
+    /// A weight that is not a number where the readers do not look (an MLP) makes the perplexity NaN:
+    /// `mla-verify perplexity` prints it and fails, as it does with --json (which cannot hold it); it
+    /// exited 0 in text mode.
+    @Test func aNaNPerplexityFails() throws {
+        let dir = CLI.temporaryDirectory(), model = dir + "/tiny"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let synth = try CLI.run("mla-bench", ["synth", "--shape", "tiny", "-o", model])
+        #expect(synth.status == 0, "\(synth.stderr)")
+        // One BF16 NaN (0x7FC0) as the first element of layer 1's up_proj.
+        let path = model + "/model.safetensors"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let headerLength = Int(bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        let header = try JSONValue.parse(bytes.subdata(in: 8..<(8 + headerLength)))
+        let offset = try #require(header["model.layers.1.mlp.up_proj.weight"]?["data_offsets"]?.array?.first?.int)
+        #expect(header["model.layers.1.mlp.up_proj.weight"]?["dtype"]?.string == "BF16")
+        bytes[8 + headerLength + offset] = 0xC0
+        bytes[8 + headerLength + offset + 1] = 0x7F
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let r = try CLI.run("mla-verify", ["perplexity", model, "--ids", "1,2,3,4,5,6"])
+        #expect(r.status == 1 && r.stdout.contains("perplexity nan") && r.stderr.contains("not finite"), "\(r.stdout)\(r.stderr)")
+    }
 }
