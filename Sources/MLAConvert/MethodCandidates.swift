@@ -91,7 +91,7 @@ extension ConversionPlan {
             foldSoftmaxScale: format.foldsSoftmaxScale, activationAware: r.factorOn == .activations && heldOutText != nil)
     }
 
-    /// mha2mla's candidates: the given strategy and pairs (default: the first of `strategies(config:)`,
+    /// mha2mla's candidates: the given strategy and pairs (default: the first of `partialStrategies(config:)`,
     /// head_dim/16 pairs), else those strategies at the default pairs, then the best one's pairs halved or
     /// doubled while the score improves.
     func partialCandidates(_ r: PartialRopeRequest, config c: ModelConfig, searching: Bool) -> MethodCandidates {

@@ -106,8 +106,8 @@ extension MLAVerifyCommand {
             }
             print(json ? try result.json.serialized(indent: 2) : summary(result))
             // Written so that a NaN ratio fails the gate.
-            if let limit = maxPplIncrease, !(result.converted.perplexity / result.original.perplexity <= limit) {
-                let ratio = result.converted.perplexity / result.original.perplexity
+            let ratio = result.converted.perplexity / result.original.perplexity
+            if let limit = maxPplIncrease, !(ratio <= limit) {
                 writeStandardError("verify: perplexity ratio x\(String(format: "%.3f", ratio)) is above --max-ppl-increase \(limit)\n")
                 throw ExitCode(1)
             }

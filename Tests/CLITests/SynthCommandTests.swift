@@ -127,7 +127,7 @@ import MLATensor
         // One BF16 NaN (0x7FC0) as the first element of layer 1's up_proj.
         let path = model + "/model.safetensors"
         var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-        let headerLength = Int(bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        let headerLength = Int(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
         let header = try JSONValue.parse(bytes.subdata(in: 8..<(8 + headerLength)))
         let offset = try #require(header["model.layers.1.mlp.up_proj.weight"]?["data_offsets"]?.array?.first?.int)
         #expect(header["model.layers.1.mlp.up_proj.weight"]?["dtype"]?.string == "BF16")
