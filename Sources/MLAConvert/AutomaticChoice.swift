@@ -56,7 +56,7 @@ extension ConversionPlan {
     /// the sample, at 70 % of the search's time (docs/defaults.md).
     static let searchRefitTokens = 1024
 
-    /// Checks `method` before any work, then fits the layer pass to its calibration windows (unless
+    /// Fits the layer pass to its calibration windows (unless
     /// `fittedPass` already is), gathers the calibration statistics the search, greedy ranks or (without a
     /// layer pass) the layers need and, when `searchWindows` is given, measures the candidates and keeps the best. The source attention's
     /// samples that the search refits and refines on are kept by the statistics pass in a temporary file
@@ -64,7 +64,6 @@ extension ConversionPlan {
     func choose(_ method: MethodCandidates, searchWindows: [[Int]]?, fittedPass: FittedLayerPass?, checkpoint: Checkpoint, scratchDirectory: String,
                 observer: any ConversionObserver) throws -> ConversionChoice {
         let c = checkpoint.config
-        try Self.checkBeforeWork(config: c, budget: budget, plans: method.checked)
         let layerPass = try fittedPass ?? self.layerPass(for: checkpoint)
         let (pass, layerWindows) = (layerPass.pass, layerPass.windows)
         // With the o_proj refit, each candidate is refit too, on the first `searchRefitTokens` calibration

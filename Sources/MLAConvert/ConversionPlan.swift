@@ -350,18 +350,19 @@ public struct ConversionPlan: Sendable {
     }
 
     /// Refuses, before any work, a rope request the model's heads cannot hold, then unless one of
-    /// `plans` fits the budget (`ModelConversion.checkPlan`, which runs `CacheBudget.rank`).
-    static func checkBeforeWork(config: ModelConfig, budget: CacheBudget, plans: [LayerConversionOptions]) throws {
+    /// `plans` fits the budget (`ModelConversion.checkPlan`, which runs `CacheBudget.rank`). The refusal
+    /// names the model file, since the limit is the model's.
+    static func checkBeforeWork(checkpoint: Checkpoint, budget: CacheBudget, plans: [LayerConversionOptions]) throws {
         guard !plans.isEmpty else { throw ConversionPlanError("no rope plan fits the rope flags as given (--rope-dim, --rope-frequencies, --freqfold)") }
-        var refusal: (any Error)?
+        var refusal: ConversionPlanError?
         for plan in plans {
             do {
-                try ModelConversion.checkPlan(config: config, options: plan, budget: budget)
+                try ModelConversion.checkPlan(config: checkpoint.config, options: plan, budget: budget)
                 return
-            } catch {
+            } catch let error as ConversionPlanError {
                 refusal = refusal ?? error
             }
         }
-        if let refusal { throw refusal }
+        if let refusal { throw ConversionPlanError("\(checkpoint.path): \(refusal)") }
     }
 }

@@ -61,7 +61,7 @@ extension ConversionPlan {
     /// Checks the plan against `checkpoint` before any work, gathers the calibration and makes the
     /// automatic choices (each score a note to `observer`; the search's calibration samples are kept in a
     /// temporary file in `scratchDirectory`, by default the system's). Throws `ConversionPlanError` for a
-    /// request the model cannot satisfy and `MLAError` for a plan that does not fit the budget.
+    /// request the model cannot satisfy or a plan that does not fit the budget, before any work.
     public func prepare(checkpoint: Checkpoint, observer: any ConversionObserver = SilentObserver(),
                         scratchDirectory: String = NSTemporaryDirectory()) throws -> PreparedConversion {
         try validate()
@@ -77,13 +77,15 @@ extension ConversionPlan {
             let fittedPass = !r.isFixed && search.reason != nil ? try layerPass(for: checkpoint) : nil
             let (candidates, ropeLabel) = try sharedCandidates(r, config: c, searchReason: search.reason, searching: search.windows != nil,
                                                                refined: fittedPass?.pass?.refinement != nil)
+            try Self.checkBeforeWork(checkpoint: checkpoint, budget: budget, plans: candidates.checked)
             choice = try choose(candidates, searchWindows: search.windows, fittedPass: fittedPass, checkpoint: checkpoint,
                                 scratchDirectory: scratchDirectory, observer: observer)
             settings = { sharedSettings(r, $0, ropeLabel: ropeLabel) }
         case let .mha2mla(r):
             let search = r.isFixed && allocations.count == 1 ? (windows: nil, reason: nil) : searchWindows(for: checkpoint)
-            if let reason = search.reason, !r.isFixed { observer.note("rope: \(reason), so the fixed rule applies (docs/defaults.md)") }
             let candidates = partialCandidates(r, config: c, searching: search.windows != nil)
+            try Self.checkBeforeWork(checkpoint: checkpoint, budget: budget, plans: candidates.checked)
+            if let reason = search.reason, !r.isFixed { observer.note("rope: \(reason), so the fixed rule applies (docs/defaults.md)") }
             choice = try choose(candidates, searchWindows: search.windows, fittedPass: nil, checkpoint: checkpoint, scratchDirectory: scratchDirectory,
                                 observer: observer)
             let described = partialSettings(r, choice, config: c)

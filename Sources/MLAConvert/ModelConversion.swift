@@ -26,8 +26,7 @@ public enum CacheBudget: Sendable, Equatable {
         case let .fraction(beta):
             let r = Int((beta * Double(sourceValues)).rounded(.down)) - ropeValues
             guard r > 0 else {
-                throw MLAError.invalid(layer: "model", field: "kv budget",
-                                       reason: "\(beta) of \(sourceValues) cache values leaves no room for a latent after \(ropeValues) rope values; raise the budget or keep fewer rope dims")
+                throw ConversionPlanError("--kv-budget \(beta): \(beta) of \(sourceValues) cache values leaves no room for a latent after \(ropeValues) rope values; raise the budget or keep fewer rope dims")
             }
             return r
         }
@@ -110,32 +109,37 @@ public struct ModelConversion: Sendable {
     }
 
     /// Refuses impossible requests before any work: odd head dims, more rope pairs than a head has,
-    /// ranks beyond what the layer can hold, budgets with no room for a latent.
+    /// ranks beyond what the layer can hold, budgets with no room for a latent. The refusal
+    /// (`ConversionPlanError`) names the flag that sets the value.
     public static func checkPlan(config c: ModelConfig, options: LayerConversionOptions, budget: CacheBudget) throws {
-        func fail(_ field: String, _ reason: String) -> MLAError { MLAError.invalid(layer: "model", field: field, reason: reason) }
-        guard c.headDim % 2 == 0 else { throw fail("head_dim", "\(c.headDim) is odd; RoPE needs pairs") }
+        func fail(_ reason: String) -> ConversionPlanError { ConversionPlanError(reason) }
+        guard c.headDim % 2 == 0 else { throw fail("head dim \(c.headDim) is odd; RoPE needs pairs") }
         let pairs = c.headDim / 2, nkvDims = c.numKVHeads * c.headDim
         switch options.ropePlan {
         case let .shared(dims, stride, fold):
-            guard dims >= 2, dims % 2 == 0, dims <= c.headDim else { throw fail("rope dims", "\(dims) must be even and within 2...\(c.headDim) (the head dim)") }
-            guard stride * dims / 2 <= pairs, pairs % fold == 0 else { throw fail("freqfold", "stride \(stride) and fold \(fold) do not fit \(pairs) pairs") }
-        case let .partial(_, keep, start, _):
-            guard keep >= 1, keep <= pairs else { throw fail("rope pairs", "\(keep) pairs requested, a head has \(pairs) (head dim \(c.headDim)); --rope-pairs counts frequency pairs, not dims") }
-            guard start >= 0, start < pairs else { throw fail("uniform start", "\(start) is outside 0..<\(pairs)") }
+            guard dims >= 2, dims % 2 == 0, dims <= c.headDim else { throw fail("--rope-dim \(dims) must be even and within 2...\(c.headDim) (the head dim)") }
+            guard stride * dims / 2 <= pairs, pairs % fold == 0 else { throw fail("--freqfold \(fold): with stride \(stride) it does not fit \(pairs) pairs") }
+        case let .partial(strategy, keep, start, _):
+            guard keep >= 1, keep <= pairs else { throw fail("--rope-pairs \(keep): a head has \(pairs) pairs (head dim \(c.headDim)); --rope-pairs counts frequency pairs, not dims") }
+            // Uniform keeps pairs start + ⌊k·pairs/keep⌋ (k < keep): a larger start would run past the last pair.
+            let startLimit = pairs - (keep - 1) * pairs / keep
+            guard strategy != .uniform || (start >= 0 && start < startLimit) else {
+                throw fail("--uniform-start \(start): \(keep) uniform pairs of \(pairs) start in 0..<\(startLimit), else the last would be past the head's last pair")
+            }
         }
         let ropeValues = Self.ropeValues(config: c, rope: options.ropePlan)
         let nope = nkvDims - min(ropeValues, nkvDims)
         let rank = try Self.budgetRank(config: c, rope: options.ropePlan, budget: budget)
         let maxRank = min(nope + nkvDims, c.hiddenSize)
         guard rank <= maxRank else {
-            throw fail("kv_lora_rank", "\(rank) exceeds the largest useful rank \(maxRank) (NoPE key dims \(nope) + value dims \(nkvDims), at most hidden size \(c.hiddenSize))")
+            throw fail("kv_lora_rank \(rank) (--kv-lora-rank, or --kv-budget) exceeds the largest useful rank \(maxRank) (NoPE key dims \(nope) + value dims \(nkvDims), at most hidden size \(c.hiddenSize))")
         }
         if options.mode == .split, rank / 2 > nope || rank - rank / 2 > nkvDims {
-            throw fail("kv_lora_rank", "split mode gives keys \(rank / 2) and values \(rank - rank / 2) of it, more than their \(nope) and \(nkvDims) dims")
+            throw fail("--factorization split: kv_lora_rank \(rank) gives keys \(rank / 2) and values \(rank - rank / 2) of it, more than their \(nope) and \(nkvDims) dims")
         }
         if let qr = options.queryRank {
             let rows = c.numHeads * (c.headDim + (options.ropePlan.isShared ? ropeValues : ropeValues / c.numKVHeads))
-            guard qr <= min(rows, c.hiddenSize) else { throw fail("q_lora_rank", "\(qr) exceeds min(query rows \(rows), hidden size \(c.hiddenSize))") }
+            guard qr <= min(rows, c.hiddenSize) else { throw fail("--q-lora-rank \(qr) exceeds min(query rows \(rows), hidden size \(c.hiddenSize))") }
         }
     }
 

@@ -121,6 +121,8 @@ import MLATestSupport
         ["gqa2mla", "--rope-dim", "66"],
         ["gqa2mla", "--rank-allocation", "greedy"],
         ["mha2mla", "--rope-pairs", "40"],
+        ["mha2mla", "--rope-strategy", "uniform", "--uniform-start", "32", "--no-calib"],
+        ["mha2mla", "--kv-lora-rank", "100000", "--no-calib"],
         ["mha2mla", "--kv-budget", "0"],
         ["mha2mla", "--rope-strategy", "2-norm", "--no-calib"],
         ["gqa2mla", "--calib-tokens", "1024", "--refine-steps", "8"],
@@ -132,9 +134,14 @@ import MLATestSupport
         let dir = CLI.temporaryDirectory(), out = dir + "/out"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let r = try CLI.run("mla-convert", [arguments[0], sample, "-o", out] + arguments.dropFirst())
-        #expect(r.status != 0)
-        // One line (no usage lines after it) and no progress: the refusal came before calibration.
+        #expect(r.status == 64, "\(r.stderr)")
+        // One line (no usage lines after it) and no progress: the refusal came before calibration. It names
+        // the flag to change, and the model file when the model sets the limit.
         #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        #expect(r.stderr.contains("--"), "\(r.stderr)")
+        if arguments.contains("--rope-pairs") || arguments.contains("--uniform-start") || arguments.contains("--kv-lora-rank") {
+            #expect(r.stderr.hasPrefix("Error: \(sample): "), "\(r.stderr)")
+        }
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 }

@@ -197,11 +197,12 @@ import Testing
         #expect(greedyLoss <= uniformLoss + 1e-12)
     }
 
-    @Test("impossible requests are refused before any work", arguments: [
-        (RopePlan.partial(strategy: .high, pairs: 9, start: 0, combination: .product), CacheBudget.rank(8), "rope pairs"),
-        (.shared(dims: 18, stride: 1, fold: 1), .rank(8), "rope dims"),
-        (.shared(dims: 8, stride: 1, fold: 1), .rank(500), "kv_lora_rank"),
-        (.shared(dims: 16, stride: 1, fold: 1), .fraction(0.1), "kv budget"),
+    @Test("impossible requests are refused before any work, naming the flag", arguments: [
+        (RopePlan.partial(strategy: .high, pairs: 9, start: 0, combination: .product), CacheBudget.rank(8), "--rope-pairs 9"),
+        (.partial(strategy: .uniform, pairs: 2, start: 8, combination: .product), .rank(8), "--uniform-start 8"),
+        (.shared(dims: 18, stride: 1, fold: 1), .rank(8), "--rope-dim 18"),
+        (.shared(dims: 8, stride: 1, fold: 1), .rank(500), "kv_lora_rank 500"),
+        (.shared(dims: 16, stride: 1, fold: 1), .fraction(0.1), "--kv-budget 0.1"),
     ])
     func impossibleRequests(rope: RopePlan, budget: CacheBudget, field: String) throws {
         let (config, _) = SyntheticModel.make(heads: 4, kvHeads: 2)

@@ -6,7 +6,8 @@ public enum PartialRopeStrategy: String, Sendable, CaseIterable {
     case high
     /// The r slowest pairs.
     case low
-    /// Every (P/r)-th pair from the start offset.
+    /// Every (P/r)-th pair from the start offset: pairs start + ⌊k·P/r⌋, the last within the head
+    /// (`ModelConversion.checkPlan`).
     case uniform
     /// Per KV head, the r pairs with the largest query·key norm from calibration.
     case twoNorm = "2-norm"
@@ -33,7 +34,7 @@ public enum PartialRope {
         case .low:
             return Array(repeating: Array((p - r)..<p), count: s.numKVHeads)
         case .uniform:
-            return Array(repeating: (0..<r).map { (start + $0 * p / r) % p }.sorted(), count: s.numKVHeads)
+            return Array(repeating: (0..<r).map { start + $0 * p / r }, count: s.numKVHeads)
         case .twoNorm:
             let queryEnergy = queryEnergy()
             return (0..<s.numKVHeads).map { j in
