@@ -15,6 +15,11 @@ public struct RuntimeOptions: ParsableArguments {
 
     public init() {}
 
+    /// Refuses a thread count below 1 (OpenBLAS would silently use its own default).
+    public func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
     /// Sets the BLAS thread count and the allocator (`AllocatorTuning`) and, with `--stats`, arranges
     /// for `ResourceUsage.summary` to be printed at process exit (also after an error), so every
     /// command gets it without its own code.

@@ -176,6 +176,16 @@ public struct Checkpoint: Sendable {
         return infos
     }
 
+    /// Tensor `name` for copying to an output, refused when it holds an infinity or NaN: the error names
+    /// the source file, where the writers' own check (`CheckpointError.nonFiniteOutput`) could only name
+    /// the output being written.
+    public func checkedTensor(_ name: String) throws -> Tensor {
+        let tensor = try store.tensor(name)
+        guard let bad = tensor.withRawBytes({ FloatConversion.firstNonFinite($0, dtype: tensor.dtype) }) else { return tensor }
+        throw CheckpointError.malformedTensor(file: store.info(name)?.file ?? path, tensor: name,
+                                              reason: "holds a non-finite value at element \(bad); the checkpoint is damaged")
+    }
+
     /// Total parameter count (elements of every tensor).
     public var parameterCount: Int { store.names.reduce(0) { $0 + (store.info($1)?.elementCount ?? 0) } }
 }

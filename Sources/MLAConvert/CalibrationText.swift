@@ -146,7 +146,7 @@ public struct CalibrationMix: Sendable, Equatable, CustomStringConvertible {
     /// Parses `--calib-mix`: `name=weight` pairs separated by commas (`plays=2,docs=1,code=1`); domains
     /// not named get weight 0.
     public init(parsing spec: String) throws {
-        var shares = [Int](repeating: 0, count: CalibrationCorpus.domains.count)
+        var shares = [Int](repeating: 0, count: CalibrationCorpus.domains.count), named: Set<Int> = []
         for part in spec.split(separator: ",") {
             let pair = part.split(separator: "=", maxSplits: 1).map { String($0).trimmingCharacters(in: .whitespaces) }
             guard pair.count == 2, let i = CalibrationCorpus.domains.firstIndex(where: { $0.name == pair[0] }),
@@ -154,6 +154,8 @@ public struct CalibrationMix: Sendable, Equatable, CustomStringConvertible {
                 throw ConversionPlanError("--calib-mix '\(spec)': expected name=weight pairs with names "
                                           + CalibrationCorpus.domains.map(\.name).joined(separator: ", ") + " and weights of 0 or more")
             }
+            guard !named.contains(i) else { throw ConversionPlanError("--calib-mix '\(spec)': \(pair[0]) is given twice") }
+            named.insert(i)
             shares[i] = weight
         }
         guard shares.contains(where: { $0 > 0 }) else { throw ConversionPlanError("--calib-mix '\(spec)': give some domain a positive weight") }

@@ -27,23 +27,17 @@ extension MLAConvertCommand {
         @Option(name: .shortAndLong, help: "Output statistics file (.safetensors).")
         var output: String
 
-        @OptionGroup var calibration: CalibrationOptions
+        @OptionGroup var calibration: CalibrationTextOptions
 
         @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).")
         var force = false
 
         @OptionGroup var runtime: RuntimeOptions
 
-        func validate() throws {
-            guard !calibration.noCalib, calibration.calibStats == nil else {
-                throw ValidationError("calibrate collects statistics from text: --no-calib and --calib-stats do not apply")
-            }
-        }
-
         func run() throws {
             runtime.apply()
             // Before the calibration pass: an output that overlaps an input, exists or cannot be written fails now.
-            let plan = try OutputPlan(output, kind: .file, force: force, inputs: [model] + calibration.source.inputs)
+            let plan = try OutputPlan(output, kind: .file, force: force, inputs: [model] + calibration.text.inputs)
             let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let stats = try asUsageError { try calibration.text.statistics(for: checkpoint, observer: ProgressObserver()) }
             try stats.save(to: plan)

@@ -1,9 +1,8 @@
 import ArgumentParser
 import MLAConvert
 
-/// Where the activation statistics of a conversion come from: saved statistics, calibration text
-/// (default: the mix of the sample data's plays, docs and code), or none (weights only).
-struct CalibrationOptions: ParsableArguments {
+/// The calibration text: files, or the default mix of the sample data's plays, docs and code.
+struct CalibrationTextOptions: ParsableArguments {
     @Option(parsing: .upToNextOption,
             help: ArgumentHelp("Calibration text files (default: the sample data's mix of plays, docs and code, --calib-mix).",
                                discussion: """
@@ -28,20 +27,10 @@ struct CalibrationOptions: ParsableArguments {
                                discussion: "Measured faster than one window at a time on multithreaded BLAS (docs/performance.md); each worker holds its own statistics (layers × hidden² doubles)."))
     var calibWorkers: Int?
 
-    @Option(help: "Saved statistics from 'mla-convert calibrate' (skips the calibration pass).")
-    var calibStats: String?
-
-    @Flag(help: "Weights only: factor the weights without activation statistics (C = I).")
-    var noCalib = false
-
-    /// Refuses --no-calib with a calibration source, --calib-mix with files or a malformed mix, and counts
-    /// out of range (`CalibrationText.validate`).
+    /// Refuses --calib-mix with files or a malformed mix, and counts out of range (`CalibrationText.validate`).
     func validate() throws {
-        if noCalib, calibStats != nil || !calib.isEmpty {
-            throw ValidationError("--no-calib cannot be combined with --calib or --calib-stats")
-        }
-        if calibMix != nil, noCalib || !calib.isEmpty {
-            throw ValidationError("--calib-mix mixes the default text: it cannot be combined with --calib or --no-calib")
+        if calibMix != nil, !calib.isEmpty {
+            throw ValidationError("--calib-mix mixes the default text: it cannot be combined with --calib")
         }
         try asUsageError { _ = try mix; try text.validate() }
     }
@@ -53,10 +42,33 @@ struct CalibrationOptions: ParsableArguments {
     var text: CalibrationText {
         CalibrationText(files: calib, mix: (try? mix) ?? .standard, tokens: calibTokens, window: calibWindow, workers: calibWorkers)
     }
+}
+
+/// Where a conversion's activation statistics come from: saved statistics, calibration text
+/// (`CalibrationTextOptions`), or none (weights only).
+struct CalibrationOptions: ParsableArguments {
+    @OptionGroup var textOptions: CalibrationTextOptions
+
+    @Option(help: "Saved statistics from 'mla-convert calibrate' (skips the calibration pass).")
+    var calibStats: String?
+
+    @Flag(help: "Weights only: factor the weights without activation statistics (C = I).")
+    var noCalib = false
+
+    /// Refuses --no-calib with a calibration source or a mix.
+    func validate() throws {
+        if noCalib, calibStats != nil || !textOptions.calib.isEmpty {
+            throw ValidationError("--no-calib cannot be combined with --calib or --calib-stats")
+        }
+        if noCalib, textOptions.calibMix != nil {
+            throw ValidationError("--calib-mix mixes the default text: it cannot be combined with --no-calib")
+        }
+    }
 
     /// Where the conversion's statistics come from; saved statistics keep the text for held-out windows.
     var source: CalibrationSource {
         if noCalib { return .none }
+        let text = textOptions.text
         return calibStats.map { .statistics(path: $0, heldOut: text) } ?? .text(text)
     }
 }

@@ -58,8 +58,8 @@ struct ConversionOutputOptions: ParsableArguments {
     @Option(help: "Tensor dtype: f32 or bf16, and f16 or q8_0 (llama-quantize's Q8_0 of the f32 values) for --format gguf (default: the source's float type; quantized -> f32; the HF formats' latent-norm scales do not fit in f16).")
     var dtype: ConvertedDType?
 
-    @Option(help: ArgumentHelp("Largest safetensors shard, e.g. 5GB.", valueName: ByteSize.valueName))
-    var maxShardSize = ByteSize("5GB")!
+    @Option(help: ArgumentHelp("Largest safetensors shard, e.g. 500MB (default 5GB; not with --format gguf, which writes one file).", valueName: ByteSize.valueName))
+    var maxShardSize: ByteSize?
 
     @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).")
     var force = false
@@ -72,6 +72,11 @@ struct ConversionOutputOptions: ParsableArguments {
         discussion: "Memory grows by about one layer's working set per worker; a layer's F32 source weights are the size proxy (a 7B-8B layer is about 0.85 GB, so one layer on all BLAS threads remains the default there). Two layers on one BLAS thread each measured faster than one layer on two (docs/performance.md)."))
     var layerWorkers: Int?
 
+    /// Refuses options `format` does not use.
+    func validate(format: MLAOutputFormat) throws {
+        if format == .gguf, maxShardSize != nil { throw ValidationError("--max-shard-size splits safetensors shards; --format gguf writes one file") }
+    }
+
     /// The checked output (`OutputPlan`: a directory, or one file for GGUF), made before any calibration
     /// or conversion so that an output that overlaps `inputs`, exists or cannot be written fails at once.
     func plan(inputs: [String], format: MLAOutputFormat) throws -> OutputPlan {
@@ -79,7 +84,7 @@ struct ConversionOutputOptions: ParsableArguments {
         return try writer.output(output, force: force, inputs: inputs)
     }
 
-    var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: maxShardSize.bytes) }
+    var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: (maxShardSize ?? ByteSize.defaultShard).bytes) }
 }
 
 /// The tensor dtypes the converters write: f32, bf16, and f16 and q8_0 for GGUF only (the HF formats'

@@ -26,10 +26,10 @@ extension MLAConvertCommand {
         @Option(help: "Store floating-point tensors as f32, bf16 or f16 (default: as stored; quantized -> f32).")
         var dtype: DType?
 
-        @Option(help: ArgumentHelp("Largest safetensors shard (hf), e.g. 5GB, 500MB.", valueName: ByteSize.valueName))
-        var maxShardSize = ByteSize("5GB")!
+        @Option(help: ArgumentHelp("Largest safetensors shard, e.g. 500MB (hf only; default 5GB).", valueName: ByteSize.valueName))
+        var maxShardSize: ByteSize?
 
-        @Option(help: "Deflate level 1-9 for hdf5 (default: uncompressed, memory-mappable).")
+        @Option(help: "Deflate level 1-9 (hdf5 only; default: uncompressed, memory-mappable).")
         var deflate: Int?
 
         @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).")
@@ -37,10 +37,12 @@ extension MLAConvertCommand {
 
         func validate() throws {
             if let deflate, !(1...9).contains(deflate) { throw ValidationError("--deflate must be 1-9") }
+            if deflate != nil, format != .hdf5 { throw ValidationError("--deflate compresses HDF5 datasets; it needs --format hdf5") }
+            if maxShardSize != nil, format != .hf { throw ValidationError("--max-shard-size splits safetensors shards; --format \(format.rawValue) writes one file") }
         }
 
         func run() throws {
-            let writer = CheckpointWriter(format: format, maxShardBytes: maxShardSize.bytes, deflateLevel: deflate)
+            let writer = CheckpointWriter(format: format, maxShardBytes: (maxShardSize ?? ByteSize.defaultShard).bytes, deflateLevel: deflate)
             let plan = try writer.output(output, force: force, inputs: [model])
             let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let eps = MLALayerReader.latentNormEps(checkpoint)
@@ -63,7 +65,7 @@ extension MLAConvertCommand {
                              metadata: ["source": model, "written_by": "mla-convert \(ToolkitVersion.string)"],
                              auxiliaryFiles: aux) { name in
                 progress.step()
-                let t = try store.tensor(name)
+                let t = try checkpoint.checkedTensor(name)
                 guard let entry = byName[name] else { return t }
                 return t.dtype == entry.dtype ? t : t.converted(to: entry.dtype)
             }

@@ -56,7 +56,10 @@ extension MLAConvertCommand {
                            search: search, output: output, runtime: runtime)
         }
 
-        func validate() throws { try asUsageError { try plan.validate() } }
+        func validate() throws {
+            try output.validate(format: format)
+            try asUsageError { try plan.validate() }
+        }
 
         func run() throws { try runConversion(plan, source: source, output: output, runtime: runtime) }
     }

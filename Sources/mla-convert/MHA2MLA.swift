@@ -37,8 +37,8 @@ extension MLAConvertCommand {
         @Option(help: "Frequency pairs kept with RoPE per head (each pair is 2 dims); default auto: head_dim/16, then halved or doubled while the measured score improves.")
         var ropePairs: Int?
 
-        @Option(help: "First pair of the uniform strategy.")
-        var uniformStart: Int = 0
+        @Option(help: "First pair of the uniform strategy (default 0; only with --rope-strategy uniform).")
+        var uniformStart: Int?
 
         @Option(help: "How 2-norm combines query and key norms: product (paper) or sum (early code).")
         var normCombination: NormCombination = .product
@@ -63,13 +63,17 @@ extension MLAConvertCommand {
 
         /// The conversion these options ask for.
         var plan: ConversionPlan {
-            let rope = PartialRopeRequest(strategy: ropeStrategy, pairs: ropePairs, uniformStart: uniformStart, combination: normCombination,
+            let rope = PartialRopeRequest(strategy: ropeStrategy, pairs: ropePairs, uniformStart: uniformStart ?? 0, combination: normCombination,
                                           factorization: factorization, sigma: sigma, factorOn: factorOn)
             return conversionPlan(.mha2mla(rope), format: format, budget: budget, weighting: weighting, calibration: calibration,
                                   layerPass: layerPassOptions, search: search, output: output, runtime: runtime)
         }
 
-        func validate() throws { try asUsageError { try plan.validate() } }
+        func validate() throws {
+            if uniformStart != nil, ropeStrategy != .uniform { throw ValidationError("--uniform-start sets the first pair of --rope-strategy uniform; give that strategy or drop it") }
+            try output.validate(format: format)
+            try asUsageError { try plan.validate() }
+        }
 
         func run() throws { try runConversion(plan, source: source, output: output, runtime: runtime) }
     }

@@ -118,8 +118,9 @@ import MLATensor
 
     /// A weight that is not a number where the readers do not look (an MLP) makes the perplexity NaN:
     /// `mla-verify perplexity` prints it and fails, as it does with --json (which cannot hold it); it
-    /// exited 0 in text mode.
-    @Test func aNaNPerplexityFails() throws {
+    /// exited 0 in text mode. The converters and export copy that tensor: they refuse it naming the
+    /// source file and the tensor (the writers' check named the temporary output) and write nothing.
+    @Test func aNaNWeightFailsEveryTool() throws {
         let dir = CLI.temporaryDirectory(), model = dir + "/tiny"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let synth = try CLI.run("mla-bench", ["synth", "--shape", "tiny", "-o", model])
@@ -136,5 +137,13 @@ import MLATensor
         try bytes.write(to: URL(fileURLWithPath: path))
         let r = try CLI.run("mla-verify", ["perplexity", model, "--ids", "1,2,3,4,5,6"])
         #expect(r.status == 1 && r.stdout.contains("perplexity nan") && r.stderr.contains("not finite"), "\(r.stdout)\(r.stderr)")
+        // DeepSeek-V3 (gqa2mla's default), native (mha2mla's) and export; a GGUF output needs a tokenizer.
+        for (arguments, out) in [(["gqa2mla", model, "--no-calib"], dir + "/mla"), (["mha2mla", model, "--no-calib"], dir + "/mla"),
+                                 (["export", model], dir + "/exported")] {
+            let refused = try CLI.run("mla-convert", arguments + ["-o", out])
+            #expect(refused.status == 1 && refused.stderr.contains("Error: \(path): tensor 'model.layers.1.mlp.up_proj.weight': holds a non-finite value at element 0"),
+                    "\(arguments): \(refused.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["tiny"])
+        }
     }
 }

@@ -188,4 +188,7 @@ public struct ByteSize: Sendable, CustomStringConvertible {
         }
         description = text
     }
+
+    /// The tools' default largest safetensors shard, 5 GB (the Hugging Face hub's).
+    public static let defaultShard = ByteSize("5GB")!
 }
