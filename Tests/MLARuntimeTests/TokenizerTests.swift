@@ -146,6 +146,20 @@ import MLACheckpoint
         #expect(try BPETokenizer(gguf: data).encode(text, allowSpecial: true) == tok.encode(text, allowSpecial: true))
     }
 
+    /// Exporting a GGUF source to a Hugging Face directory names its special tokens in
+    /// tokenizer_config.json as the GGUF's ids do: BOS, EOS, unknown and padding (the last two were left out).
+    @Test(.needsSampleData) func ggufExportNamesEverySpecialToken() throws {
+        let (checkpoint, _) = try TestData.sampleModel.get()
+        let source = try #require(checkpoint.ggufTokenizer)
+        let files = try BPETokenizer.sideFiles(for: checkpoint)
+        let config = try JSONValue.parse(try #require(files["tokenizer_config.json"]))
+        for (key, id) in [("bos_token", source.bosTokenId), ("eos_token", source.eosTokenId), ("unk_token", source.unknownTokenId),
+                          ("pad_token", source.paddingTokenId)] {
+            let id = try #require(id, "the sample GGUF sets \(key)")
+            #expect(config[key]?.string == source.tokens[id], "\(key)")
+        }
+    }
+
     @Test(.needsSampleData) func ggufTokenizerExportReadsBackIdentically() throws {
         let tok = try TokenizerTests.sample.get()
         let json = tok.tokenizerJSON()

@@ -91,7 +91,7 @@ public final class BPETokenizer: @unchecked Sendable {
             guard let missing = (0..<256).first(where: { ids[String(format: "<0x%02X>", $0)] == nil }) else { break }
             throw TokenizerError.malformed(source: source, reason: String(format: "byte_fallback but no <0x%02X> token", missing))
         }
-        for (name, id) in [("bos", bos), ("eos", eos)] {
+        for (name, id) in [("bos", bos), ("eos", eos), ("unknown", unknown)] {
             if let id, !(0..<tokens.count).contains(id) {
                 throw TokenizerError.malformed(source: source, reason: "\(name) token id \(id) outside the vocabulary")
             }
@@ -118,7 +118,7 @@ public final class BPETokenizer: @unchecked Sendable {
             special[gguf.tokens[i]] = i
         }
         try self.init(tokens: gguf.tokens, merges: gguf.merges, preTokenizer: pre, special: special,
-                      bos: gguf.bosTokenId, eos: gguf.eosTokenId, addBos: gguf.addBosToken, source: source)
+                      bos: gguf.bosTokenId, eos: gguf.eosTokenId, unknown: gguf.unknownTokenId, addBos: gguf.addBosToken, source: source)
     }
 
     /// Token ids of `text`: no BOS unless `addBos`; special-token strings in the text are matched as

@@ -80,14 +80,17 @@ extension BPETokenizer {
         ])
     }
 
-    /// A minimal `tokenizer_config.json` (special tokens, BOS policy, chat template).
-    public func tokenizerConfigJSON(chatTemplate: String? = nil, maxLength: Int? = nil) -> JSONValue {
+    /// A minimal `tokenizer_config.json`: the special tokens (BOS, EOS, unknown, and padding when
+    /// `paddingTokenId` names a token of the vocabulary), the BOS policy and the chat template.
+    public func tokenizerConfigJSON(chatTemplate: String? = nil, maxLength: Int? = nil, paddingTokenId: Int? = nil) -> JSONValue {
         var members: [(String, JSONValue)] = [
             ("tokenizer_class", .string("GPT2Tokenizer")), ("add_bos_token", .bool(addsBosByDefault)),
             ("add_eos_token", .bool(false)), ("clean_up_tokenization_spaces", .bool(false)),
         ]
         if let bos = bosTokenId { members.append(("bos_token", .string(tokens[bos]))) }
         if let eos = eosTokenId { members.append(("eos_token", .string(tokens[eos]))) }
+        if let unk = unknownTokenId { members.append(("unk_token", .string(tokens[unk]))) }
+        if let pad = paddingTokenId, tokens.indices.contains(pad) { members.append(("pad_token", .string(tokens[pad]))) }
         if let maxLength { members.append(("model_max_length", JSONValue(maxLength))) }
         if let chatTemplate { members.append(("chat_template", .string(chatTemplate))) }
         return .object(members)
@@ -223,7 +226,7 @@ extension BPETokenizer {
             let tokenizer = try BPETokenizer(gguf: gguf, source: source.path)
             aux["tokenizer.json"] = Array(try tokenizer.tokenizerJSON().serialized(indent: 2).utf8)
             aux["tokenizer_config.json"] = Array(try tokenizer.tokenizerConfigJSON(
-                chatTemplate: gguf.chatTemplate, maxLength: source.config.maxPositions).serialized(indent: 2).utf8)
+                chatTemplate: gguf.chatTemplate, maxLength: source.config.maxPositions, paddingTokenId: gguf.paddingTokenId).serialized(indent: 2).utf8)
         }
         return aux
     }
