@@ -35,6 +35,10 @@ static struct mapping_slot mappings[MAX_MAPPINGS];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t install_once = PTHREAD_ONCE_INIT;
 static int handling;
+/// Set once the first handler has removed the outputs: a handler on another thread (a second Ctrl-C,
+/// or `timeout` signalling the process and then its group) waits for it before ending the process,
+/// which would otherwise cut the removal short and leave the renamed output behind.
+static int removed;
 /// Registrations in progress: a handler waits for them to finish before it looks at the table, and a
 /// registration that starts once a handler runs creates nothing (Dekker-style, sequentially consistent).
 static int registering;
@@ -103,6 +107,12 @@ static void handler(int sig, siginfo_t *info, void *context) {
         struct timespec pause_ms = {0, 1000000};
         for (int i = 0; i < 1000 && __atomic_load_n(&registering, __ATOMIC_SEQ_CST) != 0; i++) nanosleep(&pause_ms, NULL);
         remove_outputs();
+        __atomic_store_n(&removed, 1, __ATOMIC_SEQ_CST);
+    } else {
+        // Another thread's handler is removing the outputs (this thread's own signals are blocked while
+        // its handler runs, so it is not this one): wait for it, at most 30 s.
+        struct timespec pause_ms = {0, 1000000};
+        for (int i = 0; i < 30000 && __atomic_load_n(&removed, __ATOMIC_SEQ_CST) == 0; i++) nanosleep(&pause_ms, NULL);
     }
     if (file) {
         write_all(program_invocation_short_name);

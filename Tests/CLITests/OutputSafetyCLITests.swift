@@ -240,11 +240,14 @@ import MLATestSupport
 
     /// Ctrl-C during a sharded export, repeated: the shard writer can no longer create files in the
     /// temporary directory once the handler has renamed it, so nothing is left (2-3 of 12 before).
+    /// Every other attempt sends SIGINT twice at once, as `timeout -s INT` does (to the process, then
+    /// its group): the second handler, on another thread, waits for the first one's removal.
     @Test(.needsSampleData) func interruptDuringShardedExportLeavesNothing() throws {
         let sample = SampleData.modelPath
         try inWorkDirectory { root, dir in
             for attempt in 0..<6 {
                 let (run, _) = try startShardedExport(sample, to: dir, logs: root, shards: 1 + attempt * 3)
+                if attempt % 2 == 1 { kill(run.pid, SIGINT) }
                 run.process.interrupt()
                 run.process.waitUntilExit()
                 #expect(run.process.terminationReason == .uncaughtSignal && run.process.terminationStatus == SIGINT)

@@ -77,6 +77,13 @@ import Testing
         #expect(missing.description.contains("does not exist"))
     }
 
+    /// Paths that name no output of their own are refused before anything is made: "" resolved to the
+    /// current directory and was refused as a foreign directory, with an empty path in the message.
+    @Test(arguments: ["", "/", ".", ".."]) func pathsThatNameNoOutputAreRefused(path: String) throws {
+        let error = try #require(throws: CheckpointError.self) { try OutputPlan(path, kind: .directory, force: true, inputs: []) }
+        #expect("\(error)".contains(path.isEmpty ? "the output path is empty" : "name the output itself"), "\(error)")
+    }
+
     @Test func failureLeavesNothing() throws {
         let dir = temporaryDirectory()
         defer { cleanup(dir) }

@@ -54,9 +54,12 @@ public struct OutputPlan: Sendable {
     public init(_ path: String, kind: Kind, force: Bool, inputs: [String]) throws {
         self.path = path
         self.kind = kind
+        // "" would resolve to the current directory, and "x/." or ".." to a directory that is not the output's own.
+        guard !path.isEmpty else { throw CheckpointError.writeFailed(path: "\"\"", reason: "the output path is empty; give -o a path") }
         let absolute = URL(fileURLWithPath: path).standardizedFileURL
         name = absolute.lastPathComponent
-        guard !name.isEmpty, name != "/", name != ".", name != ".." else {
+        let given = path.split(separator: "/").last.map(String.init) ?? ""
+        guard !name.isEmpty, name != "/", given != ".", given != ".." else {
             throw CheckpointError.writeFailed(path: path, reason: "not a path a file or directory can be written to; name the output itself")
         }
         let parentPath = absolute.deletingLastPathComponent().path
