@@ -15,13 +15,14 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mla-bench",
         abstract: "Measure open, GEMM and forward-pass speed and memory on this machine.",
+        version: ToolkitVersion.string,
         subcommands: [Open.self, GEMM.self, Forward.self, Decode.self, Synth.self, SynthStats.self, Eig.self, Layer.self, ConcurrencyCheck.self, Fuzz.self])
 }
 
 extension Bench {
     struct Open: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Time to open a checkpoint and read one tensor, and the memory it costs.")
-        @Argument var model: String
+        @Argument(help: "The checkpoint to open (HF directory, .safetensors, GGUF or HDF5).") var model: String
         @Option(help: "Tensor to read.") var tensor = "model.layers.0.self_attn.k_proj.weight"
 
         func run() throws {
@@ -41,7 +42,7 @@ extension Bench {
         static let configuration = CommandConfiguration(
             abstract: "GEMM rate (single precision, or --double): n³ (the machine's reference) or given shapes.",
             discussion: "--shape M,N,K times C[M×N] = A[M×K]·B[N×K]ᵀ, the layout of a linear layer on M tokens.")
-        @Option var size = 2048
+        @Option(help: "n of the square n³ product (the machine's reference rate in docs/performance.md).") var size = 2048
         @Option(parsing: .upToNextOption, help: "Shapes M,N,K (several allowed) instead of --size.")
         var shape: [String] = []
         @Flag(help: "Double precision (the converters' factorizations) instead of single.") var double = false
@@ -85,11 +86,11 @@ extension Bench {
 
     struct Forward: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Forward-pass throughput on windows of the sample text.")
-        @Argument var model: String
-        @Option var window = 512
+        @Argument(help: "The model to run (a GQA or MHA source checkpoint).") var model: String
+        @Option(help: "Tokens per window.") var window = 512
         @Option(help: "Windows per batch for the batched and calibration measurements (calibration batches 2048 tokens).")
         var batch = 4
-        @Option var repeats = 3
+        @Option(help: "Timed runs of each measurement; the best is printed.") var repeats = 3
         @Option(help: "Calibration workers for the last measurement (one BLAS thread each).")
         var workers = 2
         @OptionGroup var runtime: RuntimeOptions
@@ -143,8 +144,8 @@ extension Bench {
             key heads of d_h. Caches are filled with random latents of the right size (decode cost does not depend \
             on their values), then new tokens are decoded one at a time through the whole model.
             """)
-        @Argument var model: String
-        @Option(parsing: .upToNextOption) var contexts: [Int] = [512, 2048, 8192]
+        @Argument(help: "The GQA source model whose exact head merge is decoded.") var model: String
+        @Option(parsing: .upToNextOption, help: "Context lengths (tokens already cached) to decode at.") var contexts: [Int] = [512, 2048, 8192]
         @Option(help: "Tokens decoded per measurement.") var steps = 8
         @OptionGroup var runtime: RuntimeOptions
 
@@ -188,9 +189,9 @@ extension Bench {
         static let configuration = CommandConfiguration(
             abstract: "Time one layer's gqa2mla (or, with --rope-pairs, mha2mla) conversion (read, rank-independent work, weights at a rank) and its memory.",
             discussion: "Weights only (C = I) unless --with-moment is given; the cost does not depend on C's values.")
-        @Argument var model: String
-        @Option var layer = 0
-        @Option var rank = 512
+        @Argument(help: "The source model whose layer is converted.") var model: String
+        @Option(help: "Layer index.") var layer = 0
+        @Option(help: "Latent rank kv_lora_rank of the weights made.") var rank = 512
         @Option(help: "Shared rope key dims (default min(64, head_dim)).") var ropeDim: Int?
         @Option(help: "Time mha2mla's partial RoPE instead: this many highest-frequency pairs per KV head (strategy high).")
         var ropePairs: Int?

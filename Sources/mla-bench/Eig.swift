@@ -13,8 +13,8 @@ extension Bench {
             k/v_proj heights of Llama-3-8B and Llama-2-7B. Accuracy is the captured energy Σ vᵢᵀ·S·vᵢ of each \
             method's vectors relative to syevd's top-r eigenvalue sum. F32, as the converters hold weights.
             """)
-        @Option(parsing: .upToNextOption) var sizes = [1024, 2048, 4096, 8192]
-        @Option var rank = 512
+        @Option(parsing: .upToNextOption, help: "Heights n of W, one measurement each.") var sizes = [1024, 2048, 4096, 8192]
+        @Option(help: "Eigenvectors r wanted (the top r).") var rank = 512
         @Option(help: "Columns d of W.") var cols = 4096
         @Option(parsing: .upToNextOption, help: "full, partial, randomized.") var methods = ["full", "partial", "randomized"]
         @OptionGroup var runtime: RuntimeOptions

@@ -182,13 +182,13 @@ extension Bench {
             discussion: """
             Shapes: llama2-7b (MHA 32/32, d 4096), llama3-8b (GQA 32/8, d 4096, vocab 128256), medium (8 layers, \
             d 2048, GQA 16/4), small (4 layers, d 1024, GQA 8/2), tiny (2 layers, d 64, vocab 256). Every matrix is low rank with a decaying \
-            spectrum plus noise (see SyntheticWeights), generated block by block and written as it is made: \
+            spectrum plus noise, generated block by block and written as it is made: \
             memory holds one block of rows, never a whole tensor. The same seed gives the same bytes.
             """)
         @Option(help: "llama2-7b, llama3-8b, medium, small or tiny.") var shape: String
         @Option(name: .shortAndLong, help: "Output directory.") var output: String
         @Option(help: "Number of layers (default: the shape's).") var layers: Int?
-        @Option var seed: UInt64 = 0
+        @Option(help: "Random seed; the same seed gives the same bytes.") var seed: UInt64 = 0
         @Option(help: "Rank of the structured part of each matrix.") var factorRank = 256
         @Option(help: ArgumentHelp("Shard size limit.", valueName: ByteSize.valueName)) var maxShardSize = ByteSize("2GB")!
         @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).") var force = false
@@ -231,8 +231,8 @@ extension Bench {
             let seconds = MonotonicClock.now() - t0
             let bytes = entries.reduce(0) { $0 + $1.byteCount }
             let parameters = entries.reduce(0) { $0 + $1.shape.reduce(1, *) }
-            print(String(format: "wrote %@: %d tensors, %.2f B parameters, %@ in %d files; %.1f s (%.0f MB/s), peak RSS %@",
-                         output, entries.count, Double(parameters) / 1e9, formatBytes(bytes),
+            print(String(format: "wrote %@: %d tensors, %@ parameters, %@ in %d files; %.1f s (%.0f MB/s), peak RSS %@",
+                         output, entries.count, groupDigits(parameters), formatBytes(bytes),
                          files.filter { $0.hasSuffix(".safetensors") }.count, seconds, Double(bytes) / seconds / 1e6,
                          formatBytes(ResourceUsage.peakResidentBytes)))
         }

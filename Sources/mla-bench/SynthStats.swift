@@ -21,7 +21,7 @@ extension Bench {
         @Argument(help: "The model the statistics are for (its layer count and hidden size).") var model: String
         @Option(name: .shortAndLong, help: "Output .safetensors file.") var output: String
         @Option(help: "Synthetic tokens per layer.") var tokens = 4096
-        @Option var seed: UInt64 = 1
+        @Option(help: "Random seed; the same seed gives the same file.") var seed: UInt64 = 1
         @Flag(help: "Replace a previous output of mla-convert at the output path (nothing else is ever replaced).") var force = false
         @OptionGroup var runtime: RuntimeOptions
 

@@ -145,17 +145,6 @@ struct CheckpointReport {
     }
 }
 
-/// 134515008 -> "134,515,008".
-func groupDigits(_ n: Int) -> String {
-    let s = String(n.magnitude)
-    var out = ""
-    for (i, ch) in s.enumerated() {
-        if i > 0 && (s.count - i) % 3 == 0 { out += "," }
-        out.append(ch)
-    }
-    return (n < 0 ? "-" : "") + out
-}
-
 /// Integers without ".0", other values in Swift's shortest form (1e-05).
 func formatNumber(_ x: Double) -> String {
     x.rounded() == x && abs(x) < 1e15 ? String(Int(x)) : "\(x)"
