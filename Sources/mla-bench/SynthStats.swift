@@ -27,7 +27,7 @@ extension Bench {
 
         func run() throws {
             runtime.apply()
-            let plan = try OutputPlan(output, kind: .file, force: force, inputs: [model])
+            let plan = try OutputPlan(output, kind: .file, contents: .statistics, force: force, inputs: [model])
             let c = try Checkpoint.openPrintingWarnings(model).config
             var stats = CalibrationStatistics(numLayers: c.numLayers, hiddenSize: c.hiddenSize,
                                               tags: ["text": "synthetic activations (mla-bench synth-stats, seed \(seed))"])

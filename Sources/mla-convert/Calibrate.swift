@@ -37,7 +37,7 @@ extension MLAConvertCommand {
         func run() throws {
             runtime.apply()
             // Before the calibration pass: an output that overlaps an input, exists or cannot be written fails now.
-            let plan = try OutputPlan(output, kind: .file, force: force, inputs: [model] + calibration.text.inputs)
+            let plan = try OutputPlan(output, kind: .file, contents: .statistics, force: force, inputs: [model] + calibration.text.inputs)
             let checkpoint = try Checkpoint.openPrintingWarnings(model)
             let stats = try asUsageError { try calibration.text.statistics(for: checkpoint, observer: ProgressObserver()) }
             try stats.save(to: plan)

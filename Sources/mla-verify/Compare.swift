@@ -70,7 +70,7 @@ extension MLAVerifyCommand {
         func run() throws {
             runtime.apply()
             // Before any work: a report directory that overlaps an input, exists or cannot be written fails now.
-            let reportPlan = try report.map { try OutputPlan($0, kind: .directory, force: force, inputs: [original, converted] + text) }
+            let reportPlan = try report.map { try OutputPlan($0, kind: .directory, contents: .report, force: force, inputs: [original, converted] + text) }
             let source = try Checkpoint.openPrintingWarnings(original), target = try Checkpoint.openPrintingWarnings(converted)
             guard target.config.family.isMLA || allowNonMla else {
                 throw ValidationError("\(converted) is a \(target.config.family.rawValue) model without MLA attention, not a conversion; pass --allow-non-mla to compare it anyway (e.g. an export round trip)")

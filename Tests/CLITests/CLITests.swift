@@ -185,5 +185,16 @@ extension CLITests {
                 "\(again.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: report).sorted() == [OutputManifest.fileName, "index.html"])
         #expect(try Data(contentsOf: URL(fileURLWithPath: report + "/index.html")) == before)
+        // With --force a report replaces a report, never the converted model (a mistyped --report path
+        // replaced the model directory with the page).
+        let other = dir + "/tiny"
+        #expect(try CLI.run("mla-bench", ["synth", "--shape", "tiny", "-o", other]).status == 0)
+        let model = try FileManager.default.contentsOfDirectory(atPath: other).sorted()
+        let overModel = try CLI.run("mla-verify", [sample, dir + "/mla", "--tokens", "16", "--report", other, "--force"])
+        #expect(overModel.status == 1 && overModel.stderr.contains("is a model of mla-convert, and this command writes a verification report"),
+                "\(overModel.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other).sorted() == model)
+        let overReport = try CLI.run("mla-verify", [sample, dir + "/mla", "--tokens", "16", "--window", "8", "--report", report, "--force"])
+        #expect(overReport.status == 0, "\(overReport.stderr)")
     }
 }

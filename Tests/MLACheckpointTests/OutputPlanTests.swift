@@ -35,6 +35,26 @@ import Testing
         #expect(try fm.contentsOfDirectory(atPath: dir) == ["out"], "no temporary left behind")
     }
 
+    /// `--force` replaces an output only with one that holds the same: a report never replaces a model
+    /// (or the reverse), statistics never replace a model file; a manifest without `contents` (written
+    /// before it was recorded) is replaced by a model or a report.
+    @Test func forceReplacesOnlyAnOutputOfTheSameContents() throws {
+        let dir = temporaryDirectory()
+        defer { cleanup(dir) }
+        let model = dir + "/model", report = dir + "/report"
+        try writeDirectory(model, files: ["config.json": "{}"])
+        try OutputPlan(report, kind: .directory, contents: .report, force: false, inputs: []).write { try write("<html>", $0 + "/index.html") }
+        let refused = try #require(throws: CheckpointError.self) { try OutputPlan(model, kind: .directory, contents: .report, force: true, inputs: []) }
+        #expect(refused.description.contains("is a model of mla-convert, and this command writes a verification report"), "\(refused)")
+        #expect(throws: CheckpointError.self) { try OutputPlan(report, kind: .directory, force: true, inputs: []) }
+        _ = try OutputPlan(report, kind: .directory, contents: .report, force: true, inputs: [])
+        // A manifest of an earlier version, without `contents`.
+        try write(#"{"written_by": "mla-convert 0.1.0", "files": ["config.json"]}"#, model + "/" + OutputManifest.fileName)
+        _ = try OutputPlan(model, kind: .directory, contents: .report, force: true, inputs: [])
+        _ = try plan(model, force: true)
+        #expect(try read(model + "/config.json") == "{}")
+    }
+
     @Test func forceNeverReplacesForeignDirectoriesFilesOrForgedManifests() throws {
         let dir = temporaryDirectory()
         defer { cleanup(dir) }

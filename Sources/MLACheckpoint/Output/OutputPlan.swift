@@ -36,6 +36,8 @@ public struct OutputPlan: Sendable {
     /// The output path as the user gave it (used in messages).
     public let path: String
     public let kind: Kind
+    /// What the output holds; `--force` replaces only a previous output that holds the same.
+    public let contents: OutputContents
     /// Real path of the parent directory.
     let parent: String
     /// Last path component.
@@ -50,10 +52,12 @@ public struct OutputPlan: Sendable {
 
     /// Checks the output against `inputs` (files or directories the command reads) and decides what
     /// `write` may replace; throws before any work when the output cannot or must not be written.
-    /// With `force`, a previous output of this toolkit is replaced; nothing else ever is.
-    public init(_ path: String, kind: Kind, force: Bool, inputs: [String]) throws {
+    /// With `force`, a previous output of this toolkit that holds the same `contents` is replaced;
+    /// nothing else ever is.
+    public init(_ path: String, kind: Kind, contents: OutputContents = .model, force: Bool, inputs: [String]) throws {
         self.path = path
         self.kind = kind
+        self.contents = contents
         // "" would resolve to the current directory, and "x/." or ".." to a directory that is not the output's own.
         guard !path.isEmpty else { throw CheckpointError.writeFailed(path: "\"\"", reason: "the output path is empty; give -o a path") }
         let absolute = URL(fileURLWithPath: path).standardizedFileURL
@@ -86,7 +90,7 @@ public struct OutputPlan: Sendable {
                 }
             }
         }
-        start = try Self.start(at: target, path: path, kind: kind, force: force)
+        start = try Self.start(at: target, path: path, kind: kind, contents: contents, force: force)
         Self.reclaimPartials(in: realParent, name: name)
     }
 
@@ -105,7 +109,7 @@ public struct OutputPlan: Sendable {
         let result = kind == .directory ? work : work + "/" + name
         do {
             try body(result)
-            if kind == .directory { try OutputManifest.write(in: result) }
+            if kind == .directory { try OutputManifest.write(in: result, contents: contents) }
             try Self.syncTree(result)
         } catch {
             Self.discard(work)
@@ -148,7 +152,7 @@ public struct OutputPlan: Sendable {
             oc_unregister_output(slot)
             guard moved(oc_rename(result, target, OC_RENAME_EXCHANGE)) else { throw placementFailed(work) }
             let swapped = FileIdentity(lstat: result)
-            if swapped != identity || !OutputMarker.isToolkitOutput(result) {
+            if swapped != identity || !OutputMarker.isToolkitOutput(result, contents: contents) {
                 guard moved(oc_rename(result, target, OC_RENAME_EXCHANGE)) else {
                     throw CheckpointError.writeFailed(path: path, reason: "the previous output changed during the run and could not be swapped back; it is at \(result), the new output at \(target)")
                 }
@@ -198,7 +202,7 @@ public struct OutputPlan: Sendable {
     }
 
     /// What is at `target` now, and whether a write may replace it.
-    private static func start(at target: String, path: String, kind: Kind, force: Bool) throws -> Start {
+    private static func start(at target: String, path: String, kind: Kind, contents: OutputContents, force: Bool) throws -> Start {
         var st = stat()
         guard lstat(target, &st) == 0 else { return .absent }
         let identity = FileIdentity(st)
@@ -218,8 +222,8 @@ public struct OutputPlan: Sendable {
         default:
             throw CheckpointError.outputNotReplaceable(path: path, reason: "is neither a regular file nor a directory; choose another output path")
         }
-        if let problem = OutputMarker.problem(target) {
-            let forced = force ? "--force replaces only an output of mla-convert" : "--force would not replace it either"
+        if let problem = OutputMarker.problem(target, contents: contents) {
+            let forced = force ? "--force replaces only a previous \(contents.description) of mla-convert" : "--force would not replace it either"
             throw CheckpointError.outputNotReplaceable(path: path, reason: "\(problem) (\(forced)); move it away or choose another output path")
         }
         guard force else { throw CheckpointError.outputExists(path: path) }
