@@ -42,7 +42,7 @@ static int removed;
 /// Registrations in progress: a handler waits for them to finish before it looks at the table, and a
 /// registration that starts once a handler runs creates nothing (Dekker-style, sequentially consistent).
 static int registering;
-static const int handled_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGBUS, SIGSEGV, SIGILL, SIGTRAP, SIGABRT, SIGFPE};
+static const int handled_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGBUS, SIGSEGV, SIGILL, SIGTRAP, SIGABRT, SIGFPE};
 #define SIGNAL_COUNT (sizeof(handled_signals) / sizeof(handled_signals[0]))
 static struct sigaction previous[SIGNAL_COUNT];
 
@@ -95,6 +95,10 @@ static const char *mapped_file(const void *address) {
     return NULL;
 }
 
+/// Signals that end the process from outside (Ctrl-C, kill, a closed terminal, a reader of standard
+/// output or error that went away, as `| head` does), not by a fault.
+static int is_interrupt(int sig) { return sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGPIPE; }
+
 static int signal_index(int sig) {
     for (size_t i = 0; i < SIGNAL_COUNT; i++) if (handled_signals[i] == sig) return (int)i;
     return -1;
@@ -123,7 +127,7 @@ static void handler(int sig, siginfo_t *info, void *context) {
     }
     int index = signal_index(sig);
     if (index >= 0) sigaction(sig, &previous[index], NULL);
-    if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) signal(sig, SIG_DFL);
+    if (is_interrupt(sig)) signal(sig, SIG_DFL);
     // A fault re-executes the faulting instruction on return and meets the previous handler; anything
     // else (abort, int3, kill) is raised again, unblocked so it is delivered on return.
     if (info && info->si_code > 0 && (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE)) return;
@@ -145,9 +149,8 @@ static void install(void) {
     for (size_t i = 0; i < SIGNAL_COUNT; i++) {
         int sig = handled_signals[i];
         if (sigaction(sig, NULL, &previous[i]) != 0) continue;
-        int interrupt = sig == SIGINT || sig == SIGTERM || sig == SIGHUP;
-        // An interrupt ignored at start (nohup, a background job) stays ignored.
-        if (interrupt && !(previous[i].sa_flags & SA_SIGINFO) && previous[i].sa_handler == SIG_IGN) continue;
+        // An interrupt ignored at start (nohup, a background job, a parent that ignores SIGPIPE) stays ignored.
+        if (is_interrupt(sig) && !(previous[i].sa_flags & SA_SIGINFO) && previous[i].sa_handler == SIG_IGN) continue;
         struct sigaction action;
         memset(&action, 0, sizeof action);
         action.sa_sigaction = handler;

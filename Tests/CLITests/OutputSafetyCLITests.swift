@@ -240,19 +240,31 @@ import MLATestSupport
 
     /// Ctrl-C during a sharded export, repeated: the shard writer can no longer create files in the
     /// temporary directory once the handler has renamed it, so nothing is left (2-3 of 12 before).
-    /// Every other attempt sends SIGINT twice at once, as `timeout -s INT` does (to the process, then
-    /// its group): the second handler, on another thread, waits for the first one's removal.
     @Test(.needsSampleData) func interruptDuringShardedExportLeavesNothing() throws {
         let sample = SampleData.modelPath
         try inWorkDirectory { root, dir in
             for attempt in 0..<6 {
                 let (run, _) = try startShardedExport(sample, to: dir, logs: root, shards: 1 + attempt * 3)
-                if attempt % 2 == 1 { kill(run.pid, SIGINT) }
                 run.process.interrupt()
                 run.process.waitUntilExit()
                 #expect(run.process.terminationReason == .uncaughtSignal && run.process.terminationStatus == SIGINT)
                 #expect(try fm.contentsOfDirectory(atPath: dir) == [], "attempt \(attempt)")
             }
+        }
+    }
+
+    /// A reader of the progress lines that goes away (`| head`) ends the run by SIGPIPE, and the
+    /// temporary output goes too: SIGPIPE ended the process without the handler and left `.out.partial-PID`.
+    @Test(.needsSampleData) func closedPipeLeavesNothing() throws {
+        try inWorkDirectory { root, dir in
+            let bash = Process()
+            bash.executableURL = URL(fileURLWithPath: "/bin/bash")
+            bash.arguments = ["-c", #""$0" export "$1" -o "$2" --max-shard-size 4MB 2>&1 | head -c 1 > /dev/null; echo "${PIPESTATUS[0]}" > "$3""#,
+                              CLI.binDirectory + "/mla-convert", SampleData.modelPath, dir + "/out", root + "/status"]
+            try bash.run()
+            bash.waitUntilExit()
+            #expect(try String(contentsOfFile: root + "/status", encoding: .utf8) == "\(128 + SIGPIPE)\n")
+            #expect(try fm.contentsOfDirectory(atPath: dir) == [])
         }
     }
 
