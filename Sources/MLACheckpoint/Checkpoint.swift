@@ -186,6 +186,13 @@ public struct Checkpoint: Sendable {
                                               reason: "holds a non-finite value at element \(bad); the checkpoint is damaged")
     }
 
+    /// Refuses an infinity or NaN in any tensor a converted model copies unchanged (`passThroughTensors`):
+    /// reads them one at a time (a quantized one dequantized) and gives their pages back, so a damaged
+    /// file fails before calibration and conversion instead of when the output is written.
+    public func checkPassThroughValues() throws {
+        for info in try passThroughTensors() { try checkedTensor(info.name).releaseMappedPages() }
+    }
+
     /// Total parameter count (elements of every tensor).
     public var parameterCount: Int { store.names.reduce(0) { $0 + (store.info($1)?.elementCount ?? 0) } }
 }

@@ -296,6 +296,7 @@ public struct ConversionPlan: Sendable {
             if let q = r.queryRank, q < 1 { throw ConversionPlanError("--q-lora-rank must be positive, got \(q)") }
         case let .mha2mla(r):
             if let p = r.pairs, p < 1 { throw ConversionPlanError("--rope-pairs must be positive, got \(p)") }
+            if r.uniformStart < 0 { throw ConversionPlanError("--uniform-start must be 0 or more, got \(r.uniformStart)") }
             if r.strategy == .twoNorm, case .none = calibration {
                 throw ConversionPlanError("--rope-strategy 2-norm ranks pairs by calibration norms; drop --no-calib or choose another strategy")
             }
@@ -350,19 +351,27 @@ public struct ConversionPlan: Sendable {
     }
 
     /// Refuses, before any work, a rope request the model's heads cannot hold, then unless one of
-    /// `plans` fits the budget (`ModelConversion.checkPlan`, which runs `CacheBudget.rank`). The refusal
-    /// names the model file, since the limit is the model's.
+    /// `plans` fits the budget (`ModelConversion.checkPlan`, which runs `CacheBudget.rank`), then a
+    /// non-finite value in a tensor the output copies (`Checkpoint.checkPassThroughValues`).
     static func checkBeforeWork(checkpoint: Checkpoint, budget: CacheBudget, plans: [LayerConversionOptions]) throws {
         guard !plans.isEmpty else { throw ConversionPlanError("no rope plan fits the rope flags as given (--rope-dim, --rope-frequencies, --freqfold)") }
         var refusal: ConversionPlanError?
         for plan in plans {
             do {
                 try ModelConversion.checkPlan(config: checkpoint.config, options: plan, budget: budget)
-                return
+                refusal = nil
+                break
             } catch let error as ConversionPlanError {
                 refusal = refusal ?? error
             }
         }
-        if let refusal { throw ConversionPlanError("\(checkpoint.path): \(refusal)") }
+        if let refusal { throw Self.naming(checkpoint, refusal) }
+        try checkpoint.checkPassThroughValues()
+    }
+
+    /// `refusal` of a request that `checkpoint`'s model cannot hold, prefixed with the model file, since
+    /// the limit is the model's.
+    static func naming(_ checkpoint: Checkpoint, _ refusal: ConversionPlanError) -> ConversionPlanError {
+        ConversionPlanError("\(checkpoint.path): \(refusal)")
     }
 }

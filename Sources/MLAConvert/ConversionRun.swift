@@ -66,7 +66,7 @@ extension ConversionPlan {
                         scratchDirectory: String = NSTemporaryDirectory()) throws -> PreparedConversion {
         try validate()
         let c = checkpoint.config
-        try checkRequest(config: c)
+        do { try checkRequest(config: c) } catch let refusal as ConversionPlanError { throw Self.naming(checkpoint, refusal) }
         let settings: (ConversionChoice) -> MethodSettings
         let choice: ConversionChoice
         switch method {

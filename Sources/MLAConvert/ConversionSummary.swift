@@ -176,7 +176,7 @@ public struct ConversionSummary: Sendable {
             lines.append("  " + [pad(String(r.layer), 5), pad(String(r.kvRank), 7), shown.padding(toLength: 40, withPad: " ", startingAt: 0),
                                  pad(percent(r.ropeEnergyRetained), 11), pad(percent(r.kvEnergyRetained), 9)].joined(separator: "  ") + output)
         }
-        lines.append("  KV cache per token: \(sourceCacheValues) -> \(convertedCacheValues) values (\(percent(cacheFraction)) kept, -\(percent(1 - cacheFraction)))")
+        lines.append("  KV cache per token: \(sourceCacheValues) -> \(convertedCacheValues) values (\(percent(cacheFraction)) kept\(cacheFraction < 1 ? ", -" + percent(1 - cacheFraction) : ""))")
         if let note = formatNote { lines.append("  " + note) }
         return lines.joined(separator: "\n")
     }

@@ -18,10 +18,13 @@ public struct LayerParallelism: Equatable, Sendable {
     public static let extraLayerBytes = 512 << 20
 
     /// `requested` workers when given; else as many as `cores` allow whose extra layers fit in
-    /// `extraLayerBytes` (`layerBytes` per layer), on cores / workers BLAS threads each, or, when
-    /// `threads` BLAS threads are fixed, as many as leave `threads` cores to each.
+    /// `extraLayerBytes` (`layerBytes` per layer), or, when `threads` BLAS threads are fixed, as many
+    /// as leave `threads` cores to each. Each worker gets `threads` BLAS threads when given, else
+    /// cores / workers (at least one).
     public static func choose(requested: Int?, layerBytes: Int, cores: Int, threads: Int?) -> LayerParallelism {
-        if let requested { return LayerParallelism(workers: requested, blasThreads: nil) }
+        if let requested {
+            return LayerParallelism(workers: requested, blasThreads: threads != nil || requested == 1 ? nil : max(1, cores / requested))
+        }
         let fit = 1 + extraLayerBytes / max(layerBytes, 1)
         if let threads { return LayerParallelism(workers: max(1, min(fit, cores / max(threads, 1))), blasThreads: nil) }
         let workers = max(1, min(fit, cores))

@@ -124,7 +124,7 @@ public struct ModelConversion: Sendable {
             // Uniform keeps pairs start + ⌊k·pairs/keep⌋ (k < keep): a larger start would run past the last pair.
             let startLimit = pairs - (keep - 1) * pairs / keep
             guard strategy != .uniform || (start >= 0 && start < startLimit) else {
-                throw fail("--uniform-start \(start): \(keep) uniform pairs of \(pairs) start in 0..<\(startLimit), else the last would be past the head's last pair")
+                throw fail("--uniform-start \(start): \(keep) uniform pairs (--rope-pairs) of a head's \(pairs) start in 0..<\(startLimit), else the last would be past the head's last pair")
             }
         }
         let ropeValues = Self.ropeValues(config: c, rope: options.ropePlan)
@@ -132,7 +132,12 @@ public struct ModelConversion: Sendable {
         let rank = try Self.budgetRank(config: c, rope: options.ropePlan, budget: budget)
         let maxRank = min(nope + nkvDims, c.hiddenSize)
         guard rank <= maxRank else {
-            throw fail("kv_lora_rank \(rank) (--kv-lora-rank, or --kv-budget) exceeds the largest useful rank \(maxRank) (NoPE key dims \(nope) + value dims \(nkvDims), at most hidden size \(c.hiddenSize))")
+            let asked: String
+            switch budget {
+            case .rank: asked = "--kv-lora-rank \(rank)"
+            case let .fraction(beta): asked = "--kv-budget \(beta) gives kv_lora_rank \(rank), which"
+            }
+            throw fail("\(asked) exceeds the largest useful rank \(maxRank) (NoPE key dims \(nope) + value dims \(nkvDims), at most hidden size \(c.hiddenSize))")
         }
         if options.mode == .split, rank / 2 > nope || rank - rank / 2 > nkvDims {
             throw fail("--factorization split: kv_lora_rank \(rank) gives keys \(rank / 2) and values \(rank - rank / 2) of it, more than their \(nope) and \(nkvDims) dims")

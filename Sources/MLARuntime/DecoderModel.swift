@@ -140,14 +140,22 @@ public final class DecoderModel: @unchecked Sendable {
                               inFeatures: config.hiddenSize)
     }
 
+    /// Next-token logits [vocab] after the last of `tokens` (positions 0..<T): the final norm and LM
+    /// head on the last row only.
+    func lastLogits(_ tokens: [Int]) throws -> [Float] {
+        let x = try hiddenStates(tokens), d = config.hiddenSize
+        return head(Array(x[(x.count - d)...]), tokens: [tokens[tokens.count - 1]])
+    }
+
     /// Greedy generation: returns the `maxNewTokens` new ids. MLA models decode incrementally with
-    /// their latent caches (`decode`); source models recompute the growing window.
+    /// their latent caches (`decode`); source models recompute the growing window's layers at every
+    /// step (they have no KV cache here), with the LM head on its last position only.
     public func generate(prompt: [Int], maxNewTokens: Int) throws -> [Int] {
         var tokens = prompt
         var generated: [Int] = []
         let v = config.vocabSize
         var caches = mlaCaches()
-        var logits = caches != nil ? try decode(prompt, caches: &caches!) : try self.logits(tokens)
+        var logits = caches != nil ? try decode(prompt, caches: &caches!) : try lastLogits(tokens)
         for step in 0..<maxNewTokens {
             let last = logits.count - v
             var best = 0
@@ -155,7 +163,7 @@ public final class DecoderModel: @unchecked Sendable {
             generated.append(best)
             tokens.append(best)
             guard step + 1 < maxNewTokens else { break }
-            logits = caches != nil ? try decode([best], caches: &caches!) : try self.logits(tokens)
+            logits = caches != nil ? try decode([best], caches: &caches!) : try lastLogits(tokens)
         }
         return generated
     }

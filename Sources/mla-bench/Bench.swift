@@ -206,6 +206,12 @@ extension Bench {
                 ?? .shared(dims: ropeDim ?? min(64, c.headDim), stride: 1, fold: 1)
             let options = LayerConversionOptions(ropePlan: rope,
                                                  weighting: LatentWeighting(keys: .plain, values: .output), foldSoftmaxScale: true)
+            guard (0..<c.numLayers).contains(layer) else { throw ValidationError("--layer \(layer): \(model) has layers 0..<\(c.numLayers)") }
+            do {
+                try ModelConversion.checkPlan(config: c, options: options, budget: .rank(rank))
+            } catch let refusal as ConversionPlanError {
+                throw ValidationError("\(model): \(refusal)")
+            }
             let moment: Matrix<Double>? = withMoment ? .identity(c.hiddenSize) : nil
             var t = MonotonicClock.now()
             let source = try SourceLayer(config: c, store: checkpoint.store, layer: layer)

@@ -30,8 +30,19 @@ struct CheckpointReport {
     let checkpoint: Checkpoint
     var config: ModelConfig { checkpoint.config }
 
-    /// The dtype the weights compute in (quantized GGUF tensors dequantize to F32).
-    var weightDType: DType { checkpoint.store.info(LayerTensorNames(layer: 0).kProj)?.dtype ?? .f32 }
+    /// The dtype the weights are stored in, as the token embedding's (every format has one; quantized
+    /// GGUF tensors dequantize to F32). An MLA model has no k_proj, which this was read from.
+    var weightDType: DType { checkpoint.store.info(ModelTensorNames.embedding)?.dtype ?? .f32 }
+
+    /// How the rope rows of queries and keys pair their dims: the sources' rotate-half (pair i is dims i
+    /// and i + d/2), or interleaved (dims 2i and 2i + 1) in the MLA formats this toolkit writes and reads.
+    var ropeLayout: String {
+        switch config.family {
+        case .deepseekV3: return config.raw["rope_interleave"]?.bool == false ? "rotate-half layout" : "interleaved layout"
+        case .mlaNative: return "interleaved layout"
+        default: return "rotate-half layout"
+        }
+    }
 
     var storedTypes: String {
         var counts: [String: Int] = [:]
@@ -77,12 +88,12 @@ struct CheckpointReport {
             ("stored types", storedTypes),
             ("family", c.family.rawValue),
             ("attention", c.family.isMLA
-                ? "MLA: \(c.numHeads) heads, latent cache per layer \(c.cacheValuesPerLayer.map(String.init).joined(separator: " "))"
+                ? "MLA: \(c.numHeads) heads, cache values per layer (latent + rope key) \(c.cacheValuesPerLayer.map(String.init).joined(separator: " "))"
                 : "\(c.attentionKind): \(c.numHeads) heads, \(c.numKVHeads) KV heads (group \(c.groupSize)), head dim \(c.headDim)"),
             ("layers", "\(c.numLayers)"),
             ("hidden size", "\(c.hiddenSize) (MLP \(c.intermediateSize))"),
             ("vocab", "\(c.vocabSize), context \(c.maxPositions)"),
-            ("RoPE", ropeDescription + ", rotate-half layout"),
+            ("RoPE", ropeDescription + ", " + ropeLayout),
             ("norm eps", formatNumber(c.rmsNormEps)),
             ("biases", biases),
             ("embeddings", c.tiedEmbeddings ? "tied (LM head = token embedding)" : "separate LM head"),
@@ -90,7 +101,8 @@ struct CheckpointReport {
             ("KV cache/token", c.family.isMLA
                 ? "\(groupDigits(perLayer)) values per layer at most (latent + rope keys), \(groupDigits(total)) in all \(c.numLayers) layers"
                 : "\(groupDigits(perLayer)) values per layer (2 × \(c.numKVHeads) × \(c.headDim)), \(groupDigits(total)) in all \(c.numLayers) layers"),
-            ("  bytes", "\(groupDigits(total * weightDType.byteSize)) at \(weightDType.rawValue), \(groupDigits(total * 2)) at BF16 (\(groupDigits(perLayer * 2)) per layer)"),
+            ("  bytes", (weightDType == .bf16 ? "" : "\(groupDigits(total * weightDType.byteSize)) at \(weightDType.rawValue), ")
+                + "\(groupDigits(total * 2)) at BF16 (\(groupDigits(perLayer * 2)) per layer\(c.family.isMLA ? " at most" : ""))"),
         ]
         for w in checkpoint.warnings { lines.append(("warning", w)) }
         let width = lines.map(\.0.count).max() ?? 0

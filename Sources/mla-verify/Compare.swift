@@ -88,13 +88,14 @@ extension MLAVerifyCommand {
             }
             ids = Array(ids.prefix(tokens))
             let selected = try layers.map { list in
-                Set(try list.split(separator: ",").map { piece -> Int in
+                Set(try list.split(separator: ",", omittingEmptySubsequences: false).map { piece -> Int in
                     guard let l = Int(piece), (0..<source.config.numLayers).contains(l) else {
-                        throw ValidationError("--layers: '\(piece)' is not a layer index below \(source.config.numLayers)")
+                        throw ValidationError("--layers: '\(piece)' is not a layer index below \(source.config.numLayers) (give them comma-separated, e.g. 0,5,29)")
                     }
                     return l
                 })
             }
+            noteBeyondContext(min(window, ids.count), of: source, what: "a window")
             let progress = Progress(total: source.config.numLayers + 1, label: "verify")
             let result = try verify(original: try StreamedModel(source), converted: try StreamedModel(target),
                                     tokens: ids, window: window, layers: selected) { done, _ in progress.advance(to: done) }

@@ -65,6 +65,7 @@ extension MLAVerifyCommand {
             }
             if let tokens { tokenIds = Array(tokenIds.prefix(tokens)) }
             guard tokenIds.count >= 2 else { throw ValidationError("need at least 2 tokens, the input has \(tokenIds.count)") }
+            noteBeyondContext(min(window, tokenIds.count), of: checkpoint, what: "a window")
             let progress = Progress(total: checkpoint.config.numLayers + 1, label: "perplexity")
             let result = try evaluatePerplexity(model: try StreamedModel(checkpoint), tokens: tokenIds, window: window) { done, _ in
                 progress.advance(to: done)

@@ -33,7 +33,7 @@ import MLACheckpoint
         ("mla-convert", ["gqa2mla", "m", "-o", "out", "--threads", "0"], "--threads"),
         ("mla-convert", ["mha2mla", "m", "-o", "out", "--rope-strategy", "high", "--uniform-start", "3"], "--uniform-start"),
         ("mla-convert", ["gqa2mla", "m", "-o", "out", "--calib-mix", "plays=1,plays=2"], "plays is given twice"),
-        ("mla-convert", ["calibrate", "m", "-o", "out", "--no-calib"], "--no-calib"),
+        ("mla-convert", ["calibrate", "m", "-o", "out", "--no-calib"], "Unknown option '--no-calib'"),
         ("mla-convert", ["gqa2mla", "m", "-o", "out", "--bogus"], "--bogus"),
         ("mla-convert", ["gqa2mla", "m", "-o", "out", "--format", "onnx"], "'onnx'"),
         ("mla-convert", ["gqa2mla"], "<model>"),
@@ -49,6 +49,18 @@ import MLACheckpoint
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Self.expectOneLineUsageError(tool, arguments.map { $0 == "out" ? dir + "/out" : $0 }, mention: mention)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+
+    /// `calibrate` reads text: its help lists the text options and not --calib-stats or --no-calib,
+    /// which it refused (they shared the converters' option group); every tool prints its version.
+    @Test func calibrateOffersOnlyTextOptionsAndToolsHaveVersions() throws {
+        let help = try CLI.run("mla-convert", ["calibrate", "--help"])
+        #expect(help.status == 0 && help.stdout.contains("--calib-mix") && help.stdout.contains("--calib-tokens"))
+        #expect(!help.stdout.contains("--calib-stats") && !help.stdout.contains("--no-calib"), "\(help.stdout)")
+        for tool in ["mla-convert", "mla-verify", "mla-bench"] {
+            let version = try CLI.run(tool, ["--version"])
+            #expect(version.status == 0 && version.stdout == ToolkitVersion.string + "\n", "\(tool): \(version.stdout)")
+        }
     }
 
     /// `--max-ppl-increase` must be a finite ratio above 0: NaN compared false and disabled the gate.

@@ -1,6 +1,7 @@
 import Foundation
 import MLACheckpoint
 import MLALinalg
+import MLATensor
 import Testing
 import MLATestSupport
 
@@ -115,13 +116,28 @@ import MLATestSupport
         #expect(inspect.stdout.contains(format == "native" ? "pairs set per layer" : pairs + " pairs (qk_rope_head_dim)"), "\(inspect.stdout)")
     }
 
+    /// inspect of a BF16 DeepSeek-V3 output: its stored dtype (read from layer 0's k_proj, which an MLA
+    /// model lacks, so it said F32) and its interleaved rope layout (it said rotate-half for every model).
+    @Test(.needsSampleData) func inspectDescribesAnMLAOutput() throws {
+        let dir = CLI.temporaryDirectory(), out = dir + "/out"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run("mla-convert", ["gqa2mla", SampleData.modelPath, "-o", out, "--no-calib", "--dtype", "bf16"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONValue.parse(try CLI.run("mla-convert", ["inspect", out, "--json"]).stdout)
+        let values = try #require(json["kv_cache_values_per_token"]?.int)
+        #expect(json["kv_cache_stored_dtype"]?.string == "BF16" && json["kv_cache_bytes_per_token_stored"]?.int == 2 * values)
+        let text = try CLI.run("mla-convert", ["inspect", out]).stdout
+        #expect(text.contains("interleaved layout") && text.contains("\(groupDigits(2 * values)) at BF16 (") && !text.contains("at F32"), "\(text)")
+        #expect(try CLI.run("mla-convert", ["inspect", SampleData.modelPath]).stdout.contains("rotate-half layout"))
+    }
+
     @Test("impossible requests fail with one line before any work and write nothing", .needsSampleData, arguments: [
         ["gqa2mla", "--kv-budget", "1.5"],
         ["gqa2mla", "--kv-lora-rank", "5000"],
         ["gqa2mla", "--rope-dim", "66"],
         ["gqa2mla", "--rank-allocation", "greedy"],
         ["mha2mla", "--rope-pairs", "40"],
-        ["mha2mla", "--rope-strategy", "uniform", "--uniform-start", "32", "--no-calib"],
+        ["mha2mla", "--rope-strategy", "uniform", "--uniform-start", "8", "--no-calib"],
         ["mha2mla", "--kv-lora-rank", "100000", "--no-calib"],
         ["mha2mla", "--kv-budget", "0"],
         ["mha2mla", "--rope-strategy", "2-norm", "--no-calib"],

@@ -114,17 +114,39 @@ import MLATensor
         #expect(abs(alone / inReport - 1) < 1e-9, "\(alone) vs \(inReport)")
         r = try CLI.run("mla-verify", [synth, mla, "--ids", "5,32000"])
         #expect(r.status != 0 && r.stderr.contains("32000"), "\(r.stderr)")
+        // An empty piece of --layers is refused (',' selected no layer and dropped the per-layer part).
+        r = try CLI.run("mla-verify", [synth, mla, "--ids", ids, "--window", "128", "--layers", "0,"])
+        #expect(r.status == 64 && r.stderr.contains("--layers: '' is not a layer index"), "\(r.stderr)")
+    }
+
+    /// A window longer than the model's trained context (the tiny shape's 512 positions) is noted on
+    /// standard error; it ran silently. One within it is not.
+    @Test func windowsBeyondTheContextAreNoted() throws {
+        let dir = CLI.temporaryDirectory(), model = dir + "/tiny"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(try CLI.run("mla-bench", ["synth", "--shape", "tiny", "-o", model]).status == 0)
+        let ids = (0..<600).map { String(3 + $0 % 250) }.joined(separator: ",")
+        let beyond = try CLI.run("mla-verify", ["perplexity", model, "--ids", ids, "--window", "600"])
+        #expect(beyond.status == 0 && beyond.stderr.contains("note: a window of 600 tokens is beyond \(model)'s context of 512 positions"), "\(beyond.stderr)")
+        let within = try CLI.run("mla-verify", ["perplexity", model, "--ids", ids, "--window", "512"])
+        #expect(within.status == 0 && !within.stderr.contains("beyond"), "\(within.stderr)")
+        let empty = try CLI.run("mla-verify", ["perplexity", model, "--ids", "5,,6"])
+        #expect(empty.status == 64 && empty.stderr.contains("--ids: '' is not a token id"), "\(empty.stderr)")
     }
 
     /// A weight that is not a number where the readers do not look (an MLP) makes the perplexity NaN:
     /// `mla-verify perplexity` prints it and fails, as it does with --json (which cannot hold it); it
     /// exited 0 in text mode. The converters and export copy that tensor: they refuse it naming the
-    /// source file and the tensor (the writers' check named the temporary output) and write nothing.
+    /// source file and the tensor (the writers' check named the temporary output) and write nothing;
+    /// the converters before any work (one line, no progress).
     @Test func aNaNWeightFailsEveryTool() throws {
         let dir = CLI.temporaryDirectory(), model = dir + "/tiny"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let synth = try CLI.run("mla-bench", ["synth", "--shape", "tiny", "-o", model])
         #expect(synth.status == 0, "\(synth.stderr)")
+        // Its summary counts the parameters in digits (the tiny shape's count printed as "0.00 B").
+        let parameters = try Checkpoint.open(model).parameterCount
+        #expect(synth.stdout.contains("21 tensors, \(groupDigits(parameters)) parameters"), "\(synth.stdout)")
         // One BF16 NaN (0x7FC0) as the first element of layer 1's up_proj.
         let path = model + "/model.safetensors"
         var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -143,6 +165,7 @@ import MLATensor
             let refused = try CLI.run("mla-convert", arguments + ["-o", out])
             #expect(refused.status == 1 && refused.stderr.contains("Error: \(path): tensor 'model.layers.1.mlp.up_proj.weight': holds a non-finite value at element 0"),
                     "\(arguments): \(refused.stderr)")
+            if arguments[0] != "export" { #expect(refused.stderr.split(separator: "\n").count == 1, "\(arguments): \(refused.stderr)") }
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["tiny"])
         }
     }

@@ -199,9 +199,9 @@ import Testing
 
     @Test("impossible requests are refused before any work, naming the flag", arguments: [
         (RopePlan.partial(strategy: .high, pairs: 9, start: 0, combination: .product), CacheBudget.rank(8), "--rope-pairs 9"),
-        (.partial(strategy: .uniform, pairs: 2, start: 8, combination: .product), .rank(8), "--uniform-start 8"),
+        (.partial(strategy: .uniform, pairs: 2, start: 4, combination: .product), .rank(8), "--uniform-start 4"),
         (.shared(dims: 18, stride: 1, fold: 1), .rank(8), "--rope-dim 18"),
-        (.shared(dims: 8, stride: 1, fold: 1), .rank(500), "kv_lora_rank 500"),
+        (.shared(dims: 8, stride: 1, fold: 1), .rank(500), "--kv-lora-rank 500"),
         (.shared(dims: 16, stride: 1, fold: 1), .fraction(0.1), "--kv-budget 0.1"),
     ])
     func impossibleRequests(rope: RopePlan, budget: CacheBudget, field: String) throws {
@@ -209,6 +209,28 @@ import Testing
         let options = LayerConversionOptions(ropePlan: rope, weighting: .plain, foldSoftmaxScale: false)
         #expect { try ModelConversion.checkPlan(config: config, options: options, budget: budget) } throws: { error in
             "\(error)".contains(field)
+        }
+    }
+
+    /// Uniform keeps pairs start + ⌊k·P/r⌋: every start `checkPlan` accepts keeps r distinct pairs of the
+    /// head (a larger one wrapped around to the first pairs), and the first start past them is refused.
+    @Test func uniformPairsStayInTheHead() throws {
+        let (config, store) = SyntheticModel.make(heads: 4, kvHeads: 2)
+        let source = try SourceLayer(config: config, store: store, layer: 0)
+        func kept(_ r: Int, _ start: Int) -> [[Int]] {
+            PartialRope.keptPairs(strategy: .uniform, pairs: r, start: start, combination: .product, source: source, keyEnergy: [], queryEnergy: { [] })
+        }
+        #expect(kept(3, 2) == [[2, 4, 7], [2, 4, 7]])
+        for r in 1...8 {
+            var start = 0
+            while (try? ModelConversion.checkPlan(config: config, options: LayerConversionOptions(
+                ropePlan: .partial(strategy: .uniform, pairs: r, start: start, combination: .product), weighting: .plain, foldSoftmaxScale: false),
+                budget: .rank(4))) != nil {
+                let pairs = kept(r, start)[0]
+                #expect(Set(pairs).count == r && pairs.allSatisfy { (0..<8).contains($0) }, "r \(r), start \(start): \(pairs)")
+                start += 1
+            }
+            #expect(start == 8 - (r - 1) * 8 / r, "r \(r)")
         }
     }
 }
@@ -231,7 +253,12 @@ import Testing
     }
 
     @Test func explicitSettingsWin() {
-        #expect(LayerParallelism.choose(requested: 3, layerBytes: 870 << 20, cores: 2, threads: nil) == LayerParallelism(workers: 3, blasThreads: nil))
+        // --layer-workers 3 on 2 cores: one BLAS thread each (it gave each all the cores: 6 threads);
+        // with --threads, that many each; one worker keeps the process setting.
+        #expect(LayerParallelism.choose(requested: 3, layerBytes: 14 << 20, cores: 2, threads: nil) == LayerParallelism(workers: 3, blasThreads: 1))
+        #expect(LayerParallelism.choose(requested: 2, layerBytes: 14 << 20, cores: 16, threads: nil) == LayerParallelism(workers: 2, blasThreads: 8))
+        #expect(LayerParallelism.choose(requested: 2, layerBytes: 14 << 20, cores: 2, threads: 2) == LayerParallelism(workers: 2, blasThreads: nil))
+        #expect(LayerParallelism.choose(requested: 1, layerBytes: 14 << 20, cores: 2, threads: nil) == LayerParallelism(workers: 1, blasThreads: nil))
         // --threads 2 on 2 cores: one worker (no oversubscription); on 8 cores four.
         #expect(LayerParallelism.choose(requested: nil, layerBytes: 14 << 20, cores: 2, threads: 2) == LayerParallelism(workers: 1, blasThreads: nil))
         #expect(LayerParallelism.choose(requested: nil, layerBytes: 14 << 20, cores: 8, threads: 2) == LayerParallelism(workers: 4, blasThreads: nil))

@@ -136,9 +136,9 @@ public struct DeepSeekV3Encoder: MLAModelEncoder {
     /// The embeddings and `down_proj` times α and the untied LM head in row blocks (`MLAModelWriter.rowBlocks`).
     public func sourcePayload(_ entry: TensorWriteEntry) throws -> TensorPayload {
         if untiedHead, entry.name == ModelTensorNames.lmHead {
-            return MLAModelWriter.rowBlocks(try source.checkedTensor(ModelTensorNames.embedding), scale: nil, to: entry.dtype)
+            return MLAModelWriter.rowBlocks(try source.store.tensor(ModelTensorNames.embedding), scale: nil, to: entry.dtype)
         }
-        return MLAModelWriter.rowBlocks(try source.checkedTensor(entry.name), scale: scaled.contains(entry.name) ? alpha : nil, to: entry.dtype)
+        return MLAModelWriter.rowBlocks(try source.store.tensor(entry.name), scale: scaled.contains(entry.name) ? alpha : nil, to: entry.dtype)
     }
 
     public func writeOrder(_ entries: [TensorWriteEntry]) -> [String] { writer.writeOrder(entries) }

@@ -184,7 +184,7 @@ public struct GGUFEncoder: MLAModelEncoder {
 
     public func sourcePayload(_ entry: TensorWriteEntry) throws -> TensorPayload {
         guard let from = copied[entry.name] else { throw CheckpointError.missingTensor(file: source.path, tensor: entry.name) }
-        return MLAModelWriter.rowBlocks(try source.checkedTensor(from.source), scale: from.scaled ? alpha : nil, to: entry.dtype)
+        return MLAModelWriter.rowBlocks(try source.store.tensor(from.source), scale: from.scaled ? alpha : nil, to: entry.dtype)
     }
 
     public func writeOrder(_ entries: [TensorWriteEntry]) -> [String] { entries.map(\.name) }

@@ -65,7 +65,7 @@ public struct NativeMLAEncoder: MLAModelEncoder {
     }
 
     public func sourcePayload(_ entry: TensorWriteEntry) throws -> TensorPayload {
-        let tensor = try source.checkedTensor(entry.name)
+        let tensor = try source.store.tensor(entry.name)
         return .whole(tensor.dtype == entry.dtype ? tensor : tensor.converted(to: entry.dtype))
     }
 
