@@ -49,6 +49,7 @@ extension MLAVerifyCommand {
             guard (text == nil) != (ids == nil) else { throw ValidationError("give exactly one of --text FILE or --ids LIST") }
             guard window >= 2 else { throw ValidationError("--window must be at least 2") }
             if let tokens, tokens < 2 { throw ValidationError("--tokens must be at least 2") }
+            if bos, ids != nil { throw ValidationError("--bos applies to --text; with --ids give the BOS id in the list") }
         }
 
         func run() throws {
@@ -80,7 +81,7 @@ extension MLAVerifyCommand {
                     ("seconds", JSONValue(seconds)),
                 ]).serialized(indent: 2))
             } else {
-                print("perplexity \(String(format: "%.4f", result.perplexity))  nll \(String(format: "%.5f", result.nll))  top-1 \(String(format: "%.4f", result.top1))  (\(result.tokens) predicted positions of \(tokenIds.count) tokens, window \(window), \(String(format1: seconds)) s)")
+                print("perplexity \(String(format: "%.4f", result.perplexity))  nll \(String(format: "%.5f", result.nll))  top-1 \(String(format: "%.4f", result.top1))  (\(result.tokens) predicted position\(result.tokens == 1 ? "" : "s") of \(tokenIds.count) tokens, window \(window), \(String(format1: seconds)) s)")
                 // A perplexity that is not a number fails here as it does with --json (which cannot hold it).
                 if !result.perplexity.isFinite {
                     writeStandardError("perplexity: \(result.perplexity): the model's logits are not finite numbers\n")

@@ -41,6 +41,7 @@ import MLACheckpoint
         ("mla-verify", ["a", "b", "--text", "t.txt", "--ids", "1,2"], "not both"),
         ("mla-verify", ["perplexity", "a", "--ids", "1,2", "--bogus"], "--bogus"),
         ("mla-verify", ["perplexity", "a"], "--text FILE or --ids"),
+        ("mla-verify", ["perplexity", "a", "--ids", "1,2", "--bos"], "--bos applies to --text"),
         ("mla-bench", ["synth", "--shape", "huge", "-o", "out"], "huge"),
         ("mla-bench", ["blas-concurrency", "--runs", "0"], "--runs"),
     ])
