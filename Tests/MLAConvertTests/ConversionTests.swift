@@ -212,6 +212,17 @@ import Testing
         }
     }
 
+    /// The DeepSeek-V3 config's rope_theta: every 4th pair of a base-100000 head of 64 dims is the
+    /// table of base 100000 for a 16-dim rope key, written as exactly 100000 (it was 100000.00000000003);
+    /// the fastest 8 pairs are base 100000^(1/4), which is no integer; the slowest 8 are no table.
+    @Test func ropeThetaOfAUniformStrideIsTheSourceBase() throws {
+        let source = (0..<32).map { pow(100000.0, -2 * Double($0) / 64) }
+        #expect(DeepSeekV3Encoder.ropeTheta(stride(from: 0, to: 32, by: 4).map { source[$0] }, dRope: 16) == 100000)
+        let highest = try #require(DeepSeekV3Encoder.ropeTheta(Array(source.prefix(8)), dRope: 16))
+        #expect(abs(highest / pow(100000, 0.25) - 1) < 1e-12)
+        #expect(DeepSeekV3Encoder.ropeTheta(Array(source.suffix(8)), dRope: 16) == nil)
+    }
+
     /// Uniform keeps pairs start + ⌊k·P/r⌋: every start `checkPlan` accepts keeps r distinct pairs of the
     /// head (a larger one wrapped around to the first pairs), and the first start past them is refused.
     @Test func uniformPairsStayInTheHead() throws {

@@ -47,13 +47,18 @@ public struct DeepSeekV3Encoder: MLAModelEncoder {
         return nil
     }
 
-    /// The base b' with θ_i = b'^(-2i/dRope) for every slot (to 1e-9 relative), or nil.
+    /// The base b' with θ_i = b'^(-2i/dRope) for every slot (to 1e-9 relative), or nil. The nearest
+    /// integer when its table matches too: bases are integers in practice, and the base recovered from
+    /// a uniform stride (100000 from every 4th pair) carries float noise (100000.00000000003).
     public static func ropeTheta(_ invFreq: [Double], dRope: Int) -> Double? {
         guard let first = invFreq.first, abs(first - 1) < 1e-12 else { return nil }
         guard invFreq.count > 1 else { return 10000 }
         let base = pow(invFreq[1], -Double(dRope) / 2)
-        let table = MLALayerWeights.deepSeekInvFreq(theta: base, dRope: dRope)
-        return zip(table, invFreq).allSatisfy { abs($0 - $1) <= 1e-9 * $1 } ? base : nil
+        func matches(_ b: Double) -> Bool {
+            zip(MLALayerWeights.deepSeekInvFreq(theta: b, dRope: dRope), invFreq).allSatisfy { abs($0 - $1) <= 1e-9 * $1 }
+        }
+        guard matches(base) else { return nil }
+        return base.rounded() >= 1 && matches(base.rounded()) ? base.rounded() : base
     }
 
     /// The config.json object (`docs/deepseek-export.md`, values from the source and layer 0). Every layer is
