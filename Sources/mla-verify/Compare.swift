@@ -87,6 +87,8 @@ extension MLAVerifyCommand {
                 }
             }
             ids = Array(ids.prefix(tokens))
+            // As perplexity does: a usage error, before the models are read.
+            guard ids.count >= 2 else { throw ValidationError("need at least 2 tokens, the input has \(ids.count)") }
             let selected = try layers.map { list in
                 Set(try list.split(separator: ",", omittingEmptySubsequences: false).map { piece -> Int in
                     guard let l = Int(piece), (0..<source.config.numLayers).contains(l) else {

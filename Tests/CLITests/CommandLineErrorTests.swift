@@ -82,5 +82,7 @@ import MLACheckpoint
         #expect(allowed.status == 0, "\(allowed.stderr)")
         let json = try JSONValue.parse(allowed.stdout)
         #expect(json["mla_core"]?.isNull == true && (json["kl"]?["max"]?.double ?? 1) < 1e-6)
+        // One token is a usage error, as in `perplexity` (it exited 1).
+        try Self.expectOneLineUsageError("mla-verify", [synth, synth, "--ids", "5", "--allow-non-mla"], mention: "need at least 2 tokens, the input has 1")
     }
 }
