@@ -71,6 +71,12 @@ struct CheckpointReport {
         }
     }
 
+    /// A DeepSeek-V3 model's one latent rank and rope key width (the native format sets them per layer).
+    var deepSeekLatent: (rank: Int, rope: Int)? {
+        guard config.family == .deepseekV3, let rank = config.raw["kv_lora_rank"]?.int, let rope = config.raw["qk_rope_head_dim"]?.int else { return nil }
+        return (rank, rope)
+    }
+
     var biases: String {
         var parts: [String] = []
         if config.qkvBias { parts.append("q, k, v") }
@@ -88,7 +94,7 @@ struct CheckpointReport {
             ("stored types", storedTypes),
             ("family", c.family.rawValue),
             ("attention", c.family.isMLA
-                ? "MLA: \(c.numHeads) heads, cache values per layer (latent + rope key) \(c.cacheValuesPerLayer.map(String.init).joined(separator: " "))"
+                ? "MLA: \(c.numHeads) heads, \(deepSeekLatent.map { "kv_lora_rank \($0.rank) + rope key \($0.rope) dims, " } ?? "")cache values per layer (latent + rope key) \(c.cacheValuesPerLayer.map(String.init).joined(separator: " "))"
                 : "\(c.attentionKind): \(c.numHeads) heads, \(c.numKVHeads) KV heads (group \(c.groupSize)), head dim \(c.headDim)"),
             ("layers", "\(c.numLayers)"),
             ("hidden size", "\(c.hiddenSize) (MLP \(c.intermediateSize))"),
@@ -140,12 +146,14 @@ struct CheckpointReport {
             ("tied_embeddings", .bool(c.tiedEmbeddings)),
             ("parameters", JSONValue(checkpoint.parameterCount)),
             ("kv_cache_values_per_token_per_layer", JSONValue(c.kvCacheValuesPerTokenPerLayer)),
+            ("cache_values_per_layer", .array(c.cacheValuesPerLayer.map { JSONValue($0) })),
             ("kv_cache_values_per_token", JSONValue(c.kvCacheValuesPerToken)),
             ("kv_cache_bytes_per_token_bf16", JSONValue(c.kvCacheValuesPerToken * 2)),
             ("kv_cache_bytes_per_token_stored", JSONValue(c.kvCacheValuesPerToken * weightDType.byteSize)),
             ("kv_cache_stored_dtype", .string(weightDType.rawValue)),
             ("warnings", .array(checkpoint.warnings.map { .string($0) })),
         ]
+        if let latent = deepSeekLatent { members += [("kv_lora_rank", JSONValue(latent.rank)), ("qk_rope_head_dim", JSONValue(latent.rope))] }
         if includeTensors {
             members.append(("tensors", .array(checkpoint.store.names.compactMap { name in
                 guard let info = checkpoint.store.info(name) else { return nil }

@@ -126,6 +126,9 @@ import MLATestSupport
         let json = try JSONValue.parse(try CLI.run("mla-convert", ["inspect", out, "--json"]).stdout)
         let values = try #require(json["kv_cache_values_per_token"]?.int)
         #expect(json["kv_cache_stored_dtype"]?.string == "BF16" && json["kv_cache_bytes_per_token_stored"]?.int == 2 * values)
+        // The latent rank and rope key of the fixed rule at 50 % (rope 32 of 192 values), and the cache per layer.
+        #expect(json["kv_lora_rank"]?.int == 160 && json["qk_rope_head_dim"]?.int == 32)
+        #expect(json["cache_values_per_layer"]?.array?.map(\.int) == Array(repeating: 192, count: 30))
         let text = try CLI.run("mla-convert", ["inspect", out]).stdout
         #expect(text.contains("interleaved layout") && text.contains("\(groupDigits(2 * values)) at BF16 (") && !text.contains("at F32"), "\(text)")
         #expect(try CLI.run("mla-convert", ["inspect", SampleData.modelPath]).stdout.contains("rotate-half layout"))
