@@ -154,8 +154,7 @@ public struct CalibrationMix: Sendable, Equatable, CustomStringConvertible {
                 throw ConversionPlanError("--calib-mix '\(spec)': expected name=weight pairs with names "
                                           + CalibrationCorpus.domains.map(\.name).joined(separator: ", ") + " and weights of 0 or more")
             }
-            guard !named.contains(i) else { throw ConversionPlanError("--calib-mix '\(spec)': \(pair[0]) is given twice") }
-            named.insert(i)
+            guard named.insert(i).inserted else { throw ConversionPlanError("--calib-mix '\(spec)': \(pair[0]) is given twice") }
             shares[i] = weight
         }
         guard shares.contains(where: { $0 > 0 }) else { throw ConversionPlanError("--calib-mix '\(spec)': give some domain a positive weight") }

@@ -354,19 +354,23 @@ public struct ConversionPlan: Sendable {
     /// `plans` fits the budget (`ModelConversion.checkPlan`, which runs `CacheBudget.rank`), then a
     /// non-finite value in a tensor the output copies (`Checkpoint.checkPassThroughValues`).
     static func checkBeforeWork(checkpoint: Checkpoint, budget: CacheBudget, plans: [LayerConversionOptions]) throws {
+        try checkSomePlanFits(checkpoint: checkpoint, budget: budget, plans: plans)
+        try checkpoint.checkPassThroughValues()
+    }
+
+    /// Returns when one of `plans` fits; else throws the first one's refusal, named for the model.
+    private static func checkSomePlanFits(checkpoint: Checkpoint, budget: CacheBudget, plans: [LayerConversionOptions]) throws {
         guard !plans.isEmpty else { throw ConversionPlanError("no rope plan fits the rope flags as given (--rope-dim, --rope-frequencies, --freqfold)") }
         var refusal: ConversionPlanError?
         for plan in plans {
             do {
                 try ModelConversion.checkPlan(config: checkpoint.config, options: plan, budget: budget)
-                refusal = nil
-                break
+                return
             } catch let error as ConversionPlanError {
                 refusal = refusal ?? error
             }
         }
         if let refusal { throw Self.naming(checkpoint, refusal) }
-        try checkpoint.checkPassThroughValues()
     }
 
     /// `refusal` of a request that `checkpoint`'s model cannot hold, prefixed with the model file, since

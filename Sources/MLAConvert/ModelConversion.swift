@@ -112,19 +112,18 @@ public struct ModelConversion: Sendable {
     /// ranks beyond what the layer can hold, budgets with no room for a latent. The refusal
     /// (`ConversionPlanError`) names the flag that sets the value.
     public static func checkPlan(config c: ModelConfig, options: LayerConversionOptions, budget: CacheBudget) throws {
-        func fail(_ reason: String) -> ConversionPlanError { ConversionPlanError(reason) }
-        guard c.headDim % 2 == 0 else { throw fail("head dim \(c.headDim) is odd; RoPE needs pairs") }
+        guard c.headDim % 2 == 0 else { throw ConversionPlanError("head dim \(c.headDim) is odd; RoPE needs pairs") }
         let pairs = c.headDim / 2, nkvDims = c.numKVHeads * c.headDim
         switch options.ropePlan {
         case let .shared(dims, stride, fold):
-            guard dims >= 2, dims % 2 == 0, dims <= c.headDim else { throw fail("--rope-dim \(dims) must be even and within 2...\(c.headDim) (the head dim)") }
-            guard stride * dims / 2 <= pairs, pairs % fold == 0 else { throw fail("--freqfold \(fold): with stride \(stride) it does not fit \(pairs) pairs") }
+            guard dims >= 2, dims % 2 == 0, dims <= c.headDim else { throw ConversionPlanError("--rope-dim \(dims) must be even and within 2...\(c.headDim) (the head dim)") }
+            guard stride * dims / 2 <= pairs, pairs % fold == 0 else { throw ConversionPlanError("--freqfold \(fold): with stride \(stride) it does not fit \(pairs) pairs") }
         case let .partial(strategy, keep, start, _):
-            guard keep >= 1, keep <= pairs else { throw fail("--rope-pairs \(keep): a head has \(pairs) pairs (head dim \(c.headDim)); --rope-pairs counts frequency pairs, not dims") }
+            guard keep >= 1, keep <= pairs else { throw ConversionPlanError("--rope-pairs \(keep): a head has \(pairs) pairs (head dim \(c.headDim)); --rope-pairs counts frequency pairs, not dims") }
             // Uniform keeps pairs start + ⌊k·pairs/keep⌋ (k < keep): a larger start would run past the last pair.
             let startLimit = pairs - (keep - 1) * pairs / keep
             guard strategy != .uniform || (start >= 0 && start < startLimit) else {
-                throw fail("--uniform-start \(start): \(keep) uniform pairs (--rope-pairs) of a head's \(pairs) start in 0..<\(startLimit), else the last would be past the head's last pair")
+                throw ConversionPlanError("--uniform-start \(start): \(keep) uniform pairs (--rope-pairs) of a head's \(pairs) start in 0..<\(startLimit), else the last would be past the head's last pair")
             }
         }
         let ropeValues = Self.ropeValues(config: c, rope: options.ropePlan)
@@ -137,14 +136,14 @@ public struct ModelConversion: Sendable {
             case .rank: asked = "--kv-lora-rank \(rank)"
             case let .fraction(beta): asked = "--kv-budget \(beta) gives kv_lora_rank \(rank), which"
             }
-            throw fail("\(asked) exceeds the largest useful rank \(maxRank) (NoPE key dims \(nope) + value dims \(nkvDims), at most hidden size \(c.hiddenSize))")
+            throw ConversionPlanError("\(asked) exceeds the largest useful rank \(maxRank) (NoPE key dims \(nope) + value dims \(nkvDims), at most hidden size \(c.hiddenSize))")
         }
         if options.mode == .split, rank / 2 > nope || rank - rank / 2 > nkvDims {
-            throw fail("--factorization split: kv_lora_rank \(rank) gives keys \(rank / 2) and values \(rank - rank / 2) of it, more than their \(nope) and \(nkvDims) dims")
+            throw ConversionPlanError("--factorization split: kv_lora_rank \(rank) gives keys \(rank / 2) and values \(rank - rank / 2) of it, more than their \(nope) and \(nkvDims) dims")
         }
         if let qr = options.queryRank {
             let rows = c.numHeads * (c.headDim + (options.ropePlan.isShared ? ropeValues : ropeValues / c.numKVHeads))
-            guard qr <= min(rows, c.hiddenSize) else { throw fail("--q-lora-rank \(qr) exceeds min(query rows \(rows), hidden size \(c.hiddenSize))") }
+            guard qr <= min(rows, c.hiddenSize) else { throw ConversionPlanError("--q-lora-rank \(qr) exceeds min(query rows \(rows), hidden size \(c.hiddenSize))") }
         }
     }
 

@@ -74,7 +74,7 @@ struct ConversionOutputOptions: ParsableArguments {
 
     /// Refuses options `format` does not use.
     func validate(format: MLAOutputFormat) throws {
-        if format == .gguf, maxShardSize != nil { throw ValidationError("--max-shard-size splits safetensors shards; --format gguf writes one file") }
+        if format == .gguf { try refuseShardSize(maxShardSize, oneFileFormat: format.rawValue) }
     }
 
     /// The checked output (`OutputPlan`: a directory, or one file for GGUF), made before any calibration
@@ -85,6 +85,11 @@ struct ConversionOutputOptions: ParsableArguments {
     }
 
     var writer: CheckpointWriter { CheckpointWriter(format: .hf, maxShardBytes: (maxShardSize ?? ByteSize.defaultShard).bytes) }
+}
+
+/// Refuses `--max-shard-size` for an output format that writes one file (GGUF, HDF5).
+func refuseShardSize(_ given: ByteSize?, oneFileFormat format: String) throws {
+    if given != nil { throw ValidationError("--max-shard-size splits safetensors shards; --format \(format) writes one file") }
 }
 
 /// The tensor dtypes the converters write: f32, bf16, and f16 and q8_0 for GGUF only (the HF formats'

@@ -38,7 +38,7 @@ extension MLAConvertCommand {
         func validate() throws {
             if let deflate, !(1...9).contains(deflate) { throw ValidationError("--deflate must be 1-9") }
             if deflate != nil, format != .hdf5 { throw ValidationError("--deflate compresses HDF5 datasets; it needs --format hdf5") }
-            if maxShardSize != nil, format != .hf { throw ValidationError("--max-shard-size splits safetensors shards; --format \(format.rawValue) writes one file") }
+            if format != .hf { try refuseShardSize(maxShardSize, oneFileFormat: format.rawValue) }
         }
 
         func run() throws {

@@ -65,7 +65,7 @@ struct CheckpointReport {
     /// native format sets that per layer.
     var ropePairs: String {
         switch config.family {
-        case .deepseekV3: return "\((config.raw["qk_rope_head_dim"]?.int ?? 0) / 2) pairs (qk_rope_head_dim)"
+        case .deepseekV3: return "\((deepSeekLatent?.rope ?? 0) / 2) pairs (qk_rope_head_dim)"
         case .mlaNative: return "pairs set per layer"
         default: return "\(config.headDim / 2) pairs"
         }

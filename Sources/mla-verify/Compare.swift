@@ -78,7 +78,7 @@ extension MLAVerifyCommand {
             let metadata = report == nil ? nil : try ConversionMetadata.load(target)
             var ids: [Int] = []
             if let list = self.ids {
-                ids = try parseTokenIds(list, vocabSize: source.config.vocabSize)
+                ids = try parseIndexList(list, option: "--ids", what: "a token id", below: source.config.vocabSize)
             } else {
                 let tokenizer = try BPETokenizer.forCheckpoint(source)
                 for file in text.isEmpty ? [try defaultText()] : text {
@@ -87,16 +87,8 @@ extension MLAVerifyCommand {
                 }
             }
             ids = Array(ids.prefix(tokens))
-            // As perplexity does: a usage error, before the models are read.
-            guard ids.count >= 2 else { throw ValidationError("need at least 2 tokens, the input has \(ids.count)") }
-            let selected = try layers.map { list in
-                Set(try list.split(separator: ",", omittingEmptySubsequences: false).map { piece -> Int in
-                    guard let l = Int(piece), (0..<source.config.numLayers).contains(l) else {
-                        throw ValidationError("--layers: '\(piece)' is not a layer index below \(source.config.numLayers) (give them comma-separated, e.g. 0,5,29)")
-                    }
-                    return l
-                })
-            }
+            try requireTwoTokens(ids)
+            let selected = try layers.map { Set(try parseIndexList($0, option: "--layers", what: "a layer index", below: source.config.numLayers)) }
             noteBeyondContext(min(window, ids.count), of: source, what: "a window")
             let progress = Progress(total: source.config.numLayers + 1, label: "verify")
             let result = try verify(original: try StreamedModel(source), converted: try StreamedModel(target),

@@ -58,14 +58,14 @@ extension MLAVerifyCommand {
             let checkpoint = try Checkpoint.openPrintingWarnings(model)
             var tokenIds: [Int]
             if let ids {
-                tokenIds = try parseTokenIds(ids, vocabSize: checkpoint.config.vocabSize)
+                tokenIds = try parseIndexList(ids, option: "--ids", what: "a token id", below: checkpoint.config.vocabSize)
             } else {
                 let tokenizer = try BPETokenizer.forCheckpoint(checkpoint)
                 let textPath = text ?? ""
                 tokenIds = tokenizer.encode(try InputFile.readText(textPath), addBos: bos)
             }
             if let tokens { tokenIds = Array(tokenIds.prefix(tokens)) }
-            guard tokenIds.count >= 2 else { throw ValidationError("need at least 2 tokens, the input has \(tokenIds.count)") }
+            try requireTwoTokens(tokenIds)
             noteBeyondContext(min(window, tokenIds.count), of: checkpoint, what: "a window")
             let progress = Progress(total: checkpoint.config.numLayers + 1, label: "perplexity")
             let result = try evaluatePerplexity(model: try StreamedModel(checkpoint), tokens: tokenIds, window: window) { done, _ in

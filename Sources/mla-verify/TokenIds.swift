@@ -3,14 +3,20 @@ import Foundation
 import MLACheckpoint
 import MLACLI
 
-/// Token ids from a comma-separated `--ids` list, each checked against the vocabulary (an empty piece too).
-func parseTokenIds(_ list: String, vocabSize: Int) throws -> [Int] {
+/// The indices of a comma-separated `option` list (`--ids`, `--layers`), each in 0..<`limit` (an empty
+/// piece is refused too): "--ids: '' is not a token id below 49152".
+func parseIndexList(_ list: String, option: String, what: String, below limit: Int) throws -> [Int] {
     try list.split(separator: ",", omittingEmptySubsequences: false).map { piece -> Int in
-        guard let v = Int(piece.trimmingCharacters(in: .whitespacesAndNewlines)), v >= 0, v < vocabSize else {
-            throw ValidationError("--ids: '\(piece)' is not a token id below \(vocabSize)")
+        guard let v = Int(piece.trimmingCharacters(in: .whitespacesAndNewlines)), (0..<limit).contains(v) else {
+            throw ValidationError("\(option): '\(piece)' is not \(what) below \(limit)")
         }
         return v
     }
+}
+
+/// Refuses fewer than 2 tokens: a window predicts the tokens after its first.
+func requireTwoTokens(_ ids: [Int]) throws {
+    guard ids.count >= 2 else { throw ValidationError("need at least 2 tokens, the input has \(ids.count)") }
 }
 
 /// Says on standard error when a run feeds `checkpoint` more than its trained context

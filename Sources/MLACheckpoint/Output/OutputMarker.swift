@@ -53,8 +53,8 @@ public enum OutputManifest {
     /// the directory.
     static func files(in directory: String) -> [String]? { read(in: directory)?.files }
 
-    /// The manifest in `directory`: the files it lists and what they hold (nil: no valid manifest, or one
-    /// written before the contents were recorded).
+    /// The manifest in `directory`: the files it lists and what they hold (`contents` nil in a manifest
+    /// written before they were recorded), or nil when there is no valid manifest.
     static func read(in directory: String) -> (files: [String], contents: OutputContents?)? {
         let path = directory + "/" + fileName
         guard isRegularFile(path), let handle = FileHandle(forReadingAtPath: path) else { return nil }
